@@ -1,0 +1,47 @@
+// swift-tools-version:6.0
+// AsymML for Swift: private training with trusted (enclave) and untrusted (accelerator) ranks.
+import PackageDescription
+
+// Hot loops are plain pointer arithmetic; bounds checks there cost 2-3x, and every kernel is
+// tested against a reference loop, so the kernel module builds unchecked.
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"])]
+
+let package = Package(
+    name: "asymml",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "asymml", targets: ["asymml"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    ],
+    targets: [
+        // Thin C shims over system libraries (found through pkg-config).
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas"),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial"),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+
+        // Tensors and the numeric kernels (forward and backward), on OpenBLAS.
+        .target(name: "AsymKernels", dependencies: ["CBLAS"], swiftSettings: fastMath),
+        // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
+        .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"], swiftSettings: fastMath),
+        // A small Swift wrapper over the HDF5 C library.
+        .target(name: "AsymHDF5", dependencies: ["CHDF5", "CZlib"]),
+        // Config, layers, models, optimizer, schedules, checkpoints, the training loop.
+        .target(name: "AsymTrain", dependencies: ["AsymKernels", "AsymData", "AsymHDF5", "Yams"],
+                swiftSettings: fastMath),
+        // The command-line interface.
+        .executableTarget(name: "asymml", dependencies: [
+            "AsymTrain",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "AsymKernelsTests", dependencies: ["AsymKernels"]),
+        .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
+        .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
+        .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,35 @@
+import CBLAS
+
+/// Row-major single-precision matrix products through OpenBLAS.
+///
+/// All matrices are row-major with explicit leading dimensions, so that a GEMM can read or
+/// write a block inside a larger buffer (a chunk of an im2col matrix, one sample of a batch).
+public enum BLAS {
+    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+    /// C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C.
+    @inline(__always)
+    public static func gemm(
+        transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+                    beta, c, blasint(ldc))
+    }
+
+    /// y += alpha * x
+    @inline(__always)
+    public static func axpy(_ n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        cblas_saxpy(blasint(n), alpha, x, 1, y, 1)
+    }
+
+    @inline(__always)
+    public static func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
+        cblas_sdot(blasint(n), x, 1, y, 1)
+    }
+}

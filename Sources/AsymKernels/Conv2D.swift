@@ -1,0 +1,227 @@
+/// 2-D convolution (cross-correlation, as in PyTorch) on NCHW tensors by im2col + GEMM.
+///
+/// For a chunk of `nb` samples, im2col lays the input patches out as a matrix
+/// `col[C*k*k, nb*P]` (P = Ho*Wo output positions), so one GEMM with the weight matrix
+/// `W[Cout, C*k*k]` computes the whole chunk: `out[Cout, nb*P] = W * col`. Chunks bound the
+/// size of `col`, so the GEMM stays large (fast) while the buffer stays in memory budget.
+
+/// The shapes of one convolution.
+public struct ConvGeometry: Equatable, Sendable {
+    public var inChannels, height, width: Int
+    public var outChannels, kernel, stride, padding: Int
+
+    public init(inChannels: Int, height: Int, width: Int, outChannels: Int,
+                kernel: Int, stride: Int = 1, padding: Int = 0) {
+        self.inChannels = inChannels; self.height = height; self.width = width
+        self.outChannels = outChannels; self.kernel = kernel
+        self.stride = stride; self.padding = padding
+    }
+
+    public var outHeight: Int { (height + 2 * padding - kernel) / stride + 1 }
+    public var outWidth: Int { (width + 2 * padding - kernel) / stride + 1 }
+    /// Output positions per channel (P).
+    public var outPositions: Int { outHeight * outWidth }
+    /// Rows of the im2col matrix (C*k*k), the inner dimension of the GEMM.
+    public var patchSize: Int { inChannels * kernel * kernel }
+    public var inputSize: Int { inChannels * height * width }
+    public var outputSize: Int { outChannels * outPositions }
+    public var weightCount: Int { outChannels * patchSize }
+    /// Multiply-adds of the forward pass for one sample, times two.
+    public var forwardFlops: Int { 2 * outChannels * patchSize * outPositions }
+
+    /// The same geometry with another number of input channels (the low-rank conv on V).
+    public func with(inChannels c: Int) -> ConvGeometry {
+        var g = self; g.inChannels = c; return g
+    }
+}
+
+/// im2col and col2im are memory-bound; this bounds their matrix (in floats): 4M = 16 MiB.
+public nonisolated(unsafe) var convColumnBudget = 4 << 20
+
+@inline(__always)
+func chunkSamples(_ g: ConvGeometry, batch: Int) -> Int {
+    max(1, min(batch, convColumnBudget / max(1, g.patchSize * g.outPositions)))
+}
+
+/// The output columns `ow` whose input column `ow*stride - pad + kj` lies inside 0..<width.
+@inline(__always)
+private func validColumns(_ g: ConvGeometry, kj: Int) -> Range<Int> {
+    let lo = max(0, (g.padding - kj + g.stride - 1) / g.stride)
+    let hi = min(g.outWidth, (g.width + g.padding - kj + g.stride - 1) / g.stride)
+    return lo..<max(lo, hi)
+}
+
+/// Writes the patches of samples `x[0..<nb]` into `col[C*k*k, ld]`, sample s at column
+/// offset s*P (ld = nb*P).
+public func im2col(_ g: ConvGeometry, x: UnsafePointer<Float>, samples nb: Int,
+                   col: UnsafeMutablePointer<Float>) {
+    let k = g.kernel, P = g.outPositions, Wo = g.outWidth, Ho = g.outHeight, ld = nb * P
+    parallelRanges(nb * g.inChannels, grain: 1) { range in
+        for sc in range {
+            let s = sc / g.inChannels, c = sc % g.inChannels
+            let xc = x + s * g.inputSize + c * g.height * g.width
+            for ki in 0..<k {
+                for kj in 0..<k {
+                    let row = (c * k + ki) * k + kj
+                    let dst = col + row * ld + s * P
+                    let cols = validColumns(g, kj: kj)
+                    for oh in 0..<Ho {
+                        let ih = oh * g.stride - g.padding + ki
+                        let d = dst + oh * Wo
+                        if ih < 0 || ih >= g.height || cols.isEmpty {
+                            d.update(repeating: 0, count: Wo)
+                            continue
+                        }
+                        d.update(repeating: 0, count: cols.lowerBound)
+                        let src = xc + ih * g.width - g.padding + kj
+                        if g.stride == 1 {
+                            (d + cols.lowerBound).update(from: src + cols.lowerBound, count: cols.count)
+                        } else {
+                            for ow in cols { d[ow] = src[ow * g.stride] }
+                        }
+                        (d + cols.upperBound).update(repeating: 0, count: Wo - cols.upperBound)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: accumulates `col[C*k*k, nb*P]` into `dx[0..<nb]` (which the
+/// caller zeroes first).
+public func col2im(_ g: ConvGeometry, col: UnsafePointer<Float>, samples nb: Int,
+                   dx: UnsafeMutablePointer<Float>) {
+    let k = g.kernel, P = g.outPositions, Wo = g.outWidth, Ho = g.outHeight, ld = nb * P
+    parallelRanges(nb * g.inChannels, grain: 1) { range in
+        for sc in range {
+            let s = sc / g.inChannels, c = sc % g.inChannels
+            let xc = dx + s * g.inputSize + c * g.height * g.width
+            for ki in 0..<k {
+                for kj in 0..<k {
+                    let src = col + ((c * k + ki) * k + kj) * ld + s * P
+                    let cols = validColumns(g, kj: kj)
+                    if cols.isEmpty { continue }
+                    for oh in 0..<Ho {
+                        let ih = oh * g.stride - g.padding + ki
+                        if ih < 0 || ih >= g.height { continue }
+                        let d = xc + ih * g.width - g.padding + kj
+                        let r = src + oh * Wo
+                        if g.stride == 1 {
+                            for ow in cols { d[ow] += r[ow] }
+                        } else {
+                            for ow in cols { d[ow * g.stride] += r[ow] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies `out[Cout, nb*P]` (GEMM layout) into NCHW `y[nb, Cout, P]`, adding the bias.
+@inline(__always)
+private func scatterChannels(_ out: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                             samples nb: Int, channels: Int, positions P: Int,
+                             bias: UnsafePointer<Float>?) {
+    parallelRanges(nb * channels, grain: 8) { range in
+        for so in range {
+            let s = so / channels, o = so % channels
+            let src = out + o * nb * P + s * P, dst = y + (s * channels + o) * P
+            let b = bias?[o] ?? 0
+            for p in 0..<P { dst[p] = src[p] + b }
+        }
+    }
+}
+
+/// Copies NCHW `dy[nb, Cout, P]` into GEMM layout `out[Cout, nb*P]`.
+@inline(__always)
+private func gatherChannels(_ dy: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                            samples nb: Int, channels: Int, positions P: Int) {
+    parallelRanges(nb * channels, grain: 8) { range in
+        for so in range {
+            let s = so / channels, o = so % channels
+            (out + o * nb * P + s * P).update(from: dy + (s * channels + o) * P, count: P)
+        }
+    }
+}
+
+/// y = conv(x, w) + bias for a batch. x: [batch, C, H, W], w: [Cout, C, k, k], y: [batch, Cout, Ho, Wo].
+public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
+                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                          y: UnsafeMutablePointer<Float>, scratch: Scratch) {
+    let P = g.outPositions, K = g.patchSize
+    let chunk = chunkSamples(g, batch: batch)
+    let col = scratch.buffer(0, count: K * chunk * P)
+    let out = scratch.buffer(1, count: g.outChannels * chunk * P)
+    var b0 = 0
+    while b0 < batch {
+        let nb = min(chunk, batch - b0)
+        im2col(g, x: x + b0 * g.inputSize, samples: nb, col: col)
+        if nb == 1 {
+            // One sample: the GEMM layout already is NCHW.
+            BLAS.gemm(m: g.outChannels, n: P, k: K, a: weight, lda: K, b: col, ldb: P,
+                      c: y + b0 * g.outputSize, ldc: P)
+            if let bias { addChannelBias(y + b0 * g.outputSize, bias: bias, channels: g.outChannels, positions: P) }
+        } else {
+            BLAS.gemm(m: g.outChannels, n: nb * P, k: K, a: weight, lda: K, b: col, ldb: nb * P,
+                      c: out, ldc: nb * P)
+            scatterChannels(out, y: y + b0 * g.outputSize, samples: nb, channels: g.outChannels,
+                            positions: P, bias: bias)
+        }
+        b0 += nb
+    }
+}
+
+@inline(__always)
+private func addChannelBias(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
+                            channels: Int, positions P: Int) {
+    for o in 0..<channels {
+        let b = bias[o], row = y + o * P
+        for p in 0..<P { row[p] += b }
+    }
+}
+
+/// Backward of `conv2dForward`. Accumulates into `dWeight` and `dBias` (as PyTorch
+/// accumulates .grad); writes `dx` when it is given (the first layer needs none).
+public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
+                           weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                           dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+                           dx: UnsafeMutablePointer<Float>?, scratch: Scratch) {
+    let P = g.outPositions, K = g.patchSize
+    let chunk = chunkSamples(g, batch: batch)
+    let col = scratch.buffer(0, count: K * chunk * P)
+    let dOut = scratch.buffer(1, count: g.outChannels * chunk * P)
+    if let dx { dx.update(repeating: 0, count: batch * g.inputSize) }
+    var b0 = 0
+    while b0 < batch {
+        let nb = min(chunk, batch - b0), ld = nb * P
+        let dyChunk: UnsafePointer<Float>
+        if nb == 1 {
+            dyChunk = dy + b0 * g.outputSize
+        } else {
+            gatherChannels(dy + b0 * g.outputSize, out: dOut, samples: nb, channels: g.outChannels, positions: P)
+            dyChunk = UnsafePointer(dOut)
+        }
+        if let dBias {
+            for o in 0..<g.outChannels {
+                var s: Float = 0
+                let row = dyChunk + o * ld
+                for p in 0..<ld { s += row[p] }
+                dBias[o] += s
+            }
+        }
+        if let dWeight {
+            im2col(g, x: x + b0 * g.inputSize, samples: nb, col: col)
+            // dW[Cout, K] += dY[Cout, ld] * col[K, ld]^T
+            BLAS.gemm(transB: true, m: g.outChannels, n: K, k: ld, a: dyChunk, lda: ld,
+                      b: col, ldb: ld, beta: 1, c: dWeight, ldc: K)
+        }
+        if let dx {
+            // dcol[K, ld] = W[Cout, K]^T * dY[Cout, ld], then scatter-add the patches back.
+            BLAS.gemm(transA: true, m: K, n: ld, k: g.outChannels, a: weight, lda: K,
+                      b: dyChunk, ldb: ld, c: col, ldc: ld)
+            col2im(g, col: col, samples: nb, dx: dx + b0 * g.inputSize)
+        }
+        b0 += nb
+    }
+}

@@ -1,0 +1,94 @@
+/// Max and average pooling over NCHW maps (no padding; PyTorch's floor output size).
+
+public struct PoolGeometry: Equatable, Sendable {
+    public var channels, height, width, kernel, stride: Int
+    public init(channels: Int, height: Int, width: Int, kernel: Int, stride: Int) {
+        self.channels = channels; self.height = height; self.width = width
+        self.kernel = kernel; self.stride = stride
+    }
+    public var outHeight: Int { (height - kernel) / stride + 1 }
+    public var outWidth: Int { (width - kernel) / stride + 1 }
+    public var inputSize: Int { channels * height * width }
+    public var outputSize: Int { channels * outHeight * outWidth }
+}
+
+/// Max pooling; records in `argmax` the input offset (within its channel plane) of each maximum.
+public func maxPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: Int,
+                           y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+    let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
+    parallelRanges(batch * g.channels, grain: 16) { r in
+        for bc in r {
+            let xp = x + bc * plane, yp = y + bc * Ho * Wo, ap = argmax + bc * Ho * Wo
+            for oh in 0..<Ho {
+                for ow in 0..<Wo {
+                    // The first maximum wins ties, as in PyTorch.
+                    var at = oh * g.stride * g.width + ow * g.stride
+                    var best = xp[at]
+                    for ki in 0..<g.kernel {
+                        let row = (oh * g.stride + ki) * g.width + ow * g.stride
+                        for kj in 0..<g.kernel where xp[row + kj] > best {
+                            best = xp[row + kj]; at = row + kj
+                        }
+                    }
+                    yp[oh * Wo + ow] = best
+                    ap[oh * Wo + ow] = Int32(at)
+                }
+            }
+        }
+    }
+}
+
+/// Backward of max pooling: routes each output gradient to its argmax (dx zeroed here).
+public func maxPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
+                            batch: Int, dx: UnsafeMutablePointer<Float>) {
+    let outPlane = g.outHeight * g.outWidth, plane = g.height * g.width
+    parallelRanges(batch * g.channels, grain: 16) { r in
+        for bc in r {
+            let dxp = dx + bc * plane, dyp = dy + bc * outPlane, ap = argmax + bc * outPlane
+            dxp.update(repeating: 0, count: plane)
+            for i in 0..<outPlane { dxp[Int(ap[i])] += dyp[i] }
+        }
+    }
+}
+
+public func avgPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: Int,
+                           y: UnsafeMutablePointer<Float>) {
+    let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
+    let scale = 1 / Float(g.kernel * g.kernel)
+    parallelRanges(batch * g.channels, grain: 16) { r in
+        for bc in r {
+            let xp = x + bc * plane, yp = y + bc * Ho * Wo
+            for oh in 0..<Ho {
+                for ow in 0..<Wo {
+                    var s: Float = 0
+                    for ki in 0..<g.kernel {
+                        let row = xp + (oh * g.stride + ki) * g.width + ow * g.stride
+                        for kj in 0..<g.kernel { s += row[kj] }
+                    }
+                    yp[oh * Wo + ow] = s * scale
+                }
+            }
+        }
+    }
+}
+
+public func avgPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, batch: Int,
+                            dx: UnsafeMutablePointer<Float>) {
+    let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
+    let scale = 1 / Float(g.kernel * g.kernel)
+    parallelRanges(batch * g.channels, grain: 16) { r in
+        for bc in r {
+            let dxp = dx + bc * plane, dyp = dy + bc * Ho * Wo
+            dxp.update(repeating: 0, count: plane)
+            for oh in 0..<Ho {
+                for ow in 0..<Wo {
+                    let d = dyp[oh * Wo + ow] * scale
+                    for ki in 0..<g.kernel {
+                        let row = dxp + (oh * g.stride + ki) * g.width + ow * g.stride
+                        for kj in 0..<g.kernel { row[kj] += d }
+                    }
+                }
+            }
+        }
+    }
+}

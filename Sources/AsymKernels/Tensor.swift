@@ -1,0 +1,74 @@
+/// A dense float32 tensor in row-major (NCHW for feature maps) order.
+///
+/// A final class over one manually owned buffer: kernels read and write it through raw
+/// pointers with no copy-on-write checks, and layers keep their tensors between steps so
+/// that training does not allocate in its hot path (see `Tensor.reuse`).
+public final class Tensor: @unchecked Sendable {
+    public private(set) var shape: [Int]
+    public private(set) var count: Int
+    public private(set) var data: UnsafeMutablePointer<Float>
+    private var capacity: Int
+
+    /// A zero-filled tensor of the given shape.
+    public init(shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        count = shape.reduce(1, *)
+        capacity = max(count, 1)
+        data = .allocate(capacity: capacity)
+        data.initialize(repeating: 0, count: capacity)
+    }
+
+    /// A tensor holding a copy of `values`.
+    public convenience init(shape: [Int], values: [Float]) {
+        self.init(shape: shape)
+        precondition(values.count == count, "\(values.count) values for shape \(shape)")
+        values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
+    }
+
+    deinit { data.deallocate() }
+
+    /// Returns `tensor` reshaped to `shape`, reusing its buffer when it is large enough, or a
+    /// new tensor otherwise. The contents are unspecified; callers overwrite them.
+    public static func reuse(_ tensor: Tensor?, shape: [Int]) -> Tensor {
+        guard let t = tensor else { return Tensor(shape: shape) }
+        let n = shape.reduce(1, *)
+        if n > t.capacity {
+            t.data.deallocate()
+            t.capacity = n
+            t.data = .allocate(capacity: n)
+            t.data.initialize(repeating: 0, count: n)
+        }
+        t.shape = shape
+        t.count = n
+        return t
+    }
+
+    /// Reinterprets the same values under another shape with the same element count.
+    public func reshape(_ newShape: [Int]) {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        shape = newShape
+    }
+
+    public var buffer: UnsafeMutableBufferPointer<Float> { .init(start: data, count: count) }
+    public var array: [Float] { Array(buffer) }
+
+    public func fill(_ value: Float) { data.update(repeating: value, count: count) }
+    public func zero() { fill(0) }
+
+    public func copy(from other: Tensor) {
+        precondition(other.count == count, "copy of \(other.shape) into \(shape)")
+        data.update(from: other.data, count: count)
+    }
+
+    public func copy() -> Tensor {
+        let t = Tensor(shape: shape)
+        t.copy(from: self)
+        return t
+    }
+
+    public subscript(i: Int) -> Float {
+        get { data[i] }
+        set { data[i] = newValue }
+    }
+}

@@ -1,0 +1,2 @@
+// zlib: gzip reading for the IDX data files and crc32 for checkpoints.
+#include <zlib.h>
