@@ -4,7 +4,7 @@ import PackageDescription
 
 // Hot loops are plain pointer arithmetic; bounds checks there cost 2-3x, and every kernel is
 // tested against a reference loop, so the kernel module builds unchecked.
-let fastMath: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"])]
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
     name: "asymml",
@@ -25,12 +25,14 @@ let package = Package(
 
         // Tensors and the numeric kernels (forward and backward), on OpenBLAS.
         .target(name: "AsymKernels", dependencies: ["CBLAS"], swiftSettings: fastMath),
+        // The asymmetric split: light SVD, split convolutions, the untrusted executor API.
+        .target(name: "AsymSplit", dependencies: ["AsymKernels"], swiftSettings: fastMath),
         // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
         .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"], swiftSettings: fastMath),
         // A small Swift wrapper over the HDF5 C library.
         .target(name: "AsymHDF5", dependencies: ["CHDF5", "CZlib"]),
         // Config, layers, models, optimizer, schedules, checkpoints, the training loop.
-        .target(name: "AsymTrain", dependencies: ["AsymKernels", "AsymData", "AsymHDF5", "Yams"],
+        .target(name: "AsymTrain", dependencies: ["AsymKernels", "AsymSplit", "AsymData", "AsymHDF5", "Yams"],
                 swiftSettings: fastMath),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
@@ -39,6 +41,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "AsymKernelsTests", dependencies: ["AsymKernels"]),
+        .testTarget(name: "AsymSplitTests", dependencies: ["AsymSplit"]),
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
         .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain"]),

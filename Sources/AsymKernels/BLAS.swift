@@ -33,3 +33,20 @@ public enum BLAS {
         cblas_sdot(blasint(n), x, 1, y, 1)
     }
 }
+
+extension BLAS {
+    /// y = alpha * op(A) x + beta * y, A row-major m x n.
+    @inline(__always)
+    public static func gemv(trans: Bool = false, m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                            x: UnsafePointer<Float>, beta: Float = 0, y: UnsafeMutablePointer<Float>) {
+        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, blasint(m), blasint(n), alpha, a, blasint(lda),
+                    x, 1, beta, y, 1)
+    }
+
+    /// A += alpha * x y^T, A row-major m x n.
+    @inline(__always)
+    public static func ger(m: Int, n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafePointer<Float>,
+                           a: UnsafeMutablePointer<Float>, lda: Int) {
+        cblas_sger(CblasRowMajor, blasint(m), blasint(n), alpha, x, 1, y, 1, a, blasint(lda))
+    }
+}

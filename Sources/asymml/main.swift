@@ -1,1 +1,107 @@
-print("asymml")
+import ArgumentParser
+import AsymTrain
+import Foundation
+
+/// One clear line on standard error and a non-zero exit, for every user-facing error.
+func fail(_ error: Error) -> Never {
+    FileHandle.standardError.write("asymml: error: \(error)\n".data(using: .utf8)!)
+    exit(1)
+}
+
+struct Asymml: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "asymml",
+        abstract: "Train neural networks on private data with trusted and untrusted ranks (AsymML).",
+        subcommands: [Train.self, Evaluate.self, Plan.self, Bench.self, Inspect.self])
+}
+
+struct ConfigOptions: ParsableArguments {
+    @Option(help: "The YAML config file (see configs/).")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a config key: --set optimizer.lr=0.1 (repeatable).")
+    var overrides: [String] = []
+
+    func load() throws -> Config { try Config.load(path: config, overrides: overrides) }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a model and write a run folder.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Continue from a checkpoint: 'auto' (the newest in the run folder) or a path.")
+    var resume: String?
+    @Option(name: .customLong("run-dir"), help: "The run folder (default runs/<name>).")
+    var runDir: String?
+
+    func run() throws {
+        do {
+            try Commands.train(config: try options.load(), runDir: runDir, resume: resume)
+        } catch { fail(error) }
+    }
+}
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Evaluate a checkpoint on the test set.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "The checkpoint file (.h5).")
+    var checkpoint: String
+
+    func run() throws {
+        do {
+            let e = try Commands.evaluate(config: try options.load(), checkpoint: checkpoint)
+            print(String(format: "test loss %.4f  test accuracy %.2f%%  (%d samples)", e.loss, 100 * e.accuracy, e.samples))
+        } catch { fail(error) }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure training and inference samples/s.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Timed steps (after two warm-up steps).")
+    var steps = 20
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        do {
+            let config = try options.load()
+            Commands.configureThreads(config)
+            let r = try benchmark(config: config, steps: steps)
+            if json {
+                print(String(format: "{\"config\": \"%@\", \"threads\": %d, \"train_samples_per_s\": %.1f, \"infer_samples_per_s\": %.1f}",
+                             config.name, r.threads, r.trainSamplesPerSecond, r.inferSamplesPerSecond))
+            } else {
+                print(String(format: "%@ (batch %d, %d threads): training %.1f samples/s (%.1f ms/step), inference %.1f samples/s",
+                             config.name, config.data.batchSize, r.threads, r.trainSamplesPerSecond,
+                             1000 * r.trainStepSeconds, r.inferSamplesPerSecond))
+            }
+        } catch { fail(error) }
+    }
+}
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show where every layer runs, the FLOPs on each side and the bytes that cross per step.")
+    @OptionGroup var options: ConfigOptions
+    @Flag(help: "Print one JSON object with `layers` and `totals`.")
+    var json = false
+
+    func run() throws {
+        do {
+            let plan = try AsymTrain.Plan(try options.load())
+            print(json ? plan.json : plan.table)
+        } catch { fail(error) }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a checkpoint's step, world, config and tensors.")
+    @Argument(help: "The checkpoint file (.h5).")
+    var path: String
+
+    func run() throws {
+        do { print(try Commands.inspect(path: path)) } catch { fail(error) }
+    }
+}
+
+Asymml.main()

@@ -1,0 +1,43 @@
+# AsymML for Swift. `make train` and `make test` install what is missing, build, and run.
+SWIFT   ?= swift
+CONFIG  ?= configs/fmnist-cnn.yaml
+BIN     := .build/release/asymml
+# Debian packages the build and the default job need (pkg-config finds the C libraries).
+PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools \
+            zlib1g-dev dataset-fashion-mnist
+
+# Open MPI refuses to run as root unless told to; CI and containers run as root.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+
+.PHONY: deps build train test bench clean
+
+# Installs only the missing packages (with sudo when not root); does nothing otherwise.
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+train: build
+	$(BIN) train --config $(CONFIG)
+
+# The numeric tests are built with optimisation so the suite stays fast.
+test: deps
+	$(SWIFT) build -c release
+	$(SWIFT) test -c release
+
+bench: build
+	$(BIN) bench --config configs/fmnist-cnn.yaml
+	$(BIN) bench --config configs/vgg-cifar.yaml
+
+clean:
+	rm -rf .build

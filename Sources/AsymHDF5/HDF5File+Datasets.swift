@@ -1,0 +1,106 @@
+import CHDF5
+
+/// The attribute holding each dataset's checksum: zlib's crc32 of its raw little-endian bytes.
+let checksumAttribute = "crc32"
+
+extension HDF5File {
+    /// Writes a float32 dataset of shape `shape` (`[]` for a scalar) from row-major `values`,
+    /// creating missing parent groups. The dataset must not exist yet.
+    public func writeFloats(_ path: String, shape: [Int], values: [Float]) throws {
+        try values.withUnsafeBufferPointer { try writeDataset(path, shape: shape, values: $0) }
+    }
+
+    /// Writes a float32 dataset straight from memory; see `writeFloats(_:shape:values:)`.
+    public func writeFloats(_ path: String, shape: [Int], values: UnsafeBufferPointer<Float>) throws {
+        try writeDataset(path, shape: shape, values: values)
+    }
+
+    /// Reads a float32 dataset, verifying its crc32. Other element types are an error.
+    public func readFloats(_ path: String) throws -> (shape: [Int], values: [Float]) {
+        try readDataset(path)
+    }
+
+    /// Writes an int64 dataset of shape `shape` (`[]` for a scalar) from row-major `values`,
+    /// creating missing parent groups. The dataset must not exist yet.
+    public func writeInt64s(_ path: String, shape: [Int], values: [Int64]) throws {
+        try values.withUnsafeBufferPointer { try writeDataset(path, shape: shape, values: $0) }
+    }
+
+    /// Writes an int64 dataset straight from memory; see `writeInt64s(_:shape:values:)`.
+    public func writeInt64s(_ path: String, shape: [Int], values: UnsafeBufferPointer<Int64>) throws {
+        try writeDataset(path, shape: shape, values: values)
+    }
+
+    /// Reads an int64 dataset, verifying its crc32. Other element types are an error.
+    public func readInt64s(_ path: String) throws -> (shape: [Int], values: [Int64]) {
+        try readDataset(path)
+    }
+
+    /// The shape of the dataset at `path`; `[]` for a scalar.
+    public func datasetShape(_ path: String) throws -> [Int] {
+        try withDataset(path) { dataset in try extent(of: dataset, path) }
+    }
+
+    private func writeDataset<Element: HDF5Element>(_ path: String, shape: [Int],
+                                                    values: UnsafeBufferPointer<Element>) throws {
+        guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == values.count else {
+            throw failure(path, "shape \(shape) does not hold \(values.count) values")
+        }
+        guard try !exists(path) else { throw failure(path, "already exists") }
+        let parent = Self.prefixes(of: path).dropLast().last ?? "/"
+        try createGroups(parent)
+        let file = try openID()
+        let dims = shape.map { hsize_t($0) }
+        let space = shape.isEmpty ? H5Screate(H5S_SCALAR) : H5Screate_simple(Int32(dims.count), dims, nil)
+        try withID(space, path, "cannot create dataspace", closedBy: H5Sclose) { space in
+            try withID(H5Dcreate2(file, path, Element.nativeType, space,
+                                  defaultPropertyList, defaultPropertyList, defaultPropertyList),
+                       path, "cannot create dataset", closedBy: H5Dclose) { dataset in
+                try check(H5Dwrite(dataset, Element.nativeType, asym_h5s_all(), asym_h5s_all(),
+                                   defaultPropertyList, values.baseAddress),
+                          path, "cannot write dataset")
+            }
+        }
+        try setAttribute(checksumAttribute, int64: Int64(crc32(of: UnsafeRawBufferPointer(values))), at: path)
+    }
+
+    private func readDataset<Element: HDF5Element>(_ path: String) throws -> (shape: [Int], values: [Element]) {
+        let (shape, values) = try withDataset(path) { dataset in
+            try withID(H5Dget_type(dataset), path, "cannot read dataset type", closedBy: H5Tclose) { type in
+                guard try check(H5Tequal(type, Element.nativeType), path, "cannot compare types") > 0 else {
+                    throw failure(path, "dataset is not \(Element.typeName)")
+                }
+            }
+            let shape = try extent(of: dataset, path)
+            let count = shape.reduce(1, *)
+            let values = try [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+                try check(H5Dread(dataset, Element.nativeType, asym_h5s_all(), asym_h5s_all(),
+                                  defaultPropertyList, buffer.baseAddress),
+                          path, "cannot read dataset")
+                initialized = count
+            }
+            return (shape, values)
+        }
+        let stored = try int64Attribute(checksumAttribute, at: path)
+        let actual = values.withUnsafeBytes { crc32(of: $0) }
+        guard stored == Int64(actual) else {
+            throw failure(path, "crc32 mismatch: stored \(stored), computed \(actual) from the data")
+        }
+        return (shape, values)
+    }
+
+    private func withDataset<Result>(_ path: String, _ body: (hid_t) throws -> Result) throws -> Result {
+        guard try exists(path) else { throw failure(path, "no such dataset") }
+        return try withID(H5Dopen2(try openID(), path, defaultPropertyList), path, "cannot open dataset",
+                          closedBy: H5Dclose, body)
+    }
+
+    private func extent(of dataset: hid_t, _ path: String) throws -> [Int] {
+        try withID(H5Dget_space(dataset), path, "cannot read dataspace", closedBy: H5Sclose) { space in
+            let rank = try check(H5Sget_simple_extent_ndims(space), path, "cannot read rank")
+            var dims = [hsize_t](repeating: 0, count: Int(rank))
+            try check(H5Sget_simple_extent_dims(space, &dims, nil), path, "cannot read dimensions")
+            return dims.map { Int($0) }
+        }
+    }
+}

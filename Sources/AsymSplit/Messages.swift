@@ -1,0 +1,52 @@
+import AsymKernels
+
+/// The only tensors that may cross to the untrusted side.
+///
+/// Their initialisers are internal to this module, and the untrusted executor's API
+/// accepts nothing else: raw inputs, labels, logits and principal components (U, V) have no
+/// path to an untrusted rank, by construction rather than by convention.
+public struct Residual {
+    /// Index of the split layer (in model order).
+    public let layer: Int
+    /// R = X - U V, [batch, C, H, W].
+    public let tensor: Tensor
+    public let batch: Int
+    init(layer: Int, tensor: Tensor, batch: Int) { self.layer = layer; self.tensor = tensor; self.batch = batch }
+}
+
+/// The gradient of a split layer's output, dL/dY, [batch, Cout, Ho, Wo].
+public struct OutputGradient {
+    public let layer: Int
+    public let tensor: Tensor
+    public let batch: Int
+    init(layer: Int, tensor: Tensor, batch: Int) { self.layer = layer; self.tensor = tensor; self.batch = batch }
+}
+
+/// What an untrusted side must know of one split layer: its shapes. Weights are replicated
+/// on every rank (the same optimizer step runs everywhere), so they are not messages.
+public struct SplitLayerInfo: Equatable {
+    public let layer: Int
+    public let geometry: ConvGeometry
+    public let hasBias: Bool
+    public init(layer: Int, geometry: ConvGeometry, hasBias: Bool) {
+        self.layer = layer; self.geometry = geometry; self.hasBias = hasBias
+    }
+}
+
+/// The untrusted half of every split convolution: residual convolutions forward, and
+/// input gradients plus its weight-gradient share backward.
+///
+/// Two-phase calls let the trusted side compute its low-rank share in between: `start*`
+/// hands the work over (a non-blocking send under MPI), `finish*` collects the result.
+public protocol UntrustedExecutor: AnyObject {
+    /// Starts Y_U = conv(R, W) + b.
+    func startForward(_ r: Residual)
+    /// Returns Y_U for `layer`, [batch, Cout, Ho, Wo].
+    func finishForward(layer: Int) -> Tensor
+    /// Starts dX = conv_transpose(dY, W) and accumulates the share corr(R, dY) of dW.
+    func startBackward(_ g: OutputGradient)
+    /// Returns dX for `layer`, [batch, C, H, W].
+    func finishBackward(layer: Int) -> Tensor
+    /// Seconds the untrusted side spent computing since the last call (for the metrics).
+    func takeComputeSeconds() -> Double
+}

@@ -1,0 +1,211 @@
+import AsymKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Per-layer settings of a split convolution.
+public struct SplitSettings: Equatable {
+    public enum Basis: String { case sample, batch }
+    /// The largest rank; the `energy` policy may stop earlier.
+    public var maxRank: Int
+    /// `energy` policy: stop once ||R||^2 / ||X||^2 <= tau.
+    public var tau: Double?
+    public var iterations: Int
+    public var basis: Basis
+    public init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample) {
+        self.maxRank = maxRank; self.tau = tau; self.iterations = iterations; self.basis = basis
+    }
+}
+
+/// Swaps the two leading axes of a [a][b][inner] array into [b][a][inner] (or adds into it).
+@inline(__always)
+func swapLeadingAxes(_ src: UnsafePointer<Float>, a: Int, b: Int, inner: Int,
+                     into dst: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+    for i in 0..<a {
+        for j in 0..<b {
+            let s = src + (i * b + j) * inner, d = dst + (j * a + i) * inner
+            if accumulate { for t in 0..<inner { d[t] += s[t] } } else { d.update(from: s, count: inner) }
+        }
+    }
+}
+
+/// The trusted half of a split convolution (design §2).
+///
+/// Forward: X = U V + R by the light SVD; R goes to the untrusted executor, which returns
+/// conv(R, W) + b; meanwhile the trusted side computes conv(U V, W) in the cheaper order:
+/// combined kernels W~ = W U and a conv on V's r channels, or (when r is large against the
+/// map) U V rebuilt and convolved in full. Backward: the executor returns dX and keeps its
+/// share corr(R, dY) of dW; the trusted side adds U (x) corr(V, dY) and db.
+public final class SplitConvolution {
+    public let info: SplitLayerInfo
+    public let settings: SplitSettings
+    let executor: UntrustedExecutor
+    let svd: LightSVD
+    let scratch = Scratch()
+
+    /// The rank used in the last forward pass, and the residual energy ||R||^2 / ||X||^2.
+    public private(set) var lastRank = 0
+    public private(set) var lastResidualEnergy = 0.0
+    /// Whether the last forward rebuilt U V instead of using combined kernels.
+    public private(set) var lastRebuilt = false
+
+    private var residual: Tensor?, ut: Tensor?, v: Tensor?, lowRankOutput: Tensor?
+    private var rebuilt: Tensor?, output: Tensor?
+    private var warmU: Tensor?
+    private var combined: Tensor?  // W~ per sample (or one per batch), [Cout][r][k*k]
+    private var permuted: Tensor?  // W as [C][Cout][k*k]
+    private var kernelGrads: Tensor?, gradProduct: Tensor?
+
+    public init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor) {
+        self.info = info
+        self.settings = settings
+        self.executor = executor
+        let g = info.geometry
+        svd = LightSVD(channels: g.inChannels, positions: g.height * g.width, iterations: settings.iterations)
+    }
+
+    var geometry: ConvGeometry { info.geometry }
+    var perSample: Bool { settings.basis == .sample }
+
+    /// True when convolving V with combined kernels costs less than rebuilding U V.
+    public static func combinedCheaper(geometry g: ConvGeometry, rank r: Int, batch: Int, perSample: Bool) -> Bool {
+        let k2 = g.kernel * g.kernel, P = g.height * g.width
+        let kernels = (perSample ? batch : 1) * g.outChannels * g.inChannels * k2 * r
+        let combined = kernels + batch * g.outChannels * r * k2 * g.outPositions
+        let rebuild = batch * (g.inChannels * r * P + g.outChannels * g.inChannels * k2 * g.outPositions)
+        return combined <= rebuild
+    }
+
+    public func forward(_ x: Tensor, batch: Int, weight: Tensor) -> Tensor {
+        let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
+        let R = Tensor.reuse(residual, shape: x.shape); residual = R
+        let blocksPerBasis = perSample ? 1 : batch
+        let bases = perSample ? batch : 1
+        let U = Tensor.reuse(ut, shape: [bases, rmax, C]); ut = U
+        let V = Tensor.reuse(v, shape: [batch, rmax, g.height, g.width]); v = V
+        let work = scratch.buffer(0, count: C)
+
+        // 1. The light SVD, per sample or for the whole batch.
+        var rank = 0, residualEnergy = 0.0, totalEnergy = 0.0
+        if !perSample && warmU == nil { warmU = Tensor(shape: [rmax, C]) }
+        for basis in 0..<bases {
+            let r = svd.decompose(x: x.data + basis * C * P, blocks: blocksPerBasis, maxRank: rmax, tau: settings.tau,
+                                  warmU: perSample ? nil : warmU!.data, ut: U.data + basis * rmax * C,
+                                  v: V.data + basis * rmax * P, residual: R.data + basis * C * P, scratch: work)
+            rank = max(rank, r.rank)
+            residualEnergy += r.residualEnergy
+            totalEnergy += r.totalEnergy
+        }
+        if !perSample { warmU!.copy(from: U) }
+        lastRank = rank
+        lastResidualEnergy = totalEnergy > 0 ? residualEnergy / totalEnergy : 0
+        compact(U, rows: rmax, to: rank, rowSize: C, count: bases)
+        compact(V, rows: rmax, to: rank, rowSize: P, count: batch)
+
+        // 2. The residual goes to the untrusted side; the low-rank part stays here.
+        executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch))
+        let yT = Tensor.reuse(lowRankOutput, shape: [batch, g.outChannels, g.outHeight, g.outWidth]); lowRankOutput = yT
+        lastRebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: perSample)
+        if rank == 0 {
+            yT.zero()
+        } else if lastRebuilt {
+            let L = rebuild(U, V, rank: rank, batch: batch)
+            conv2dForward(g, x: L.data, batch: batch, weight: weight.data, bias: nil, y: yT.data, scratch: scratch)
+        } else {
+            let k2 = g.kernel * g.kernel, Cout = g.outChannels
+            let Wt = Tensor.reuse(combined, shape: [bases, Cout, rank, k2]); combined = Wt
+            let Wp = Tensor.reuse(permuted, shape: [C, Cout, k2]); permuted = Wp
+            swapLeadingAxes(weight.data, a: Cout, b: C, inner: k2, into: Wp.data)
+            let tmp = scratch.buffer(1, count: rank * Cout * k2)
+            let low = g.with(inChannels: rank)
+            for basis in 0..<bases {
+                // W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
+                BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: Wp.data, ldb: Cout * k2,
+                          c: tmp, ldc: Cout * k2)
+                swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data + basis * Cout * rank * k2)
+            }
+            if perSample {
+                for s in 0..<batch {
+                    conv2dForward(low, x: V.data + s * rank * P, batch: 1, weight: Wt.data + s * Cout * rank * k2,
+                                  bias: nil, y: yT.data + s * g.outputSize, scratch: scratch)
+                }
+            } else {
+                conv2dForward(low, x: V.data, batch: batch, weight: Wt.data, bias: nil, y: yT.data, scratch: scratch)
+            }
+        }
+
+        // 3. Merge: Y = Y_T + Y_U (the untrusted side added the bias).
+        let yU = executor.finishForward(layer: info.layer)
+        let y = Tensor.reuse(output, shape: yT.shape); output = y
+        add(yT.data, yU.data, y.data, count: y.count)
+        return y
+    }
+
+    public func backward(_ dy: Tensor, batch: Int, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
+        let g = geometry, C = g.inChannels, P = g.height * g.width, Cout = g.outChannels, k2 = g.kernel * g.kernel
+        let rank = lastRank
+        executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch))
+        if let biasGrad {
+            for s in 0..<batch {
+                for o in 0..<Cout {
+                    let row = dy.data + (s * Cout + o) * g.outPositions
+                    var sum: Float = 0
+                    for p in 0..<g.outPositions { sum += row[p] }
+                    biasGrad[o] += sum
+                }
+            }
+        }
+        if rank > 0 {
+            if lastRebuilt {
+                conv2dBackward(g, x: rebuilt!.data, batch: batch, weight: weightGrad.data, dy: dy.data,
+                               dWeight: weightGrad.data, dBias: nil, dx: nil, scratch: scratch)
+            } else {
+                // G = corr(V, dY) per basis, [Cout][r][t]; dW[o][c][t] += sum_j U[c][j] G[o][j][t].
+                let bases = perSample ? batch : 1
+                let low = g.with(inChannels: rank)
+                let G = Tensor.reuse(kernelGrads, shape: [bases, Cout, rank, k2]); kernelGrads = G
+                G.zero()
+                if perSample {
+                    for s in 0..<batch {
+                        conv2dBackward(low, x: v!.data + s * rank * P, batch: 1, weight: G.data, dy: dy.data + s * g.outputSize,
+                                       dWeight: G.data + s * Cout * rank * k2, dBias: nil, dx: nil, scratch: scratch)
+                    }
+                } else {
+                    conv2dBackward(low, x: v!.data, batch: batch, weight: G.data, dy: dy.data,
+                                   dWeight: G.data, dBias: nil, dx: nil, scratch: scratch)
+                }
+                // Stack the bases: Gp[(basis, j)][(o, t)] and U[(basis, j)][c]; one GEMM sums them.
+                let Gp = scratch.buffer(1, count: bases * rank * Cout * k2)
+                for basis in 0..<bases {
+                    swapLeadingAxes(G.data + basis * Cout * rank * k2, a: Cout, b: rank, inner: k2,
+                                    into: Gp + basis * rank * Cout * k2)
+                }
+                let dWp = Tensor.reuse(gradProduct, shape: [C, Cout, k2]); gradProduct = dWp
+                BLAS.gemm(transA: true, m: C, n: Cout * k2, k: bases * rank, a: ut!.data, lda: C,
+                          b: Gp, ldb: Cout * k2, c: dWp.data, ldc: Cout * k2)
+                swapLeadingAxes(dWp.data, a: C, b: Cout, inner: k2, into: weightGrad.data, accumulate: true)
+            }
+        }
+        return executor.finishBackward(layer: info.layer)
+    }
+
+    /// L = U V per sample, [batch, C, H, W] (the rebuild order).
+    private func rebuild(_ U: Tensor, _ V: Tensor, rank: Int, batch: Int) -> Tensor {
+        let g = geometry, C = g.inChannels, P = g.height * g.width
+        let L = Tensor.reuse(rebuilt, shape: [batch, C, g.height, g.width]); rebuilt = L
+        for s in 0..<batch {
+            let u = U.data + (perSample ? s : 0) * rank * C
+            BLAS.gemm(transA: true, m: C, n: P, k: rank, a: u, lda: C, b: V.data + s * rank * P, ldb: P,
+                      c: L.data + s * C * P, ldc: P)
+        }
+        return L
+    }
+
+    /// Moves `count` blocks of `rows` x `rowSize` values to blocks of `to` rows, in place.
+    private func compact(_ t: Tensor, rows: Int, to: Int, rowSize: Int, count: Int) {
+        guard to < rows else { return }
+        for i in 1..<max(count, 1) {
+            memmove(t.data + i * to * rowSize, t.data + i * rows * rowSize, to * rowSize * MemoryLayout<Float>.size)
+        }
+    }
+}

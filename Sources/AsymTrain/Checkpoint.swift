@@ -1,0 +1,244 @@
+import AsymHDF5
+import AsymKernels
+import Foundation
+
+/// A checkpoint that cannot be used: corrupt, truncated, or not matching the config.
+public struct CheckpointError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ message: String) { description = message }
+}
+
+/// Who trained: written to the `world` attribute as JSON.
+public struct WorldInfo: Equatable {
+    public var trusted: Int, untrusted: Int, mode: String
+    public init(trusted: Int, untrusted: Int, mode: String) {
+        self.trusted = trusted; self.untrusted = untrusted; self.mode = mode
+    }
+    var json: String { "{\"trusted\": \(trusted), \"untrusted\": \(untrusted), \"mode\": \"\(mode)\"}" }
+}
+
+public let softwareVersion = "asymml-swift 0.1.0"
+
+/// The HDF5 checkpoint layout of design §5 (a contract): PyTorch tensor layouts under
+/// `/model/<layer>/<param>`, the momentum buffers under `/optimizer/<layer>/<param>`, and
+/// what else a bit-exact continuation needs under `/state`.
+public enum Checkpoint {
+    public static let format = "asymml-checkpoint"
+    public static let formatVersion: Int64 = 1
+
+    /// Writes the trainer's full state to `path` (not atomically: see `CheckpointStore`).
+    public static func write(_ t: Trainer, world: WorldInfo, to path: String) throws {
+        let f = try HDF5File.create(path: path)
+        let p = t.position
+        try f.setAttribute("format", string: format)
+        try f.setAttribute("format_version", int64: formatVersion)
+        try f.setAttribute("step", int64: Int64(p.step))
+        try f.setAttribute("epoch", int64: Int64(t.epoch(ofStep: p.step)))
+        try f.setAttribute("samples_seen", int64: p.samplesSeen)
+        try f.setAttribute("config", string: t.config.yaml)
+        try f.setAttribute("world", string: world.json)
+        try f.setAttribute("software_version", string: softwareVersion)
+        for layer in t.model.leaves {
+            for param in layer.parameters {
+                try f.writeFloats("/model/\(layer.name)/\(param.name)", shape: param.value.shape,
+                                  values: UnsafeBufferPointer(param.value.buffer))
+                try f.writeFloats("/optimizer/\(layer.name)/\(param.name)", shape: param.momentum.shape,
+                                  values: UnsafeBufferPointer(param.momentum.buffer))
+            }
+            for b in layer.buffers {
+                try f.writeFloats("/model/\(layer.name)/\(b.name)", shape: b.value.shape,
+                                  values: UnsafeBufferPointer(b.value.buffer))
+            }
+            if let n = layer.batchesTracked {
+                try f.writeInt64s("/model/\(layer.name)/num_batches_tracked", shape: [], values: [n])
+            }
+        }
+        let momentumReady = t.model.parameters.allSatisfy(\.hasMomentum)
+        try f.writeInt64s("/state/step", shape: [], values: [Int64(p.step)])
+        try f.writeInt64s("/state/samples_seen", shape: [], values: [p.samplesSeen])
+        try f.writeInt64s("/state/seed", shape: [], values: [Int64(t.config.seed)])
+        // The data order is a function of (seed, epoch); epoch and cursor locate the next batch.
+        try f.writeInt64s("/state/data_epoch", shape: [], values: [Int64(t.epoch(ofStep: p.step))])
+        try f.writeInt64s("/state/data_cursor", shape: [], values: [Int64(p.step % t.order.batchesPerEpoch)])
+        try f.writeInt64s("/state/momentum_initialized", shape: [], values: [momentumReady ? 1 : 0])
+        try f.flush()
+        try f.close()
+    }
+
+    /// What a checkpoint says about itself, read without loading tensors.
+    public struct Header {
+        public var step: Int64, epoch: Int64, samplesSeen: Int64
+        public var config: String, world: String, softwareVersion: String
+    }
+
+    public static func header(_ f: HDF5File) throws -> Header {
+        let name = f.path
+        guard (try? f.stringAttribute("format")) == format else {
+            throw CheckpointError("\(name): not an asymml checkpoint (no format = \"\(format)\" attribute)")
+        }
+        let version = try f.int64Attribute("format_version")
+        guard version == formatVersion else {
+            throw CheckpointError("\(name): checkpoint format version \(version); this build reads version \(formatVersion)")
+        }
+        return Header(step: try f.int64Attribute("step"), epoch: try f.int64Attribute("epoch"),
+                      samplesSeen: try f.int64Attribute("samples_seen"), config: try f.stringAttribute("config"),
+                      world: try f.stringAttribute("world"), softwareVersion: try f.stringAttribute("software_version"))
+    }
+
+    /// Restores `t` from `path`, checking the format, every dataset's crc32 and every shape
+    /// against the model. Returns notes on accepted config differences (e.g. a new lr).
+    @discardableResult
+    public static func load(_ path: String, into t: Trainer) throws -> [String] {
+        let f: HDF5File
+        do { f = try HDF5File.open(path: path) } catch {
+            throw CheckpointError("checkpoint \(path): cannot open it: \(error)")
+        }
+        let h = try header(f)
+        let saved: Config
+        do { saved = try Config.parse(yaml: h.config, source: "\(path) config attribute") } catch {
+            throw CheckpointError("\(path): its stored config does not parse: \(error)")
+        }
+        if saved.model != t.config.model {
+            throw CheckpointError("\(path): the checkpoint's model differs from the config's model (\(modelDifference(saved.model, t.config.model))); resume with the config it was trained with")
+        }
+        let notes = acceptedDifferences(saved, t.config)
+        func restore(_ dataset: String, into tensor: Tensor) throws {
+            let (shape, values) = try f.readFloats(dataset)
+            guard shape == tensor.shape else {
+                throw CheckpointError("\(path): \(dataset) has shape \(shape), the model needs \(tensor.shape)")
+            }
+            values.withUnsafeBufferPointer { tensor.data.update(from: $0.baseAddress!, count: values.count) }
+        }
+        do {
+            for layer in t.model.leaves {
+                for param in layer.parameters {
+                    try restore("/model/\(layer.name)/\(param.name)", into: param.value)
+                    try restore("/optimizer/\(layer.name)/\(param.name)", into: param.momentum)
+                }
+                for b in layer.buffers { try restore("/model/\(layer.name)/\(b.name)", into: b.value) }
+                if layer.batchesTracked != nil {
+                    layer.batchesTracked = try f.readInt64s("/model/\(layer.name)/num_batches_tracked").values.first
+                }
+            }
+            let step = try scalar(f, "/state/step")
+            let momentumReady = try scalar(f, "/state/momentum_initialized") == 1
+            for p in t.model.parameters { p.hasMomentum = momentumReady }
+            t.position = TrainingPosition(step: Int(step), samplesSeen: try scalar(f, "/state/samples_seen"))
+        } catch let e as HDF5Error {
+            throw CheckpointError("checkpoint rejected: \(e)")
+        }
+        try f.close()
+        return notes
+    }
+
+    static func scalar(_ f: HDF5File, _ path: String) throws -> Int64 {
+        guard let v = try f.readInt64s(path).values.first else {
+            throw CheckpointError("\(f.path): \(path) is empty")
+        }
+        return v
+    }
+
+    static func modelDifference(_ a: ModelConfig, _ b: ModelConfig) -> String {
+        if a.input != b.input { return "input \(a.input) vs \(b.input)" }
+        if a.layers.count != b.layers.count { return "\(a.layers.count) layers vs \(b.layers.count)" }
+        for (x, y) in zip(a.layers, b.layers) where x != y {
+            return "layer '\(x.name)' (\(x.type), out \(x.out)) vs '\(y.name)' (\(y.type), out \(y.out))"
+        }
+        return "same layers"
+    }
+
+    /// Differences that do not change the model's shapes: accepted and logged.
+    static func acceptedDifferences(_ saved: Config, _ now: Config) -> [String] {
+        var notes: [String] = []
+        func note<T: Equatable>(_ key: String, _ a: T, _ b: T) {
+            if a != b { notes.append("\(key) changed from \(a) to \(b)") }
+        }
+        note("optimizer.lr", saved.optimizer.lr, now.optimizer.lr)
+        note("optimizer.momentum", saved.optimizer.momentum, now.optimizer.momentum)
+        note("optimizer.weight_decay", saved.optimizer.weightDecay, now.optimizer.weightDecay)
+        note("optimizer.schedule", saved.optimizer.schedule.type, now.optimizer.schedule.type)
+        note("train.epochs", saved.train.epochs, now.train.epochs)
+        note("train.max_steps", saved.train.maxSteps.map(String.init) ?? "none", now.train.maxSteps.map(String.init) ?? "none")
+        note("data.batch_size", saved.data.batchSize, now.data.batchSize)
+        note("seed", saved.seed, now.seed)
+        note("asym.mode", saved.asym.mode, now.asym.mode)
+        return notes
+    }
+}
+
+/// The checkpoint folder of a run: atomic writes, `latest`, and keeping the newest `keep`.
+public struct CheckpointStore {
+    public let folder: String
+    public let keep: Int
+
+    public init(folder: String, keep: Int) throws {
+        self.folder = folder
+        self.keep = keep
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    }
+
+    public static func fileName(step: Int) -> String { String(format: "step-%08d.h5", step) }
+
+    /// Writes atomically: a temporary file in the same folder, fsync, rename over the target,
+    /// fsync of the folder. A crash at any point leaves the previous checkpoints intact.
+    @discardableResult
+    public func save(_ t: Trainer, world: WorldInfo) throws -> String {
+        let name = CheckpointStore.fileName(step: t.position.step)
+        let target = "\(folder)/\(name)"
+        let temp = "\(folder)/.\(name).tmp-\(getpid())"
+        try Checkpoint.write(t, world: world, to: temp)
+        try syncFile(temp)
+        try renameOrThrow(temp, target)
+        try writeAtomically("\(folder)/latest", contents: name + "\n")
+        try syncFile(folder)
+        prune()
+        return target
+    }
+
+    /// The checkpoints in the folder, oldest first.
+    public func checkpoints() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted().map { "\(folder)/\($0)" }
+    }
+
+    /// The newest complete checkpoint: the one `latest` names, else the newest file that opens.
+    public func latest() -> String? {
+        if let name = try? String(contentsOfFile: "\(folder)/latest", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines),
+           !name.isEmpty, FileManager.default.fileExists(atPath: "\(folder)/\(name)") {
+            return "\(folder)/\(name)"
+        }
+        return checkpoints().reversed().first { path in
+            guard let f = try? HDF5File.open(path: path) else { return false }
+            return (try? Checkpoint.header(f)) != nil
+        }
+    }
+
+    private func prune() {
+        let all = checkpoints()
+        for old in all.dropLast(keep) { try? FileManager.default.removeItem(atPath: old) }
+    }
+
+    private func writeAtomically(_ path: String, contents: String) throws {
+        let temp = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temp, contents: contents.data(using: .utf8)) else {
+            throw CheckpointError("\(temp): cannot write")
+        }
+        try syncFile(temp)
+        try renameOrThrow(temp, path)
+    }
+
+    private func renameOrThrow(_ from: String, _ to: String) throws {
+        guard rename(from, to) == 0 else {
+            throw CheckpointError("cannot rename \(from) to \(to): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// fsync of a file or a folder (a folder's fsync makes a rename in it durable).
+func syncFile(_ path: String) throws {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw CheckpointError("\(path): cannot open for fsync: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+}

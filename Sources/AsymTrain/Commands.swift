@@ -1,0 +1,71 @@
+import AsymHDF5
+import AsymKernels
+import Foundation
+
+/// The work behind each CLI command, kept out of the executable so tests can call it.
+public enum Commands {
+    /// Threads for a run: `train.threads`, or every core when it is 0.
+    public static func configureThreads(_ config: Config) {
+        setThreads(config.train.threads > 0 ? config.train.threads : ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// `asymml train`: returns the final evaluation.
+    @discardableResult
+    public static func train(config: Config, runDir: String?, resume: String?, echo: Bool = true) throws -> Evaluation? {
+        configureThreads(config)
+        let run = try RunFolder(path: runDir ?? "runs/\(config.name)")
+        run.echo = echo
+        try run.writeConfig(config)
+        run.say("asymml train: \(config.name), mode \(config.asym.mode), run folder \(run.path), \(kernelThreads) threads")
+        let trainer = try Trainer(config: config)
+        if let resume {
+            let store = try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep)
+            let path = resume == "auto" ? store.latest() : resume
+            if let path {
+                let notes = try Checkpoint.load(path, into: trainer)
+                run.say("resumed from \(path) at step \(trainer.position.step) (bit-exact continuation: same rank layout)")
+                for n in notes { run.say("note: \(n)") }
+            } else {
+                run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0")
+            }
+        }
+        return try TrainingLoop(trainer: trainer, run: run).fit()
+    }
+
+    /// `asymml evaluate`: the test-set loss and accuracy of a checkpoint.
+    public static func evaluate(config: Config, checkpoint: String) throws -> Evaluation {
+        configureThreads(config)
+        let trainer = try Trainer(config: config)
+        try Checkpoint.load(checkpoint, into: trainer)
+        return trainer.evaluate(trainer.data.test)
+    }
+
+    /// `asymml inspect`: a human-readable listing of a checkpoint.
+    public static func inspect(path: String) throws -> String {
+        let f: HDF5File
+        do { f = try HDF5File.open(path: path) } catch { throw CheckpointError("\(error)") }
+        let h = try Checkpoint.header(f)
+        var lines = ["\(path)", "  step \(h.step), epoch \(h.epoch), samples seen \(h.samplesSeen)",
+                     "  world \(h.world)", "  software \(h.softwareVersion)"]
+        if let c = try? Config.parse(yaml: h.config) {
+            lines.append("  config: name \(c.name), dataset \(c.data.dataset), batch \(c.data.batchSize), " +
+                         "\(c.model.layers.count) layers, input \(c.model.input), sgd lr \(c.optimizer.lr) " +
+                         "momentum \(c.optimizer.momentum), schedule \(c.optimizer.schedule.type), " +
+                         "epochs \(c.train.epochs), mode \(c.asym.mode)")
+        }
+        func walk(_ group: String) throws {
+            for child in try f.listChildren(group) {
+                let p = group == "/" ? "/\(child)" : "\(group)/\(child)"
+                if try f.kind(of: p) == .group {
+                    try walk(p)
+                    continue
+                }
+                let shape = try f.datasetShape(p)
+                let crc = try f.int64Attribute("crc32", at: p)
+                lines.append("  \(p.padding(toLength: 44, withPad: " ", startingAt: 0)) \(shape)  crc32 \(String(format: "%08x", crc))")
+            }
+        }
+        do { try walk("/") } catch { throw CheckpointError("\(error)") }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,45 @@
+import AsymData
+import Foundation
+
+/// Loads the train and test splits that a config names, checked against the model input.
+public struct DataSource {
+    public let train: Dataset
+    public let test: Dataset
+
+    public static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
+
+    public init(_ config: Config) throws {
+        let d = config.data
+        var normalization: Normalization?
+        if let mean = d.normalizeMean, let std = d.normalizeStd {
+            normalization = Normalization(mean: mean.map(Float.init), std: std.map(Float.init))
+        }
+        let input = config.model.input
+        switch d.dataset {
+        case "fashion-mnist":
+            let dir = d.path ?? DataSource.defaultFashionMNIST
+            train = try loadIDX(directory: dir, split: .train, normalization: normalization)
+            test = try loadIDX(directory: dir, split: .test, normalization: normalization)
+        case "cifar10":
+            guard let dir = d.path else {
+                throw ConfigError("data.path: cifar10 needs the folder of data_batch_*.bin and test_batch.bin")
+            }
+            train = try loadCIFAR10(directory: dir, split: .train, normalization: normalization)
+            test = try loadCIFAR10(directory: dir, split: .test, normalization: normalization)
+        default:
+            let seed = UInt64(truncatingIfNeeded: config.seed)
+            // Synthetic samples are already about zero mean and unit variance: no normalisation.
+            train = try makeSynthetic(count: d.syntheticTrain, channels: input[0], height: input[1], width: input[2],
+                                      classes: d.classes, seed: seed, split: .train)
+            test = try makeSynthetic(count: d.syntheticTest, channels: input[0], height: input[1], width: input[2],
+                                     classes: d.classes, seed: seed, split: .test)
+        }
+        let shape = [train.channels, train.height, train.width]
+        guard shape == input else {
+            throw ConfigError("model.input: is \(input) but \(d.dataset) samples are \(shape); set model.input: \(shape)")
+        }
+        guard train.count >= d.batchSize else {
+            throw ConfigError("data.batch_size: \(d.batchSize) is larger than the \(train.count) training samples")
+        }
+    }
+}

@@ -1,0 +1,427 @@
+import AsymKernels
+import AsymSplit
+
+/// A trainable tensor with its gradient and optimizer state.
+public final class Parameter {
+    /// "weight" or "bias" (PyTorch's names, used as checkpoint keys).
+    public let name: String
+    public let value: Tensor
+    public let grad: Tensor
+    /// SGD momentum buffer; `hasMomentum` is false until the first step fills it.
+    public let momentum: Tensor
+    public var hasMomentum = false
+
+    init(_ name: String, shape: [Int]) {
+        self.name = name
+        value = Tensor(shape: shape)
+        grad = Tensor(shape: shape)
+        momentum = Tensor(shape: shape)
+    }
+}
+
+/// Non-trainable state saved with the model (batch norm's running statistics).
+public final class StateBuffer {
+    public let name: String
+    public let value: Tensor
+    init(_ name: String, shape: [Int], fill: Float = 0) {
+        self.name = name
+        value = Tensor(shape: shape)
+        value.fill(fill)
+    }
+}
+
+/// One layer of a model. Shapes exclude the batch dimension.
+///
+/// `forward` returns a tensor the layer owns (reused from step to step); it stays valid until
+/// the layer's next forward. The layer remembers its input for `backward`, which returns the
+/// gradient of the input (nil when `needInputGradient` is false, e.g. for the first layer).
+public protocol Layer: AnyObject {
+    var name: String { get }
+    var kind: String { get }
+    var inputShape: [Int] { get }
+    var outputShape: [Int] { get }
+    /// Layers with their own parameters or state: itself, or the parts of a block.
+    var leaves: [Layer] { get }
+    var parameters: [Parameter] { get }
+    var buffers: [StateBuffer] { get }
+    /// Batch norm's num_batches_tracked; nil for other layers.
+    var batchesTracked: Int64? { get set }
+    /// Forward multiply-adds times two, per sample.
+    var forwardFlops: Int { get }
+    func initialize(_ rng: inout RNG)
+    func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor
+    func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor?
+}
+
+extension Layer {
+    public var leaves: [Layer] { [self] }
+    public var parameters: [Parameter] { [] }
+    public var buffers: [StateBuffer] { [] }
+    public var batchesTracked: Int64? { get { nil } set {} }
+    public var forwardFlops: Int { 0 }
+    public func initialize(_ rng: inout RNG) {}
+}
+
+/// Kaiming (He) normal initialisation for layers followed by ReLU: std = sqrt(2 / fan_in).
+func kaimingNormal(_ t: Tensor, fanIn: Int, _ rng: inout RNG) {
+    let std = (2 / Float(fanIn)).squareRoot()
+    for i in 0..<t.count { t[i] = rng.normal() * std }
+}
+
+@inline(__always) func batched(_ shape: [Int], _ batch: Int) -> [Int] { [batch] + shape }
+
+// MARK: - Convolution
+
+public final class Conv2dLayer: Layer {
+    public let name: String
+    public let kind = "conv"
+    public let geometry: ConvGeometry
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let inputShape: [Int], outputShape: [Int]
+    let scratch: Scratch
+    /// The config's placement and rank overrides (asym mode).
+    public var placement: String?
+    public var rankOverride: Int?
+    /// Set in asym mode when this convolution is split between trusted and untrusted sides.
+    public var split: SplitConvolution?
+    private var input: Tensor?
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+
+    init(name: String, input: [Int], out: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, scratch: Scratch) throws {
+        let g = ConvGeometry(inChannels: input[0], height: input[1], width: input[2], outChannels: out,
+                             kernel: kernel, stride: stride, padding: padding)
+        guard input[1] + 2 * padding >= kernel, input[2] + 2 * padding >= kernel else {
+            throw ConfigError("layer '\(name)': kernel \(kernel) does not fit its \(input[1])x\(input[2]) input (padding \(padding))")
+        }
+        self.name = name
+        geometry = g
+        weight = Parameter("weight", shape: [out, input[0], kernel, kernel])
+        self.bias = bias ? Parameter("bias", shape: [out]) : nil
+        inputShape = input
+        outputShape = [out, g.outHeight, g.outWidth]
+        self.scratch = scratch
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    public var forwardFlops: Int { geometry.forwardFlops }
+
+    public func initialize(_ rng: inout RNG) {
+        kaimingNormal(weight.value, fanIn: geometry.patchSize, &rng)
+        bias?.value.zero()
+    }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        input = x
+        if let split { return split.forward(x, batch: batch, weight: weight.value) }
+        let y = Tensor.reuse(output, shape: batched(outputShape, batch))
+        output = y
+        conv2dForward(geometry, x: x.data, batch: batch, weight: weight.value.data, bias: bias?.value.data,
+                      y: y.data, scratch: scratch)
+        return y
+    }
+
+    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        if let split { return split.backward(dy, batch: batch, weightGrad: weight.grad, biasGrad: bias?.grad) }
+        let dx = needInputGradient ? Tensor.reuse(inputGrad, shape: batched(inputShape, batch)) : nil
+        inputGrad = dx ?? inputGrad
+        conv2dBackward(geometry, x: input!.data, batch: batch, weight: weight.value.data, dy: dy.data,
+                       dWeight: weight.grad.data, dBias: bias?.grad.data, dx: dx?.data, scratch: scratch)
+        return dx
+    }
+}
+
+// MARK: - Linear
+
+public final class LinearLayer: Layer {
+    public let name: String
+    public let kind = "linear"
+    public let inFeatures: Int, outFeatures: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let inputShape: [Int], outputShape: [Int]
+    private var input: Tensor?
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+
+    init(name: String, input: [Int], out: Int, bias: Bool) {
+        self.name = name
+        inFeatures = input.reduce(1, *)
+        outFeatures = out
+        weight = Parameter("weight", shape: [out, inFeatures])
+        self.bias = bias ? Parameter("bias", shape: [out]) : nil
+        inputShape = input
+        outputShape = [out]
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    public var forwardFlops: Int { 2 * inFeatures * outFeatures }
+
+    public func initialize(_ rng: inout RNG) {
+        kaimingNormal(weight.value, fanIn: inFeatures, &rng)
+        bias?.value.zero()
+    }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        input = x
+        let y = Tensor.reuse(output, shape: [batch, outFeatures])
+        output = y
+        linearForward(x: x.data, batch: batch, inFeatures: inFeatures, outFeatures: outFeatures,
+                      weight: weight.value.data, bias: bias?.value.data, y: y.data)
+        return y
+    }
+
+    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        let dx = needInputGradient ? Tensor.reuse(inputGrad, shape: batched(inputShape, batch)) : nil
+        inputGrad = dx ?? inputGrad
+        linearBackward(x: input!.data, batch: batch, inFeatures: inFeatures, outFeatures: outFeatures,
+                       weight: weight.value.data, dy: dy.data, dWeight: weight.grad.data,
+                       dBias: bias?.grad.data, dx: dx?.data)
+        return dx
+    }
+}
+
+// MARK: - Activation, flatten
+
+public final class ReLULayer: Layer {
+    public let name: String
+    public let kind = "relu"
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+
+    init(name: String, input: [Int]) { self.name = name; inputShape = input }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        let y = Tensor.reuse(output, shape: x.shape)
+        output = y
+        reluForward(x.data, y.data, count: x.count)
+        return y
+    }
+
+    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        guard needInputGradient, let y = output else { return nil }
+        let dx = Tensor.reuse(inputGrad, shape: y.shape)
+        inputGrad = dx
+        reluBackward(y: y.data, dy: dy.data, dx: dx.data, count: y.count)
+        return dx
+    }
+}
+
+/// Flatten changes only the per-sample shape: the NCHW buffer already is [batch, C*H*W].
+public final class FlattenLayer: Layer {
+    public let name: String
+    public let kind = "flatten"
+    public let inputShape: [Int]
+    public var outputShape: [Int] { [inputShape.reduce(1, *)] }
+
+    init(name: String, input: [Int]) { self.name = name; inputShape = input }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor { x }
+    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? { dy }
+}
+
+// MARK: - Pooling
+
+public final class PoolLayer: Layer {
+    public let name: String
+    public let kind: String  // "maxpool", "avgpool" or "global_avgpool"
+    public let geometry: PoolGeometry
+    public let inputShape: [Int], outputShape: [Int]
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+    private var argmax: UnsafeMutablePointer<Int32>
+    private var argmaxCount = 0
+
+    init(name: String, kind: String, input: [Int], kernel: Int, stride: Int) throws {
+        guard kernel <= input[1], kernel <= input[2] else {
+            throw ConfigError("layer '\(name)': pooling window \(kernel) does not fit its \(input[1])x\(input[2]) input")
+        }
+        self.name = name
+        self.kind = kind
+        geometry = PoolGeometry(channels: input[0], height: input[1], width: input[2], kernel: kernel, stride: stride)
+        inputShape = input
+        outputShape = [input[0], geometry.outHeight, geometry.outWidth]
+        argmax = .allocate(capacity: 1)
+    }
+
+    deinit { argmax.deallocate() }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        let y = Tensor.reuse(output, shape: batched(outputShape, batch))
+        output = y
+        if kind == "maxpool" {
+            if argmaxCount < y.count {
+                argmax.deallocate()
+                argmax = .allocate(capacity: y.count)
+                argmaxCount = y.count
+            }
+            maxPoolForward(geometry, x: x.data, batch: batch, y: y.data, argmax: argmax)
+        } else {
+            avgPoolForward(geometry, x: x.data, batch: batch, y: y.data)
+        }
+        return y
+    }
+
+    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        guard needInputGradient else { return nil }
+        let dx = Tensor.reuse(inputGrad, shape: batched(inputShape, batch))
+        inputGrad = dx
+        if kind == "maxpool" {
+            maxPoolBackward(geometry, dy: dy.data, argmax: argmax, batch: batch, dx: dx.data)
+        } else {
+            avgPoolBackward(geometry, dy: dy.data, batch: batch, dx: dx.data)
+        }
+        return dx
+    }
+}
+
+// MARK: - Batch norm
+
+public final class BatchNormLayer: Layer {
+    public let name: String
+    public let kind = "batchnorm"
+    public let geometry: BatchNormGeometry
+    public let gamma: Parameter, beta: Parameter
+    public let runningMean: StateBuffer, runningVar: StateBuffer
+    public var batchesTracked: Int64? = 0
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    private var output: Tensor?
+    private var xhat: Tensor?
+    private var inputGrad: Tensor?
+    private let invStd: Tensor
+
+    init(name: String, input: [Int]) {
+        self.name = name
+        inputShape = input
+        geometry = BatchNormGeometry(channels: input[0], positions: input.dropFirst().reduce(1, *))
+        gamma = Parameter("weight", shape: [input[0]])
+        beta = Parameter("bias", shape: [input[0]])
+        runningMean = StateBuffer("running_mean", shape: [input[0]])
+        runningVar = StateBuffer("running_var", shape: [input[0]], fill: 1)
+        invStd = Tensor(shape: [input[0]])
+    }
+
+    public var parameters: [Parameter] { [gamma, beta] }
+    public var buffers: [StateBuffer] { [runningMean, runningVar] }
+    public var forwardFlops: Int { 4 * inputShape.reduce(1, *) }
+
+    public func initialize(_ rng: inout RNG) {
+        gamma.value.fill(1); beta.value.zero()
+        runningMean.value.zero(); runningVar.value.fill(1)
+        batchesTracked = 0
+    }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        let y = Tensor.reuse(output, shape: x.shape)
+        output = y
+        if training {
+            let h = Tensor.reuse(xhat, shape: x.shape)
+            xhat = h
+            batchNormTrainForward(geometry, x: x.data, batch: batch, gamma: gamma.value.data, beta: beta.value.data,
+                                  runningMean: runningMean.value.data, runningVar: runningVar.value.data,
+                                  xhat: h.data, invStd: invStd.data, y: y.data)
+            batchesTracked! += 1
+        } else {
+            batchNormEvalForward(geometry, x: x.data, batch: batch, gamma: gamma.value.data, beta: beta.value.data,
+                                 runningMean: runningMean.value.data, runningVar: runningVar.value.data, y: y.data)
+        }
+        return y
+    }
+
+    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        let dx = Tensor.reuse(inputGrad, shape: dy.shape)
+        inputGrad = dx
+        batchNormBackward(geometry, dy: dy.data, batch: batch, gamma: gamma.value.data, xhat: xhat!.data,
+                          invStd: invStd.data, dGamma: gamma.grad.data, dBeta: beta.grad.data, dx: dx.data)
+        return needInputGradient ? dx : nil
+    }
+}
+
+// MARK: - Residual basic block
+
+/// ResNet's basic block: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), where the
+/// shortcut is the identity, or a 1x1 convolution plus batch norm when the shape changes.
+/// Its parts are named `<block>.conv1`, `<block>.bn1`, ..., `<block>.shortcut.conv`.
+public final class BasicBlock: Layer {
+    public let name: String
+    public let kind = "basic_block"
+    public let inputShape: [Int], outputShape: [Int]
+    let conv1: Conv2dLayer, bn1: BatchNormLayer, relu1: ReLULayer
+    let conv2: Conv2dLayer, bn2: BatchNormLayer
+    let shortcutConv: Conv2dLayer?, shortcutBN: BatchNormLayer?
+    let outRelu: ReLULayer
+    private var sum: Tensor?
+    private var inputGrad: Tensor?
+
+    init(name: String, input: [Int], out: Int, stride: Int, scratch: Scratch) throws {
+        self.name = name
+        inputShape = input
+        conv1 = try Conv2dLayer(name: "\(name).conv1", input: input, out: out, kernel: 3, stride: stride, padding: 1,
+                                bias: false, scratch: scratch)
+        bn1 = BatchNormLayer(name: "\(name).bn1", input: conv1.outputShape)
+        relu1 = ReLULayer(name: "\(name).relu1", input: conv1.outputShape)
+        conv2 = try Conv2dLayer(name: "\(name).conv2", input: conv1.outputShape, out: out, kernel: 3, stride: 1,
+                                padding: 1, bias: false, scratch: scratch)
+        bn2 = BatchNormLayer(name: "\(name).bn2", input: conv2.outputShape)
+        if stride != 1 || input[0] != out {
+            let sc = try Conv2dLayer(name: "\(name).shortcut.conv", input: input, out: out, kernel: 1, stride: stride,
+                                     padding: 0, bias: false, scratch: scratch)
+            shortcutConv = sc
+            shortcutBN = BatchNormLayer(name: "\(name).shortcut.bn", input: sc.outputShape)
+        } else {
+            shortcutConv = nil
+            shortcutBN = nil
+        }
+        outputShape = conv2.outputShape
+        outRelu = ReLULayer(name: "\(name).relu2", input: outputShape)
+    }
+
+    public var leaves: [Layer] {
+        let shortcut: [Layer] = shortcutConv.map { [$0, shortcutBN!] } ?? []
+        return [conv1, bn1, conv2, bn2] + shortcut
+    }
+    public var forwardFlops: Int { leaves.map(\.forwardFlops).reduce(0, +) }
+
+    public func initialize(_ rng: inout RNG) { for l in leaves { l.initialize(&rng) } }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        var h = conv1.forward(x, batch: batch, training: training)
+        h = bn1.forward(h, batch: batch, training: training)
+        h = relu1.forward(h, batch: batch, training: training)
+        h = conv2.forward(h, batch: batch, training: training)
+        h = bn2.forward(h, batch: batch, training: training)
+        var s = x
+        if let sc = shortcutConv, let sb = shortcutBN {
+            s = sb.forward(sc.forward(x, batch: batch, training: training), batch: batch, training: training)
+        }
+        let z = Tensor.reuse(sum, shape: h.shape)
+        sum = z
+        add(h.data, s.data, z.data, count: z.count)
+        return outRelu.forward(z, batch: batch, training: training)
+    }
+
+    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        let dz = outRelu.backward(dy, batch: batch, needInputGradient: true)!
+        var d = bn2.backward(dz, batch: batch, needInputGradient: true)!
+        d = conv2.backward(d, batch: batch, needInputGradient: true)!
+        d = relu1.backward(d, batch: batch, needInputGradient: true)!
+        d = bn1.backward(d, batch: batch, needInputGradient: true)!
+        let dMain = conv1.backward(d, batch: batch, needInputGradient: needInputGradient)
+        let dShort: Tensor?
+        if let sc = shortcutConv, let sb = shortcutBN {
+            let ds = sb.backward(dz, batch: batch, needInputGradient: true)!
+            dShort = sc.backward(ds, batch: batch, needInputGradient: needInputGradient)
+        } else {
+            dShort = needInputGradient ? dz : nil
+        }
+        guard needInputGradient, let dMain, let dShort else { return nil }
+        let dx = Tensor.reuse(inputGrad, shape: dMain.shape)
+        inputGrad = dx
+        add(dMain.data, dShort.data, dx.data, count: dx.count)
+        return dx
+    }
+}

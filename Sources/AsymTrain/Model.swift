@@ -1,0 +1,137 @@
+import AsymKernels
+
+/// A sequential model built from `model.layers`, with shapes checked layer by layer.
+public final class Model {
+    public let layers: [Layer]
+    public let inputShape: [Int]
+    public let classes: Int
+    let scratch = Scratch()
+    private var logitGrad: Tensor?
+
+    public init(_ config: ModelConfig) throws {
+        inputShape = config.input
+        var shape = config.input
+        var built: [Layer] = []
+        for spec in config.layers {
+            let layer = try Model.makeLayer(spec, input: shape, scratch: scratch)
+            built.append(layer)
+            shape = layer.outputShape
+        }
+        guard shape.count == 1 else {
+            throw ConfigError("model.layers: the last layer must produce class scores [classes], but it produces \(shape); end with flatten and linear")
+        }
+        layers = built
+        classes = shape[0]
+    }
+
+    static func makeLayer(_ s: LayerSpec, input: [Int], scratch: Scratch) throws -> Layer {
+        func needMap() throws {
+            guard input.count == 3 else {
+                throw ConfigError("layer '\(s.name)' (\(s.type)) needs a [C, H, W] feature map, but gets \(input)")
+            }
+        }
+        switch s.type {
+        case "conv":
+            try needMap()
+            let conv = try Conv2dLayer(name: s.name, input: input, out: s.out, kernel: s.kernel, stride: s.stride,
+                                       padding: s.padding, bias: s.bias, scratch: scratch)
+            conv.placement = s.placement
+            conv.rankOverride = s.rank
+            return conv
+        case "linear":
+            let features = input.reduce(1, *)
+            if let declared = s.inFeatures, declared != features {
+                throw ConfigError("layer '\(s.name)': declares in: \(declared), but \(features) features flow into it (shape \(input))")
+            }
+            guard input.count == 1 else {
+                throw ConfigError("layer '\(s.name)' (linear) gets a \(input) map; put a flatten layer before it")
+            }
+            return LinearLayer(name: s.name, input: input, out: s.out, bias: s.bias)
+        case "relu":
+            return ReLULayer(name: s.name, input: input)
+        case "flatten":
+            return FlattenLayer(name: s.name, input: input)
+        case "maxpool", "avgpool":
+            try needMap()
+            return try PoolLayer(name: s.name, kind: s.type, input: input, kernel: s.kernel, stride: s.stride)
+        case "global_avgpool":
+            try needMap()
+            guard input[1] == input[2] else {
+                throw ConfigError("layer '\(s.name)': global_avgpool needs a square map, got \(input[1])x\(input[2])")
+            }
+            return try PoolLayer(name: s.name, kind: s.type, input: input, kernel: input[1], stride: input[1])
+        case "batchnorm":
+            try needMap()
+            return BatchNormLayer(name: s.name, input: input)
+        case "basic_block":
+            try needMap()
+            let block = try BasicBlock(name: s.name, input: input, out: s.out, stride: s.stride, scratch: scratch)
+            for case let conv as Conv2dLayer in block.leaves {
+                conv.placement = s.placement
+                conv.rankOverride = s.rank
+            }
+            return block
+        default:
+            throw ConfigError("layer '\(s.name)': unknown type '\(s.type)'; use one of: \(LayerSpec.types.joined(separator: ", "))")
+        }
+    }
+
+    /// The layers that own parameters or state, in order (blocks expanded): checkpoint keys.
+    public var leaves: [Layer] { layers.flatMap(\.leaves) }
+
+    public var parameters: [Parameter] { leaves.flatMap(\.parameters) }
+
+    public var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
+
+    /// Forward FLOPs per sample.
+    public var forwardFlops: Int { layers.map(\.forwardFlops).reduce(0, +) }
+
+    /// Kaiming initialisation of every layer in order, from one seeded stream.
+    public func initialize(seed: UInt64) {
+        var rng = RNG(seed: seed, stream: 1)
+        for l in layers { l.initialize(&rng) }
+    }
+
+    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        var h = x
+        for l in layers { h = l.forward(h, batch: batch, training: training) }
+        return h
+    }
+
+    /// Backward from the gradient of the logits; accumulates every parameter's gradient.
+    public func backward(_ dLogits: Tensor, batch: Int) {
+        var d = dLogits
+        for (i, l) in layers.enumerated().reversed() {
+            guard let next = l.backward(d, batch: batch, needInputGradient: i > 0) else { break }
+            d = next
+        }
+    }
+
+    public func zeroGradients() { for p in parameters { p.grad.zero() } }
+
+    /// One forward and backward pass on a batch. Returns the summed loss and the number of
+    /// correct predictions; the loss is normalised by `normalizer` (the global batch size).
+    @discardableResult
+    public func trainingPass(images: Tensor, labels: UnsafePointer<Int32>, batch: Int, normalizer: Int) -> (lossSum: Double, correct: Int) {
+        let logits = forward(images, batch: batch, training: true)
+        let d = Tensor.reuse(logitGrad, shape: logits.shape)
+        logitGrad = d
+        let result = softmaxCrossEntropy(logits: logits.data, labels: labels, batch: batch, classes: classes,
+                                         normalizer: normalizer, dLogits: d.data)
+        backward(d, batch: batch)
+        return result
+    }
+
+    /// A one-line-per-layer description: name, type, output shape, parameters.
+    public var summary: String {
+        var lines = ["input \(inputShape)"]
+        for l in layers {
+            let params = l.leaves.flatMap(\.parameters).map(\.value.count).reduce(0, +)
+            lines.append("  \(l.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(l.kind.padding(toLength: 14, withPad: " ", startingAt: 0)) -> \(l.outputShape)\(params > 0 ? "  \(params) params" : "")")
+        }
+        lines.append("parameters: \(parameterCount), forward MFLOP/sample: \(String(format: "%.1f", Double(forwardFlops) / 1e6))")
+        return lines.joined(separator: "\n")
+    }
+}
+
+import Foundation

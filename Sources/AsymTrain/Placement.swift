@@ -1,0 +1,72 @@
+import AsymKernels
+import AsymSplit
+
+/// Where one layer runs in asym mode.
+public struct LayerPlacement {
+    public enum Side: String { case trusted, split }
+    public let layer: Layer
+    public let side: Side
+    /// For split convolutions: the rank limit and policy.
+    public let settings: SplitSettings?
+}
+
+/// The placement rule of design §2: the first convolution, batch norm, ReLU, pooling, the
+/// classifier and the loss stay trusted; every other convolution is split. A layer's
+/// `placement:` overrides the rule; its `rank:` overrides the rank policy.
+public func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacement] {
+    var placements: [LayerPlacement] = []
+    var seenConv = false
+    var splitIndex = 0
+    let a = config.asym
+    for layer in model.leaves {
+        guard let conv = layer as? Conv2dLayer else {
+            placements.append(LayerPlacement(layer: layer, side: .trusted, settings: nil))
+            continue
+        }
+        let isFirst = !seenConv
+        seenConv = true
+        let side: LayerPlacement.Side = conv.placement.map { $0 == "split" ? .split : .trusted } ?? (isFirst ? .trusted : .split)
+        guard side == .split else {
+            placements.append(LayerPlacement(layer: layer, side: .trusted, settings: nil))
+            continue
+        }
+        let C = conv.geometry.inChannels
+        var rank: Int
+        var tau: Double?
+        switch a.rank.policy {
+        case "fixed": rank = a.rank.value
+        case "energy": rank = a.rank.max; tau = a.rank.tau
+        default: rank = min(a.rank.max, a.rank.value << min(splitIndex, 20))
+        }
+        if let r = conv.rankOverride {
+            guard r >= 1 && r <= C else {
+                throw ConfigError("layer '\(conv.name)': rank \(r) must lie in 1...\(C) (its input channels)")
+            }
+            rank = r
+            tau = nil
+        }
+        rank = min(rank, C)
+        splitIndex += 1
+        placements.append(LayerPlacement(layer: layer, side: .split,
+                                         settings: SplitSettings(maxRank: rank, tau: tau, iterations: a.svdIterations,
+                                                                 basis: a.basis == "batch" ? .batch : .sample)))
+    }
+    return placements
+}
+
+extension Model {
+    /// Splits the convolutions that the placement puts on both sides, with `executor` as the
+    /// untrusted half. Returns the split layers in order.
+    @discardableResult
+    public func enableSplit(_ config: Config, executor: LocalUntrusted) throws -> [Conv2dLayer] {
+        var splits: [Conv2dLayer] = []
+        for p in try placeLayers(self, config) where p.side == .split {
+            let conv = p.layer as! Conv2dLayer
+            let info = SplitLayerInfo(layer: splits.count, geometry: conv.geometry, hasBias: conv.bias != nil)
+            executor.register(info, weight: conv.weight.value, bias: conv.bias?.value)
+            conv.split = SplitConvolution(info: info, settings: p.settings!, executor: executor)
+            splits.append(conv)
+        }
+        return splits
+    }
+}

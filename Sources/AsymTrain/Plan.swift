@@ -1,0 +1,100 @@
+import AsymKernels
+import AsymSplit
+import Foundation
+
+/// `asymml plan`: per layer, where it runs, its FLOPs on each side (forward and backward)
+/// and the bytes that cross per step; and the totals with the trusted share. It describes
+/// the asym split of the config whatever its `asym.mode` (tee-only puts everything trusted).
+public struct Plan {
+    public struct Row {
+        public var name: String, kind: String, placement: String, rank: String
+        public var trustedForward: Double, untrustedForward: Double
+        public var trustedBackward: Double, untrustedBackward: Double
+        public var bytesCrossing: Double
+    }
+    public struct Totals {
+        public var trustedFlops: Double, untrustedFlops: Double, bytesCrossing: Double
+        public var trustedShare: Double { trustedFlops / max(trustedFlops + untrustedFlops, 1) }
+    }
+    public var rows: [Row] = []
+    public let basis: String
+    public let batch: Int
+
+    public init(_ config: Config) throws {
+        let model = try Model(config.model)
+        let placements = try placeLayers(model, config)
+        basis = config.asym.basis
+        batch = config.data.batchSize
+        let b = Double(batch)
+        var first = true
+        for p in placements {
+            let l = p.layer
+            var row = Row(name: l.name, kind: l.kind, placement: "trusted", rank: "-", trustedForward: 0,
+                          untrustedForward: 0, trustedBackward: 0, untrustedBackward: 0, bytesCrossing: 0)
+            let forward = Double(l.forwardFlops) * b
+            if let conv = l as? Conv2dLayer, p.side == .split, let s = p.settings {
+                let cost = SplitCost(geometry: conv.geometry, rank: s.maxRank, iterations: s.iterations, basis: s.basis, batch: batch)
+                row.placement = "split"
+                row.rank = s.tau.map { "<=\(s.maxRank) (tau \($0))" } ?? "\(s.maxRank)"
+                row.trustedForward = cost.trustedForward
+                row.untrustedForward = cost.untrustedForward
+                row.trustedBackward = cost.trustedBackward
+                row.untrustedBackward = cost.untrustedBackward
+                row.bytesCrossing = cost.bytesToUntrusted + cost.bytesFromUntrusted
+            } else {
+                row.trustedForward = forward
+                // GEMM layers: dW and (but for the first layer) dX; the others: about twice forward.
+                let gemm = l is Conv2dLayer || l is LinearLayer
+                row.trustedBackward = gemm ? (first ? forward : 2 * forward) : 2 * forward
+            }
+            if l is Conv2dLayer || l is LinearLayer { first = false }
+            rows.append(row)
+        }
+    }
+
+    public var forward: Totals {
+        Totals(trustedFlops: rows.map(\.trustedForward).reduce(0, +), untrustedFlops: rows.map(\.untrustedForward).reduce(0, +),
+               bytesCrossing: rows.map { $0.bytesCrossing / 2 }.reduce(0, +))
+    }
+
+    public var training: Totals {
+        Totals(trustedFlops: rows.map { $0.trustedForward + $0.trustedBackward }.reduce(0, +),
+               untrustedFlops: rows.map { $0.untrustedForward + $0.untrustedBackward }.reduce(0, +),
+               bytesCrossing: rows.map(\.bytesCrossing).reduce(0, +))
+    }
+
+    public var table: String {
+        func m(_ x: Double) -> String { String(format: "%9.1f", x / 1e6) }
+        var lines = [String(format: "%-18@ %-12@ %-8@ %-16@ %9@ %9@ %9@ %9@ %9@", "layer", "type", "place", "rank",
+                            "T fwd", "U fwd", "T bwd", "U bwd", "MB/step"),
+                     "  (asym split, basis \(basis); MFLOP per step of \(batch) samples; T = trusted, U = untrusted)"]
+        for r in rows where r.trustedForward + r.untrustedForward > 0 {
+            lines.append(String(format: "%-18@ %-12@ %-8@ %-16@ ", r.name, r.kind, r.placement, r.rank)
+                         + [r.trustedForward, r.untrustedForward, r.trustedBackward, r.untrustedBackward].map(m).joined(separator: " ")
+                         + String(format: " %9.2f", r.bytesCrossing / 1e6))
+        }
+        for (name, t) in [("forward", forward), ("training", training)] {
+            lines.append(String(format: "%@: trusted %.1f MFLOP, untrusted %.1f MFLOP, trusted share %.2f%%, %.2f MB crossing",
+                                name, t.trustedFlops / 1e6, t.untrustedFlops / 1e6, 100 * t.trustedShare, t.bytesCrossing / 1e6))
+        }
+        lines.append(String(format: "bound on the trusted-time speed-up over tee-only: %.1fx forward, %.1fx training",
+                            1 / max(forward.trustedShare, 1e-9), 1 / max(training.trustedShare, 1e-9)))
+        return lines.joined(separator: "\n")
+    }
+
+    public var json: String {
+        func totals(_ t: Totals) -> JSONValue {
+            .object([("trusted_flops", .number(t.trustedFlops)), ("untrusted_flops", .number(t.untrustedFlops)),
+                     ("trusted_share", .number(t.trustedShare)), ("bytes_crossing", .number(t.bytesCrossing))])
+        }
+        let layers = rows.map { r -> String in
+            JSONValue.object([("name", .string(r.name)), ("type", .string(r.kind)), ("placement", .string(r.placement)),
+                              ("rank", .string(r.rank)),
+                              ("trusted_forward_flops", .number(r.trustedForward)), ("untrusted_forward_flops", .number(r.untrustedForward)),
+                              ("trusted_backward_flops", .number(r.trustedBackward)), ("untrusted_backward_flops", .number(r.untrustedBackward)),
+                              ("bytes_crossing", .number(r.bytesCrossing))]).json
+        }
+        return "{\"basis\": \"\(basis)\", \"batch\": \(batch), \"layers\": [" + layers.joined(separator: ", ") + "], \"totals\": "
+            + JSONValue.object([("forward", totals(forward)), ("training", totals(training))]).json + "}"
+    }
+}

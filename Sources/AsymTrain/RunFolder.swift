@@ -1,0 +1,75 @@
+import Foundation
+
+/// The run folder of the contract: `config.yaml`, `metrics.jsonl`, `train.log`, `checkpoints/`.
+public final class RunFolder {
+    public let path: String
+    private let metrics: FileHandle
+    private let log: FileHandle
+    /// Echo log lines to standard output (rank 0 only, under MPI).
+    public var echo = true
+
+    public init(path: String) throws {
+        self.path = path
+        let fm = FileManager.default
+        do {
+            try fm.createDirectory(atPath: path + "/checkpoints", withIntermediateDirectories: true)
+        } catch {
+            throw ConfigError("run folder \(path): cannot create it (\(error.localizedDescription))")
+        }
+        func appendHandle(_ name: String) throws -> FileHandle {
+            let file = path + "/" + name
+            if !fm.fileExists(atPath: file) { fm.createFile(atPath: file, contents: nil) }
+            guard let h = FileHandle(forWritingAtPath: file) else {
+                throw ConfigError("run folder \(path): cannot write \(name)")
+            }
+            h.seekToEndOfFile()
+            return h
+        }
+        metrics = try appendHandle("metrics.jsonl")
+        log = try appendHandle("train.log")
+    }
+
+    public var checkpointsPath: String { path + "/checkpoints" }
+
+    public func writeConfig(_ config: Config) throws {
+        do { try config.yaml.write(toFile: path + "/config.yaml", atomically: true, encoding: .utf8) } catch {
+            throw ConfigError("run folder \(path): cannot write config.yaml")
+        }
+    }
+
+    /// One line to the console (when echoing) and to train.log.
+    public func say(_ line: String) {
+        if echo { print(line); fflush(stdout) }
+        log.write((line + "\n").data(using: .utf8)!)
+    }
+
+    /// One JSON object to metrics.jsonl, keys in the given order.
+    public func record(_ fields: KeyValuePairs<String, JSONValue>) {
+        record(Array(fields).map { ($0.key, $0.value) })
+    }
+
+    public func record(_ fields: [(String, JSONValue)]) {
+        let body = fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ")
+        metrics.write(("{" + body + "}\n").data(using: .utf8)!)
+    }
+}
+
+/// The few JSON values the metrics use, written without a serializer's key reordering.
+public enum JSONValue {
+    case int(Int)
+    case number(Double)
+    case string(String)
+    case object([(String, JSONValue)])
+
+    public var json: String {
+        switch self {
+        case .int(let v): return String(v)
+        case .number(let v): return v.isFinite ? String(format: "%.6g", v) : "null"
+        case .string(let s):
+            let escaped = s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            return "\"\(escaped)\""
+        case .object(let fields):
+            return "{" + fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ") + "}"
+        }
+    }
+}

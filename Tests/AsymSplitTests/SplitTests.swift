@@ -1,0 +1,127 @@
+import AsymKernels
+import AsymSplit
+import XCTest
+
+func randomTensor(_ shape: [Int], _ rng: inout RNG, scale: Float = 1) -> Tensor {
+    let t = Tensor(shape: shape)
+    for i in 0..<t.count { t[i] = rng.normal() * scale }
+    return t
+}
+
+/// A batch of feature maps of rank `rank` per sample plus a little noise: what the light
+/// SVD sees after a ReLU in a trained network (a few dominant channel directions).
+func lowRankMaps(batch: Int, channels: Int, positions: Int, rank: Int, noise: Float, _ rng: inout RNG) -> Tensor {
+    let x = Tensor(shape: [batch, channels, positions])
+    for b in 0..<batch {
+        let u = randomTensor([channels, rank], &rng), v = randomTensor([rank, positions], &rng)
+        BLAS.gemm(m: channels, n: positions, k: rank, a: u.data, lda: rank, b: v.data, ldb: positions,
+                  c: x.data + b * channels * positions, ldc: positions)
+    }
+    for i in 0..<x.count { x[i] += noise * rng.normal() }
+    return x
+}
+
+func relativeDifference(_ a: Tensor, _ b: Tensor) -> Float {
+    var num: Float = 0, den: Float = 0
+    for i in 0..<a.count { num = max(num, abs(a[i] - b[i])); den = max(den, abs(b[i])) }
+    return num / max(den, 1e-20)
+}
+
+final class SplitTests: XCTestCase {
+    /// Split forward and backward equal the unsplit convolution, over random shapes, strides,
+    /// paddings, ranks, both bases, with random and with low-rank inputs.
+    func testSplitConvolutionEqualsUnsplit() {
+        setThreads(1)
+        var rng = RNG(seed: 11)
+        var worst: Float = 0
+        for trial in 0..<24 {
+            let C = 2 + rng.below(10), H = 3 + rng.below(8), W = 3 + rng.below(8)
+            let k = [1, 3, 3, 5][rng.below(4)], stride = 1 + rng.below(2), pad = rng.below(k / 2 + 2)
+            guard H + 2 * pad >= k, W + 2 * pad >= k else { continue }
+            let g = ConvGeometry(inChannels: C, height: H, width: W, outChannels: 1 + rng.below(9),
+                                 kernel: k, stride: stride, padding: pad)
+            let batch = 1 + rng.below(4)
+            let basis: SplitSettings.Basis = trial % 2 == 0 ? .sample : .batch
+            let settings = SplitSettings(maxRank: 1 + rng.below(C), tau: trial % 3 == 0 ? 0.2 : nil,
+                                         iterations: 1 + rng.below(3), basis: basis)
+            let x = trial % 4 < 2 ? randomTensor([batch, C, H, W], &rng)
+                : lowRankMaps(batch: batch, channels: C, positions: H * W, rank: 2, noise: 0.01, &rng)
+            x.reshape([batch, C, H, W])
+            let w = randomTensor([g.outChannels, C, k, k], &rng), b = randomTensor([g.outChannels], &rng)
+            let dy = randomTensor([batch, g.outChannels, g.outHeight, g.outWidth], &rng)
+
+            // Reference: the plain kernels.
+            let scratch = Scratch()
+            let yRef = Tensor(shape: dy.shape), dxRef = Tensor(shape: x.shape)
+            let dwRef = Tensor(shape: w.shape), dbRef = Tensor(shape: b.shape)
+            conv2dForward(g, x: x.data, batch: batch, weight: w.data, bias: b.data, y: yRef.data, scratch: scratch)
+            conv2dBackward(g, x: x.data, batch: batch, weight: w.data, dy: dy.data, dWeight: dwRef.data,
+                           dBias: dbRef.data, dx: dxRef.data, scratch: scratch)
+
+            // Split: trusted half here, untrusted half in the local executor.
+            let executor = LocalUntrusted()
+            let info = SplitLayerInfo(layer: 0, geometry: g, hasBias: true)
+            executor.register(info, weight: w, bias: b)
+            let split = SplitConvolution(info: info, settings: settings, executor: executor)
+            let y = split.forward(x, batch: batch, weight: w)
+            let dw = Tensor(shape: w.shape), db = Tensor(shape: b.shape)
+            let dx = split.backward(dy, batch: batch, weightGrad: dw, biasGrad: db)
+            executor.addGradientShares(into: [0: dw])
+
+            let errors = [relativeDifference(y, yRef), relativeDifference(dx, dxRef),
+                          relativeDifference(dw, dwRef), relativeDifference(db, dbRef)]
+            worst = max(worst, errors.max()!)
+            XCTAssertLessThan(errors.max()!, 1e-4, "trial \(trial) \(g) \(settings) rank \(split.lastRank) rebuilt \(split.lastRebuilt): \(errors)")
+        }
+        print("split vs unsplit: max relative difference \(worst) over 24 random layers")
+    }
+
+    /// The energy policy stops at the first rank whose residual energy is within tau.
+    func testEnergyPolicyMeetsItsThreshold() {
+        var rng = RNG(seed: 12)
+        let (C, P) = (16, 49)
+        let x = lowRankMaps(batch: 1, channels: C, positions: P, rank: 4, noise: 0.1, &rng)
+        let svd = LightSVD(channels: C, positions: P, iterations: 2)
+        let ut = Tensor(shape: [C, C]), v = Tensor(shape: [C, P]), r = Tensor(shape: [C, P]), work = Tensor(shape: [C])
+        for tau in [0.5, 0.1, 0.02] {
+            let result = svd.decompose(x: x.data, blocks: 1, maxRank: C, tau: tau, warmU: nil, ut: ut.data, v: v.data,
+                                       residual: r.data, scratch: work.data)
+            let ratio = result.residualEnergy / result.totalEnergy
+            XCTAssertLessThanOrEqual(ratio, tau, "tau \(tau)")
+            // One component fewer would not have met it.
+            let fewer = svd.decompose(x: x.data, blocks: 1, maxRank: result.rank - 1, tau: nil, warmU: nil, ut: ut.data,
+                                      v: v.data, residual: r.data, scratch: work.data)
+            XCTAssertGreaterThan(fewer.residualEnergy / fewer.totalEnergy, tau, "tau \(tau) rank \(result.rank)")
+            print("energy policy tau \(tau): rank \(result.rank), residual energy \(ratio)")
+        }
+    }
+
+    /// X = U V + R holds to float precision, and two power steps leave no more residual energy
+    /// than one (summed over a batch of realistic maps).
+    func testDecompositionIsExactAndMoreIterationsHelp() {
+        var rng = RNG(seed: 13)
+        let (B, C, P, r) = (8, 32, 64, 4)
+        let x = lowRankMaps(batch: B, channels: C, positions: P, rank: 8, noise: 0.3, &rng)
+        var energies: [Int: Double] = [:]
+        for q in [1, 2] {
+            let svd = LightSVD(channels: C, positions: P, iterations: q)
+            var residual = 0.0, total = 0.0
+            for b in 0..<B {
+                let ut = Tensor(shape: [r, C]), v = Tensor(shape: [r, P]), res = Tensor(shape: [C, P]), work = Tensor(shape: [C])
+                let xb = x.data + b * C * P
+                let out = svd.decompose(x: xb, blocks: 1, maxRank: r, tau: nil, warmU: nil, ut: ut.data, v: v.data,
+                                        residual: res.data, scratch: work.data)
+                residual += out.residualEnergy; total += out.totalEnergy
+                // U V + R == X
+                let l = Tensor(shape: [C, P])
+                BLAS.gemm(transA: true, m: C, n: P, k: r, a: ut.data, lda: C, b: v.data, ldb: P, c: l.data, ldc: P)
+                var err: Float = 0
+                for i in 0..<(C * P) { err = max(err, abs(l[i] + res[i] - xb[i])) }
+                XCTAssertLessThan(err, 1e-4)
+            }
+            energies[q] = residual / total
+        }
+        print("residual energy at rank \(r): q=1 \(energies[1]!), q=2 \(energies[2]!)")
+        XCTAssertLessThanOrEqual(energies[2]!, energies[1]!)
+    }
+}

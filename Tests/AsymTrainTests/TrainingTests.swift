@@ -1,0 +1,75 @@
+import AsymKernels
+import AsymTrain
+import Foundation
+import XCTest
+
+final class TrainingTests: XCTestCase {
+    /// A few hundred steps on the synthetic set reduce the loss and learn the task.
+    func testTrainingReducesLossOnSyntheticData() throws {
+        setThreads(1)
+        let t = try Trainer(config: try smokeConfig(["train.epochs=10"]))
+        let before = t.evaluate(t.data.test)
+        var first = 0.0, last = 0.0
+        for i in 0..<320 {
+            let (loss, _) = t.step()
+            if i < 20 { first += loss / 20 }
+            if i >= 300 { last += loss / 20 }
+        }
+        let after = t.evaluate(t.data.test)
+        print("synthetic: train loss \(first) -> \(last), test accuracy \(before.accuracy) -> \(after.accuracy)")
+        XCTAssertLessThan(last, 0.5 * first)
+        XCTAssertGreaterThan(after.accuracy, 0.9)
+    }
+
+    /// The residual network (batch norm, blocks, projection shortcut) trains too, and its whole
+    /// backward pass agrees with finite differences of the loss.
+    func testResidualModelGradientsMatchFiniteDifferences() throws {
+        setThreads(1)
+        var c = try smokeConfig()
+        c.model.layers = [
+            LayerSpec(name: "conv1", type: "conv", out: 4, kernel: 3, padding: 1),
+            LayerSpec(name: "bn1", type: "batchnorm"),
+            LayerSpec(name: "relu", type: "relu"),
+            LayerSpec(name: "block", type: "basic_block", out: 6, stride: 2),
+            LayerSpec(name: "pool", type: "global_avgpool"),
+            LayerSpec(name: "flat", type: "flatten"),
+            LayerSpec(name: "fc", type: "linear", out: 4),
+        ]
+        let t = try Trainer(config: c)
+        let batch = 4
+        let x = Tensor(shape: [batch] + c.model.input)
+        var rng = RNG(seed: 5)
+        for i in 0..<x.count { x[i] = rng.normal() }
+        let labels: [Int32] = [0, 1, 2, 3]
+        t.model.zeroGradients()
+        t.model.trainingPass(images: x, labels: labels, batch: batch, normalizer: batch)
+        func loss() -> Double {
+            let logits = t.model.forward(x, batch: batch, training: true)
+            return softmaxCrossEntropy(logits: logits.data, labels: labels, batch: batch, classes: 4,
+                                       normalizer: batch, dLogits: nil).lossSum / Double(batch)
+        }
+        var worst = 0.0
+        for p in t.model.parameters {
+            for i in [0, p.value.count / 2, p.value.count - 1] {
+                let saved = p.value[i], eps: Float = 1e-2
+                p.value[i] = saved + eps; let up = loss()
+                p.value[i] = saved - eps; let down = loss()
+                p.value[i] = saved
+                let numeric = (up - down) / Double(2 * eps)
+                let err = abs(numeric - Double(p.grad[i])) / max(1, abs(numeric))
+                worst = max(worst, err)
+                XCTAssertLessThan(err, 2e-2, "param \(p.name)[\(i)]: numeric \(numeric), analytic \(p.grad[i])")
+            }
+        }
+        print("resnet block gradcheck: max relative error \(worst)")
+    }
+
+    /// `data.shuffle: false` visits the training set in file order.
+    func testUnshuffledOrderIsFileOrder() throws {
+        let t = try Trainer(config: try smokeConfig(["data.shuffle=false"]))
+        let perm = t.order.permutation(epoch: 3)
+        XCTAssertEqual(Array(perm.prefix(5)), [0, 1, 2, 3, 4])
+        let s = try Trainer(config: try smokeConfig())
+        XCTAssertNotEqual(s.order.permutation(epoch: 0), s.order.permutation(epoch: 1))
+    }
+}
