@@ -37,6 +37,8 @@ public struct ModelConfig: Equatable {
     /// Per-sample input shape [C, H, W].
     public var input = [1, 28, 28]
     public var layers: [LayerSpec] = []
+    /// Weight initialisation: `kaiming_uniform` (PyTorch's default) or `kaiming_normal`.
+    public var initScheme = "kaiming_uniform"
 }
 
 /// One entry of `model.layers`.
@@ -167,6 +169,7 @@ extension Config {
 
         var m = try r.child("model")
         if let input = try m.ints("input") { c.model.input = input }
+        c.model.initScheme = try m.choice("init", c.model.initScheme, Initializer.schemes)
         c.model.layers = try m.list("layers").enumerated().map { i, l in try LayerSpec(reading: l, index: i) }
         try m.finish()
 
@@ -358,7 +361,7 @@ extension Config {
         let root = map([
             ("name", s(name)), ("seed", n(seed)),
             ("data", map(dataPairs)),
-            ("model", map([("input", list(model.input.map(n))), ("layers", Node(layers))])),
+            ("model", map([("input", list(model.input.map(n))), ("init", s(model.initScheme)), ("layers", Node(layers))])),
             ("optimizer", map([("type", s(optimizer.type)), ("lr", f(optimizer.lr)), ("momentum", f(optimizer.momentum)),
                                ("dampening", f(optimizer.dampening)), ("weight_decay", f(optimizer.weightDecay)),
                                ("nesterov", b(optimizer.nesterov)), ("schedule", map(schedPairs))])),

@@ -48,7 +48,7 @@ public protocol Layer: AnyObject {
     var batchesTracked: Int64? { get set }
     /// Forward multiply-adds times two, per sample.
     var forwardFlops: Int { get }
-    func initialize(_ rng: inout RNG)
+    func initialize(_ initializer: inout Initializer)
     func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor
     func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor?
 }
@@ -59,13 +59,40 @@ extension Layer {
     public var buffers: [StateBuffer] { [] }
     public var batchesTracked: Int64? { get { nil } set {} }
     public var forwardFlops: Int { 0 }
-    public func initialize(_ rng: inout RNG) {}
+    public func initialize(_ initializer: inout Initializer) {}
 }
 
-/// Kaiming (He) normal initialisation for layers followed by ReLU: std = sqrt(2 / fan_in).
-func kaimingNormal(_ t: Tensor, fanIn: Int, _ rng: inout RNG) {
-    let std = (2 / Float(fanIn)).squareRoot()
-    for i in 0..<t.count { t[i] = rng.normal() * std }
+/// Weight initialisation from the project's seeded RNG (`model.init`).
+///
+/// `kaiming_uniform` is PyTorch's default for Conv2d and Linear: weights uniform in
+/// +-sqrt(6 / ((1 + a^2) fan_in)) with a = sqrt(5), i.e. +-1/sqrt(fan_in), and biases uniform
+/// in +-1/sqrt(fan_in). `kaiming_normal` is He et al.'s N(0, 2 / fan_in) with zero biases.
+public struct Initializer {
+    public static let schemes = ["kaiming_uniform", "kaiming_normal"]
+    public var rng: RNG
+    public let scheme: String
+
+    public init(seed: UInt64, scheme: String) {
+        rng = RNG(seed: seed, stream: 1)
+        self.scheme = scheme
+    }
+
+    mutating func weight(_ t: Tensor, fanIn: Int) {
+        if scheme == "kaiming_normal" {
+            let std = (2 / Float(fanIn)).squareRoot()
+            for i in 0..<t.count { t[i] = rng.normal() * std }
+        } else {
+            uniform(t, bound: 1 / Float(fanIn).squareRoot())
+        }
+    }
+
+    mutating func bias(_ t: Tensor, fanIn: Int) {
+        if scheme == "kaiming_normal" { t.zero() } else { uniform(t, bound: 1 / Float(fanIn).squareRoot()) }
+    }
+
+    private mutating func uniform(_ t: Tensor, bound: Float) {
+        for i in 0..<t.count { t[i] = (2 * rng.uniform() - 1) * bound }
+    }
 }
 
 @inline(__always) func batched(_ shape: [Int], _ batch: Int) -> [Int] { [batch] + shape }
@@ -107,9 +134,9 @@ public final class Conv2dLayer: Layer {
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
     public var forwardFlops: Int { geometry.forwardFlops }
 
-    public func initialize(_ rng: inout RNG) {
-        kaimingNormal(weight.value, fanIn: geometry.patchSize, &rng)
-        bias?.value.zero()
+    public func initialize(_ initializer: inout Initializer) {
+        initializer.weight(weight.value, fanIn: geometry.patchSize)
+        if let bias { initializer.bias(bias.value, fanIn: geometry.patchSize) }
     }
 
     public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
@@ -158,9 +185,9 @@ public final class LinearLayer: Layer {
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
     public var forwardFlops: Int { 2 * inFeatures * outFeatures }
 
-    public func initialize(_ rng: inout RNG) {
-        kaimingNormal(weight.value, fanIn: inFeatures, &rng)
-        bias?.value.zero()
+    public func initialize(_ initializer: inout Initializer) {
+        initializer.weight(weight.value, fanIn: inFeatures)
+        if let bias { initializer.bias(bias.value, fanIn: inFeatures) }
     }
 
     public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
@@ -309,7 +336,7 @@ public final class BatchNormLayer: Layer {
     public var buffers: [StateBuffer] { [runningMean, runningVar] }
     public var forwardFlops: Int { 4 * inputShape.reduce(1, *) }
 
-    public func initialize(_ rng: inout RNG) {
+    public func initialize(_ initializer: inout Initializer) {
         gamma.value.fill(1); beta.value.zero()
         runningMean.value.zero(); runningVar.value.fill(1)
         batchesTracked = 0
@@ -386,7 +413,7 @@ public final class BasicBlock: Layer {
     }
     public var forwardFlops: Int { leaves.map(\.forwardFlops).reduce(0, +) }
 
-    public func initialize(_ rng: inout RNG) { for l in leaves { l.initialize(&rng) } }
+    public func initialize(_ initializer: inout Initializer) { for l in leaves { l.initialize(&initializer) } }
 
     public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         var h = conv1.forward(x, batch: batch, training: training)

@@ -86,10 +86,10 @@ public final class Model {
     /// Forward FLOPs per sample.
     public var forwardFlops: Int { layers.map(\.forwardFlops).reduce(0, +) }
 
-    /// Kaiming initialisation of every layer in order, from one seeded stream.
-    public func initialize(seed: UInt64) {
-        var rng = RNG(seed: seed, stream: 1)
-        for l in layers { l.initialize(&rng) }
+    /// Initialises every layer in order from one seeded stream (`model.init` picks the scheme).
+    public func initialize(seed: UInt64, scheme: String = "kaiming_uniform") {
+        var initializer = Initializer(seed: seed, scheme: scheme)
+        for l in layers { l.initialize(&initializer) }
     }
 
     public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {

@@ -55,7 +55,7 @@ public final class Trainer {
         order = try EpochOrder(count: self.data.train.count, batchSize: config.data.batchSize,
                            seed: UInt64(truncatingIfNeeded: config.seed), shuffle: config.data.shuffle)
         optimizer = SGDOptimizer(config.optimizer, stepsPerEpoch: order.batchesPerEpoch, totalSteps: Trainer.totalSteps(config, order))
-        model.initialize(seed: UInt64(truncatingIfNeeded: config.seed))
+        model.initialize(seed: UInt64(truncatingIfNeeded: config.seed), scheme: config.model.initScheme)
         if config.asym.mode == "asym" {
             let executor = LocalUntrusted()
             splitLayers = try model.enableSplit(config, executor: executor)
