@@ -27,8 +27,9 @@ deps:
 build: deps
 	$(SWIFT) build -c release
 
+# The default job: 1 trusted + 1 untrusted rank in asym mode on this machine.
 train: build
-	$(BIN) train --config $(CONFIG)
+	launch/local.sh -t 1 -u 1 -- train --config $(CONFIG) --set asym.mode=asym
 
 # The numeric tests are built with optimisation so the suite stays fast.
 test: deps

@@ -34,9 +34,11 @@ let package = Package(
         // Config, layers, models, optimizer, schedules, checkpoints, the training loop.
         .target(name: "AsymTrain", dependencies: ["AsymKernels", "AsymSplit", "AsymData", "AsymHDF5", "Yams"],
                 swiftSettings: fastMath),
+        // The MPI runtime: roles, the wire protocol, remote untrusted execution, reduction.
+        .target(name: "AsymCluster", dependencies: ["CMPI", "AsymTrain", "AsymSplit", "AsymKernels"]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
-            "AsymTrain",
+            "AsymTrain", "AsymCluster",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -45,6 +47,8 @@ let package = Package(
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
         .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain"]),
+        // Starts real mpirun jobs of the built executable (make test builds it first).
+        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymTrain", "AsymHDF5"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,16 +1,16 @@
 import AsymKernels
 import Dispatch
 
-/// The untrusted executor in the same process: what an untrusted rank does, minus the wire.
-///
-/// It holds references to the replicated weights (read only) and its own weight-gradient
-/// shares, which `addGradientShares` adds into the model's gradients (the in-process stand-in
-/// for the cluster-wide allreduce).
-public final class LocalUntrusted: UntrustedExecutor {
+/// What an untrusted rank computes for the split layers: residual convolutions forward, input
+/// gradients and its weight-gradient share backward. It runs on the untrusted side (an
+/// untrusted rank, or in-process for tests and single-process runs) and sees only what that
+/// side receives: residuals and output gradients.
+public final class UntrustedWorker {
     struct Slot {
         let info: SplitLayerInfo
         let weight: Tensor
         let bias: Tensor?
+        /// The share corr(R, dY) of dW, summed over the step's backward passes.
         let gradShare: Tensor
         var residual: Tensor?
         var output: Tensor?
@@ -18,42 +18,46 @@ public final class LocalUntrusted: UntrustedExecutor {
     }
     private var slots: [Int: Slot] = [:]
     private let scratch = Scratch()
+    /// Seconds spent computing since the last `takeComputeSeconds()`.
     private var seconds = 0.0
 
     public init() {}
 
-    /// Registers split layer `info` with its (replicated) weight and bias.
+    /// Registers split layer `info` with its (replicated) weight and bias, read only.
     public func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
         slots[info.layer] = Slot(info: info, weight: weight, bias: bias, gradShare: Tensor(shape: weight.shape))
     }
 
-    public func startForward(_ r: Residual) {
+    public func geometry(layer: Int) -> ConvGeometry? { slots[layer]?.info.geometry }
+    public var layerCount: Int { slots.count }
+
+    /// Y_U = conv(R, W) + b for `batch` samples; keeps R for the backward pass.
+    public func forward(layer: Int, residual: Tensor, batch: Int) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        var s = slots[r.layer]!
+        var s = slots[layer]!
         let g = s.info.geometry
-        let y = Tensor.reuse(s.output, shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
-        conv2dForward(g, x: r.tensor.data, batch: r.batch, weight: s.weight.data, bias: s.bias?.data, y: y.data, scratch: scratch)
+        let y = Tensor.reuse(s.output, shape: [batch, g.outChannels, g.outHeight, g.outWidth])
+        conv2dForward(g, x: residual.data, batch: batch, weight: s.weight.data, bias: s.bias?.data, y: y.data, scratch: scratch)
         s.output = y
-        s.residual = r.tensor
-        slots[r.layer] = s
+        s.residual = residual
+        slots[layer] = s
         seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        return y
     }
 
-    public func finishForward(layer: Int) -> Tensor { slots[layer]!.output! }
-
-    public func startBackward(_ d: OutputGradient) {
+    /// dX = conv_transpose(dY, W); accumulates corr(R, dY) into the layer's gradient share.
+    public func backward(layer: Int, outputGrad dy: Tensor, batch: Int) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        var s = slots[d.layer]!
+        var s = slots[layer]!
         let g = s.info.geometry
-        let dx = Tensor.reuse(s.inputGrad, shape: [d.batch, g.inChannels, g.height, g.width])
-        conv2dBackward(g, x: s.residual!.data, batch: d.batch, weight: s.weight.data, dy: d.tensor.data,
+        let dx = Tensor.reuse(s.inputGrad, shape: [batch, g.inChannels, g.height, g.width])
+        conv2dBackward(g, x: s.residual!.data, batch: batch, weight: s.weight.data, dy: dy.data,
                        dWeight: s.gradShare.data, dBias: nil, dx: dx.data, scratch: scratch)
         s.inputGrad = dx
-        slots[d.layer] = s
+        slots[layer] = s
         seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        return dx
     }
-
-    public func finishBackward(layer: Int) -> Tensor { slots[layer]!.inputGrad! }
 
     public func takeComputeSeconds() -> Double {
         defer { seconds = 0 }
@@ -68,4 +72,33 @@ public final class LocalUntrusted: UntrustedExecutor {
             s.gradShare.zero()
         }
     }
+}
+
+/// The untrusted executor in the same process: the worker, minus the wire.
+public final class LocalUntrusted: UntrustedExecutor {
+    public let worker = UntrustedWorker()
+    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
+
+    public init() {}
+
+    public func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
+        worker.register(info, weight: weight, bias: bias)
+    }
+
+    public func startForward(_ r: Residual) {
+        outputs[r.layer] = worker.forward(layer: r.layer, residual: r.tensor, batch: r.batch)
+    }
+
+    public func finishForward(layer: Int) -> Tensor { outputs[layer]! }
+
+    public func startBackward(_ g: OutputGradient) {
+        inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, batch: g.batch)
+    }
+
+    public func finishBackward(layer: Int) -> Tensor { inputGrads[layer]! }
+
+    public func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
+
+    /// The in-process stand-in for the allreduce: adds the worker's shares into `grads`.
+    public func addGradientShares(into grads: [Int: Tensor]) { worker.addGradientShares(into: grads) }
 }

@@ -49,4 +49,13 @@ public protocol UntrustedExecutor: AnyObject {
     func finishBackward(layer: Int) -> Tensor
     /// Seconds the untrusted side spent computing since the last call (for the metrics).
     func takeComputeSeconds() -> Double
+    /// Lets pending transfers advance; the trusted side calls it between chunks of its own
+    /// work (Open MPI moves a large message only while the sender is inside an MPI call).
+    func progress()
+    /// Registers a split layer with the executor (its weights are replicated, read only).
+    func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?)
+}
+
+extension UntrustedExecutor {
+    public func progress() {}
 }

@@ -128,6 +128,7 @@ public final class SplitConvolution {
                 for s in 0..<batch {
                     conv2dForward(low, x: V.data + s * rank * P, batch: 1, weight: Wt.data + s * Cout * rank * k2,
                                   bias: nil, y: yT.data + s * g.outputSize, scratch: scratch)
+                    executor.progress()
                 }
             } else {
                 conv2dForward(low, x: V.data, batch: batch, weight: Wt.data, bias: nil, y: yT.data, scratch: scratch)
@@ -169,6 +170,7 @@ public final class SplitConvolution {
                     for s in 0..<batch {
                         conv2dBackward(low, x: v!.data + s * rank * P, batch: 1, weight: G.data, dy: dy.data + s * g.outputSize,
                                        dWeight: G.data + s * Cout * rank * k2, dBias: nil, dx: nil, scratch: scratch)
+                        executor.progress()
                     }
                 } else {
                     conv2dBackward(low, x: v!.data, batch: batch, weight: G.data, dy: dy.data,

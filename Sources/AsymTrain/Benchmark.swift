@@ -33,7 +33,7 @@ public func benchmark(config: Config, steps: Int) throws -> BenchmarkResult {
     var trainTimes: [Double] = []
     for i in 0..<(steps + 2) {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        trainer.step()
+        try trainer.step()
         if i >= 2 { trainTimes.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
     }
     let batch = c.data.batchSize

@@ -14,7 +14,7 @@ public struct WorldInfo: Equatable {
     public init(trusted: Int, untrusted: Int, mode: String) {
         self.trusted = trusted; self.untrusted = untrusted; self.mode = mode
     }
-    var json: String { "{\"trusted\": \(trusted), \"untrusted\": \(untrusted), \"mode\": \"\(mode)\"}" }
+    public var json: String { "{\"trusted\": \(trusted), \"untrusted\": \(untrusted), \"mode\": \"\(mode)\"}" }
 }
 
 public let softwareVersion = "asymml-swift 0.1.0"
@@ -89,6 +89,13 @@ public enum Checkpoint {
     /// against the model. Returns notes on accepted config differences (e.g. a new lr).
     @discardableResult
     public static func load(_ path: String, into t: Trainer) throws -> [String] {
+        let (position, notes) = try load(path, model: t.model, config: t.config)
+        t.position = position
+        return notes
+    }
+
+    /// Restores a model replica and its optimizer state (what every rank holds) from `path`.
+    public static func load(_ path: String, model: Model, config: Config) throws -> (TrainingPosition, [String]) {
         let f: HDF5File
         do { f = try HDF5File.open(path: path) } catch {
             throw CheckpointError("checkpoint \(path): cannot open it: \(error)")
@@ -98,10 +105,10 @@ public enum Checkpoint {
         do { saved = try Config.parse(yaml: h.config, source: "\(path) config attribute") } catch {
             throw CheckpointError("\(path): its stored config does not parse: \(error)")
         }
-        if saved.model != t.config.model {
-            throw CheckpointError("\(path): the checkpoint's model differs from the config's model (\(modelDifference(saved.model, t.config.model))); resume with the config it was trained with")
+        if saved.model != config.model {
+            throw CheckpointError("\(path): the checkpoint's model differs from the config's model (\(modelDifference(saved.model, config.model))); resume with the config it was trained with")
         }
-        let notes = acceptedDifferences(saved, t.config)
+        let notes = acceptedDifferences(saved, config)
         func restore(_ dataset: String, into tensor: Tensor) throws {
             let (shape, values) = try f.readFloats(dataset)
             guard shape == tensor.shape else {
@@ -109,8 +116,9 @@ public enum Checkpoint {
             }
             values.withUnsafeBufferPointer { tensor.data.update(from: $0.baseAddress!, count: values.count) }
         }
+        let position: TrainingPosition
         do {
-            for layer in t.model.leaves {
+            for layer in model.leaves {
                 for param in layer.parameters {
                     try restore("/model/\(layer.name)/\(param.name)", into: param.value)
                     try restore("/optimizer/\(layer.name)/\(param.name)", into: param.momentum)
@@ -122,13 +130,20 @@ public enum Checkpoint {
             }
             let step = try scalar(f, "/state/step")
             let momentumReady = try scalar(f, "/state/momentum_initialized") == 1
-            for p in t.model.parameters { p.hasMomentum = momentumReady }
-            t.position = TrainingPosition(step: Int(step), samplesSeen: try scalar(f, "/state/samples_seen"))
+            for p in model.parameters { p.hasMomentum = momentumReady }
+            position = TrainingPosition(step: Int(step), samplesSeen: try scalar(f, "/state/samples_seen"))
         } catch let e as HDF5Error {
             throw CheckpointError("checkpoint rejected: \(e)")
         }
         try f.close()
-        return notes
+        return (position, notes)
+    }
+
+    /// The `world` attribute of a checkpoint (JSON: trusted, untrusted, mode).
+    public static func savedWorld(_ path: String) throws -> String {
+        do { return try header(try HDF5File.open(path: path)).world } catch let e as HDF5Error {
+            throw CheckpointError("checkpoint \(path): \(e)")
+        }
     }
 
     static func scalar(_ f: HDF5File, _ path: String) throws -> Int64 {

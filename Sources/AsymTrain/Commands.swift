@@ -37,7 +37,7 @@ public enum Commands {
         configureThreads(config)
         let trainer = try Trainer(config: config)
         try Checkpoint.load(checkpoint, into: trainer)
-        return trainer.evaluate(trainer.data.test)
+        return try trainer.evaluate(trainer.data.test)
     }
 
     /// `asymml inspect`: a human-readable listing of a checkpoint.

@@ -30,9 +30,14 @@ public struct SGDOptimizer {
         }
     }
 
-    /// Applies one step to every parameter with the rate of `step`.
-    public func apply(step: Int, to parameters: [Parameter]) {
-        let h = SGDHyper(lr: Float(learningRate(step: step)), momentum: Float(config.momentum),
+    /// Applies one step to every parameter with learning rate `learningRate`.
+    public func apply(learningRate: Double, to parameters: [Parameter]) {
+        SGDOptimizer.apply(config, learningRate: learningRate, to: parameters)
+    }
+
+    /// The step itself, for replicas that know the rate but not the schedule (untrusted ranks).
+    public static func apply(_ config: OptimizerConfig, learningRate: Double, to parameters: [Parameter]) {
+        let h = SGDHyper(lr: Float(learningRate), momentum: Float(config.momentum),
                          dampening: Float(config.dampening), weightDecay: Float(config.weightDecay),
                          nesterov: config.nesterov)
         for p in parameters {

@@ -55,18 +55,23 @@ public func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacem
 }
 
 extension Model {
+    /// The convolutions that the placement splits, in order (their index is the wire's
+    /// layer number), with their settings.
+    public func splitConvolutions(_ config: Config) throws -> [(conv: Conv2dLayer, info: SplitLayerInfo, settings: SplitSettings)] {
+        try placeLayers(self, config).filter { $0.side == .split }.enumerated().map { i, p in
+            let conv = p.layer as! Conv2dLayer
+            return (conv, SplitLayerInfo(layer: i, geometry: conv.geometry, hasBias: conv.bias != nil), p.settings!)
+        }
+    }
+
     /// Splits the convolutions that the placement puts on both sides, with `executor` as the
     /// untrusted half. Returns the split layers in order.
     @discardableResult
-    public func enableSplit(_ config: Config, executor: LocalUntrusted) throws -> [Conv2dLayer] {
-        var splits: [Conv2dLayer] = []
-        for p in try placeLayers(self, config) where p.side == .split {
-            let conv = p.layer as! Conv2dLayer
-            let info = SplitLayerInfo(layer: splits.count, geometry: conv.geometry, hasBias: conv.bias != nil)
+    public func enableSplit(_ config: Config, executor: UntrustedExecutor) throws -> [Conv2dLayer] {
+        try splitConvolutions(config).map { conv, info, settings in
             executor.register(info, weight: conv.weight.value, bias: conv.bias?.value)
-            conv.split = SplitConvolution(info: info, settings: p.settings!, executor: executor)
-            splits.append(conv)
+            conv.split = SplitConvolution(info: info, settings: settings, executor: executor)
+            return conv
         }
-        return splits
     }
 }

@@ -1,15 +1,35 @@
 import Foundation
 
 /// The run folder of the contract: `config.yaml`, `metrics.jsonl`, `train.log`, `checkpoints/`.
+///
+/// Only rank 0 writes it (`isWriter`). Other ranks get a folder that writes nothing, or
+/// only their own `rank-N.log` when asked for one.
 public final class RunFolder {
     public let path: String
-    private let metrics: FileHandle
-    private let log: FileHandle
+    public let isWriter: Bool
+    private let metrics: FileHandle?
+    private let log: FileHandle?
     /// Echo log lines to standard output (rank 0 only, under MPI).
     public var echo = true
 
+    /// A non-writing view of the run folder at `path`: for ranks other than 0.
+    public init(readOnly path: String, rankLog: String?) throws {
+        self.path = path
+        isWriter = false
+        echo = false
+        metrics = nil
+        if let rankLog {
+            try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: "\(path)/\(rankLog)", contents: nil)
+            log = FileHandle(forWritingAtPath: "\(path)/\(rankLog)")
+        } else {
+            log = nil
+        }
+    }
+
     public init(path: String) throws {
         self.path = path
+        isWriter = true
         let fm = FileManager.default
         do {
             try fm.createDirectory(atPath: path + "/checkpoints", withIntermediateDirectories: true)
@@ -32,6 +52,7 @@ public final class RunFolder {
     public var checkpointsPath: String { path + "/checkpoints" }
 
     public func writeConfig(_ config: Config) throws {
+        guard isWriter else { return }
         do { try config.yaml.write(toFile: path + "/config.yaml", atomically: true, encoding: .utf8) } catch {
             throw ConfigError("run folder \(path): cannot write config.yaml")
         }
@@ -40,7 +61,7 @@ public final class RunFolder {
     /// One line to the console (when echoing) and to train.log.
     public func say(_ line: String) {
         if echo { print(line); fflush(stdout) }
-        log.write((line + "\n").data(using: .utf8)!)
+        log?.write((line + "\n").data(using: .utf8)!)
     }
 
     /// One JSON object to metrics.jsonl, keys in the given order.
@@ -50,7 +71,7 @@ public final class RunFolder {
 
     public func record(_ fields: [(String, JSONValue)]) {
         let body = fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ")
-        metrics.write(("{" + body + "}\n").data(using: .utf8)!)
+        metrics?.write(("{" + body + "}\n").data(using: .utf8)!)
     }
 }
 

@@ -6,10 +6,13 @@ import Foundation
 public struct TrainingLoop {
     public let trainer: Trainer
     public let run: RunFolder
+    /// Who trains, as recorded in checkpoints.
+    public let world: WorldInfo
 
-    public init(trainer: Trainer, run: RunFolder) {
+    public init(trainer: Trainer, run: RunFolder, world: WorldInfo? = nil) {
         self.trainer = trainer
         self.run = run
+        self.world = world ?? WorldInfo(trusted: 1, untrusted: trainer.untrusted == nil ? 0 : 1, mode: trainer.config.asym.mode)
     }
 
     /// Trains to the end of the configured epochs (or `train.max_steps`), evaluating at the
@@ -28,7 +31,7 @@ public struct TrainingLoop {
         var windowTrusted = 0.0, windowUntrusted = 0.0
         var last: Evaluation?
         while trainer.position.step < total {
-            let (loss, _) = trainer.step()
+            let (loss, _) = try trainer.step()
             let step = trainer.position.step
             windowSteps += 1
             windowLoss += loss
@@ -61,7 +64,7 @@ public struct TrainingLoop {
                 windowStart = Date(); windowSteps = 0; windowLoss = 0; windowTrusted = 0; windowUntrusted = 0
             }
             if (c.train.evalEvery > 0 && step % c.train.evalEvery == 0) || (c.train.evalEvery == 0 && epochDone) || step == total {
-                last = evaluateAndRecord()
+                last = try evaluateAndRecord()
             }
             if c.train.checkpointEvery > 0 && step % c.train.checkpointEvery == 0 && step < total {
                 try saveCheckpoint()
@@ -76,8 +79,8 @@ public struct TrainingLoop {
         return last
     }
 
-    func evaluateAndRecord() -> Evaluation {
-        let e = trainer.evaluate(trainer.data.test)
+    func evaluateAndRecord() throws -> Evaluation {
+        let e = try trainer.evaluate(trainer.data.test)
         let step = trainer.position.step
         let epoch = Double(step) / Double(trainer.order.batchesPerEpoch)
         run.say(String(format: "eval  step %6d  epoch %5.2f  test loss %.4f  test accuracy %.2f%%",
@@ -88,8 +91,9 @@ public struct TrainingLoop {
     }
 
     func saveCheckpoint() throws {
+        guard run.isWriter else { return }
         let path = try CheckpointStore(folder: run.checkpointsPath, keep: trainer.config.train.keep)
-            .save(trainer, world: WorldInfo(trusted: 1, untrusted: 0, mode: trainer.config.asym.mode))
+            .save(trainer, world: world)
         run.say("checkpoint \(path)")
     }
 }

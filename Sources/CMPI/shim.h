@@ -12,3 +12,6 @@ static inline MPI_Request asym_mpi_request_null(void) { return MPI_REQUEST_NULL;
 static inline MPI_Status *asym_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 static inline MPI_Status *asym_mpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline int asym_mpi_any_source(void) { return MPI_ANY_SOURCE; }
+static inline MPI_Datatype asym_mpi_int32(void) { return MPI_INT32_T; }
+static inline MPI_Errhandler asym_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline void *asym_mpi_in_place(void) { return MPI_IN_PLACE; }

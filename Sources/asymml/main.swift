@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsymCluster
 import AsymTrain
 import Foundation
 
@@ -32,11 +33,21 @@ struct Train: ParsableCommand {
     var resume: String?
     @Option(name: .customLong("run-dir"), help: "The run folder (default runs/<name>).")
     var runDir: String?
+    @Option(help: "This process's role in an MPMD launch: trusted or untrusted (default: by rank, cluster.trusted).")
+    var role: Role?
+    @Flag(name: .customLong("rank-logs"), help: "Under mpirun, ranks other than 0 log to rank-N.log in the run folder.")
+    var rankLogs = false
 
     func run() throws {
-        do {
-            try Commands.train(config: try options.load(), runDir: runDir, resume: resume)
-        } catch { fail(error) }
+        let config: Config
+        do { config = try options.load() } catch { fail(error) }
+        if Communicator.launchedByMPI {
+            DistributedTraining.train(config: config, runDir: runDir, resume: resume, role: role, rankLogs: rankLogs)
+        } else {
+            do {
+                try Commands.train(config: config, runDir: runDir, resume: resume)
+            } catch { fail(error) }
+        }
     }
 }
 
@@ -103,5 +114,7 @@ struct Inspect: ParsableCommand {
         do { print(try Commands.inspect(path: path)) } catch { fail(error) }
     }
 }
+
+extension Role: ExpressibleByArgument {}
 
 Asymml.main()

@@ -14,7 +14,7 @@ final class AsymModeTests: XCTestCase {
         setThreads(1)
         let base = ["train.epochs=2"]
         let plain = try Trainer(config: try smokeConfig(base))
-        for _ in 0..<20 { plain.step() }
+        for _ in 0..<20 { try plain.step() }
         let reference = modelValues(plain)
         let variants: [[String]] = [
             ["asym.mode=tee-only"],
@@ -27,7 +27,7 @@ final class AsymModeTests: XCTestCase {
         for v in variants {
             let t = try Trainer(config: try smokeConfig(base + v))
             XCTAssertEqual(t.splitLayers.count, v.contains("asym.mode=asym") ? 2 : 0, "\(v)")
-            for _ in 0..<20 { t.step() }
+            for _ in 0..<20 { try t.step() }
             let diff = relative(modelValues(t), reference)
             print("\(v): max relative weight difference to plain after 20 steps \(diff)")
             XCTAssertLessThan(diff, 1e-4, "\(v)")

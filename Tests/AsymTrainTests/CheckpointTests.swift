@@ -9,12 +9,12 @@ final class CheckpointTests: XCTestCase {
         setThreads(1)
         let c = try smokeConfig(["train.max_steps=24", "train.epochs=2", "optimizer.schedule=cosine"])
         let straight = try Trainer(config: c)
-        for _ in 0..<24 { straight.step() }
+        for _ in 0..<24 { try straight.step() }
 
         let folder = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let first = try Trainer(config: c)
-        for _ in 0..<11 { first.step() }  // stops mid-epoch (32 steps per epoch)
+        for _ in 0..<11 { try first.step() }  // stops mid-epoch (32 steps per epoch)
         let store = try CheckpointStore(folder: folder, keep: 2)
         try store.save(first, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
         XCTAssertEqual(store.latest(), "\(folder)/step-00000011.h5")
@@ -22,7 +22,7 @@ final class CheckpointTests: XCTestCase {
         let resumed = try Trainer(config: c)
         try Checkpoint.load(store.latest()!, into: resumed)
         XCTAssertEqual(resumed.position.step, 11)
-        for _ in 11..<24 { resumed.step() }
+        for _ in 11..<24 { try resumed.step() }
         XCTAssertEqual(modelValues(resumed), modelValues(straight), "resumed run differs from the uninterrupted one")
     }
 
@@ -33,7 +33,7 @@ final class CheckpointTests: XCTestCase {
         let t = try Trainer(config: try smokeConfig())
         let store = try CheckpointStore(folder: folder, keep: 2)
         for _ in 0..<4 {
-            t.step()
+            try t.step()
             try store.save(t, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
         }
         XCTAssertEqual(store.checkpoints().map { ($0 as NSString).lastPathComponent }, ["step-00000003.h5", "step-00000004.h5"])
@@ -50,7 +50,7 @@ final class CheckpointTests: XCTestCase {
         let folder = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let t = try Trainer(config: try smokeConfig())
-        t.step()
+        try t.step()
         let path = try CheckpointStore(folder: folder, keep: 5).save(t, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
 

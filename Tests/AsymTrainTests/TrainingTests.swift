@@ -8,14 +8,14 @@ final class TrainingTests: XCTestCase {
     func testTrainingReducesLossOnSyntheticData() throws {
         setThreads(1)
         let t = try Trainer(config: try smokeConfig(["train.epochs=10"]))
-        let before = t.evaluate(t.data.test)
+        let before = try t.evaluate(t.data.test)
         var first = 0.0, last = 0.0
         for i in 0..<320 {
-            let (loss, _) = t.step()
+            let (loss, _) = try t.step()
             if i < 20 { first += loss / 20 }
             if i >= 300 { last += loss / 20 }
         }
-        let after = t.evaluate(t.data.test)
+        let after = try t.evaluate(t.data.test)
         print("synthetic: train loss \(first) -> \(last), test accuracy \(before.accuracy) -> \(after.accuracy)")
         XCTAssertLessThan(last, 0.5 * first)
         XCTAssertGreaterThan(after.accuracy, 0.9)

@@ -1,0 +1,129 @@
+import AsymKernels
+import AsymTrain
+import Foundation
+
+/// `asymml train` under mpirun: roles, data-parallel trusted ranks, untrusted servers.
+public enum DistributedTraining {
+    /// Runs this rank's part of the job. Any error on any rank ends the whole job.
+    public static func train(config: Config, runDir: String?, resume: String?, role: Role?, rankLogs: Bool) {
+        let world: Communicator
+        do { world = try Communicator.world() } catch {
+            FileHandle.standardError.write("asymml: error: cannot start MPI: \(error)\n".data(using: .utf8)!)
+            exit(1)
+        }
+        do {
+            try run(world, config: config, runDir: runDir, resume: resume, role: role, rankLogs: rankLogs)
+        } catch {
+            failJob(world, "\(error)")
+        }
+        Communicator.finalize()
+    }
+
+    static func run(_ world: Communicator, config: Config, runDir: String?, resume: String?, role: Role?, rankLogs: Bool) throws {
+        // Roles first, before any heavy work: a world that does not fit ends here.
+        let roles: [Role]
+        if let role {
+            roles = try world.allGather(role == .trusted ? 1 : 0).map { $0 == 1 ? .trusted : .untrusted }
+        } else {
+            roles = try ClusterLayout.rolesByRange(size: world.size, trusted: min(config.cluster.trusted, world.size))
+            if config.asym.mode != "plain" && config.cluster.trusted > world.size {
+                throw ConfigError("cluster.trusted: \(config.cluster.trusted) trusted ranks do not fit a world of \(world.size); start more ranks or lower cluster.trusted")
+            }
+        }
+        let layout = try ClusterLayout(roles: roles, mode: config.asym.mode)
+        let isTrusted = layout.trusted.contains(world.rank)
+        let trustedComm = try world.split(color: isTrusted ? 0 : 1)
+        let gradientComm = config.asym.mode == "asym" ? world : trustedComm
+        let T = layout.trusted.count
+        guard config.data.batchSize % T == 0 else {
+            throw ConfigError("data.batch_size: \(config.data.batchSize) does not divide among \(T) trusted ranks")
+        }
+        if config.asym.mode == "asym" {
+            let widest = (0..<T).map { layout.group(ofTrusted: $0).count }.max()!
+            guard config.data.batchSize / T >= widest else {
+                throw ConfigError("data.batch_size: \(config.data.batchSize / T) samples per trusted rank cannot be split among \(widest) untrusted ranks")
+            }
+        }
+        configureThreads(config)
+
+        let folder = runDir ?? "runs/\(config.name)"
+        let worldInfo = WorldInfo(trusted: T, untrusted: layout.untrusted.count, mode: config.asym.mode)
+        let run = world.rank == 0 ? try RunFolder(path: folder)
+            : try RunFolder(readOnly: folder, rankLog: rankLogs ? "rank-\(world.rank).log" : nil)
+        try run.writeConfig(config)
+        try world.barrier()  // the folder exists before any rank looks for checkpoints in it
+        run.say("asymml train: \(config.name) on \(layout.summary), run folder \(folder), \(kernelThreads) threads per rank")
+        let checkpoint = try resume.flatMap { r -> String? in
+            r == "auto" ? try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep).latest() : r
+        }
+        if resume != nil && checkpoint == nil { run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0") }
+
+        if isTrusted {
+            let session = TrustedSession(world: world, trustedComm: trustedComm, gradientComm: gradientComm, layout: layout)
+            let trainer = try Trainer(config: config, collective: session,
+                                      executor: config.asym.mode == "asym" ? session : nil)
+            if let checkpoint {
+                let notes = try Checkpoint.load(checkpoint, into: trainer)
+                try agreeOnStep(world, trainer.position.step)
+                run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try layoutNote(checkpoint, worldInfo))")
+                for n in notes { run.say("note: \(n)") }
+            } else {
+                try agreeOnStep(world, 0)
+            }
+            let loop = TrainingLoop(trainer: trainer, run: run, world: worldInfo)
+            try loop.fit()
+            run.say(String(format: "bytes to untrusted %.1f MB, from untrusted %.1f MB (this rank)",
+                           Double(session.bytesSent) / 1e6, Double(session.bytesReceived) / 1e6))
+            try session.shutdown()
+        } else {
+            // An untrusted rank: the replicated model, never the data.
+            let model = try Model(config.model)
+            model.initialize(seed: UInt64(truncatingIfNeeded: config.seed), scheme: config.model.initScheme)
+            var start = 0
+            if let checkpoint { start = try Checkpoint.load(checkpoint, model: model, config: config).0.step }
+            try agreeOnStep(world, start)
+            if config.asym.mode == "asym" {
+                try UntrustedServer(world: world, gradientComm: gradientComm, layout: layout, model: model, config: config,
+                                    startStep: start).run()
+            } else {
+                try idleUntilShutdown(world, layout: layout)
+            }
+        }
+        try world.barrier()
+    }
+
+    /// Every rank must start from the same step.
+    static func agreeOnStep(_ world: Communicator, _ step: Int) throws {
+        let hi = try world.max([Double(step), -Double(step)])
+        guard hi[0] == -hi[1] else {
+            throw ProtocolError(description: "ranks disagree on the step to resume from (\(Int(-hi[1]))...\(Int(hi[0]))); is the run folder shared by all ranks?")
+        }
+    }
+
+    /// tee-only mode: untrusted ranks compute nothing; they wait for the end of the job.
+    static func idleUntilShutdown(_ world: Communicator, layout: ClusterLayout) throws {
+        let (trusted, _) = layout.server(ofUntrusted: world.rank)
+        let header = UnsafeMutableRawPointer.allocate(byteCount: WireHeader.size, alignment: 8)
+        defer { header.deallocate() }
+        var requests = [try world.receiveBytes(header, count: WireHeader.size, from: trusted, tag: wireTag)]
+        try world.waitAll(&requests)
+        let h = WireHeader(decoding: header)
+        guard h.magic == WireHeader.magic, h.kind == MessageKind.shutdown.rawValue else {
+            throw ProtocolError(description: "wire protocol: rank \(world.rank) (idle untrusted) expected shutdown from rank \(trusted), got [\(h)]")
+        }
+    }
+
+    /// Whether a resumed run continues bit-exactly: only on the rank layout it was saved with.
+    static func layoutNote(_ path: String, _ now: WorldInfo) throws -> String {
+        let saved = try Checkpoint.savedWorld(path)
+        return saved == now.json ? "same rank layout: the continuation is bit-exact"
+            : "saved with \(saved), now \(now.json): a different rank layout sums in another order, so the continuation is exact only up to float rounding"
+    }
+
+    /// Threads per rank: `train.threads`, or the machine's cores shared among its ranks.
+    static func configureThreads(_ config: Config) {
+        if config.train.threads > 0 { setThreads(config.train.threads); return }
+        let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "1") ?? 1
+        setThreads(max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1)))
+    }
+}

@@ -1,0 +1,66 @@
+import AsymTrain
+
+/// A rank's part in the job.
+public enum Role: String {
+    case trusted, untrusted
+}
+
+/// Which world ranks are trusted and which untrusted, and who serves whom (design §4).
+public struct ClusterLayout: Equatable {
+    public let trusted: [Int]
+    public let untrusted: [Int]
+    public let mode: String
+
+    /// Roles by rank range (`cluster.trusted`) or, when any rank was given `--role`, from
+    /// every rank's own role (MPMD launches). Plain mode makes every rank a worker.
+    public init(roles: [Role], mode: String) throws {
+        let world = roles.count
+        if mode == "plain" {
+            trusted = Array(0..<world)
+            untrusted = []
+        } else {
+            trusted = roles.indices.filter { roles[$0] == .trusted }
+            untrusted = roles.indices.filter { roles[$0] == .untrusted }
+        }
+        self.mode = mode
+        guard !trusted.isEmpty else {
+            throw ConfigError("cluster: no trusted rank among the \(world); give cluster.trusted >= 1 or --role trusted to some ranks")
+        }
+        guard trusted[0] == 0 else {
+            throw ConfigError("cluster: rank 0 must be trusted (it writes checkpoints and logs); launch the trusted ranks first")
+        }
+        if mode == "asym" && untrusted.count < trusted.count {
+            throw ConfigError("cluster: asym mode needs at least one untrusted rank per trusted rank, but the world of \(world) has \(trusted.count) trusted and \(untrusted.count) untrusted; start more ranks or lower cluster.trusted")
+        }
+    }
+
+    /// Roles of a world of `size` ranks when they are assigned by rank range.
+    public static func rolesByRange(size: Int, trusted: Int) throws -> [Role] {
+        guard trusted <= size else {
+            throw ConfigError("cluster.trusted: \(trusted) trusted ranks do not fit a world of \(size); start more ranks or lower cluster.trusted")
+        }
+        return (0..<size).map { $0 < trusted ? .trusted : .untrusted }
+    }
+
+    /// The untrusted world ranks serving trusted rank number `index`, in order: untrusted
+    /// rank u serves trusted rank u mod T.
+    public func group(ofTrusted index: Int) -> [Int] {
+        untrusted.enumerated().filter { $0.offset % trusted.count == index }.map(\.element)
+    }
+
+    /// For an untrusted world rank: the trusted world rank it serves and its shard number.
+    public func server(ofUntrusted rank: Int) -> (trusted: Int, shard: Int) {
+        let u = untrusted.firstIndex(of: rank)!
+        let t = u % trusted.count
+        return (trusted[t], group(ofTrusted: t).firstIndex(of: rank)!)
+    }
+
+    public var summary: String {
+        "\(trusted.count) trusted + \(untrusted.count) untrusted ranks, mode \(mode)"
+    }
+}
+
+/// Samples [lo, hi) of shard `index` when `total` samples are split into `shards` parts.
+func shardRange(_ total: Int, shards: Int, index: Int) -> Range<Int> {
+    (total * index / shards)..<(total * (index + 1) / shards)
+}

@@ -1,0 +1,146 @@
+import CMPI
+import Foundation
+
+/// An MPI call that failed, with the library's own message.
+public struct MPIError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+@inline(__always)
+func check(_ code: Int32, _ what: @autoclosure () -> String) throws {
+    guard code != MPI_SUCCESS else { return }
+    var buffer = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING) + 1)
+    var length: Int32 = 0
+    MPI_Error_string(code, &buffer, &length)
+    throw MPIError(description: "\(what()): \(String(cString: buffer))")
+}
+
+/// A pending non-blocking transfer.
+public struct Request {
+    var handle: MPI_Request?
+}
+
+/// A small Swift layer over one MPI communicator: typed non-blocking point-to-point
+/// transfers, allreduce, barrier and abort. Every return code is checked.
+public final class Communicator {
+    public let handle: MPI_Comm
+    public let rank: Int
+    public let size: Int
+
+    init(_ handle: MPI_Comm) throws {
+        self.handle = handle
+        var r: Int32 = 0, s: Int32 = 0
+        try check(MPI_Comm_rank(handle, &r), "MPI_Comm_rank")
+        try check(MPI_Comm_size(handle, &s), "MPI_Comm_size")
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    /// Initialises MPI (once per process) and returns the world communicator. Errors are
+    /// returned, not fatal, so that every failure reaches our own message and abort.
+    public static func world() throws -> Communicator {
+        var initialized: Int32 = 0
+        try check(MPI_Initialized(&initialized), "MPI_Initialized")
+        if initialized == 0 { try check(MPI_Init(nil, nil), "MPI_Init") }
+        let world = asym_mpi_comm_world()!
+        try check(MPI_Comm_set_errhandler(world, asym_mpi_errors_return()), "MPI_Comm_set_errhandler")
+        return try Communicator(world)
+    }
+
+    /// Whether this process was started by mpirun (Open MPI sets these for every rank).
+    public static var launchedByMPI: Bool {
+        ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil
+            || ProcessInfo.processInfo.environment["PMIX_RANK"] != nil
+    }
+
+    /// The sub-communicator of the ranks that pass the same `color`.
+    public func split(color: Int) throws -> Communicator {
+        var sub: MPI_Comm?
+        try check(MPI_Comm_split(handle, Int32(color), Int32(rank), &sub), "MPI_Comm_split")
+        return try Communicator(sub!)
+    }
+
+    public func sendBytes(_ bytes: UnsafeRawPointer, count: Int, to peer: Int, tag: Int) throws -> Request {
+        var r = Request()
+        try check(MPI_Isend(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r.handle),
+                  "MPI_Isend of \(count) bytes from rank \(rank) to rank \(peer)")
+        return r
+    }
+
+    public func receiveBytes(_ bytes: UnsafeMutableRawPointer, count: Int, from peer: Int, tag: Int) throws -> Request {
+        var r = Request()
+        try check(MPI_Irecv(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r.handle),
+                  "MPI_Irecv of \(count) bytes on rank \(rank) from rank \(peer)")
+        return r
+    }
+
+    public func sendFloats(_ values: UnsafePointer<Float>, count: Int, to peer: Int, tag: Int) throws -> Request {
+        var r = Request()
+        try check(MPI_Isend(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r.handle),
+                  "MPI_Isend of \(count) floats from rank \(rank) to rank \(peer)")
+        return r
+    }
+
+    public func receiveFloats(_ values: UnsafeMutablePointer<Float>, count: Int, from peer: Int, tag: Int) throws -> Request {
+        var r = Request()
+        try check(MPI_Irecv(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r.handle),
+                  "MPI_Irecv of \(count) floats on rank \(rank) from rank \(peer)")
+        return r
+    }
+
+    /// Waits for every request to complete.
+    public func waitAll(_ requests: inout [Request]) throws {
+        var handles = requests.map(\.handle)
+        try check(MPI_Waitall(Int32(handles.count), &handles, asym_mpi_statuses_ignore()), "MPI_Waitall on rank \(rank)")
+        requests.removeAll()
+    }
+
+    /// Lets pending requests advance; true when all are complete (MPI_Testall).
+    @discardableResult
+    public func testAll(_ requests: inout [Request]) throws -> Bool {
+        guard !requests.isEmpty else { return true }
+        var handles = requests.map(\.handle)
+        var done: Int32 = 0
+        try check(MPI_Testall(Int32(handles.count), &handles, &done, asym_mpi_statuses_ignore()), "MPI_Testall on rank \(rank)")
+        for i in requests.indices { requests[i].handle = handles[i] }
+        if done != 0 { requests.removeAll() }
+        return done != 0
+    }
+
+    public func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+        try check(MPI_Allreduce(asym_mpi_in_place(), values, Int32(count), asym_mpi_float(), asym_mpi_sum(), handle),
+                  "MPI_Allreduce of \(count) floats on rank \(rank)")
+    }
+
+    public func sum(_ values: [Double]) throws -> [Double] {
+        var out = values
+        try check(MPI_Allreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_sum(), handle),
+                  "MPI_Allreduce of \(values.count) doubles on rank \(rank)")
+        return out
+    }
+
+    public func max(_ values: [Double]) throws -> [Double] {
+        var out = values
+        try check(MPI_Allreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_max(), handle),
+                  "MPI_Allreduce (max) on rank \(rank)")
+        return out
+    }
+
+    /// Every rank's value, in rank order.
+    public func allGather(_ value: Int32) throws -> [Int32] {
+        var mine = value
+        var all = [Int32](repeating: 0, count: size)
+        try check(MPI_Allgather(&mine, 1, asym_mpi_int32(), &all, 1, asym_mpi_int32(), handle), "MPI_Allgather on rank \(rank)")
+        return all
+    }
+
+    public func barrier() throws { try check(MPI_Barrier(handle), "MPI_Barrier on rank \(rank)") }
+
+    /// Ends the whole job (every rank) with `code`.
+    public func abort(_ code: Int32) -> Never {
+        MPI_Abort(handle, code)
+        exit(code)
+    }
+
+    public static func finalize() { MPI_Finalize() }
+}

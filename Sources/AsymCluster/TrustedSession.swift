@@ -1,0 +1,203 @@
+import AsymKernels
+import AsymSplit
+import AsymTrain
+import Dispatch
+
+/// The MPI tag of every message between a trusted rank and its untrusted group.
+let wireTag = 17
+/// Replicas compare parameter checksums every this many steps.
+let replicaCheckInterval = 50
+
+/// Raised when a message breaks the protocol: the job must end (the caller aborts).
+public struct ProtocolError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// A trusted rank's view of the cluster: the untrusted executor over MPI (residuals out,
+/// output shares back, in shards across its untrusted group) and the collective operations
+/// of data-parallel training.
+public final class TrustedSession: Collective, UntrustedExecutor {
+    let world: Communicator
+    let trustedComm: Communicator
+    /// The ranks that hold gradients: everyone in asym mode, the trusted ranks otherwise.
+    let gradientComm: Communicator
+    public let layout: ClusterLayout
+    public let trustedIndex: Int
+    public var trustedCount: Int { layout.trusted.count }
+    /// The untrusted world ranks this rank sends shards to.
+    public let group: [Int]
+
+    private var infos: [Int: SplitLayerInfo] = [:]
+    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
+    private var pending: [Request] = []
+    private var expected: [WireHeader] = []
+    private let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
+    private var step = 0
+    private var waitSeconds = 0.0
+    /// Bytes sent to and received from the untrusted group so far.
+    public private(set) var bytesSent = 0, bytesReceived = 0
+
+    public init(world: Communicator, trustedComm: Communicator, gradientComm: Communicator, layout: ClusterLayout) {
+        self.world = world
+        self.trustedComm = trustedComm
+        self.gradientComm = gradientComm
+        self.layout = layout
+        trustedIndex = layout.trusted.firstIndex(of: world.rank)!
+        group = layout.mode == "plain" ? [] : layout.group(ofTrusted: trustedIndex)
+        sendHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
+        receiveHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
+    }
+
+    deinit {
+        sendHeaders.deallocate()
+        receiveHeaders.deallocate()
+    }
+
+    // MARK: UntrustedExecutor
+
+    public func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { infos[info.layer] = info }
+
+    public func startForward(_ r: Residual) {
+        let g = infos[r.layer]!.geometry
+        let y = Tensor.reuse(outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
+        outputs[r.layer] = y
+        exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
+                 receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, batch: r.batch)
+    }
+
+    public func finishForward(layer: Int) -> Tensor {
+        complete()
+        return outputs[layer]!
+    }
+
+    public func startBackward(_ d: OutputGradient) {
+        let g = infos[d.layer]!.geometry
+        let dx = Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
+        inputGrads[d.layer] = dx
+        exchange(send: .outputGradient, d.tensor.data, [g.outChannels, g.outHeight, g.outWidth],
+                 receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], layer: d.layer, batch: d.batch)
+    }
+
+    public func finishBackward(layer: Int) -> Tensor {
+        complete()
+        return inputGrads[layer]!
+    }
+
+    public func progress() {
+        guard !pending.isEmpty else { return }
+        fatalOnError { try world.testAll(&pending) }
+    }
+
+    /// Seconds this rank waited for its untrusted group since the last call: the part of the
+    /// step that the untrusted side's compute and the transfers did not overlap.
+    public func takeComputeSeconds() -> Double {
+        defer { waitSeconds = 0 }
+        return waitSeconds
+    }
+
+    /// Sends shard s of `payload` (samples of `sampleShape`) to group member s, with its
+    /// header, and posts the receive of its reply straight into `reply` at the same samples.
+    private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
+                          receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
+                          layer: Int, batch: Int) {
+        let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *)
+        expected = []
+        fatalOnError {
+            for (s, peer) in group.enumerated() {
+                let samples = shardRange(batch, shards: group.count, index: s)
+                let n = samples.count
+                let data = payload + samples.lowerBound * inSize
+                let header = WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + sampleShape,
+                                        payload: data, count: n * inSize)
+                header.encode(into: sendHeaders + s * WireHeader.size)
+                pending.append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
+                pending.append(try world.receiveFloats(reply + samples.lowerBound * outSize, count: n * outSize, from: peer, tag: wireTag))
+                pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
+                pending.append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
+                expected.append(WireHeader(kind: replyKind, step: step, layer: layer, shard: s, shape: [n] + replyShape,
+                                           payload: nil, count: n * outSize))
+                bytesSent += WireHeader.size + 4 * n * inSize
+                bytesReceived += WireHeader.size + 4 * n * outSize
+            }
+        }
+        replyBase = reply
+        replyShard = outSize
+        replyBatch = batch
+    }
+    private var replyBase: UnsafeMutablePointer<Float>?
+    private var replyShard = 0, replyBatch = 0
+
+    /// Waits for the exchange and validates every reply's header and checksum.
+    private func complete() {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        fatalOnError {
+            try world.waitAll(&pending)
+            for (s, peer) in group.enumerated() {
+                let got = WireHeader(decoding: receiveHeaders + s * WireHeader.size)
+                if let why = got.mismatch(expected: expected[s]) {
+                    throw ProtocolError(description: "wire protocol: rank \(world.rank) (trusted) received from rank \(peer) (untrusted): \(why)")
+                }
+                let samples = shardRange(replyBatch, shards: group.count, index: s)
+                let sum = payloadChecksum(replyBase! + samples.lowerBound * replyShard, count: samples.count * replyShard)
+                if sum != got.checksum {
+                    throw ProtocolError(description: "wire protocol: rank \(world.rank) (trusted) received from rank \(peer) (untrusted): payload checksum mismatch for [\(got)]")
+                }
+            }
+        }
+        waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+
+    // MARK: Collective
+
+    public func gradientsReady(step: Int, learningRate: Double) throws {
+        guard layout.mode == "asym" else { return }
+        var lr = [Float(learningRate)]
+        for (s, peer) in group.enumerated() {
+            try sendControl(.stepEnd, to: peer, shard: s, payload: &lr)
+        }
+    }
+
+    public func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+        try gradientComm.sumInPlace(values, count: count)
+    }
+
+    public func sumOverTrusted(_ values: [Double]) throws -> [Double] { try trustedComm.sum(values) }
+
+    public func stepApplied(step finished: Int, parameters: [Parameter]) throws {
+        step = finished + 1
+        if step % replicaCheckInterval == 0 { try verifyReplicas(gradientComm, parameters: parameters, step: step) }
+    }
+
+    /// Tells the untrusted group that training is over (also when it failed on this rank).
+    public func shutdown() throws {
+        var none: [Float] = []
+        for (s, peer) in group.enumerated() { try sendControl(.shutdown, to: peer, shard: s, payload: &none) }
+    }
+
+    private func sendControl(_ kind: MessageKind, to peer: Int, shard: Int, payload: inout [Float]) throws {
+        let header = WireHeader(kind: kind, step: step, layer: -1, shard: shard, shape: [payload.count], payload: payload,
+                                count: payload.count)
+        header.encode(into: sendHeaders)
+        var requests = [try world.sendBytes(sendHeaders, count: WireHeader.size, to: peer, tag: wireTag)]
+        if !payload.isEmpty { requests.append(try world.sendFloats(payload, count: payload.count, to: peer, tag: wireTag)) }
+        try world.waitAll(&requests)
+    }
+
+    /// The executor API cannot throw (the split convolution is pure compute); a transfer
+    /// failure there ends the job at once, with the message on standard error.
+    private func fatalOnError(_ body: () throws -> Void) {
+        do { try body() } catch { failJob(world, "\(error)") }
+    }
+}
+
+/// Checks that every replica holds bit-identical parameters (design §4).
+func verifyReplicas(_ comm: Communicator, parameters: [Parameter], step: Int) throws {
+    var sum: UInt64 = 0
+    for p in parameters { sum = sum &* 31 &+ payloadChecksum(p.value.data, count: p.value.count) }
+    // Compare through doubles of the two 32-bit halves: max and min must agree everywhere.
+    let halves = [Double(sum >> 32), Double(sum & 0xFFFF_FFFF)]
+    let hi = try comm.max(halves), lo = try comm.max(halves.map { -$0 })
+    if hi[0] != -lo[0] || hi[1] != -lo[1] {
+        throw ProtocolError(description: "replicas diverged at step \(step): parameter checksums differ across ranks (rank \(comm.rank) has \(String(sum, radix: 16)))")
+    }
+}

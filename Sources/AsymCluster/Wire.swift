@@ -1,0 +1,92 @@
+import AsymKernels
+
+/// What a message carries.
+public enum MessageKind: UInt32, CustomStringConvertible {
+    case residual = 1, outputShare, outputGradient, inputGradient, stepEnd, shutdown
+    public var description: String {
+        switch self {
+        case .residual: return "residual"
+        case .outputShare: return "output share"
+        case .outputGradient: return "output gradient"
+        case .inputGradient: return "input gradient"
+        case .stepEnd: return "step end"
+        case .shutdown: return "shutdown"
+        }
+    }
+}
+
+/// The header in front of every message between a trusted and an untrusted rank (design §4):
+/// magic, protocol version, kind, step, layer, shard, shape, element count and a checksum
+/// of the payload. 64 bytes, little-endian.
+public struct WireHeader: Equatable, CustomStringConvertible {
+    public static let magic: UInt32 = 0x4C4D_5341  // "ASML" read as little-endian bytes
+    public static let version: UInt32 = 1
+    public static let size = 64
+
+    public var magic = WireHeader.magic
+    public var version = WireHeader.version
+    public var kind: UInt32
+    public var layer: Int32
+    public var shard: Int32
+    public var shape: [Int32]  // 4 values, unused ones 1
+    public var step: Int64
+    public var count: Int64
+    public var checksum: UInt64
+
+    public init(kind: MessageKind, step: Int, layer: Int, shard: Int, shape: [Int], payload: UnsafePointer<Float>?, count: Int) {
+        self.kind = kind.rawValue
+        self.step = Int64(step)
+        self.layer = Int32(layer)
+        self.shard = Int32(shard)
+        self.shape = (shape + [1, 1, 1, 1]).prefix(4).map { Int32($0) }
+        self.count = Int64(count)
+        checksum = payload.map { payloadChecksum($0, count: count) } ?? 0
+    }
+
+    public func encode(into bytes: UnsafeMutableRawPointer) {
+        bytes.initializeMemory(as: UInt8.self, repeating: 0, count: WireHeader.size)
+        var o = 0
+        func put<T>(_ v: T) { bytes.storeBytes(of: v, toByteOffset: o, as: T.self); o += MemoryLayout<T>.size }
+        put(magic); put(version); put(kind); put(layer); put(shard)
+        for s in shape { put(s) }
+        put(step); put(count); put(checksum)
+    }
+
+    public init(decoding bytes: UnsafeRawPointer) {
+        var o = 0
+        func get<T>(_: T.Type) -> T { defer { o += MemoryLayout<T>.size }; return bytes.loadUnaligned(fromByteOffset: o, as: T.self) }
+        magic = get(UInt32.self); version = get(UInt32.self); kind = get(UInt32.self)
+        layer = get(Int32.self); shard = get(Int32.self)
+        shape = (0..<4).map { _ in get(Int32.self) }
+        step = get(Int64.self); count = get(Int64.self); checksum = get(UInt64.self)
+    }
+
+    public var description: String {
+        let k = MessageKind(rawValue: kind).map(\.description) ?? "unknown kind \(kind)"
+        return "\(k), step \(step), layer \(layer), shard \(shard), shape \(shape), \(count) values"
+    }
+
+    /// Why `self` (received) is not `expected`, or nil when it is; the payload is checked
+    /// separately (`checksum`).
+    public func mismatch(expected e: WireHeader) -> String? {
+        if magic != WireHeader.magic { return String(format: "bad magic 0x%08x (not an asymml message)", magic) }
+        if version != WireHeader.version { return "protocol version \(version), expected \(WireHeader.version)" }
+        if kind != e.kind || step != e.step || layer != e.layer || shard != e.shard || shape != e.shape || count != e.count {
+            return "got [\(self)], expected [\(e)]"
+        }
+        return nil
+    }
+}
+
+/// A 64-bit Fletcher-style checksum over the payload's 32-bit words: cheap (one pass, no
+/// table) and sensitive to order, unlike a plain sum.
+public func payloadChecksum(_ values: UnsafePointer<Float>, count: Int) -> UInt64 {
+    var a: UInt64 = 0, b: UInt64 = 0
+    values.withMemoryRebound(to: UInt32.self, capacity: count) { w in
+        for i in 0..<count {
+            a &+= UInt64(w[i])
+            b &+= a
+        }
+    }
+    return a ^ (b << 1) ^ UInt64(count)
+}

@@ -1,0 +1,177 @@
+import AsymCluster
+import AsymHDF5
+import AsymKernels
+import AsymTrain
+import Foundation
+import XCTest
+
+let repoRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+let binary = repoRoot + "/.build/release/asymml"
+
+struct JobResult {
+    var status: Int32
+    var output: String
+    var seconds: Double
+}
+
+/// Collects a pipe's output on a background thread, so a chatty child never blocks on it.
+final class OutputCollector: @unchecked Sendable {
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+    init(_ pipe: Pipe) {
+        DispatchQueue.global().async {
+            self.data = pipe.fileHandleForReading.readDataToEndOfFile()
+            self.done.signal()
+        }
+    }
+    var text: String {
+        _ = done.wait(timeout: .now() + 5)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Runs a command with a time limit; its output (stdout and stderr) comes back.
+func runJob(_ arguments: [String], timeout: Double = 120, whileRunning: ((Process) -> Void)? = nil) throws -> JobResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+    p.environment = env
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    let start = Date()
+    try p.run()
+    let output = OutputCollector(pipe)
+    whileRunning?(p)
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(20_000) }
+    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    p.waitUntilExit()
+    return JobResult(status: p.terminationStatus, output: output.text, seconds: Date().timeIntervalSince(start))
+}
+
+func mpirun(_ ranks: Int, _ args: [String]) -> [String] {
+    var flags = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", "\(ranks)"]
+    if getuid() == 0 { flags.insert("--allow-run-as-root", at: 1) }
+    return flags + [binary] + args
+}
+
+func temporaryFolder() -> String {
+    let path = NSTemporaryDirectory() + "asymml-mpi-\(UUID().uuidString)"
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+final class MPIJobTests: XCTestCase {
+    override func setUpWithError() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: binary), "build the release binary first (make test does)")
+    }
+
+    let steps = 12
+    let smoke = repoRoot + "/configs/smoke.yaml"
+
+    /// The parameters of a checkpoint, flattened in model order.
+    func checkpointWeights(_ path: String, _ model: Model) throws -> [Float] {
+        let f = try HDF5File.open(path: path)
+        return try model.leaves.flatMap { l in try l.parameters.flatMap { try f.readFloats("/model/\(l.name)/\($0.name)").values } }
+    }
+
+    /// Each layout trains `steps` steps and ends with the weights of one plain process over
+    /// the same global batches, to 1e-4 relative.
+    func testLayoutsTrainTheSameModelAsOneProcess() throws {
+        setThreads(1)
+        let overrides = ["train.max_steps=\(steps)", "train.threads=1"]
+        let reference = try Trainer(config: try Config.load(path: smoke, overrides: overrides))
+        for _ in 0..<steps { try reference.step() }
+        let expected = reference.model.parameters.flatMap(\.value.array)
+        let scale = expected.map(abs).max()!
+
+        let layouts: [(ranks: Int, trusted: Int, mode: String)] = [(2, 1, "asym"), (3, 1, "asym"), (4, 2, "asym"), (2, 2, "plain")]
+        for layout in layouts {
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let args = ["train", "--config", smoke, "--run-dir", dir, "--set", "asym.mode=\(layout.mode)",
+                        "--set", "cluster.trusted=\(layout.trusted)"] + overrides.flatMap { ["--set", $0] }
+            let job = try runJob(mpirun(layout.ranks, args))
+            let name = "\(layout.trusted)T+\(layout.ranks - layout.trusted)U \(layout.mode)"
+            XCTAssertEqual(job.status, 0, "\(name): \(job.output)")
+            guard job.status == 0 else { continue }
+            let got = try checkpointWeights("\(dir)/checkpoints/step-\(String(format: "%08d", steps)).h5", reference.model)
+            let diff = zip(got, expected).map { abs($0 - $1) }.max()! / scale
+            print("\(name): max relative weight difference to one plain process \(diff) (\(String(format: "%.1f", job.seconds)) s)")
+            XCTAssertLessThan(diff, 1e-4, name)
+        }
+    }
+
+    /// A rank killed mid-run makes mpirun return non-zero within seconds, and nothing hangs.
+    func testKilledRankEndsTheJob() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["train", "--config", smoke, "--run-dir", dir, "--set", "asym.mode=asym", "--set", "train.epochs=100000",
+                    "--set", "train.threads=1"]
+        var killedAt = Date()
+        let job = try runJob(mpirun(2, args), timeout: 60) { mpirun in
+            // Wait until training runs, then SIGKILL the untrusted rank (world rank 1).
+            let metrics = dir + "/metrics.jsonl"
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline && ((try? String(contentsOfFile: metrics, encoding: .utf8)) ?? "").isEmpty { usleep(50_000) }
+            if let pid = rankProcess(parent: mpirun.processIdentifier, rank: 1) {
+                kill(pid, SIGKILL)
+                killedAt = Date()
+            }
+        }
+        let after = Date().timeIntervalSince(killedAt)
+        print("killed rank 1: mpirun exited with \(job.status) after \(String(format: "%.1f", after)) s")
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertLessThan(after, 20, job.output)
+    }
+
+    /// A trusted and an untrusted rank that disagree (an MPMD launch with another model on
+    /// the untrusted side: its second split layer has 6 input channels, not 8) are caught by
+    /// the header check, and the message names both ranks.
+    func testMismatchedHeaderIsCaught() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var command = mpirun(1, ["train", "--config", smoke, "--run-dir", dir, "--set", "asym.mode=asym", "--role", "trusted",
+                                 "--set", "train.threads=1"])
+        command += [":", "-np", "1", binary, "train", "--config", smoke, "--run-dir", dir, "--set", "asym.mode=asym",
+                    "--role", "untrusted", "--set", "train.threads=1", "--set", "model.layers.2.out=6",
+                    "--set", "model.layers.5.padding=0", "--set", "model.layers.8.in=16"]
+        let job = try runJob(command, timeout: 60)
+        print(job.output.split(separator: "\n").filter { $0.contains("error") }.joined(separator: "\n"))
+        XCTAssertNotEqual(job.status, 0)
+        // Whichever side notices first names itself and its peer.
+        let caught = job.output.contains("wire protocol: rank 0 (trusted) received from rank 1 (untrusted)")
+            || job.output.contains("wire protocol: rank 1 (untrusted) received from rank 0 (trusted)")
+        XCTAssertTrue(caught, job.output)
+    }
+
+    func testWorldThatDoesNotFitIsRejected() throws {
+        let job = try runJob(mpirun(2, ["train", "--config", smoke, "--run-dir", temporaryFolder(), "--set", "asym.mode=asym",
+                                        "--set", "cluster.trusted=2", "--set", "train.threads=1"]), timeout: 60)
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertTrue(job.output.contains("asym mode needs at least one untrusted rank per trusted rank"), job.output)
+    }
+}
+
+/// The child of `parent` whose environment says it is MPI world rank `rank`.
+func rankProcess(parent: Int32, rank: Int) -> Int32? {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+    for entry in entries {
+        guard let pid = Int32(entry),
+              let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { continue }
+        // Field 4 of /proc/PID/stat is the parent pid (after the "(comm)" field).
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        guard fields.count > 2, Int32(fields[1]) == parent,
+              let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+        let vars = env.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        if vars.contains("OMPI_COMM_WORLD_RANK=\(rank)") { return pid }
+    }
+    return nil
+}
