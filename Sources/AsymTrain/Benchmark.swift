@@ -2,51 +2,99 @@ import AsymData
 import AsymKernels
 import Foundation
 
-/// Training and inference throughput of a config's model on synthetic data of its shape.
-public struct BenchmarkResult {
-    public var trainSamplesPerSecond: Double
-    public var inferSamplesPerSecond: Double
-    public var trainStepSeconds: Double
-    public var inferBatchSeconds: Double
-    public var threads: Int
-}
-
 public func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
     return s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
 }
 
-/// Times `steps` training steps and `steps` inference batches after two warm-up steps each,
-/// and reports the median (timings on a shared machine are noisy; the median resists that).
+/// One mode's timings: medians over the timed steps.
+public struct ModeTiming {
+    public var mode: String
+    public var trainStepSeconds: Double, inferBatchSeconds: Double
+    /// The part of a step (or of an inference batch) that the trusted side computed.
+    public var trustedTrainSeconds: Double, trustedInferSeconds: Double
+}
+
+/// `asymml bench`: throughput of the plain model, and the trusted side's compute per step
+/// in tee-only and asym modes, all on synthetic data of the config's shape.
+public struct BenchmarkResult {
+    public var batch: Int, threads: Int
+    public var plain: ModeTiming
+    public var teeOnly: ModeTiming
+    public var asym: ModeTiming
+    public var plan: Plan
+
+    public var trainSamplesPerSecond: Double { Double(batch) / plain.trainStepSeconds }
+    public var inferSamplesPerSecond: Double { Double(batch) / plain.inferBatchSeconds }
+    /// The speed-up that fast accelerators would give: tee-only trusted time over asym's.
+    public var trainingSpeedup: Double { teeOnly.trustedTrainSeconds / asym.trustedTrainSeconds }
+    public var inferenceSpeedup: Double { teeOnly.trustedInferSeconds / asym.trustedInferSeconds }
+
+    public var text: String {
+        let tb = 1 / plan.training.trustedShare, ib = 1 / plan.forward.trustedShare
+        return [
+            String(format: "%@: batch %d, %d threads", plan.name, batch, threads),
+            String(format: "  plain      training %8.1f samples/s (%6.1f ms/step)   inference %8.1f samples/s",
+                   trainSamplesPerSecond, 1000 * plain.trainStepSeconds, inferSamplesPerSecond),
+            String(format: "  tee-only   trusted %7.1f ms/step training, %7.1f ms/batch inference",
+                   1000 * teeOnly.trustedTrainSeconds, 1000 * teeOnly.trustedInferSeconds),
+            String(format: "  asym       trusted %7.1f ms/step training, %7.1f ms/batch inference (basis %@)",
+                   1000 * asym.trustedTrainSeconds, 1000 * asym.trustedInferSeconds, plan.basis),
+            String(format: "  trusted-time speed-up over tee-only: training %.1fx of a %.1fx bound (%.0f%%), inference %.1fx of %.1fx (%.0f%%)",
+                   trainingSpeedup, tb, 100 * trainingSpeedup / tb, inferenceSpeedup, ib, 100 * inferenceSpeedup / ib),
+        ].joined(separator: "\n")
+    }
+
+    public var json: String {
+        JSONValue.object([
+            ("config", .string(plan.name)), ("batch", .int(batch)), ("threads", .int(threads)),
+            ("train_samples_per_s", .number(trainSamplesPerSecond)), ("infer_samples_per_s", .number(inferSamplesPerSecond)),
+            ("trusted_s_per_step", .object([("tee-only", .number(teeOnly.trustedTrainSeconds)), ("asym", .number(asym.trustedTrainSeconds))])),
+            ("trusted_s_per_inference_batch", .object([("tee-only", .number(teeOnly.trustedInferSeconds)), ("asym", .number(asym.trustedInferSeconds))])),
+            ("training_speedup", .number(trainingSpeedup)), ("training_bound", .number(1 / plan.training.trustedShare)),
+            ("inference_speedup", .number(inferenceSpeedup)), ("inference_bound", .number(1 / plan.forward.trustedShare)),
+        ]).json
+    }
+}
+
+/// Times `steps` training steps and inference batches per mode after two warm-up steps,
+/// and keeps the medians (timings on a shared machine are noisy; the median resists that).
 public func benchmark(config: Config, steps: Int) throws -> BenchmarkResult {
     var c = config
-    let input = c.model.input
     c.data.dataset = "synthetic"
     c.data.syntheticTrain = c.data.batchSize * (steps + 2)
     c.data.syntheticTest = c.data.batchSize
-    c.data.normalizeMean = nil
-    c.data.normalizeStd = nil
-    let model = try Model(c.model)
-    c.data.classes = model.classes
-    let trainer = try Trainer(config: c)
-    _ = input
-    var trainTimes: [Double] = []
-    for i in 0..<(steps + 2) {
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        try trainer.step()
-        if i >= 2 { trainTimes.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+    c.data.classes = try Model(c.model).classes
+    c.train.maxSteps = nil
+    let data = try DataSource(c)
+    func time(_ mode: String) throws -> ModeTiming {
+        var m = c
+        m.asym.mode = mode
+        let trainer = try Trainer(config: m, data: data)
+        var step: [Double] = [], trusted: [Double] = []
+        for i in 0..<(steps + 2) {
+            try trainer.step()
+            if i >= 2 {
+                step.append(trainer.lastStepSeconds)
+                trusted.append(trainer.lastStepSeconds - trainer.lastUntrustedSeconds)
+            }
+        }
+        let x = Tensor(shape: [c.data.batchSize] + c.model.input)
+        let labels = UnsafeMutablePointer<Int32>.allocate(capacity: c.data.batchSize)
+        defer { labels.deallocate() }
+        data.test.gather(indices: Int32(0)..<Int32(c.data.batchSize), images: x.data, labels: labels)
+        var infer: [Double] = [], inferTrusted: [Double] = []
+        _ = trainer.untrusted?.takeComputeSeconds()
+        for i in 0..<(steps + 2) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = trainer.model.forward(x, batch: c.data.batchSize, training: false)
+            let total = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            let untrusted = trainer.untrusted?.takeComputeSeconds() ?? 0
+            if i >= 2 { infer.append(total); inferTrusted.append(total - untrusted) }
+        }
+        return ModeTiming(mode: mode, trainStepSeconds: median(step), inferBatchSeconds: median(infer),
+                          trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted))
     }
-    let batch = c.data.batchSize
-    let x = Tensor(shape: [batch] + c.model.input)
-    trainer.data.test.gather(indices: (0..<Int32(batch)).map { $0 }[...], images: x.data,
-                             labels: UnsafeMutablePointer<Int32>.allocate(capacity: batch))
-    var inferTimes: [Double] = []
-    for i in 0..<(steps + 2) {
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        _ = trainer.model.forward(x, batch: batch, training: false)
-        if i >= 2 { inferTimes.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
-    }
-    let ts = median(trainTimes), inf = median(inferTimes)
-    return BenchmarkResult(trainSamplesPerSecond: Double(batch) / ts, inferSamplesPerSecond: Double(batch) / inf,
-                           trainStepSeconds: ts, inferBatchSeconds: inf, threads: kernelThreads)
+    return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time("plain"),
+                           teeOnly: try time("tee-only"), asym: try time("asym"), plan: try Plan(c))
 }

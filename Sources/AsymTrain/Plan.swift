@@ -18,12 +18,14 @@ public struct Plan {
     }
     public var rows: [Row] = []
     public let basis: String
+    public let name: String
     public let batch: Int
 
     public init(_ config: Config) throws {
         let model = try Model(config.model)
         let placements = try placeLayers(model, config)
         basis = config.asym.basis
+        name = config.name
         batch = config.data.batchSize
         let b = Double(batch)
         var first = true

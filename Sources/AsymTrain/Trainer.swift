@@ -126,6 +126,7 @@ public final class Trainer {
     @discardableResult
     public func step() throws -> (loss: Double, accuracy: Double) {
         let batch = config.data.batchSize
+        _ = untrusted?.takeComputeSeconds()  // drop what evaluation spent since the last step
         let t0 = DispatchTime.now().uptimeNanoseconds
         loadBatch(step: position.step)
         model.zeroGradients()

@@ -78,14 +78,7 @@ struct Bench: ParsableCommand {
             let config = try options.load()
             Commands.configureThreads(config)
             let r = try benchmark(config: config, steps: steps)
-            if json {
-                print(String(format: "{\"config\": \"%@\", \"threads\": %d, \"train_samples_per_s\": %.1f, \"infer_samples_per_s\": %.1f}",
-                             config.name, r.threads, r.trainSamplesPerSecond, r.inferSamplesPerSecond))
-            } else {
-                print(String(format: "%@ (batch %d, %d threads): training %.1f samples/s (%.1f ms/step), inference %.1f samples/s",
-                             config.name, config.data.batchSize, r.threads, r.trainSamplesPerSecond,
-                             1000 * r.trainStepSeconds, r.inferSamplesPerSecond))
-            }
+            print(json ? r.json : r.text)
         } catch { fail(error) }
     }
 }

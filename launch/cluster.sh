@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A real cluster, MPMD form: the trusted ranks on the TEE nodes, the untrusted ranks on the
+# accelerator nodes, each group from its own hostfile (design §4).
+#
+#   launch/cluster.sh TEE_HOSTFILE ACCEL_HOSTFILE -- train --config FILE [asymml options...]
+#
+# A hostfile lists one node a line with its slots, Open MPI style: `tee1 slots=1`.
+# The trusted count is the number of slots in TEE_HOSTFILE, the untrusted count that of
+# ACCEL_HOSTFILE; every rank is told its role with --role. asymml must be installed at the
+# same path on every node (ASYMML_BIN, default: this checkout's release build), and the run
+# folder must be on a file system that all trusted nodes share (checkpoints, resume).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+[ $# -ge 3 ] && [ "$3" = "--" ] || {
+  echo "usage: launch/cluster.sh TEE_HOSTFILE ACCEL_HOSTFILE -- train --config FILE [options]" >&2; exit 2; }
+tee_hosts="$1"; accel_hosts="$2"; shift 3
+for f in "$tee_hosts" "$accel_hosts"; do [ -r "$f" ] || { echo "launch/cluster.sh: cannot read hostfile $f" >&2; exit 1; }; done
+slots() { awk '!/^#/ && NF { n = 1; for (i = 2; i <= NF; i++) if ($i ~ /^slots=/) { split($i, a, "="); n = a[2] } s += n } END { print s + 0 }' "$1"; }
+trusted=$(slots "$tee_hosts"); untrusted=$(slots "$accel_hosts")
+[ "$trusted" -ge 1 ] || { echo "launch/cluster.sh: $tee_hosts lists no slots" >&2; exit 1; }
+bin="${ASYMML_BIN:-$here/.build/release/asymml}"
+mpiflags=()
+[ "$(id -u)" = 0 ] && mpiflags+=(--allow-run-as-root)
+exec mpirun "${mpiflags[@]}" \
+  -np "$trusted" --hostfile "$tee_hosts" "$bin" "$@" --role trusted --set "cluster.trusted=$trusted" : \
+  -np "$untrusted" --hostfile "$accel_hosts" "$bin" "$@" --role untrusted --set "cluster.trusted=$trusted"
