@@ -34,23 +34,25 @@ public struct LightSVD {
         let total = sumOfSquares(x, count: blocks * block)
         if total == 0 { return (0, 0, 0) }
         let u = scratch  // C values
+        // Cold starts take the channels in order of decreasing energy, measured once: the
+        // strongest remaining direction is usually close to one of them.
+        let starts = warmU == nil ? channelsByEnergy(blocks: blocks, x: x) : []
         var energy = total
         var rank = 0
         while rank < maxRank {
             if let tau, energy / total <= tau { break }
             let j = rank
-            // Start: u from the warm basis, else from the residual's strongest channel.
             if let warmU, BLAS.dot(C, warmU + j * C, warmU + j * C) > 0 {
                 u.update(from: warmU + j * C, count: C)
             } else {
-                strongestChannelDirection(blocks: blocks, residual: residual, u: u)
+                u.update(repeating: 0, count: C)
+                u[starts.isEmpty ? j % C : starts[j % starts.count]] = 1
             }
             // v = R^T u / (u.u); then q power steps: u = R v / (v.v), v = R^T u / (u.u).
             // Ending on v makes u v^T the least-squares rank-1 fit for the final u.
             projectOntoU(blocks: blocks, residual: residual, u: u, v: v, row: j, maxRank: maxRank)
             for _ in 0..<iterations {
-                var vv: Float = LightSVD.epsilon
-                for i in 0..<blocks { let vi = v + (i * maxRank + j) * P; vv += BLAS.dot(P, vi, vi) }
+                let vv = squaredNorm(v, row: j, blocks: blocks, maxRank: maxRank) + LightSVD.epsilon
                 u.update(repeating: 0, count: C)
                 for i in 0..<blocks {
                     BLAS.gemv(m: C, n: P, alpha: 1 / vv, a: residual + i * block, lda: P,
@@ -58,14 +60,18 @@ public struct LightSVD {
                 }
                 projectOntoU(blocks: blocks, residual: residual, u: u, v: v, row: j, maxRank: maxRank)
             }
-            // Deflate: R_i -= u v_i^T.
+            // Deflate: R_i -= u v_i^T. Since v is R^T u / (u.u), this removes exactly
+            // (u.u)(v.v) of the energy, so no pass over R is needed to track it.
             for i in 0..<blocks {
                 BLAS.ger(m: C, n: P, alpha: -1, x: u, y: v + (i * maxRank + j) * P, a: residual + i * block, lda: P)
             }
             (ut + j * C).update(from: u, count: C)
             rank += 1
-            energy = sumOfSquares(residual, count: blocks * block)
+            let removed = Double(BLAS.dot(C, u, u)) * Double(squaredNorm(v, row: j, blocks: blocks, maxRank: maxRank))
+            energy = max(0, energy - removed)
         }
+        // The exact residual energy, for the metrics (the running value drifts by rounding).
+        energy = rank > 0 ? sumOfSquares(residual, count: blocks * block) : total
         return (rank, energy, total)
     }
 
@@ -80,17 +86,20 @@ public struct LightSVD {
         }
     }
 
-    /// u = the residual row (channel) with the largest norm, summed over blocks: a start
-    /// vector that already points along much of the remaining energy.
-    private func strongestChannelDirection(blocks: Int, residual: UnsafePointer<Float>, u: UnsafeMutablePointer<Float>) {
+    /// ||v_j||^2 summed over the blocks.
+    private func squaredNorm(_ v: UnsafePointer<Float>, row j: Int, blocks: Int, maxRank: Int) -> Float {
+        var s: Float = 0
+        for i in 0..<blocks { let vi = v + (i * maxRank + j) * positions; s += BLAS.dot(positions, vi, vi) }
+        return s
+    }
+
+    /// Channel indices sorted by their energy in X (summed over the blocks), largest first.
+    private func channelsByEnergy(blocks: Int, x: UnsafePointer<Float>) -> [Int] {
         let C = channels, P = positions
-        var best = 0, bestNorm: Float = -1
+        var norms = [Float](repeating: 0, count: C)
         for c in 0..<C {
-            var n: Float = 0
-            for i in 0..<blocks { let row = residual + i * C * P + c * P; n += BLAS.dot(P, row, row) }
-            if n > bestNorm { bestNorm = n; best = c }
+            for i in 0..<blocks { let row = x + i * C * P + c * P; norms[c] += BLAS.dot(P, row, row) }
         }
-        u.update(repeating: 0, count: C)
-        u[best] = 1
+        return (0..<C).sorted { norms[$0] > norms[$1] }
     }
 }
