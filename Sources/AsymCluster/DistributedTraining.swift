@@ -53,6 +53,7 @@ public enum DistributedTraining {
         try run.writeConfig(config)
         try world.barrier()  // the folder exists before any rank looks for checkpoints in it
         run.say("asymml train: \(config.name) on \(layout.summary), run folder \(folder), \(kernelThreads) threads per rank")
+        run.say("resolved config:\n" + config.yaml)
         let checkpoint = try resume.flatMap { r -> String? in
             r == "auto" ? try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep).latest() : r
         }
@@ -64,8 +65,9 @@ public enum DistributedTraining {
                                       executor: config.asym.mode == "asym" ? session : nil)
             if let checkpoint {
                 let notes = try Checkpoint.load(checkpoint, into: trainer)
+                session.resume(atStep: trainer.position.step)
                 try agreeOnStep(world, trainer.position.step)
-                run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try layoutNote(checkpoint, worldInfo))")
+                run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try Checkpoint.layoutNote(checkpoint, worldInfo))")
                 for n in notes { run.say("note: \(n)") }
             } else {
                 try agreeOnStep(world, 0)
@@ -111,13 +113,6 @@ public enum DistributedTraining {
         guard h.magic == WireHeader.magic, h.kind == MessageKind.shutdown.rawValue else {
             throw ProtocolError(description: "wire protocol: rank \(world.rank) (idle untrusted) expected shutdown from rank \(trusted), got [\(h)]")
         }
-    }
-
-    /// Whether a resumed run continues bit-exactly: only on the rank layout it was saved with.
-    static func layoutNote(_ path: String, _ now: WorldInfo) throws -> String {
-        let saved = try Checkpoint.savedWorld(path)
-        return saved == now.json ? "same rank layout: the continuation is bit-exact"
-            : "saved with \(saved), now \(now.json): a different rank layout sums in another order, so the continuation is exact only up to float rounding"
     }
 
     /// Threads per rank: `train.threads`, or the machine's cores shared among its ranks.

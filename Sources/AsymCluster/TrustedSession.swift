@@ -53,6 +53,9 @@ public final class TrustedSession: Collective, UntrustedExecutor {
         receiveHeaders.deallocate()
     }
 
+    /// Continues the protocol's step count from a checkpoint.
+    public func resume(atStep step: Int) { self.step = step }
+
     // MARK: UntrustedExecutor
 
     public func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { infos[info.layer] = info }

@@ -146,6 +146,13 @@ public enum Checkpoint {
         }
     }
 
+    /// Whether a resumed run continues bit-exactly: only on the rank layout it was saved with.
+    public static func layoutNote(_ path: String, _ now: WorldInfo) throws -> String {
+        let saved = try savedWorld(path)
+        return saved == now.json ? "same rank layout: the continuation is bit-exact"
+            : "saved with \(saved), now \(now.json): a different rank layout sums in another order, so the continuation is exact only up to float rounding"
+    }
+
     static func scalar(_ f: HDF5File, _ path: String) throws -> Int64 {
         guard let v = try f.readInt64s(path).values.first else {
             throw CheckpointError("\(f.path): \(path) is empty")

@@ -17,19 +17,21 @@ public enum Commands {
         run.echo = echo
         try run.writeConfig(config)
         run.say("asymml train: \(config.name), mode \(config.asym.mode), run folder \(run.path), \(kernelThreads) threads")
+        run.say("resolved config:\n" + config.yaml)
         let trainer = try Trainer(config: config)
+        let loop = TrainingLoop(trainer: trainer, run: run)
         if let resume {
             let store = try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep)
             let path = resume == "auto" ? store.latest() : resume
             if let path {
                 let notes = try Checkpoint.load(path, into: trainer)
-                run.say("resumed from \(path) at step \(trainer.position.step) (bit-exact continuation: same rank layout)")
+                run.say("resumed from \(path) at step \(trainer.position.step); \(try Checkpoint.layoutNote(path, loop.world))")
                 for n in notes { run.say("note: \(n)") }
             } else {
                 run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0")
             }
         }
-        return try TrainingLoop(trainer: trainer, run: run).fit()
+        return try loop.fit()
     }
 
     /// `asymml evaluate`: the test-set loss and accuracy of a checkpoint.

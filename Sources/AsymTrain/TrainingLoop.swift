@@ -22,61 +22,93 @@ public struct TrainingLoop {
         let c = trainer.config
         let total = trainer.totalSteps
         let batch = c.data.batchSize
+        let perEpoch = trainer.order.batchesPerEpoch
         run.say("model \(c.name): \(trainer.model.parameterCount) parameters, " +
                 "\(String(format: "%.1f", Double(trainer.model.forwardFlops) / 1e6)) MFLOP/sample forward; " +
                 "\(trainer.data.train.count) train / \(trainer.data.test.count) test samples; " +
-                "\(trainer.order.batchesPerEpoch) steps/epoch, \(total) steps")
-        let started = Date()
-        var windowStart = Date(), windowSteps = 0, windowLoss = 0.0
-        var windowTrusted = 0.0, windowUntrusted = 0.0
+                "\(perEpoch) steps/epoch, \(total) steps")
+        let started = Date(), startStep = trainer.position.step
+        let bar = ProgressBar(total: total, enabled: run.echo && isatty(STDOUT_FILENO) != 0)
+        var window = Window(), epochWindow = Window()
         var last: Evaluation?
         while trainer.position.step < total {
             let (loss, _) = try trainer.step()
             let step = trainer.position.step
-            windowSteps += 1
-            windowLoss += loss
-            windowUntrusted += trainer.lastUntrustedSeconds
-            windowTrusted += trainer.lastStepSeconds - trainer.lastUntrustedSeconds
             guard loss.isFinite else {
                 throw ConfigError("training diverged at step \(step): the loss is \(loss); lower optimizer.lr")
             }
-            let epochDone = step % trainer.order.batchesPerEpoch == 0
+            let trusted = trainer.lastStepSeconds - trainer.lastUntrustedSeconds
+            window.add(loss: loss, trusted: trusted, untrusted: trainer.lastUntrustedSeconds)
+            epochWindow.add(loss: loss, trusted: trusted, untrusted: trainer.lastUntrustedSeconds)
+            let asym = trainer.untrusted != nil
+            bar.update(step: step, startStep: startStep, loss: window.loss, samplesPerSecond: window.rate(batch),
+                       trustedMs: asym ? 1000 * window.trusted : nil, untrustedMs: asym ? 1000 * window.untrusted : nil)
             if step % c.train.logEvery == 0 || step == total {
-                let seconds = Date().timeIntervalSince(windowStart)
-                let rate = Double(windowSteps * batch) / max(seconds, 1e-9)
-                let lr = trainer.optimizer.learningRate(step: step - 1)
-                let epoch = Double(step) / Double(trainer.order.batchesPerEpoch)
-                var line = String(format: "step %6d/%d  epoch %5.2f  loss %.4f  lr %.5f  %6.0f samples/s",
-                                  step, total, epoch, windowLoss / Double(windowSteps), lr, rate)
-                var fields: [(String, JSONValue)] = [
-                    ("step", .int(step)), ("epoch", .number(epoch)), ("loss", .number(windowLoss / Double(windowSteps))),
-                    ("lr", .number(lr)), ("samples_per_s", .number(rate)),
-                ]
-                if trainer.untrusted != nil {
-                    let n = Double(windowSteps)
-                    line += String(format: "  trusted %.0f ms  untrusted %.0f ms", 1000 * windowTrusted / n, 1000 * windowUntrusted / n)
-                    fields += [("trusted_s", .number(windowTrusted / n)), ("untrusted_s", .number(windowUntrusted / n)),
-                               ("bytes_to_untrusted", .int(trainer.bytesToUntrustedPerStep)),
-                               ("residual_energy", .object(trainer.residualEnergies.map { ($0.0, .number($0.1)) }))]
-                }
-                run.say(line)
-                run.record(fields)
-                windowStart = Date(); windowSteps = 0; windowLoss = 0; windowTrusted = 0; windowUntrusted = 0
+                bar.clear()
+                logTraining(step: step, window: window, batch: batch)
+                window = Window()
             }
+            let epochDone = step % perEpoch == 0
             if (c.train.evalEvery > 0 && step % c.train.evalEvery == 0) || (c.train.evalEvery == 0 && epochDone) || step == total {
+                bar.clear()
                 last = try evaluateAndRecord()
             }
+            if epochDone || step == total {
+                bar.clear()
+                run.say(String(format: "epoch %d/%d done: train loss %.4f, %.0f samples/s, %@%@", (step - 1) / perEpoch + 1,
+                               c.train.epochs, epochWindow.loss, epochWindow.rate(batch), ProgressBar.clock(epochWindow.seconds),
+                               last.map { String(format: ", test accuracy %.2f%%", 100 * $0.accuracy) } ?? ""))
+                epochWindow = Window()
+            }
             if c.train.checkpointEvery > 0 && step % c.train.checkpointEvery == 0 && step < total {
+                bar.clear()
                 try saveCheckpoint()
             }
         }
         try saveCheckpoint()
-        let minutes = Date().timeIntervalSince(started) / 60
-        if let last {
-            run.say(String(format: "done: %d steps in %.1f min; test accuracy %.2f%%, test loss %.4f",
-                           total, minutes, 100 * last.accuracy, last.loss))
+        let seconds = Date().timeIntervalSince(started)
+        var summary = String(format: "done: %d steps in %@", total - startStep, ProgressBar.clock(seconds))
+        if let last { summary += String(format: "; test accuracy %.2f%%, test loss %.4f", 100 * last.accuracy, last.loss) }
+        if trainer.untrusted != nil {
+            summary += String(format: "; %.1f MB to the untrusted side per step", Double(trainer.bytesToUntrustedPerStep) / 1e6)
         }
+        run.say(summary)
         return last
+    }
+
+    /// Running sums over the steps since the last log line (or epoch).
+    struct Window {
+        var steps = 0, lossSum = 0.0, trustedSum = 0.0, untrustedSum = 0.0
+        let start = Date()
+        mutating func add(loss: Double, trusted: Double, untrusted: Double) {
+            steps += 1; lossSum += loss; trustedSum += trusted; untrustedSum += untrusted
+        }
+        var n: Double { Double(max(steps, 1)) }
+        var loss: Double { lossSum / n }
+        var trusted: Double { trustedSum / n }
+        var untrusted: Double { untrustedSum / n }
+        var seconds: Double { Date().timeIntervalSince(start) }
+        func rate(_ batch: Int) -> Double { Double(steps * batch) / max(seconds, 1e-9) }
+    }
+
+    /// One training line on the console and in metrics.jsonl.
+    func logTraining(step: Int, window: Window, batch: Int) {
+        let lr = trainer.optimizer.learningRate(step: step - 1)
+        let epoch = Double(step) / Double(trainer.order.batchesPerEpoch)
+        var line = String(format: "step %6d/%d  epoch %5.2f  loss %.4f  lr %.5f  %6.0f samples/s",
+                          step, trainer.totalSteps, epoch, window.loss, lr, window.rate(batch))
+        var fields: [(String, JSONValue)] = [
+            ("step", .int(step)), ("epoch", .number(epoch)), ("loss", .number(window.loss)),
+            ("lr", .number(lr)), ("samples_per_s", .number(window.rate(batch))),
+        ]
+        if trainer.untrusted != nil {
+            line += String(format: "  trusted %.0f ms  untrusted %.0f ms", 1000 * window.trusted, 1000 * window.untrusted)
+            fields += [("trusted_s", .number(window.trusted)), ("untrusted_s", .number(window.untrusted)),
+                       ("bytes_to_untrusted", .int(trainer.bytesToUntrustedPerStep)),
+                       ("residual_energy", .object(trainer.residualEnergies.map { ($0.0, .number($0.1)) }))]
+        }
+        run.say(line)
+        run.record(fields)
     }
 
     func evaluateAndRecord() throws -> Evaluation {
