@@ -32,8 +32,10 @@ let package = Package(
         // A small Swift wrapper over the HDF5 C library.
         .target(name: "AsymHDF5", dependencies: ["CHDF5", "CZlib"]),
         // Config, layers, models, optimizer, schedules, checkpoints, the training loop.
-        .target(name: "AsymTrain", dependencies: ["AsymKernels", "AsymSplit", "AsymData", "AsymHDF5", "Yams"],
+        .target(name: "AsymTrain", dependencies: ["AsymKernels", "AsymSplit", "AsymData", "AsymHDF5", "AsymViz", "Yams"],
                 swiftSettings: fastMath),
+        // Pictures and TensorBoard: PNG writing, line charts, scalar event files.
+        .target(name: "AsymViz", dependencies: ["CZlib"]),
         // The MPI runtime: roles, the wire protocol, remote untrusted execution, reduction.
         .target(name: "AsymCluster", dependencies: ["CMPI", "AsymTrain", "AsymSplit", "AsymKernels"]),
         // The command-line interface.
@@ -46,7 +48,8 @@ let package = Package(
         .testTarget(name: "AsymSplitTests", dependencies: ["AsymSplit"]),
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
-        .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain"]),
+        .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain", "AsymViz"]),
+        .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
         .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymTrain", "AsymHDF5"]),
     ],

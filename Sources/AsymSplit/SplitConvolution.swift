@@ -191,6 +191,21 @@ public final class SplitConvolution {
         return executor.finishBackward(layer: info.layer)
     }
 
+    /// The low-rank part U V and the residual R of sample `s` in the last forward pass,
+    /// each C*H*W values (for pictures of what each side sees; X = L + R).
+    public func lastDecomposition(sample s: Int) -> (lowRank: [Float], residual: [Float]) {
+        let g = geometry, C = g.inChannels, P = g.height * g.width, rank = lastRank
+        var low = [Float](repeating: 0, count: C * P)
+        if rank > 0 {
+            let u = ut!.data + (perSample ? s : 0) * rank * C
+            low.withUnsafeMutableBufferPointer {
+                BLAS.gemm(transA: true, m: C, n: P, k: rank, a: u, lda: C, b: v!.data + s * rank * P, ldb: P,
+                          c: $0.baseAddress!, ldc: P)
+            }
+        }
+        return (low, Array(UnsafeBufferPointer(start: residual!.data + s * C * P, count: C * P)))
+    }
+
     /// L = U V per sample, [batch, C, H, W] (the rebuild order).
     private func rebuild(_ U: Tensor, _ V: Tensor, rank: Int, batch: Int) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width

@@ -1,3 +1,4 @@
+import AsymViz
 import Foundation
 
 /// The run folder of the contract: `config.yaml`, `metrics.jsonl`, `train.log`, `checkpoints/`.
@@ -9,6 +10,8 @@ public final class RunFolder {
     public let isWriter: Bool
     private let metrics: FileHandle?
     private let log: FileHandle?
+    /// TensorBoard scalar events, in `tensorboard/` (rank 0 only).
+    private let events: TensorBoardWriter?
     /// Echo log lines to standard output (rank 0 only, under MPI).
     public var echo = true
 
@@ -18,6 +21,7 @@ public final class RunFolder {
         isWriter = false
         echo = false
         metrics = nil
+        events = nil
         if let rankLog {
             try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             FileManager.default.createFile(atPath: "\(path)/\(rankLog)", contents: nil)
@@ -47,6 +51,9 @@ public final class RunFolder {
         }
         metrics = try appendHandle("metrics.jsonl")
         log = try appendHandle("train.log")
+        do { events = try TensorBoardWriter(directory: path + "/tensorboard") } catch {
+            throw ConfigError("run folder \(path): cannot create tensorboard/ (\(error))")
+        }
     }
 
     public var checkpointsPath: String { path + "/checkpoints" }
@@ -72,6 +79,18 @@ public final class RunFolder {
     public func record(_ fields: [(String, JSONValue)]) {
         let body = fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ")
         metrics?.write(("{" + body + "}\n").data(using: .utf8)!)
+        // The same numbers as TensorBoard scalars: one tag per field, `field/key` for objects.
+        guard let events, case .int(let step)? = fields.first(where: { $0.0 == "step" })?.1 else { return }
+        func add(_ tag: String, _ value: JSONValue) {
+            switch value {
+            case .number(let v): events.addScalar(tag: tag, value: Float(v), step: Int64(step))
+            case .int(let v): events.addScalar(tag: tag, value: Float(v), step: Int64(step))
+            case .object(let inner): for (k, v) in inner { add("\(tag)/\(k)", v) }
+            case .string: break
+            }
+        }
+        for (k, v) in fields where k != "step" && k != "epoch" { add(k, v) }
+        events.flush()
     }
 }
 

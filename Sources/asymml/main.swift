@@ -13,7 +13,7 @@ struct Asymml: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "asymml",
         abstract: "Train neural networks on private data with trusted and untrusted ranks (AsymML).",
-        subcommands: [Train.self, Evaluate.self, Plan.self, Bench.self, Inspect.self])
+        subcommands: [Train.self, Evaluate.self, Plan.self, Bench.self, Inspect.self, Plot.self, Privacy.self])
 }
 
 struct ConfigOptions: ParsableArguments {
@@ -105,6 +105,36 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         do { print(try Commands.inspect(path: path)) } catch { fail(error) }
+    }
+}
+
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write PNG charts of a run's loss, accuracy and residual energy.")
+    @Argument(help: "The run folder.")
+    var runDir: String
+    @Option(help: "Where to write the PNG files (default RUN_DIR/plots).")
+    var out: String?
+
+    func run() throws {
+        do {
+            for path in try Pictures.plot(runDir: runDir, out: out ?? runDir + "/plots") { print(path) }
+        } catch { fail(error) }
+    }
+}
+
+struct Privacy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Picture what each side sees: inputs, feature maps, their low-rank parts and residuals.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "The checkpoint file (.h5).")
+    var checkpoint: String
+    @Option(help: "The folder for privacy.png.")
+    var out: String
+
+    func run() throws {
+        do {
+            print(try Pictures.privacy(config: try options.load(), checkpoint: checkpoint, out: out))
+        } catch { fail(error) }
     }
 }
 

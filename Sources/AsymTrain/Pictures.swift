@@ -1,0 +1,118 @@
+import AsymKernels
+import AsymViz
+import Foundation
+
+/// `asymml plot` and `asymml privacy`: PNG pictures of a run and of what each side sees.
+public enum Pictures {
+    /// Reads metrics.jsonl into (step, field) series; nested objects become `field/key`.
+    public static func readMetrics(_ path: String) throws -> [String: [(Double, Double)]] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError("\(path): cannot read it; is this a run folder (asymml train writes metrics.jsonl)?")
+        }
+        var series: [String: [(Double, Double)]] = [:]
+        for (n, line) in text.split(separator: "\n").enumerated() {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let step = (object["step"] as? NSNumber)?.doubleValue else {
+                throw ConfigError("\(path): line \(n + 1) is not a metrics record")
+            }
+            func add(_ key: String, _ value: Any) {
+                if let v = value as? NSNumber { series[key, default: []].append((step, v.doubleValue)) }
+                if let inner = value as? [String: Any] { for (k, v) in inner { add("\(key)/\(k)", v) } }
+            }
+            for (k, v) in object where k != "step" { add(k, v) }
+        }
+        return series
+    }
+
+    /// Writes loss.png, accuracy.png and (asym runs) residual_energy.png into `out`.
+    /// Returns the paths written.
+    @discardableResult
+    public static func plot(runDir: String, out: String) throws -> [String] {
+        let m = try readMetrics(runDir + "/metrics.jsonl")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        var written: [String] = []
+        func save(_ chart: LineChart, _ name: String) throws {
+            let path = "\(out)/\(name)"
+            try writePNG(chart.render(), to: path)
+            written.append(path)
+        }
+        var loss = LineChart(title: "Loss", xLabel: "step", yLabel: "cross-entropy", logY: true)
+        if let train = m["loss"] { loss.addSeries(name: "train loss", points: train) }
+        if let test = m["test_loss"] { loss.addSeries(name: "test loss", points: test) }
+        try save(loss, "loss.png")
+        var accuracy = LineChart(title: "Test accuracy", xLabel: "step", yLabel: "accuracy")
+        accuracy.addSeries(name: "test accuracy", points: m["test_accuracy"] ?? [])
+        try save(accuracy, "accuracy.png")
+        let energies = m.keys.filter { $0.hasPrefix("residual_energy/") }.sorted()
+        if !energies.isEmpty {
+            var chart = LineChart(title: "Residual energy ratio, R over X", xLabel: "step", yLabel: "energy ratio")
+            for key in energies { chart.addSeries(name: String(key.dropFirst("residual_energy/".count)), points: m[key]!) }
+            try save(chart, "residual_energy.png")
+        }
+        return written
+    }
+
+    /// For the first `samples` test samples: the input and, for the first `layers` split
+    /// layers, the strongest channel of the feature map X, of its low-rank part L (trusted)
+    /// and of its residual R (sent to the untrusted side), with ||R||^2 / ||X||^2.
+    @discardableResult
+    public static func privacy(config: Config, checkpoint: String, out: String, samples: Int = 4, layers: Int = 2) throws -> String {
+        var c = config
+        c.asym.mode = "asym"
+        let trainer = try Trainer(config: c)
+        try Checkpoint.load(checkpoint, into: trainer)
+        let n = min(samples, trainer.data.test.count)
+        let x = Tensor(shape: [n] + c.model.input)
+        let labels = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+        defer { labels.deallocate() }
+        trainer.data.test.gather(indices: Int32(0)..<Int32(n), images: x.data, labels: labels)
+        _ = trainer.model.forward(x, batch: n, training: false)
+        let splits = Array(trainer.splitLayers.prefix(layers))
+        guard !splits.isEmpty else { throw ConfigError("model.layers: the model has no split convolution to picture") }
+
+        let tile = 84, pad = 12, label = 14
+        let columns = 1 + 3 * splits.count
+        var image = RGBImage(width: pad + columns * (tile + pad), height: 40 + n * (tile + label + pad), background: .white)
+        image.drawText("What each side sees: input, then per split layer X = L (trusted) + R (untrusted)", x: pad, y: 8, color: .black)
+        let input = c.model.input
+        for s in 0..<n {
+            let top = 30 + s * (tile + label + pad)
+            // The input's first channel.
+            let plane = Array(UnsafeBufferPointer(start: x.data + s * input.reduce(1, *), count: input[1] * input[2]))
+            image.blit(scaled(plane, input[2], input[1], tile), x: pad, y: top + label)
+            image.drawText("input", x: pad, y: top, color: .black)
+            for (l, conv) in splits.enumerated() {
+                let g = conv.geometry, P = g.height * g.width
+                let (low, res) = conv.split!.lastDecomposition(sample: s)
+                let full = zip(low, res).map { $0 + $1 }
+                // The channel with the most energy in X.
+                let strongest = (0..<g.inChannels).max { a, b in
+                    energy(full, a * P, P) < energy(full, b * P, P)
+                }!
+                let ratio = energy(res, 0, res.count) / max(energy(full, 0, full.count), 1e-30)
+                let parts = [("\(conv.name) X", full), ("L", low), (String(format: "R %.3f", ratio), res)]
+                for (k, (name, values)) in parts.enumerated() {
+                    let left = pad + (1 + 3 * l + k) * (tile + pad)
+                    let channel = Array(values[(strongest * P)..<((strongest + 1) * P)])
+                    image.blit(scaled(channel, g.width, g.height, tile), x: left, y: top + label)
+                    image.drawText(name, x: left, y: top, color: .black)
+                }
+            }
+        }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let path = out + "/privacy.png"
+        try writePNG(image, to: path)
+        return path
+    }
+
+    static func energy(_ v: [Float], _ start: Int, _ count: Int) -> Double {
+        var s = 0.0
+        for i in start..<(start + count) { s += Double(v[i]) * Double(v[i]) }
+        return s
+    }
+
+    /// A grayscale tile of about `size` pixels for a width x height plane.
+    static func scaled(_ values: [Float], _ width: Int, _ height: Int, _ size: Int) -> RGBImage {
+        RGBImage.grayscale(values: values, width: width, height: height, scale: max(1, size / max(width, height)))
+    }
+}
