@@ -27,5 +27,5 @@ extra=(--set "cluster.trusted=$trusted")
 case " $* " in *" train.threads="*) ;; *) extra+=(--set "train.threads=$threads") ;; esac
 mpiflags=(--oversubscribe --bind-to none)
 [ "$(id -u)" = 0 ] && mpiflags+=(--allow-run-as-root)
-export OMPI_MCA_btl_vader_single_copy_mechanism=none  # containers often forbid CMA
+export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"  # containers often forbid CMA
 exec mpirun "${mpiflags[@]}" -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" "$bin" "$@" "${extra[@]}"

@@ -112,13 +112,15 @@ public struct TrainingLoop {
     }
 
     func evaluateAndRecord() throws -> Evaluation {
+        let started = Date()
         let e = try trainer.evaluate(trainer.data.test)
+        let rate = Double(e.samples) / max(Date().timeIntervalSince(started), 1e-9)
         let step = trainer.position.step
         let epoch = Double(step) / Double(trainer.order.batchesPerEpoch)
-        run.say(String(format: "eval  step %6d  epoch %5.2f  test loss %.4f  test accuracy %.2f%%",
-                       step, epoch, e.loss, 100 * e.accuracy))
+        run.say(String(format: "eval  step %6d  epoch %5.2f  test loss %.4f  test accuracy %.2f%%  %6.0f samples/s",
+                       step, epoch, e.loss, 100 * e.accuracy, rate))
         run.record(["step": .int(step), "epoch": .number(epoch), "test_loss": .number(e.loss),
-                    "test_accuracy": .number(e.accuracy)])
+                    "test_accuracy": .number(e.accuracy), "test_samples_per_s": .number(rate)])
         return e
     }
 
