@@ -10,7 +10,7 @@ PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hd
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps build train test bench clean
+.PHONY: deps build train test bench bench-mpi clean
 
 # Installs only the missing packages (with sudo when not root); does nothing otherwise.
 deps:
@@ -39,6 +39,14 @@ test: deps
 bench: build
 	$(BIN) bench --config configs/fmnist-cnn.yaml
 	$(BIN) bench --config configs/vgg-cifar.yaml
+
+# vgg-cifar on this machine: 1 trusted + 1 untrusted rank in asym mode against one
+# tee-only rank, one OpenBLAS thread per rank (wall clock, bytes moved, peak memory).
+BENCH_MPI := --config configs/vgg-cifar.yaml --set train.max_steps=24 --set train.log_every=8 \
+             --set data.synthetic_train=1536 --set data.synthetic_test=512 --set train.threads=1
+bench-mpi: build
+	launch/local.sh -t 1 -u 0 -- train $(BENCH_MPI) --run-dir runs/bench-tee-only --set asym.mode=tee-only
+	launch/local.sh -t 1 -u 1 -- train $(BENCH_MPI) --run-dir runs/bench-asym --set asym.mode=asym
 
 clean:
 	rm -rf .build

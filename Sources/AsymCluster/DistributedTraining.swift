@@ -91,7 +91,18 @@ public enum DistributedTraining {
                 try idleUntilShutdown(world, layout: layout)
             }
         }
-        try world.barrier()
+        // Enclaves are small: report each role's peak memory.
+        let peaks = try world.allGather(Int32(peakMemoryMB()))
+        let trustedPeak = layout.trusted.map { peaks[$0] }.max() ?? 0
+        let untrustedPeak = layout.untrusted.map { peaks[$0] }.max()
+        run.say("peak memory: trusted ranks \(trustedPeak) MB" + (untrustedPeak.map { ", untrusted ranks \($0) MB" } ?? ""))
+    }
+
+    /// This process's peak resident memory in MB.
+    static func peakMemoryMB() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss / 1024
     }
 
     /// Every rank must start from the same step.
