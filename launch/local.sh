@@ -28,4 +28,6 @@ case " $* " in *" train.threads="*) ;; *) extra+=(--set "train.threads=$threads"
 mpiflags=(--oversubscribe --bind-to none)
 [ "$(id -u)" = 0 ] && mpiflags+=(--allow-run-as-root)
 export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"  # containers often forbid CMA
-exec mpirun "${mpiflags[@]}" -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" "$bin" "$@" "${extra[@]}"
+# Ranks write through pseudo-terminals; tell rank 0 whether ours is a real one (progress bar).
+tty=0; [ -t 1 ] && tty=1
+exec mpirun "${mpiflags[@]}" -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" -x ASYMML_TTY="$tty" "$bin" "$@" "${extra[@]}"

@@ -10,7 +10,16 @@ public final class ProgressBar {
     private var lastDraw = Date.distantPast
     private var shown = false
 
-    public init(total: Int, enabled: Bool = isatty(STDOUT_FILENO) != 0) {
+    /// Whether standard output is a person's terminal. Under mpirun every rank's output goes
+    /// through a pseudo-terminal whatever mpirun's own output is, so there the launch script
+    /// says (ASYMML_TTY=1) whether its output is a terminal.
+    public static var onTerminal: Bool {
+        let env = ProcessInfo.processInfo.environment
+        if env["OMPI_COMM_WORLD_SIZE"] != nil { return env["ASYMML_TTY"] == "1" }
+        return isatty(STDOUT_FILENO) != 0
+    }
+
+    public init(total: Int, enabled: Bool = ProgressBar.onTerminal) {
         self.total = total
         self.enabled = enabled
     }

@@ -28,7 +28,7 @@ public struct TrainingLoop {
                 "\(trainer.data.train.count) train / \(trainer.data.test.count) test samples; " +
                 "\(perEpoch) steps/epoch, \(total) steps")
         let started = Date(), startStep = trainer.position.step
-        let bar = ProgressBar(total: total, enabled: run.echo && isatty(STDOUT_FILENO) != 0)
+        let bar = ProgressBar(total: total, enabled: run.echo && ProgressBar.onTerminal)
         var window = Window(), epochWindow = Window()
         var last: Evaluation?
         while trainer.position.step < total {
