@@ -86,6 +86,47 @@ public struct LightSVD {
         }
     }
 
+    /// Makes the first `rows` rows of `ut` ([rows][C]) orthonormal (modified Gram-Schmidt),
+    /// dropping rows that are (nearly) dependent on earlier ones. Returns the rows kept;
+    /// the rows after them are zero.
+    public func orthonormalize(_ ut: UnsafeMutablePointer<Float>, rows: Int) -> Int {
+        let C = channels
+        var kept = 0
+        for j in 0..<rows {
+            let u = ut + j * C
+            let original = BLAS.dot(C, u, u)
+            for i in 0..<kept {
+                let q = ut + i * C
+                BLAS.axpy(C, alpha: -BLAS.dot(C, q, u), x: q, y: u)
+            }
+            let norm = BLAS.dot(C, u, u)
+            if norm > 1e-10 * max(original, 1e-30) {
+                let scale = 1 / norm.squareRoot()
+                let target = ut + kept * C
+                for c in 0..<C { target[c] = u[c] * scale }
+                kept += 1
+            }
+        }
+        (ut + kept * C).update(repeating: 0, count: (rows - kept) * C)
+        return kept
+    }
+
+    /// With an orthonormal basis Q (`ut`, [rank][C]) for every block: V_i = Q X_i and
+    /// R_i = X_i - Q^T V_i, as GEMMs. `v` gets [blocks][rank][P]. Returns ||R||^2 and ||X||^2.
+    public func project(x: UnsafePointer<Float>, blocks: Int, ut: UnsafePointer<Float>, rank: Int,
+                        v: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>) -> (residualEnergy: Double, totalEnergy: Double) {
+        let C = channels, P = positions
+        residual.update(from: x, count: blocks * C * P)
+        if rank > 0 {
+            for i in 0..<blocks {
+                let vi = v + i * rank * P, ri = residual + i * C * P
+                BLAS.gemm(m: rank, n: P, k: C, a: ut, lda: C, b: x + i * C * P, ldb: P, c: vi, ldc: P)
+                BLAS.gemm(transA: true, m: C, n: P, k: rank, alpha: -1, a: ut, lda: C, b: vi, ldb: P, beta: 1, c: ri, ldc: P)
+            }
+        }
+        return (sumOfSquares(residual, count: blocks * C * P), sumOfSquares(x, count: blocks * C * P))
+    }
+
     /// ||v_j||^2 summed over the blocks.
     private func squaredNorm(_ v: UnsafePointer<Float>, row j: Int, blocks: Int, maxRank: Int) -> Float {
         var s: Float = 0

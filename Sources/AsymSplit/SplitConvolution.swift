@@ -56,6 +56,9 @@ public final class SplitConvolution {
     private var permuted: Tensor?  // W as [C][Cout][k*k]
     private var kernelGrads: Tensor?, gradProduct: Tensor?
 
+    /// Samples the batch basis is estimated on (the projection then covers the whole batch).
+    public static let basisSamples = 8
+
     public init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor) {
         self.info = info
         self.settings = settings
@@ -79,7 +82,6 @@ public final class SplitConvolution {
     public func forward(_ x: Tensor, batch: Int, weight: Tensor) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
         let R = Tensor.reuse(residual, shape: x.shape); residual = R
-        let blocksPerBasis = perSample ? 1 : batch
         let bases = perSample ? batch : 1
         let U = Tensor.reuse(ut, shape: [bases, rmax, C]); ut = U
         let V = Tensor.reuse(v, shape: [batch, rmax, g.height, g.width]); v = V
@@ -87,20 +89,31 @@ public final class SplitConvolution {
 
         // 1. The light SVD, per sample or for the whole batch.
         var rank = 0, residualEnergy = 0.0, totalEnergy = 0.0
-        if !perSample && warmU == nil { warmU = Tensor(shape: [rmax, C]) }
-        for basis in 0..<bases {
-            let r = svd.decompose(x: x.data + basis * C * P, blocks: blocksPerBasis, maxRank: rmax, tau: settings.tau,
-                                  warmU: perSample ? nil : warmU!.data, ut: U.data + basis * rmax * C,
-                                  v: V.data + basis * rmax * P, residual: R.data + basis * C * P, scratch: work)
-            rank = max(rank, r.rank)
-            residualEnergy += r.residualEnergy
-            totalEnergy += r.totalEnergy
+        if perSample {
+            for s in 0..<batch {
+                let r = svd.decompose(x: x.data + s * C * P, blocks: 1, maxRank: rmax, tau: settings.tau, warmU: nil,
+                                      ut: U.data + s * rmax * C, v: V.data + s * rmax * P, residual: R.data + s * C * P,
+                                      scratch: work)
+                rank = max(rank, r.rank)
+                residualEnergy += r.residualEnergy
+                totalEnergy += r.totalEnergy
+            }
+            compact(U, rows: rmax, to: rank, rowSize: C, count: batch)
+            compact(V, rows: rmax, to: rank, rowSize: P, count: batch)
+        } else {
+            // The batch basis (design §2): estimate U on a few samples, warm-started from the
+            // last step's U, orthonormalise it, then project every sample with two GEMMs.
+            if warmU == nil { warmU = Tensor(shape: [rmax, C]) }
+            let estimate = svd.decompose(x: x.data, blocks: min(batch, SplitConvolution.basisSamples), maxRank: rmax,
+                                         tau: settings.tau, warmU: warmU!.data, ut: U.data, v: V.data, residual: R.data,
+                                         scratch: work)
+            rank = svd.orthonormalize(U.data, rows: estimate.rank)
+            warmU!.copy(from: U)
+            (residualEnergy, totalEnergy) = svd.project(x: x.data, blocks: batch, ut: U.data, rank: rank, v: V.data,
+                                                         residual: R.data)
         }
-        if !perSample { warmU!.copy(from: U) }
         lastRank = rank
         lastResidualEnergy = totalEnergy > 0 ? residualEnergy / totalEnergy : 0
-        compact(U, rows: rmax, to: rank, rowSize: C, count: bases)
-        compact(V, rows: rmax, to: rank, rowSize: P, count: batch)
 
         // 2. The residual goes to the untrusted side; the low-rank part stays here.
         executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch))
