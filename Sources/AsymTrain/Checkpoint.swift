@@ -236,9 +236,15 @@ public struct CheckpointStore {
         }
     }
 
+    /// Keeps the newest `keep` checkpoints, and removes temporary files that a killed
+    /// writer left behind.
     private func prune() {
         let all = checkpoints()
         for old in all.dropLast(keep) { try? FileManager.default.removeItem(atPath: old) }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        for name in names where name.hasPrefix(".step-") && name.contains(".tmp-") {
+            try? FileManager.default.removeItem(atPath: "\(folder)/\(name)")
+        }
     }
 
     private func writeAtomically(_ path: String, contents: String) throws {

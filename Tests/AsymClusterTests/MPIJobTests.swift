@@ -133,6 +133,33 @@ final class MPIJobTests: XCTestCase {
         XCTAssertTrue(other.output.contains("a different rank layout"), other.output)
     }
 
+    /// A trainer killed (SIGKILL) while it writes checkpoints leaves only complete files:
+    /// `latest` and every visible checkpoint load.
+    func testKillDuringCheckpointWritesLeavesLoadableCheckpoints() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let vgg = repoRoot + "/configs/vgg-cifar.yaml"
+        let overrides = ["train.checkpoint_every=1", "train.keep=3", "train.max_steps=10000", "train.threads=1",
+                         "data.batch_size=2", "data.synthetic_train=64", "data.synthetic_test=16"]
+        let job = try runJob(["env", binary, "train", "--config", vgg, "--run-dir", dir] + overrides.flatMap { ["--set", $0] },
+                             timeout: 60) { process in
+            // Let it write a few checkpoints (18 MB each), then kill it at an arbitrary moment.
+            let deadline = Date().addingTimeInterval(40)
+            while Date() < deadline && CheckpointStoreProbe.count(dir) < 3 { usleep(20_000) }
+            usleep(useconds_t(Int.random(in: 0..<150_000)))
+            kill(process.processIdentifier, SIGKILL)
+        }
+        XCTAssertNotEqual(job.status, 0)
+        let config = try Config.load(path: vgg, overrides: overrides)
+        let store = try CheckpointStore(folder: dir + "/checkpoints", keep: 3)
+        let latest = try XCTUnwrap(store.latest())
+        for path in store.checkpoints() {
+            let model = try Model(config.model)
+            XCTAssertNoThrow(try Checkpoint.load(path, model: model, config: config), path)
+        }
+        print("killed while checkpointing: \(store.checkpoints().count) complete files, latest \((latest as NSString).lastPathComponent)")
+    }
+
     /// A rank killed mid-run makes mpirun return non-zero within seconds, and nothing hangs.
     func testKilledRankEndsTheJob() throws {
         let dir = temporaryFolder()
@@ -181,6 +208,12 @@ final class MPIJobTests: XCTestCase {
                                         "--set", "cluster.trusted=2", "--set", "train.threads=1"]), timeout: 60)
         XCTAssertNotEqual(job.status, 0)
         XCTAssertTrue(job.output.contains("asym mode needs at least one untrusted rank per trusted rank"), job.output)
+    }
+}
+
+enum CheckpointStoreProbe {
+    static func count(_ dir: String) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")) ?? []).filter { $0.hasPrefix("step-") }.count
     }
 }
 

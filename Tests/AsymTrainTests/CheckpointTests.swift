@@ -43,6 +43,9 @@ final class CheckpointTests: XCTestCase {
         let other = try Trainer(config: try smokeConfig())
         try Checkpoint.load(store.latest()!, into: other)
         XCTAssertEqual(other.position.step, 4)
+        // The next save clears the leftover.
+        try store.save(other, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/.step-00000005.h5.tmp-1"))
     }
 
     func testCorruptTruncatedAndMismatchedFilesAreRejected() throws {
