@@ -15,10 +15,8 @@ func check(_ code: Int32, _ what: @autoclosure () -> String) throws {
     throw MPIError(description: "\(what()): \(String(cString: buffer))")
 }
 
-/// A pending non-blocking transfer.
-public struct Request {
-    var handle: MPI_Request?
-}
+/// A pending non-blocking transfer (MPI's own handle, so arrays of them pass to MPI as is).
+public typealias Request = MPI_Request?
 
 /// A small Swift layer over one MPI communicator: typed non-blocking point-to-point
 /// transfers, allreduce, barrier and abort. Every return code is checked.
@@ -61,49 +59,46 @@ public final class Communicator {
     }
 
     public func sendBytes(_ bytes: UnsafeRawPointer, count: Int, to peer: Int, tag: Int) throws -> Request {
-        var r = Request()
-        try check(MPI_Isend(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r.handle),
+        var r: Request = nil
+        try check(MPI_Isend(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Isend of \(count) bytes from rank \(rank) to rank \(peer)")
         return r
     }
 
     public func receiveBytes(_ bytes: UnsafeMutableRawPointer, count: Int, from peer: Int, tag: Int) throws -> Request {
-        var r = Request()
-        try check(MPI_Irecv(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r.handle),
+        var r: Request = nil
+        try check(MPI_Irecv(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Irecv of \(count) bytes on rank \(rank) from rank \(peer)")
         return r
     }
 
     public func sendFloats(_ values: UnsafePointer<Float>, count: Int, to peer: Int, tag: Int) throws -> Request {
-        var r = Request()
-        try check(MPI_Isend(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r.handle),
+        var r: Request = nil
+        try check(MPI_Isend(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Isend of \(count) floats from rank \(rank) to rank \(peer)")
         return r
     }
 
     public func receiveFloats(_ values: UnsafeMutablePointer<Float>, count: Int, from peer: Int, tag: Int) throws -> Request {
-        var r = Request()
-        try check(MPI_Irecv(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r.handle),
+        var r: Request = nil
+        try check(MPI_Irecv(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Irecv of \(count) floats on rank \(rank) from rank \(peer)")
         return r
     }
 
-    /// Waits for every request to complete.
+    /// Waits for every request to complete. The array keeps its capacity for reuse.
     public func waitAll(_ requests: inout [Request]) throws {
-        var handles = requests.map(\.handle)
-        try check(MPI_Waitall(Int32(handles.count), &handles, asym_mpi_statuses_ignore()), "MPI_Waitall on rank \(rank)")
-        requests.removeAll()
+        try check(MPI_Waitall(Int32(requests.count), &requests, asym_mpi_statuses_ignore()), "MPI_Waitall on rank \(rank)")
+        requests.removeAll(keepingCapacity: true)
     }
 
     /// Lets pending requests advance; true when all are complete (MPI_Testall).
     @discardableResult
     public func testAll(_ requests: inout [Request]) throws -> Bool {
         guard !requests.isEmpty else { return true }
-        var handles = requests.map(\.handle)
         var done: Int32 = 0
-        try check(MPI_Testall(Int32(handles.count), &handles, &done, asym_mpi_statuses_ignore()), "MPI_Testall on rank \(rank)")
-        for i in requests.indices { requests[i].handle = handles[i] }
-        if done != 0 { requests.removeAll() }
+        try check(MPI_Testall(Int32(requests.count), &requests, &done, asym_mpi_statuses_ignore()), "MPI_Testall on rank \(rank)")
+        if done != 0 { requests.removeAll(keepingCapacity: true) }
         return done != 0
     }
 

@@ -104,7 +104,7 @@ public final class TrustedSession: Collective, UntrustedExecutor {
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
                           layer: Int, batch: Int) {
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *)
-        expected = []
+        expected.removeAll(keepingCapacity: true)
         fatalOnError {
             for (s, peer) in group.enumerated() {
                 let samples = shardRange(batch, shards: group.count, index: s)

@@ -19,6 +19,8 @@ public final class UntrustedServer {
     private let header: UnsafeMutableRawPointer
     private let fused: Tensor
     private let control = Tensor(shape: [1])
+    /// Pending transfers, reused from message to message.
+    private var requests: [Request] = []
     /// The step the next message belongs to.
     public private(set) var step: Int
 
@@ -43,7 +45,7 @@ public final class UntrustedServer {
     /// Serves until the trusted rank says shutdown.
     public func run() throws {
         while true {
-            var requests = [try world.receiveBytes(header, count: WireHeader.size, from: trustedRank, tag: wireTag)]
+            requests.append(try world.receiveBytes(header, count: WireHeader.size, from: trustedRank, tag: wireTag))
             try world.waitAll(&requests)
             let h = WireHeader(decoding: header)
             guard h.magic == WireHeader.magic, h.version == WireHeader.version, let kind = MessageKind(rawValue: h.kind) else {
@@ -89,15 +91,15 @@ public final class UntrustedServer {
         let reply = WireHeader(kind: forward ? .outputShare : .inputGradient, step: step, layer: Int(h.layer), shard: shard,
                                shape: [n] + replyShape, payload: result.data, count: result.count)
         reply.encode(into: header)
-        var requests = [try world.sendBytes(header, count: WireHeader.size, to: trustedRank, tag: wireTag),
-                        try world.sendFloats(result.data, count: result.count, to: trustedRank, tag: wireTag)]
+        requests.append(try world.sendBytes(header, count: WireHeader.size, to: trustedRank, tag: wireTag))
+        requests.append(try world.sendFloats(result.data, count: result.count, to: trustedRank, tag: wireTag))
         try world.waitAll(&requests)
     }
 
     /// Receives the payload that `h` announces into `tensor` and checks its checksum.
     private func receivePayload(_ h: WireHeader, into tensor: Tensor) throws {
         let count = Int(h.count)
-        var requests = [try world.receiveFloats(tensor.data, count: count, from: trustedRank, tag: wireTag)]
+        requests.append(try world.receiveFloats(tensor.data, count: count, from: trustedRank, tag: wireTag))
         try world.waitAll(&requests)
         guard payloadChecksum(tensor.data, count: count) == h.checksum else { throw protocolError(h, "payload checksum mismatch") }
     }

@@ -21,6 +21,8 @@ public final class Model {
             throw ConfigError("model.layers: the last layer must produce class scores [classes], but it produces \(shape); end with flatten and linear")
         }
         layers = built
+        leaves = built.flatMap(\.leaves)
+        parameters = leaves.flatMap(\.parameters)
         classes = shape[0]
     }
 
@@ -77,9 +79,10 @@ public final class Model {
     }
 
     /// The layers that own parameters or state, in order (blocks expanded): checkpoint keys.
-    public var leaves: [Layer] { layers.flatMap(\.leaves) }
+    public let leaves: [Layer]
 
-    public var parameters: [Parameter] { leaves.flatMap(\.parameters) }
+    /// Every parameter in model order (kept, not rebuilt: the step reads it several times).
+    public let parameters: [Parameter]
 
     public var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
 
