@@ -67,11 +67,13 @@ public struct Plan {
 
     public var table: String {
         func m(_ x: Double) -> String { String(format: "%9.1f", x / 1e6) }
-        var lines = [String(format: "%-18@ %-12@ %-8@ %-16@ %9@ %9@ %9@ %9@ %9@", "layer", "type", "place", "rank",
-                            "T fwd", "U fwd", "T bwd", "U bwd", "MB/step"),
+        func left(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
+        func right(_ s: String) -> String { String(repeating: " ", count: max(0, 9 - s.count)) + s }
+        let columns = [left("layer", 18), left("type", 12), left("place", 8), left("rank", 16)].joined(separator: " ")
+        var lines = [columns + " " + ["T fwd", "U fwd", "T bwd", "U bwd", "MB/step"].map(right).joined(separator: " "),
                      "  (asym split, basis \(basis); MFLOP per step of \(batch) samples; T = trusted, U = untrusted)"]
         for r in rows where r.trustedForward + r.untrustedForward > 0 {
-            lines.append(String(format: "%-18@ %-12@ %-8@ %-16@ ", r.name, r.kind, r.placement, r.rank)
+            lines.append([left(r.name, 18), left(r.kind, 12), left(r.placement, 8), left(r.rank, 16)].joined(separator: " ") + " "
                          + [r.trustedForward, r.untrustedForward, r.trustedBackward, r.untrustedBackward].map(m).joined(separator: " ")
                          + String(format: " %9.2f", r.bytesCrossing / 1e6))
         }
