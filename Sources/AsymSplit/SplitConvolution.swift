@@ -52,12 +52,14 @@ public final class SplitConvolution {
     private var residual: Tensor?, ut: Tensor?, v: Tensor?, lowRankOutput: Tensor?
     private var rebuilt: Tensor?, output: Tensor?
     private var warmU: Tensor?
-    private var combined: Tensor?  // W~ per sample (or one per batch), [Cout][r][k*k]
+    private var combined: Tensor?  // W~ of one sample (or of the batch), [Cout][r][k*k]
     private var permuted: Tensor?  // W as [C][Cout][k*k]
     private var kernelGrads: Tensor?, gradProduct: Tensor?
 
     /// Samples the batch basis is estimated on (the projection then covers the whole batch).
     public static let basisSamples = 8
+    /// Per-sample kernel gradients are combined with U this many samples at a time.
+    static let kernelChunk = 8
 
     public init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor) {
         self.info = info
@@ -126,24 +128,28 @@ public final class SplitConvolution {
             conv2dForward(g, x: L.data, batch: batch, weight: weight.data, bias: nil, y: yT.data, scratch: scratch)
         } else {
             let k2 = g.kernel * g.kernel, Cout = g.outChannels
-            let Wt = Tensor.reuse(combined, shape: [bases, Cout, rank, k2]); combined = Wt
+            // One W~ buffer serves every sample: each sample's kernels are built right before
+            // its convolution (storing them all would cost batch * Cout * r * k^2 floats).
+            let Wt = Tensor.reuse(combined, shape: [Cout, rank, k2]); combined = Wt
             let Wp = Tensor.reuse(permuted, shape: [C, Cout, k2]); permuted = Wp
             swapLeadingAxes(weight.data, a: Cout, b: C, inner: k2, into: Wp.data)
-            let tmp = scratch.buffer(1, count: rank * Cout * k2)
             let low = g.with(inChannels: rank)
-            for basis in 0..<bases {
+            func combineKernels(basis: Int) {
                 // W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
+                let tmp = scratch.buffer(1, count: rank * Cout * k2)
                 BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: Wp.data, ldb: Cout * k2,
                           c: tmp, ldc: Cout * k2)
-                swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data + basis * Cout * rank * k2)
+                swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data)
             }
             if perSample {
                 for s in 0..<batch {
-                    conv2dForward(low, x: V.data + s * rank * P, batch: 1, weight: Wt.data + s * Cout * rank * k2,
-                                  bias: nil, y: yT.data + s * g.outputSize, scratch: scratch)
+                    combineKernels(basis: s)
+                    conv2dForward(low, x: V.data + s * rank * P, batch: 1, weight: Wt.data, bias: nil,
+                                  y: yT.data + s * g.outputSize, scratch: scratch)
                     executor.progress()
                 }
             } else {
+                combineKernels(basis: 0)
                 conv2dForward(low, x: V.data, batch: batch, weight: Wt.data, bias: nil, y: yT.data, scratch: scratch)
             }
         }
@@ -175,29 +181,36 @@ public final class SplitConvolution {
                                dWeight: weightGrad.data, dBias: nil, dx: nil, scratch: scratch)
             } else {
                 // G = corr(V, dY) per basis, [Cout][r][t]; dW[o][c][t] += sum_j U[c][j] G[o][j][t].
+                // Bases go in chunks: each chunk's G's and U's are stacked, Gp[(basis, j)][(o, t)]
+                // and U[(basis, j)][c], so that one GEMM sums them while memory stays bounded.
                 let bases = perSample ? batch : 1
+                let chunk = min(bases, SplitConvolution.kernelChunk)
                 let low = g.with(inChannels: rank)
-                let G = Tensor.reuse(kernelGrads, shape: [bases, Cout, rank, k2]); kernelGrads = G
-                G.zero()
-                if perSample {
-                    for s in 0..<batch {
-                        conv2dBackward(low, x: v!.data + s * rank * P, batch: 1, weight: G.data, dy: dy.data + s * g.outputSize,
-                                       dWeight: G.data + s * Cout * rank * k2, dBias: nil, dx: nil, scratch: scratch)
-                        executor.progress()
-                    }
-                } else {
-                    conv2dBackward(low, x: v!.data, batch: batch, weight: G.data, dy: dy.data,
-                                   dWeight: G.data, dBias: nil, dx: nil, scratch: scratch)
-                }
-                // Stack the bases: Gp[(basis, j)][(o, t)] and U[(basis, j)][c]; one GEMM sums them.
-                let Gp = scratch.buffer(1, count: bases * rank * Cout * k2)
-                for basis in 0..<bases {
-                    swapLeadingAxes(G.data + basis * Cout * rank * k2, a: Cout, b: rank, inner: k2,
-                                    into: Gp + basis * rank * Cout * k2)
-                }
+                let G = Tensor.reuse(kernelGrads, shape: [chunk, Cout, rank, k2]); kernelGrads = G
                 let dWp = Tensor.reuse(gradProduct, shape: [C, Cout, k2]); gradProduct = dWp
-                BLAS.gemm(transA: true, m: C, n: Cout * k2, k: bases * rank, a: ut!.data, lda: C,
-                          b: Gp, ldb: Cout * k2, c: dWp.data, ldc: Cout * k2)
+                var first = 0
+                while first < bases {
+                    let n = min(chunk, bases - first)
+                    G.zero()
+                    if perSample {
+                        for i in 0..<n {
+                            let s = first + i
+                            conv2dBackward(low, x: v!.data + s * rank * P, batch: 1, weight: G.data, dy: dy.data + s * g.outputSize,
+                                           dWeight: G.data + i * Cout * rank * k2, dBias: nil, dx: nil, scratch: scratch)
+                            executor.progress()
+                        }
+                    } else {
+                        conv2dBackward(low, x: v!.data, batch: batch, weight: G.data, dy: dy.data,
+                                       dWeight: G.data, dBias: nil, dx: nil, scratch: scratch)
+                    }
+                    let Gp = scratch.buffer(1, count: n * rank * Cout * k2)
+                    for i in 0..<n {
+                        swapLeadingAxes(G.data + i * Cout * rank * k2, a: Cout, b: rank, inner: k2, into: Gp + i * rank * Cout * k2)
+                    }
+                    BLAS.gemm(transA: true, m: C, n: Cout * k2, k: n * rank, a: ut!.data + first * rank * C, lda: C,
+                              b: Gp, ldb: Cout * k2, beta: first == 0 ? 0 : 1, c: dWp.data, ldc: Cout * k2)
+                    first += n
+                }
                 swapLeadingAxes(dWp.data, a: C, b: Cout, inner: k2, into: weightGrad.data, accumulate: true)
             }
         }
