@@ -41,7 +41,10 @@ public final class SplitConvolution {
     public let settings: SplitSettings
     let executor: UntrustedExecutor
     let svd: LightSVD
-    let scratch = Scratch()
+    /// Shared with the model's other layers (they run one at a time): im2col buffers live
+    /// once per model, not once per layer. Slots 0 and 1 belong to the conv kernels; this
+    /// class uses 2 (SVD work), 3 (kernel temporaries) and 4 (the low-rank output).
+    let scratch: Scratch
 
     /// The rank used in the last forward pass, and the residual energy ||R||^2 / ||X||^2.
     public private(set) var lastRank = 0
@@ -49,8 +52,8 @@ public final class SplitConvolution {
     /// Whether the last forward rebuilt U V instead of using combined kernels.
     public private(set) var lastRebuilt = false
 
-    private var residual: Tensor?, ut: Tensor?, v: Tensor?, lowRankOutput: Tensor?
-    private var rebuilt: Tensor?, output: Tensor?
+    private var residual: Tensor?, ut: Tensor?, v: Tensor?
+    private var rebuilt: Tensor?
     private var warmU: Tensor?
     private var combined: Tensor?  // W~ of one sample (or of the batch), [Cout][r][k*k]
     private var permuted: Tensor?  // W as [C][Cout][k*k]
@@ -61,8 +64,9 @@ public final class SplitConvolution {
     /// Per-sample kernel gradients are combined with U this many samples at a time.
     static let kernelChunk = 8
 
-    public init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor) {
+    public init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor, scratch: Scratch = Scratch()) {
         self.info = info
+        self.scratch = scratch
         self.settings = settings
         self.executor = executor
         let g = info.geometry
@@ -87,7 +91,7 @@ public final class SplitConvolution {
         let bases = perSample ? batch : 1
         let U = Tensor.reuse(ut, shape: [bases, rmax, C]); ut = U
         let V = Tensor.reuse(v, shape: [batch, rmax, g.height, g.width]); v = V
-        let work = scratch.buffer(0, count: C)
+        let work = scratch.buffer(2, count: C)
 
         // 1. The light SVD, per sample or for the whole batch.
         var rank = 0, residualEnergy = 0.0, totalEnergy = 0.0
@@ -119,13 +123,13 @@ public final class SplitConvolution {
 
         // 2. The residual goes to the untrusted side; the low-rank part stays here.
         executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch))
-        let yT = Tensor.reuse(lowRankOutput, shape: [batch, g.outChannels, g.outHeight, g.outWidth]); lowRankOutput = yT
+        let yT = scratch.buffer(4, count: batch * g.outputSize)
         lastRebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: perSample)
         if rank == 0 {
-            yT.zero()
+            yT.update(repeating: 0, count: batch * g.outputSize)
         } else if lastRebuilt {
             let L = rebuild(U, V, rank: rank, batch: batch)
-            conv2dForward(g, x: L.data, batch: batch, weight: weight.data, bias: nil, y: yT.data, scratch: scratch)
+            conv2dForward(g, x: L.data, batch: batch, weight: weight.data, bias: nil, y: yT, scratch: scratch)
         } else {
             let k2 = g.kernel * g.kernel, Cout = g.outChannels
             // One W~ buffer serves every sample: each sample's kernels are built right before
@@ -136,7 +140,7 @@ public final class SplitConvolution {
             let low = g.with(inChannels: rank)
             func combineKernels(basis: Int) {
                 // W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
-                let tmp = scratch.buffer(1, count: rank * Cout * k2)
+                let tmp = scratch.buffer(3, count: rank * Cout * k2)
                 BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: Wp.data, ldb: Cout * k2,
                           c: tmp, ldc: Cout * k2)
                 swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data)
@@ -145,19 +149,19 @@ public final class SplitConvolution {
                 for s in 0..<batch {
                     combineKernels(basis: s)
                     conv2dForward(low, x: V.data + s * rank * P, batch: 1, weight: Wt.data, bias: nil,
-                                  y: yT.data + s * g.outputSize, scratch: scratch)
+                                  y: yT + s * g.outputSize, scratch: scratch)
                     executor.progress()
                 }
             } else {
                 combineKernels(basis: 0)
-                conv2dForward(low, x: V.data, batch: batch, weight: Wt.data, bias: nil, y: yT.data, scratch: scratch)
+                conv2dForward(low, x: V.data, batch: batch, weight: Wt.data, bias: nil, y: yT, scratch: scratch)
             }
         }
 
-        // 3. Merge: Y = Y_T + Y_U (the untrusted side added the bias).
-        let yU = executor.finishForward(layer: info.layer)
-        let y = Tensor.reuse(output, shape: yT.shape); output = y
-        add(yT.data, yU.data, y.data, count: y.count)
+        // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias). The result
+        // lives in the executor's per-layer buffer until this layer's next forward pass.
+        let y = executor.finishForward(layer: info.layer)
+        accumulate(yT, into: y.data, count: y.count)
         return y
     }
 
@@ -203,7 +207,7 @@ public final class SplitConvolution {
                         conv2dBackward(low, x: v!.data, batch: batch, weight: G.data, dy: dy.data,
                                        dWeight: G.data, dBias: nil, dx: nil, scratch: scratch)
                     }
-                    let Gp = scratch.buffer(1, count: n * rank * Cout * k2)
+                    let Gp = scratch.buffer(3, count: n * rank * Cout * k2)
                     for i in 0..<n {
                         swapLeadingAxes(G.data + i * Cout * rank * k2, a: Cout, b: rank, inner: k2, into: Gp + i * rank * Cout * k2)
                     }

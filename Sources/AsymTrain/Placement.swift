@@ -70,7 +70,7 @@ extension Model {
     public func enableSplit(_ config: Config, executor: UntrustedExecutor) throws -> [Conv2dLayer] {
         try splitConvolutions(config).map { conv, info, settings in
             executor.register(info, weight: conv.weight.value, bias: conv.bias?.value)
-            conv.split = SplitConvolution(info: info, settings: settings, executor: executor)
+            conv.split = SplitConvolution(info: info, settings: settings, executor: executor, scratch: scratch)
             return conv
         }
     }
