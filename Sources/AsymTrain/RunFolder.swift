@@ -24,7 +24,7 @@ public final class RunFolder {
         events = nil
         if let rankLog {
             try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: "\(path)/\(rankLog)", contents: nil)
+            _ = FileManager.default.createFile(atPath: "\(path)/\(rankLog)", contents: nil)
             log = FileHandle(forWritingAtPath: "\(path)/\(rankLog)")
         } else {
             log = nil
@@ -42,7 +42,7 @@ public final class RunFolder {
         }
         func appendHandle(_ name: String) throws -> FileHandle {
             let file = path + "/" + name
-            if !fm.fileExists(atPath: file) { fm.createFile(atPath: file, contents: nil) }
+            if !fm.fileExists(atPath: file) { _ = fm.createFile(atPath: file, contents: nil) }
             guard let h = FileHandle(forWritingAtPath: file) else {
                 throw ConfigError("run folder \(path): cannot write \(name)")
             }
