@@ -21,9 +21,14 @@ public enum DistributedTraining {
 
     static func run(_ world: Communicator, config: Config, runDir: String?, resume: String?, role: Role?, rankLogs: Bool) throws {
         // Roles first, before any heavy work: a world that does not fit ends here.
+        // Every rank takes part in the gather, so that a launch that gave --role to some
+        // ranks only gets an error instead of ranks waiting in different collectives.
+        let codes = try world.allGather(role.map { $0 == .trusted ? 1 : 2 } ?? 0)
         let roles: [Role]
-        if let role {
-            roles = try world.allGather(role == .trusted ? 1 : 0).map { $0 == 1 ? .trusted : .untrusted }
+        if codes.contains(0) && codes.contains(where: { $0 != 0 }) {
+            throw ConfigError("--role: give it to every rank of an MPMD launch or to none (ranks \(codes.indices.filter { codes[$0] == 0 }) have no role)")
+        } else if role != nil {
+            roles = codes.map { $0 == 1 ? .trusted : .untrusted }
         } else {
             roles = try ClusterLayout.rolesByRange(size: world.size, trusted: min(config.cluster.trusted, world.size))
             if config.asym.mode != "plain" && config.cluster.trusted > world.size {
@@ -67,7 +72,7 @@ public enum DistributedTraining {
                 let notes = try Checkpoint.load(checkpoint, into: trainer)
                 session.resume(atStep: trainer.position.step)
                 try agreeOnStep(world, trainer.position.step)
-                run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try Checkpoint.layoutNote(checkpoint, worldInfo))")
+                run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try Checkpoint.layoutNote(checkpoint, worldInfo, basis: config.asym.basis))")
                 for n in notes { run.say("note: \(n)") }
             } else {
                 try agreeOnStep(world, 0)

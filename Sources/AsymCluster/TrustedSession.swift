@@ -30,7 +30,8 @@ public final class TrustedSession: Collective, UntrustedExecutor {
     private var infos: [Int: SplitLayerInfo] = [:]
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
     private var pending: [Request] = []
-    private var expected: [WireHeader] = []
+    /// The replies an exchange waits for: group member, its samples, the header it must carry.
+    private var expected: [(shard: Int, peer: Int, samples: Range<Int>, header: WireHeader)] = []
     private let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
     private var step = 0
     private var waitSeconds = 0.0
@@ -109,6 +110,7 @@ public final class TrustedSession: Collective, UntrustedExecutor {
             for (s, peer) in group.enumerated() {
                 let samples = shardRange(batch, shards: group.count, index: s)
                 let n = samples.count
+                if n == 0 { continue }  // a small (evaluation) batch leaves this member idle
                 let data = payload + samples.lowerBound * inSize
                 let header = WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + sampleShape,
                                         payload: data, count: n * inSize)
@@ -117,31 +119,29 @@ public final class TrustedSession: Collective, UntrustedExecutor {
                 pending.append(try world.receiveFloats(reply + samples.lowerBound * outSize, count: n * outSize, from: peer, tag: wireTag))
                 pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
                 pending.append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
-                expected.append(WireHeader(kind: replyKind, step: step, layer: layer, shard: s, shape: [n] + replyShape,
-                                           payload: nil, count: n * outSize))
+                expected.append((s, peer, samples, WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
+                                                              shape: [n] + replyShape, payload: nil, count: n * outSize)))
                 bytesSent += WireHeader.size + 4 * n * inSize
                 bytesReceived += WireHeader.size + 4 * n * outSize
             }
         }
         replyBase = reply
-        replyShard = outSize
-        replyBatch = batch
+        replySampleSize = outSize
     }
     private var replyBase: UnsafeMutablePointer<Float>?
-    private var replyShard = 0, replyBatch = 0
+    private var replySampleSize = 0
 
     /// Waits for the exchange and validates every reply's header and checksum.
     private func complete() {
         let t0 = DispatchTime.now().uptimeNanoseconds
         fatalOnError {
             try world.waitAll(&pending)
-            for (s, peer) in group.enumerated() {
+            for (s, peer, samples, header) in expected {
                 let got = WireHeader(decoding: receiveHeaders + s * WireHeader.size)
-                if let why = got.mismatch(expected: expected[s]) {
+                if let why = got.mismatch(expected: header) {
                     throw ProtocolError(description: "wire protocol: rank \(world.rank) (trusted) received from rank \(peer) (untrusted): \(why)")
                 }
-                let samples = shardRange(replyBatch, shards: group.count, index: s)
-                let sum = payloadChecksum(replyBase! + samples.lowerBound * replyShard, count: samples.count * replyShard)
+                let sum = payloadChecksum(replyBase! + samples.lowerBound * replySampleSize, count: samples.count * replySampleSize)
                 if sum != got.checksum {
                     throw ProtocolError(description: "wire protocol: rank \(world.rank) (trusted) received from rank \(peer) (untrusted): payload checksum mismatch for [\(got)]")
                 }
@@ -171,7 +171,8 @@ public final class TrustedSession: Collective, UntrustedExecutor {
         if step % replicaCheckInterval == 0 { try verifyReplicas(gradientComm, parameters: parameters, step: step) }
     }
 
-    /// Tells the untrusted group that training is over (also when it failed on this rank).
+    /// Tells the untrusted group that training is over. (A failure ends the job with
+    /// MPI_Abort instead, which takes the untrusted ranks down too.)
     public func shutdown() throws {
         var none: [Float] = []
         for (s, peer) in group.enumerated() { try sendControl(.shutdown, to: peer, shard: s, payload: &none) }

@@ -34,9 +34,9 @@ public struct LightSVD {
         let total = sumOfSquares(x, count: blocks * block)
         if total == 0 { return (0, 0, 0) }
         let u = scratch  // C values
-        // Cold starts take the channels in order of decreasing energy, measured once: the
-        // strongest remaining direction is usually close to one of them.
-        let starts = warmU == nil ? channelsByEnergy(blocks: blocks, x: x) : []
+        // Cold starts take the channels in order of decreasing energy, measured once (when
+        // first needed): the strongest remaining direction is usually close to one of them.
+        var starts: [Int] = []
         var energy = total
         var rank = 0
         while rank < maxRank {
@@ -45,8 +45,9 @@ public struct LightSVD {
             if let warmU, BLAS.dot(C, warmU + j * C, warmU + j * C) > 0 {
                 u.update(from: warmU + j * C, count: C)
             } else {
+                if starts.isEmpty { starts = channelsByEnergy(blocks: blocks, x: x) }
                 u.update(repeating: 0, count: C)
-                u[starts.isEmpty ? j % C : starts[j % starts.count]] = 1
+                u[starts[j % C]] = 1
             }
             // v = R^T u / (u.u); then q power steps: u = R v / (v.v), v = R^T u / (u.u).
             // Ending on v makes u v^T the least-squares rank-1 fit for the final u.

@@ -54,7 +54,9 @@ public final class SplitConvolution {
 
     private var residual: Tensor?, ut: Tensor?, v: Tensor?
     private var rebuilt: Tensor?
-    private var warmU: Tensor?
+    /// The batch basis of the last training step, which warm-starts the next one. Saved in
+    /// checkpoints so that a resumed run continues exactly.
+    public var warmBasis: Tensor?
     private var combined: Tensor?  // W~ of one sample (or of the batch), [Cout][r][k*k]
     private var permuted: Tensor?  // W as [C][Cout][k*k]
     private var kernelGrads: Tensor?, gradProduct: Tensor?
@@ -85,7 +87,8 @@ public final class SplitConvolution {
         return combined <= rebuild
     }
 
-    public func forward(_ x: Tensor, batch: Int, weight: Tensor) -> Tensor {
+    /// `training` passes update the warm-start basis; evaluation passes only read it.
+    public func forward(_ x: Tensor, batch: Int, weight: Tensor, training: Bool = true) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
         let R = Tensor.reuse(residual, shape: x.shape); residual = R
         let bases = perSample ? batch : 1
@@ -109,12 +112,15 @@ public final class SplitConvolution {
         } else {
             // The batch basis (design §2): estimate U on a few samples, warm-started from the
             // last step's U, orthonormalise it, then project every sample with two GEMMs.
-            if warmU == nil { warmU = Tensor(shape: [rmax, C]) }
             let estimate = svd.decompose(x: x.data, blocks: min(batch, SplitConvolution.basisSamples), maxRank: rmax,
-                                         tau: settings.tau, warmU: warmU!.data, ut: U.data, v: V.data, residual: R.data,
+                                         tau: settings.tau, warmU: warmBasis?.data, ut: U.data, v: V.data, residual: R.data,
                                          scratch: work)
             rank = svd.orthonormalize(U.data, rows: estimate.rank)
-            warmU!.copy(from: U)
+            if training {
+                let w = warmBasis ?? Tensor(shape: [rmax, C])
+                w.copy(from: U)
+                warmBasis = w
+            }
             (residualEnergy, totalEnergy) = svd.project(x: x.data, blocks: batch, ut: U.data, rank: rank, v: V.data,
                                                          residual: R.data)
         }

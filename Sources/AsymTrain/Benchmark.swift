@@ -60,6 +60,7 @@ public struct BenchmarkResult {
 /// Times `steps` training steps and inference batches per mode after two warm-up steps,
 /// and keeps the medians (timings on a shared machine are noisy; the median resists that).
 public func benchmark(config: Config, steps: Int) throws -> BenchmarkResult {
+    guard steps >= 1 else { throw ConfigError("--steps: time at least 1 step, got \(steps)") }
     var c = config
     c.data.dataset = "synthetic"
     c.data.syntheticTrain = c.data.batchSize * (steps + 2)

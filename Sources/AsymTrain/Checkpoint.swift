@@ -61,6 +61,12 @@ public enum Checkpoint {
         try f.writeInt64s("/state/data_epoch", shape: [], values: [Int64(t.epoch(ofStep: p.step))])
         try f.writeInt64s("/state/data_cursor", shape: [], values: [Int64(p.step % t.order.batchesPerEpoch)])
         try f.writeInt64s("/state/momentum_initialized", shape: [], values: [momentumReady ? 1 : 0])
+        // asym.basis: batch warm-starts each step's basis from the last one (rank 0's here).
+        for conv in t.splitLayers {
+            if let w = conv.split?.warmBasis {
+                try f.writeFloats("/state/warm_basis/\(conv.name)", shape: w.shape, values: UnsafeBufferPointer(w.buffer))
+            }
+        }
         try f.flush()
         try f.close()
     }
@@ -108,6 +114,9 @@ public enum Checkpoint {
         if saved.model != config.model {
             throw CheckpointError("\(path): the checkpoint's model differs from the config's model (\(modelDifference(saved.model, config.model))); resume with the config it was trained with")
         }
+        if saved.data.batchSize != config.data.batchSize {
+            throw CheckpointError("\(path): data.batch_size changed from \(saved.data.batchSize) to \(config.data.batchSize); the data position and the schedule count steps of the saved batch size, so resume with it")
+        }
         let notes = acceptedDifferences(saved, config)
         func restore(_ dataset: String, into tensor: Tensor) throws {
             let (shape, values) = try f.readFloats(dataset)
@@ -128,6 +137,12 @@ public enum Checkpoint {
                     layer.batchesTracked = try f.readInt64s("/model/\(layer.name)/num_batches_tracked").values.first
                 }
             }
+            for case let conv as Conv2dLayer in model.leaves {
+                let path = "/state/warm_basis/\(conv.name)"
+                guard let split = conv.split, try f.exists(path) else { continue }
+                let (shape, values) = try f.readFloats(path)
+                split.warmBasis = Tensor(shape: shape, values: values)
+            }
             let step = try scalar(f, "/state/step")
             let momentumReady = try scalar(f, "/state/momentum_initialized") == 1
             for p in model.parameters { p.hasMomentum = momentumReady }
@@ -146,11 +161,18 @@ public enum Checkpoint {
         }
     }
 
-    /// Whether a resumed run continues bit-exactly: only on the rank layout it was saved with.
-    public static func layoutNote(_ path: String, _ now: WorldInfo) throws -> String {
+    /// Whether a resumed run continues bit-exactly: only on the rank layout it was saved with
+    /// (and, with a batch basis on several trusted ranks, not even then: the checkpoint holds
+    /// rank 0's warm-start basis only).
+    public static func layoutNote(_ path: String, _ now: WorldInfo, basis: String) throws -> String {
         let saved = try savedWorld(path)
-        return saved == now.json ? "same rank layout: the continuation is bit-exact"
-            : "saved with \(saved), now \(now.json): a different rank layout sums in another order, so the continuation is exact only up to float rounding"
+        if saved != now.json {
+            return "saved with \(saved), now \(now.json): a different rank layout sums in another order, so the continuation is exact only up to float rounding"
+        }
+        if basis == "batch" && now.mode == "asym" && now.trusted > 1 {
+            return "same rank layout, but only rank 0's warm-start basis was saved: the split differs on the other trusted ranks (the model is still exact up to float rounding)"
+        }
+        return "same rank layout: the continuation is bit-exact"
     }
 
     static func scalar(_ f: HDF5File, _ path: String) throws -> Int64 {
@@ -181,7 +203,6 @@ public enum Checkpoint {
         note("optimizer.schedule", saved.optimizer.schedule.type, now.optimizer.schedule.type)
         note("train.epochs", saved.train.epochs, now.train.epochs)
         note("train.max_steps", saved.train.maxSteps.map(String.init) ?? "none", now.train.maxSteps.map(String.init) ?? "none")
-        note("data.batch_size", saved.data.batchSize, now.data.batchSize)
         note("seed", saved.seed, now.seed)
         note("asym.mode", saved.asym.mode, now.asym.mode)
         return notes

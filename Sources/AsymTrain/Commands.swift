@@ -25,7 +25,7 @@ public enum Commands {
             let path = resume == "auto" ? store.latest() : resume
             if let path {
                 let notes = try Checkpoint.load(path, into: trainer)
-                run.say("resumed from \(path) at step \(trainer.position.step); \(try Checkpoint.layoutNote(path, loop.world))")
+                run.say("resumed from \(path) at step \(trainer.position.step); \(try Checkpoint.layoutNote(path, loop.world, basis: config.asym.basis))")
                 for n in notes { run.say("note: \(n)") }
             } else {
                 run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0")

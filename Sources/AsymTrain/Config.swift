@@ -55,7 +55,7 @@ public struct LayerSpec: Equatable {
     public var stride = 1
     public var padding = 0
     public var bias = true
-    /// `trusted`, `untrusted` or `split`: overrides the placement rule (asym mode).
+    /// `trusted` or `split`: overrides the placement rule (asym mode).
     public var placement: String?
     /// Per-layer rank override for split convolutions.
     public var rank: Int?
@@ -207,7 +207,7 @@ extension Config {
         c.asym.basis = try a.choice("basis", c.asym.basis, ["sample", "batch"])
         if let rn = a.raw("rank") {
             if let v = rn.int {
-                c.asym.rank.policy = "fixed"; c.asym.rank.value = v
+                c.asym.rank.policy = "fixed"; c.asym.rank.value = v; c.asym.rank.max = max(c.asym.rank.max, v)
             } else {
                 var rr = try ConfigReader(rn, path: "asym.rank")
                 c.asym.rank.policy = try rr.choice("policy", c.asym.rank.policy, RankConfig.policies)
@@ -245,13 +245,13 @@ extension Config {
         try check(data.batchSize > 0, "data.batch_size: must be positive, got \(data.batchSize)")
         try check(data.syntheticTrain > 0 && data.syntheticTest > 0, "data.synthetic_train/synthetic_test: must be positive")
         try check(data.classes > 1, "data.classes: need at least 2 classes")
+        try check(model.input.count == 3 && model.input.allSatisfy { $0 > 0 },
+                  "model.input: expected [channels, height, width], got \(model.input)")
         if let m = data.normalizeMean, let s = data.normalizeStd {
             try check(m.count == s.count && (m.count == 1 || m.count == model.input[0]),
                       "data.normalize: give one mean and std, or one per input channel (\(model.input[0]))")
             try check(s.allSatisfy { $0 > 0 }, "data.normalize: every std must be positive")
         }
-        try check(model.input.count == 3 && model.input.allSatisfy { $0 > 0 },
-                  "model.input: expected [channels, height, width], got \(model.input)")
         try check(!model.layers.isEmpty, "model.layers: the model has no layers")
         try check(optimizer.lr > 0, "optimizer.lr: must be positive, got \(optimizer.lr)")
         try check(optimizer.momentum >= 0, "optimizer.momentum: must be >= 0")
@@ -305,8 +305,8 @@ extension LayerSpec {
         padding = try r.int("padding", 0)
         bias = try r.bool("bias", true)
         placement = try r.string("placement")
-        if let p = placement, !["trusted", "untrusted", "split"].contains(p) {
-            throw ConfigError("\(r.path).placement: '\(p)' is not accepted; use one of: trusted, untrusted, split")
+        if let p = placement, !["trusted", "split"].contains(p) {
+            throw ConfigError("\(r.path).placement: '\(p)' is not accepted; use one of: trusted, split (no layer runs on the untrusted side alone: it would see raw inputs)")
         }
         rank = try r.int("rank")
         try r.finish()

@@ -141,7 +141,7 @@ public final class Conv2dLayer: Layer {
 
     public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         input = x
-        if let split { return split.forward(x, batch: batch, weight: weight.value) }
+        if let split { return split.forward(x, batch: batch, weight: weight.value, training: training) }
         let y = Tensor.reuse(output, shape: batched(outputShape, batch))
         output = y
         conv2dForward(geometry, x: x.data, batch: batch, weight: weight.value.data, bias: bias?.value.data,

@@ -43,7 +43,8 @@ public protocol Collective: AnyObject {
 /// permutation of epoch s / B (B = batches per epoch), so a run can continue from any step.
 /// With several trusted ranks, each takes its contiguous shard of every global batch, and
 /// the loss is normalised by the global batch size, so the summed gradients equal those of
-/// one process over the global batch.
+/// one process over the global batch, except through batch norm, whose statistics are
+/// each rank's own (as in DDP without SyncBatchNorm).
 public final class Trainer {
     public let config: Config
     public let model: Model
@@ -177,18 +178,16 @@ public final class Trainer {
         var buffer: Tensor?
         let shards = collective?.trustedCount ?? 1, index = collective?.trustedIndex ?? 0
         let lo = split.count * index / shards, hi = split.count * (index + 1) / shards
-        var start = lo
-        while start < hi {
-            let n = min(config.data.batchSize, hi - start)
+        for batch in try evaluationBatches(count: hi - lo, batchSize: config.data.batchSize) {
+            let n = batch.count
             let x = Tensor.reuse(buffer, shape: [n] + config.model.input)
             buffer = x
-            split.gather(indices: (Int32(start)..<Int32(start + n)), images: x.data, labels: labels)
+            split.gather(indices: (batch.lowerBound + Int32(lo))..<(batch.upperBound + Int32(lo)), images: x.data, labels: labels)
             let logits = model.forward(x, batch: n, training: false)
             let r = softmaxCrossEntropy(logits: logits.data, labels: labels, batch: n, classes: model.classes,
                                         normalizer: n, dLogits: nil)
             lossSum += r.lossSum
             correct += Double(r.correct)
-            start += n
         }
         if let collective { (lossSum, correct) = try collective.sumOverTrusted([lossSum, correct]).pair }
         return Evaluation(loss: lossSum / Double(split.count), accuracy: correct / Double(split.count), samples: split.count)

@@ -203,6 +203,26 @@ final class MPIJobTests: XCTestCase {
         XCTAssertTrue(caught, job.output)
     }
 
+    /// An evaluation batch smaller than the untrusted group leaves some members idle.
+    func testSmallEvaluationBatchWithALargeGroup() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let job = try runJob(mpirun(3, ["train", "--config", smoke, "--run-dir", dir, "--set", "asym.mode=asym",
+                                        "--set", "train.threads=1", "--set", "train.max_steps=2", "--set", "data.synthetic_test=17"]))
+        XCTAssertEqual(job.status, 0, job.output)
+    }
+
+    /// An MPMD launch that gives --role to some ranks only is an error, not a hang.
+    func testRoleOnSomeRanksOnlyIsRejected() throws {
+        var command = mpirun(1, ["train", "--config", smoke, "--run-dir", temporaryFolder(), "--set", "asym.mode=asym",
+                                 "--role", "trusted", "--set", "train.threads=1"])
+        command += [":", "-np", "1", binary, "train", "--config", smoke, "--run-dir", temporaryFolder(), "--set", "asym.mode=asym",
+                    "--set", "train.threads=1"]
+        let job = try runJob(command, timeout: 60)
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertTrue(job.output.contains("--role: give it to every rank"), job.output)
+    }
+
     func testWorldThatDoesNotFitIsRejected() throws {
         let job = try runJob(mpirun(2, ["train", "--config", smoke, "--run-dir", temporaryFolder(), "--set", "asym.mode=asym",
                                         "--set", "cluster.trusted=2", "--set", "train.threads=1"]), timeout: 60)

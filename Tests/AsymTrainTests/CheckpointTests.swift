@@ -4,10 +4,16 @@ import Foundation
 import XCTest
 
 final class CheckpointTests: XCTestCase {
-    /// Train 2N steps straight, and N steps + checkpoint + resume + N steps: bit-identical.
+    /// Train 2N steps straight, and N steps + checkpoint + resume + N steps: bit-identical,
+    /// in plain mode and in asym mode with a batch basis (whose warm start is saved).
     func testInterruptedAndResumedEqualsUninterrupted() throws {
+        try checkResume([])
+        try checkResume(["asym.mode=asym", "asym.basis=batch"])
+    }
+
+    func checkResume(_ mode: [String]) throws {
         setThreads(1)
-        let c = try smokeConfig(["train.max_steps=24", "train.epochs=2", "optimizer.schedule=cosine"])
+        let c = try smokeConfig(["train.max_steps=24", "train.epochs=2", "optimizer.schedule=cosine"] + mode)
         let straight = try Trainer(config: c)
         for _ in 0..<24 { try straight.step() }
 
@@ -78,6 +84,10 @@ final class CheckpointTests: XCTestCase {
         let other = try Trainer(config: try smokeConfig(["model.layers.0.out=6"]))
         let shape = errorMessage { try Checkpoint.load(path, into: other) }
         XCTAssertTrue(shape.contains("model differs"), shape)
+
+        // A changed batch size cannot continue the data position.
+        let batch = errorMessage { try Checkpoint.load(path, into: try Trainer(config: try smokeConfig(["data.batch_size=32"]))) }
+        XCTAssertTrue(batch.contains("data.batch_size changed from 16 to 32"), batch)
 
         // A changed learning rate is accepted and noted.
         let notes = try Checkpoint.load(path, into: try Trainer(config: try smokeConfig(["optimizer.lr=0.01"])))

@@ -31,6 +31,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(choice.contains("plain, tee-only, asym"), choice)
         let index = errorMessage { _ = try smokeConfig(["model.layers.99.out=3"]) }
         XCTAssertTrue(index.contains("not an index"), index)
+        let placement = errorMessage { _ = try smokeConfig(["model.layers.2.placement=untrusted"]) }
+        XCTAssertTrue(placement.contains("use one of: trusted, split"), placement)
+        XCTAssertEqual(try smokeConfig(["asym.rank=64"]).asym.rank.max, 64)
         let syntax = errorMessage { _ = try smokeConfig(["optimizer.lr"]) }
         XCTAssertTrue(syntax.contains("key.path=value"), syntax)
     }
