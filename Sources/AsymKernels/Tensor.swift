@@ -61,12 +61,6 @@ public final class Tensor: @unchecked Sendable {
         data.update(from: other.data, count: count)
     }
 
-    public func copy() -> Tensor {
-        let t = Tensor(shape: shape)
-        t.copy(from: self)
-        return t
-    }
-
     public subscript(i: Int) -> Float {
         get { data[i] }
         set { data[i] = newValue }

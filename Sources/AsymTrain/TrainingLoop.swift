@@ -27,6 +27,7 @@ public struct TrainingLoop {
                 "\(String(format: "%.1f", Double(trainer.model.forwardFlops) / 1e6)) MFLOP/sample forward; " +
                 "\(trainer.data.train.count) train / \(trainer.data.test.count) test samples; " +
                 "\(perEpoch) steps/epoch, \(total) steps")
+        run.say(trainer.model.summary)
         let started = Date(), startStep = trainer.position.step
         let bar = ProgressBar(total: total, enabled: run.echo && ProgressBar.onTerminal)
         var window = Window(), epochWindow = Window()
