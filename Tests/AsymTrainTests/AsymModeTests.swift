@@ -37,6 +37,36 @@ final class AsymModeTests: XCTestCase {
         }
     }
 
+    /// A residual network (batch norm, a stride-2 block with a projection shortcut, whose
+    /// 3x3 and 1x1 convolutions are all split) trains the same model in asym mode as plain.
+    func testResidualBlocksSplitExactly() throws {
+        setThreads(1)
+        var c = try smokeConfig(["train.epochs=2"])
+        c.model.layers = [
+            LayerSpec(name: "conv1", type: "conv", out: 6, kernel: 3, padding: 1),
+            LayerSpec(name: "bn1", type: "batchnorm"),
+            LayerSpec(name: "relu", type: "relu"),
+            LayerSpec(name: "block1", type: "basic_block", out: 6, stride: 1),
+            LayerSpec(name: "block2", type: "basic_block", out: 10, stride: 2),
+            LayerSpec(name: "pool", type: "global_avgpool"),
+            LayerSpec(name: "flat", type: "flatten"),
+            LayerSpec(name: "fc", type: "linear", out: 4),
+        ]
+        let plain = try Trainer(config: c)
+        for _ in 0..<10 { try plain.step() }
+        for basis in ["sample", "batch"] {
+            var a = c
+            a.asym.mode = "asym"
+            a.asym.basis = basis
+            let t = try Trainer(config: a)
+            XCTAssertEqual(t.splitLayers.map(\.name), ["block1.conv1", "block1.conv2", "block2.conv1", "block2.conv2", "block2.shortcut.conv"])
+            for _ in 0..<10 { try t.step() }
+            let diff = relative(modelValues(t), modelValues(plain))
+            print("resnet blocks, basis \(basis): max relative difference to plain after 10 steps \(diff)")
+            XCTAssertLessThan(diff, 1e-4)
+        }
+    }
+
     /// The placement rule: the first conv trusted, other convs split, the rest trusted;
     /// per-layer overrides win.
     func testPlacementRuleAndOverrides() throws {
