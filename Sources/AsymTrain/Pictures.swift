@@ -54,7 +54,8 @@ public enum Pictures {
 
     /// For the first `samples` test samples: the input and, for the first `layers` split
     /// layers, the strongest channel of the feature map X, of its low-rank part L (trusted)
-    /// and of its residual R (sent to the untrusted side), with ||R||^2 / ||X||^2.
+    /// and of its residual R (sent to the untrusted side), all three on X's gray scale, with
+    /// ||R||^2 / ||X||^2 of the whole map.
     @discardableResult
     public static func privacy(config: Config, checkpoint: String, out: String, samples: Int = 4, layers: Int = 2) throws -> String {
         var c = config
@@ -79,7 +80,7 @@ public enum Pictures {
             let top = 30 + s * (tile + label + pad)
             // The input's first channel.
             let plane = Array(UnsafeBufferPointer(start: x.data + s * input.reduce(1, *), count: input[1] * input[2]))
-            image.blit(scaled(plane, input[2], input[1], tile), x: pad, y: top + label)
+            image.blit(tileImage(plane, input[2], input[1], tile, range: extent(plane)), x: pad, y: top + label)
             image.drawText("input", x: pad, y: top, color: .black)
             for (l, conv) in splits.enumerated() {
                 let g = conv.geometry, P = g.height * g.width
@@ -91,10 +92,12 @@ public enum Pictures {
                 }!
                 let ratio = energy(res, 0, res.count) / max(energy(full, 0, full.count), 1e-30)
                 let parts = [("\(conv.name) X", full), ("L", low), (String(format: "R %.3f", ratio), res)]
+                // One gray scale for X, L and R of a channel, so that R looks as faint as it is.
+                let range = extent(Array(full[(strongest * P)..<((strongest + 1) * P)]))
                 for (k, (name, values)) in parts.enumerated() {
                     let left = pad + (1 + 3 * l + k) * (tile + pad)
                     let channel = Array(values[(strongest * P)..<((strongest + 1) * P)])
-                    image.blit(scaled(channel, g.width, g.height, tile), x: left, y: top + label)
+                    image.blit(tileImage(channel, g.width, g.height, tile, range: range), x: left, y: top + label)
                     image.drawText(name, x: left, y: top, color: .black)
                 }
             }
@@ -111,8 +114,24 @@ public enum Pictures {
         return s
     }
 
-    /// A grayscale tile of about `size` pixels for a width x height plane.
-    static func scaled(_ values: [Float], _ width: Int, _ height: Int, _ size: Int) -> RGBImage {
-        RGBImage.grayscale(values: values, width: width, height: height, scale: max(1, size / max(width, height)))
+    static func extent(_ values: [Float]) -> ClosedRange<Float> {
+        let lo = values.min() ?? 0, hi = values.max() ?? 0
+        return lo...max(hi, lo + 1e-12)
+    }
+
+    /// A grayscale tile of about `size` pixels for a width x height plane, mapping `range`
+    /// to black..white (values outside are clipped).
+    static func tileImage(_ values: [Float], _ width: Int, _ height: Int, _ size: Int, range: ClosedRange<Float>) -> RGBImage {
+        let scale = max(1, size / max(width, height))
+        var image = RGBImage(width: width * scale, height: height * scale)
+        for y in 0..<height {
+            for x in 0..<width {
+                let t = (min(max(values[y * width + x], range.lowerBound), range.upperBound) - range.lowerBound)
+                    / (range.upperBound - range.lowerBound)
+                let v = UInt8((255 * t).rounded())
+                image.fillRect(x: x * scale, y: y * scale, width: scale, height: scale, color: RGBColor(v, v, v))
+            }
+        }
+        return image
     }
 }
