@@ -61,3 +61,25 @@ public func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
     }
     return s
 }
+
+/// y += x, returning the sum of squares of the new y (in double, per 8-lane partial sums).
+public func addAndSumSquares(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) -> Double {
+    var total = 0.0
+    var i = 0
+    while i < count {
+        let n = min(4096, count - i)
+        var lanes = SIMD8<Float>(repeating: 0)
+        var tail: Float = 0
+        simd8(i..<(i + n), vector: { j in
+            let v = load8(y, j) + load8(x, j)
+            store8(v, y, j)
+            lanes += v * v
+        }, scalar: { j in
+            y[j] += x[j]
+            tail += y[j] * y[j]
+        })
+        total += Double(lanes.sum() + tail)
+        i += n
+    }
+    return total
+}

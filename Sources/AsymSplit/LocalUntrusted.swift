@@ -18,8 +18,9 @@ public final class UntrustedWorker {
     }
     private var slots: [Int: Slot] = [:]
     private let scratch = Scratch()
-    /// Seconds spent computing since the last `takeComputeSeconds()`.
+    /// Seconds spent computing since the last `takeComputeSeconds()`, and in all.
     private var seconds = 0.0
+    public private(set) var totalSeconds = 0.0
 
     public init() {}
 
@@ -41,7 +42,7 @@ public final class UntrustedWorker {
         s.output = y
         s.residual = residual
         slots[layer] = s
-        seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        count(since: t0)
         return y
     }
 
@@ -55,8 +56,14 @@ public final class UntrustedWorker {
                        dWeight: s.gradShare.data, dBias: nil, dx: dx.data, scratch: scratch)
         s.inputGrad = dx
         slots[layer] = s
-        seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        count(since: t0)
         return dx
+    }
+
+    private func count(since t0: UInt64) {
+        let t = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        seconds += t
+        totalSeconds += t
     }
 
     public func takeComputeSeconds() -> Double {

@@ -1,5 +1,6 @@
 import AsymData
 import AsymKernels
+import AsymSplit
 import Foundation
 
 public func median(_ xs: [Double]) -> Double {
@@ -13,6 +14,8 @@ public struct ModeTiming {
     public var trainStepSeconds: Double, inferBatchSeconds: Double
     /// The part of a step (or of an inference batch) that the trusted side computed.
     public var trustedTrainSeconds: Double, trustedInferSeconds: Double
+    /// Trusted time per layer over the timed training steps (`--profile`).
+    public var profile: String?
 }
 
 /// `asymml bench`: throughput of the plain model, and the trusted side's compute per step
@@ -42,7 +45,7 @@ public struct BenchmarkResult {
                    1000 * asym.trustedTrainSeconds, 1000 * asym.trustedInferSeconds, plan.basis),
             String(format: "  trusted-time speed-up over tee-only: training %.1fx of a %.1fx bound (%.0f%%), inference %.1fx of %.1fx (%.0f%%)",
                    trainingSpeedup, tb, 100 * trainingSpeedup / tb, inferenceSpeedup, ib, 100 * inferenceSpeedup / ib),
-        ].joined(separator: "\n")
+        ].joined(separator: "\n") + [teeOnly.profile, asym.profile].compactMap { $0.map { "\n" + $0 } }.joined()
     }
 
     public var json: String {
@@ -59,7 +62,7 @@ public struct BenchmarkResult {
 
 /// Times `steps` training steps and inference batches per mode after two warm-up steps,
 /// and keeps the medians (timings on a shared machine are noisy; the median resists that).
-public func benchmark(config: Config, steps: Int) throws -> BenchmarkResult {
+public func benchmark(config: Config, steps: Int, profile: Bool = false) throws -> BenchmarkResult {
     guard steps >= 1 else { throw ConfigError("--steps: time at least 1 step, got \(steps)") }
     var c = config
     c.data.dataset = "synthetic"
@@ -74,6 +77,11 @@ public func benchmark(config: Config, steps: Int) throws -> BenchmarkResult {
         let trainer = try Trainer(config: m, data: data)
         var step: [Double] = [], trusted: [Double] = []
         for i in 0..<(steps + 2) {
+            if profile && i == 2 && mode != "plain" {
+                let local = trainer.untrusted as? LocalUntrusted
+                trainer.model.profile = LayerProfile(layers: trainer.model.layers.count,
+                                                     untrustedClock: { local?.worker.totalSeconds ?? 0 })
+            }
             try trainer.step()
             if i >= 2 {
                 step.append(trainer.lastStepSeconds)
@@ -84,6 +92,8 @@ public func benchmark(config: Config, steps: Int) throws -> BenchmarkResult {
         let labels = UnsafeMutablePointer<Int32>.allocate(capacity: c.data.batchSize)
         defer { labels.deallocate() }
         data.test.gather(indices: Int32(0)..<Int32(c.data.batchSize), images: x.data, labels: labels)
+        let table = trainer.model.profile.map { "\(mode), " + $0.table(trainer.model) }
+        trainer.model.profile = nil
         var infer: [Double] = [], inferTrusted: [Double] = []
         _ = trainer.untrusted?.takeComputeSeconds()
         for i in 0..<(steps + 2) {
@@ -94,7 +104,7 @@ public func benchmark(config: Config, steps: Int) throws -> BenchmarkResult {
             if i >= 2 { infer.append(total); inferTrusted.append(total - untrusted) }
         }
         return ModeTiming(mode: mode, trainStepSeconds: median(step), inferBatchSeconds: median(infer),
-                          trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted))
+                          trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted), profile: table)
     }
     return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time("plain"),
                            teeOnly: try time("tee-only"), asym: try time("asym"), plan: try Plan(c))

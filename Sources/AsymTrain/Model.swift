@@ -95,9 +95,16 @@ public final class Model {
         for l in layers { l.initialize(&initializer) }
     }
 
+    /// When set, forward and backward add each layer's trusted seconds to it.
+    public var profile: LayerProfile?
+
     public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         var h = x
-        for l in layers { h = l.forward(h, batch: batch, training: training) }
+        for (i, l) in layers.enumerated() {
+            let mark = profile?.start()
+            h = l.forward(h, batch: batch, training: training)
+            if let mark { profile!.stop(mark, layer: i, backward: false) }
+        }
         return h
     }
 
@@ -105,7 +112,10 @@ public final class Model {
     public func backward(_ dLogits: Tensor, batch: Int) {
         var d = dLogits
         for (i, l) in layers.enumerated().reversed() {
-            guard let next = l.backward(d, batch: batch, needInputGradient: i > 0) else { break }
+            let mark = profile?.start()
+            let next = l.backward(d, batch: batch, needInputGradient: i > 0)
+            if let mark { profile!.stop(mark, layer: i, backward: true) }
+            guard let next else { break }
             d = next
         }
     }

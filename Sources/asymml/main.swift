@@ -70,6 +70,8 @@ struct Bench: ParsableCommand {
     @OptionGroup var options: ConfigOptions
     @Option(help: "Timed steps (after two warm-up steps).")
     var steps = 20
+    @Flag(help: "Also print the trusted time of every layer (tee-only and asym).")
+    var profile = false
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -77,7 +79,7 @@ struct Bench: ParsableCommand {
         do {
             let config = try options.load()
             Commands.configureThreads(config)
-            let r = try benchmark(config: config, steps: steps)
+            let r = try benchmark(config: config, steps: steps, profile: profile)
             print(json ? r.json : r.text)
         } catch { fail(error) }
     }
