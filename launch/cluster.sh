@@ -9,6 +9,8 @@
 # ACCEL_HOSTFILE; every rank is told its role with --role. asymml must be installed at the
 # same path on every node (ASYMML_BIN, default: this checkout's release build), and the run
 # folder must be on a file system that all trusted nodes share (checkpoints, resume).
+# MPIRUN_FLAGS adds mpirun options (e.g. "--oversubscribe" to try both hostfiles on one
+# machine, or "--mca btl_tcp_if_include eth0").
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 [ $# -ge 3 ] && [ "$3" = "--" ] || {
@@ -19,7 +21,7 @@ slots() { awk '!/^#/ && NF { n = 1; for (i = 2; i <= NF; i++) if ($i ~ /^slots=/
 trusted=$(slots "$tee_hosts"); untrusted=$(slots "$accel_hosts")
 [ "$trusted" -ge 1 ] || { echo "launch/cluster.sh: $tee_hosts lists no slots" >&2; exit 1; }
 bin="${ASYMML_BIN:-$here/.build/release/asymml}"
-mpiflags=()
+read -r -a mpiflags <<< "${MPIRUN_FLAGS:-}"
 [ "$(id -u)" = 0 ] && mpiflags+=(--allow-run-as-root)
 exec mpirun "${mpiflags[@]}" \
   -np "$trusted" --hostfile "$tee_hosts" "$bin" "$@" --role trusted --set "cluster.trusted=$trusted" : \

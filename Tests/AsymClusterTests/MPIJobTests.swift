@@ -223,6 +223,23 @@ final class MPIJobTests: XCTestCase {
         XCTAssertTrue(job.output.contains("--role: give it to every rank"), job.output)
     }
 
+    /// The launch scripts run real jobs: local.sh by rank ranges, cluster.sh in MPMD form
+    /// from two hostfiles (both naming this machine here).
+    func testLaunchScripts() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let train = ["train", "--config", smoke, "--set", "asym.mode=asym", "--set", "train.max_steps=4"]
+        let local = try runJob([repoRoot + "/launch/local.sh", "-t", "1", "-u", "2", "--"] + train + ["--run-dir", dir + "/local"])
+        XCTAssertEqual(local.status, 0, local.output)
+        XCTAssertTrue(local.output.contains("1 trusted + 2 untrusted ranks, mode asym"), local.output)
+        try "localhost slots=1\n".write(toFile: dir + "/tee.hosts", atomically: true, encoding: .utf8)
+        try "localhost slots=2\n".write(toFile: dir + "/gpu.hosts", atomically: true, encoding: .utf8)
+        let cluster = try runJob(["MPIRUN_FLAGS=--oversubscribe", repoRoot + "/launch/cluster.sh", dir + "/tee.hosts", dir + "/gpu.hosts", "--"]
+                                 + train + ["--set", "train.threads=1", "--run-dir", dir + "/cluster"])
+        XCTAssertEqual(cluster.status, 0, cluster.output)
+        XCTAssertTrue(cluster.output.contains("1 trusted + 2 untrusted ranks, mode asym"), cluster.output)
+    }
+
     func testWorldThatDoesNotFitIsRejected() throws {
         let job = try runJob(mpirun(2, ["train", "--config", smoke, "--run-dir", temporaryFolder(), "--set", "asym.mode=asym",
                                         "--set", "cluster.trusted=2", "--set", "train.threads=1"]), timeout: 60)
