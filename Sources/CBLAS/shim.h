@@ -1,6 +1,3 @@
-// OpenBLAS: CBLAS plus the few LAPACK routines the project uses.
+// OpenBLAS: CBLAS. (No LAPACK routine is needed yet: the light SVD is power iteration on
+// BLAS calls; declare LAPACK routines here, Fortran style, when one is.)
 #include <cblas.h>
-
-// LAPACK (Fortran calling convention, shipped inside libopenblas).
-void ssyevd_(const char *jobz, const char *uplo, const int *n, float *a, const int *lda,
-             float *w, float *work, const int *lwork, int *iwork, const int *liwork, int *info);
