@@ -30,10 +30,9 @@ public enum DistributedTraining {
         } else if role != nil {
             roles = codes.map { $0 == 1 ? .trusted : .untrusted }
         } else {
-            roles = try ClusterLayout.rolesByRange(size: world.size, trusted: min(config.cluster.trusted, world.size))
-            if config.asym.mode != "plain" && config.cluster.trusted > world.size {
-                throw ConfigError("cluster.trusted: \(config.cluster.trusted) trusted ranks do not fit a world of \(world.size); start more ranks or lower cluster.trusted")
-            }
+            // Plain mode makes every rank a worker, so cluster.trusted does not apply there.
+            let trusted = config.asym.mode == "plain" ? world.size : config.cluster.trusted
+            roles = try ClusterLayout.rolesByRange(size: world.size, trusted: trusted)
         }
         let layout = try ClusterLayout(roles: roles, mode: config.asym.mode)
         let isTrusted = layout.trusted.contains(world.rank)
@@ -112,9 +111,8 @@ public enum DistributedTraining {
 
     /// Every rank must start from the same step.
     static func agreeOnStep(_ world: Communicator, _ step: Int) throws {
-        let hi = try world.max([Double(step), -Double(step)])
-        guard hi[0] == -hi[1] else {
-            throw ProtocolError(description: "ranks disagree on the step to resume from (\(Int(-hi[1]))...\(Int(hi[0]))); is the run folder shared by all ranks?")
+        guard try world.allAgree([Double(step)]) else {
+            throw ProtocolError(description: "ranks disagree on the step to resume from (rank \(world.rank) has \(step)); is the run folder shared by all ranks?")
         }
     }
 

@@ -121,6 +121,13 @@ public final class Communicator {
         return out
     }
 
+    /// Whether every rank passed the same values (their maxima equal minus the maxima of
+    /// their negations).
+    public func allAgree(_ values: [Double]) throws -> Bool {
+        let hi = try max(values), lo = try max(values.map { -$0 })
+        return zip(hi, lo).allSatisfy { $0 == -$1 }
+    }
+
     /// Every rank's value, in rank order.
     public func allGather(_ value: Int32) throws -> [Int32] {
         var mine = value

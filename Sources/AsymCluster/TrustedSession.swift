@@ -198,10 +198,8 @@ public final class TrustedSession: Collective, UntrustedExecutor {
 func verifyReplicas(_ comm: Communicator, parameters: [Parameter], step: Int) throws {
     var sum: UInt64 = 0
     for p in parameters { sum = sum &* 31 &+ payloadChecksum(p.value.data, count: p.value.count) }
-    // Compare through doubles of the two 32-bit halves: max and min must agree everywhere.
-    let halves = [Double(sum >> 32), Double(sum & 0xFFFF_FFFF)]
-    let hi = try comm.max(halves), lo = try comm.max(halves.map { -$0 })
-    if hi[0] != -lo[0] || hi[1] != -lo[1] {
+    // Compared as doubles of the two 32-bit halves, which doubles hold exactly.
+    if try !comm.allAgree([Double(sum >> 32), Double(sum & 0xFFFF_FFFF)]) {
         throw ProtocolError(description: "replicas diverged at step \(step): parameter checksums differ across ranks (rank \(comm.rank) has \(String(sum, radix: 16)))")
     }
 }

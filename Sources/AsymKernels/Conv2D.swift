@@ -203,12 +203,7 @@ public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: In
             dyChunk = UnsafePointer(dOut)
         }
         if let dBias {
-            for o in 0..<g.outChannels {
-                var s: Float = 0
-                let row = dyChunk + o * ld
-                for p in 0..<ld { s += row[p] }
-                dBias[o] += s
-            }
+            accumulateChannelSums(dy + b0 * g.outputSize, batch: nb, channels: g.outChannels, positions: P, into: dBias)
         }
         if let dWeight {
             im2col(g, x: x + b0 * g.inputSize, samples: nb, col: col)

@@ -48,6 +48,20 @@ public func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<F
     }
 }
 
+/// sums[c] += the sum of channel c of NCHW `y` [batch, channels, positions]: the bias
+/// gradient of a convolution from its output gradient.
+public func accumulateChannelSums(_ y: UnsafePointer<Float>, batch: Int, channels: Int, positions: Int,
+                                  into sums: UnsafeMutablePointer<Float>) {
+    for s in 0..<batch {
+        for c in 0..<channels {
+            let row = y + (s * channels + c) * positions
+            var sum: Float = 0
+            for p in 0..<positions { sum += row[p] }
+            sums[c] += sum
+        }
+    }
+}
+
 /// Sum of squares, accumulated in double so that large maps do not lose precision.
 public func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
     var s: Double = 0

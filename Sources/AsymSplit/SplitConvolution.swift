@@ -176,14 +176,7 @@ public final class SplitConvolution {
         let rank = lastRank
         executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch))
         if let biasGrad {
-            for s in 0..<batch {
-                for o in 0..<Cout {
-                    let row = dy.data + (s * Cout + o) * g.outPositions
-                    var sum: Float = 0
-                    for p in 0..<g.outPositions { sum += row[p] }
-                    biasGrad[o] += sum
-                }
-            }
+            accumulateChannelSums(dy.data, batch: batch, channels: Cout, positions: g.outPositions, into: biasGrad.data)
         }
         if rank > 0 {
             if lastRebuilt {

@@ -7,8 +7,10 @@ public final class LayerProfile {
     public private(set) var forward: [Double]
     public private(set) var backward: [Double]
     /// Other trusted work per step: data loading, the loss, zeroing and the SGD update.
-    public var other = 0.0
+    public private(set) var other = 0.0
     public private(set) var steps = 0
+    /// Layer seconds up to the end of the last step.
+    private var layerSecondsBefore = 0.0
     /// Cumulative seconds the untrusted side has computed (0 when there is none).
     let untrustedClock: () -> Double
 
@@ -26,7 +28,13 @@ public final class LayerProfile {
         if isBackward { backward[layer] += trusted } else { forward[layer] += trusted }
     }
 
-    public func countStep() { steps += 1 }
+    /// Closes a training step of `trustedSeconds`: what the layers did not account for is "other".
+    public func endStep(trustedSeconds: Double) {
+        let layers = forward.reduce(0, +) + backward.reduce(0, +)
+        other += trustedSeconds - (layers - layerSecondsBefore)
+        layerSecondsBefore = layers
+        steps += 1
+    }
 
     /// A table in ms per step, largest first.
     public func table(_ model: Model) -> String {

@@ -113,7 +113,6 @@ public final class Trainer {
     public func epoch(ofStep step: Int) -> Int { step / order.batchesPerEpoch }
 
     private var cachedPermutation: (epoch: Int, perm: [Int32])?
-    private var profiledBefore = 0.0
 
     /// Loads this replica's shard of the global batch of step `step` into the input buffers.
     func loadBatch(step: Int) {
@@ -146,12 +145,7 @@ public final class Trainer {
         optimizer.apply(learningRate: lr, to: model.parameters)
         lastStepSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         try collective?.stepApplied(step: position.step, parameters: model.parameters)
-        if let profile = model.profile {
-            profile.other += lastStepSeconds - lastUntrustedSeconds
-                - (profile.forward.reduce(0, +) + profile.backward.reduce(0, +) - profiledBefore)
-            profiledBefore = profile.forward.reduce(0, +) + profile.backward.reduce(0, +)
-            profile.countStep()
-        }
+        model.profile?.endStep(trustedSeconds: lastStepSeconds - lastUntrustedSeconds)
         position.step += 1
         position.samplesSeen += Int64(batch)
         if let collective {
