@@ -29,7 +29,7 @@ build: deps
 
 # The default job: 1 trusted + 1 untrusted rank in asym mode on this machine.
 train: build
-	launch/local.sh -t 1 -u 1 -- train --config $(CONFIG) --set asym.mode=asym
+	launch/local.sh -t 1 -u 1 -- train --config $(CONFIG)
 
 # The numeric tests are built with optimisation so the suite stays fast.
 test: deps

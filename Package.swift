@@ -3,7 +3,8 @@
 import PackageDescription
 
 // Hot loops are plain pointer arithmetic; bounds checks there cost 2-3x, and every kernel is
-// tested against a reference loop, so the kernel module builds unchecked.
+// tested against a reference loop, so the kernel and split modules build unchecked. Every
+// other module keeps Swift's checks (preconditions, bounds, overflow) in release builds too.
 let fastMath: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
@@ -28,19 +29,22 @@ let package = Package(
         // The asymmetric split: light SVD, split convolutions, the untrusted executor API.
         .target(name: "AsymSplit", dependencies: ["AsymKernels"], swiftSettings: fastMath),
         // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
-        .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"], swiftSettings: fastMath),
+        .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"]),
         // A small Swift wrapper over the HDF5 C library.
         .target(name: "AsymHDF5", dependencies: ["CHDF5", "CZlib"]),
-        // Config, layers, models, optimizer, schedules, checkpoints, the training loop.
-        .target(name: "AsymTrain", dependencies: ["AsymKernels", "AsymSplit", "AsymData", "AsymHDF5", "AsymViz", "Yams"],
-                swiftSettings: fastMath),
+        // The model: config (YAML), layers, models, placement, the optimizer and schedules.
+        .target(name: "AsymModel", dependencies: ["AsymKernels", "AsymSplit", "Yams"]),
+        // Training: the trainer, the training loop, data sources, checkpoints, the run folder.
+        .target(name: "AsymTrain", dependencies: ["AsymModel", "AsymKernels", "AsymSplit", "AsymData", "AsymHDF5", "AsymViz"]),
+        // Tools around training: plan (costs), bench (timings) and pictures (plots, privacy).
+        .target(name: "AsymTools", dependencies: ["AsymModel", "AsymTrain", "AsymKernels", "AsymSplit", "AsymData", "AsymViz"]),
         // Pictures and TensorBoard: PNG writing, line charts, scalar event files.
         .target(name: "AsymViz", dependencies: ["CZlib"]),
         // The MPI runtime: roles, the wire protocol, remote untrusted execution, reduction.
-        .target(name: "AsymCluster", dependencies: ["CMPI", "AsymTrain", "AsymSplit", "AsymKernels"]),
+        .target(name: "AsymCluster", dependencies: ["CMPI", "AsymModel", "AsymTrain", "AsymSplit", "AsymKernels"]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
-            "AsymTrain", "AsymCluster",
+            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -48,10 +52,10 @@ let package = Package(
         .testTarget(name: "AsymSplitTests", dependencies: ["AsymSplit"]),
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
-        .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain", "AsymViz"]),
+        .testTarget(name: "AsymTrainTests", dependencies: ["AsymModel", "AsymTrain", "AsymTools", "AsymViz"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
-        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymTrain", "AsymHDF5"]),
+        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymModel", "AsymTrain", "AsymHDF5"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,25 +1,45 @@
+import AsymModel
 import AsymKernels
 import AsymTrain
 import Foundation
 
+/// How `asymml train` was asked to run, beyond the config.
+package struct TrainOptions {
+    /// The run folder (default runs/<name>).
+    package var runDir: String?
+    /// `auto` or a checkpoint path.
+    package var resume: String?
+    /// This process's role in an MPMD launch (nil: by rank, `cluster.trusted`).
+    package var role: Role?
+    /// Ranks other than 0 log to rank-N.log.
+    package var rankLogs = false
+    /// The resolved config and other details on the console too.
+    package var verbose = false
+
+    package init(runDir: String? = nil, resume: String? = nil, role: Role? = nil, rankLogs: Bool = false, verbose: Bool = false) {
+        self.runDir = runDir; self.resume = resume; self.role = role; self.rankLogs = rankLogs; self.verbose = verbose
+    }
+}
+
 /// `asymml train` under mpirun: roles, data-parallel trusted ranks, untrusted servers.
-public enum DistributedTraining {
+package enum DistributedTraining {
     /// Runs this rank's part of the job. Any error on any rank ends the whole job.
-    public static func train(config: Config, runDir: String?, resume: String?, role: Role?, rankLogs: Bool) {
+    package static func train(config: Config, options: TrainOptions) {
         let world: Communicator
         do { world = try Communicator.world() } catch {
             FileHandle.standardError.write("asymml: error: cannot start MPI: \(error)\n".data(using: .utf8)!)
             exit(1)
         }
         do {
-            try run(world, config: config, runDir: runDir, resume: resume, role: role, rankLogs: rankLogs)
+            try run(world, config: config, options: options)
         } catch {
             failJob(world, "\(error)")
         }
         Communicator.finalize()
     }
 
-    static func run(_ world: Communicator, config: Config, runDir: String?, resume: String?, role: Role?, rankLogs: Bool) throws {
+    static func run(_ world: Communicator, config: Config, options: TrainOptions) throws {
+        let role = options.role, resume = options.resume
         // Roles first, before any heavy work: a world that does not fit ends here.
         // Every rank takes part in the gather, so that a launch that gave --role to some
         // ranks only gets an error instead of ranks waiting in different collectives.
@@ -31,18 +51,18 @@ public enum DistributedTraining {
             roles = codes.map { $0 == 1 ? .trusted : .untrusted }
         } else {
             // Plain mode makes every rank a worker, so cluster.trusted does not apply there.
-            let trusted = config.asym.mode == "plain" ? world.size : config.cluster.trusted
+            let trusted = config.asym.mode == .plain ? world.size : config.cluster.trusted
             roles = try ClusterLayout.rolesByRange(size: world.size, trusted: trusted)
         }
         let layout = try ClusterLayout(roles: roles, mode: config.asym.mode)
         let isTrusted = layout.trusted.contains(world.rank)
         let trustedComm = try world.split(color: isTrusted ? 0 : 1)
-        let gradientComm = config.asym.mode == "asym" ? world : trustedComm
+        let gradientComm = config.asym.mode == .asym ? world : trustedComm
         let T = layout.trusted.count
         guard config.data.batchSize % T == 0 else {
             throw ConfigError("data.batch_size: \(config.data.batchSize) does not divide among \(T) trusted ranks")
         }
-        if config.asym.mode == "asym" {
+        if config.asym.mode == .asym {
             let widest = (0..<T).map { layout.group(ofTrusted: $0).count }.max()!
             guard config.data.batchSize / T >= widest else {
                 throw ConfigError("data.batch_size: \(config.data.batchSize / T) samples per trusted rank cannot be split among \(widest) untrusted ranks")
@@ -50,14 +70,15 @@ public enum DistributedTraining {
         }
         configureThreads(config)
 
-        let folder = runDir ?? "runs/\(config.name)"
+        let folder = options.runDir ?? "runs/\(config.name)"
         let worldInfo = WorldInfo(trusted: T, untrusted: layout.untrusted.count, mode: config.asym.mode)
         let run = world.rank == 0 ? try RunFolder(path: folder)
-            : try RunFolder(readOnly: folder, rankLog: rankLogs ? "rank-\(world.rank).log" : nil)
+            : try RunFolder(readOnly: folder, rankLog: options.rankLogs ? "rank-\(world.rank).log" : nil)
         try run.writeConfig(config)
         try world.barrier()  // the folder exists before any rank looks for checkpoints in it
-        run.say("asymml train: \(config.name) on \(layout.summary), run folder \(folder), \(kernelThreads) threads per rank")
-        run.say("resolved config:\n" + config.yaml)
+        run.verbose = options.verbose
+        run.say("asymml train: \(config.name) on \(layout.summary), \(kernelThreads) threads per rank; config \(folder)/config.yaml")
+        run.detail("resolved config:\n" + config.yaml)
         let checkpoint = try resume.flatMap { r -> String? in
             r == "auto" ? try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep).latest() : r
         }
@@ -66,7 +87,7 @@ public enum DistributedTraining {
         if isTrusted {
             let session = TrustedSession(world: world, trustedComm: trustedComm, gradientComm: gradientComm, layout: layout)
             let trainer = try Trainer(config: config, collective: session,
-                                      executor: config.asym.mode == "asym" ? session : nil)
+                                      executor: config.asym.mode == .asym ? session : nil)
             if let checkpoint {
                 let notes = try Checkpoint.load(checkpoint, into: trainer)
                 session.resume(atStep: trainer.position.step)
@@ -88,7 +109,7 @@ public enum DistributedTraining {
             var start = 0
             if let checkpoint { start = try Checkpoint.load(checkpoint, model: model, config: config).0.step }
             try agreeOnStep(world, start)
-            if config.asym.mode == "asym" {
+            if config.asym.mode == .asym {
                 try UntrustedServer(world: world, gradientComm: gradientComm, layout: layout, model: model, config: config,
                                     startStep: start).run()
             } else {

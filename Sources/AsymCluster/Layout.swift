@@ -1,21 +1,21 @@
-import AsymTrain
+import AsymModel
 
 /// A rank's part in the job.
-public enum Role: String {
+package enum Role: String {
     case trusted, untrusted
 }
 
-/// Which world ranks are trusted and which untrusted, and who serves whom (design §4).
-public struct ClusterLayout: Equatable {
-    public let trusted: [Int]
-    public let untrusted: [Int]
-    public let mode: String
+/// Which world ranks are trusted and which untrusted, and who serves whom (docs/DESIGN.md §4).
+package struct ClusterLayout: Equatable {
+    package let trusted: [Int]
+    package let untrusted: [Int]
+    package let mode: Mode
 
     /// Roles by rank range (`cluster.trusted`) or, when any rank was given `--role`, from
     /// every rank's own role (MPMD launches). Plain mode makes every rank a worker.
-    public init(roles: [Role], mode: String) throws {
+    package init(roles: [Role], mode: Mode) throws {
         let world = roles.count
-        if mode == "plain" {
+        if mode == .plain {
             trusted = Array(0..<world)
             untrusted = []
         } else {
@@ -29,13 +29,13 @@ public struct ClusterLayout: Equatable {
         guard trusted[0] == 0 else {
             throw ConfigError("cluster: rank 0 must be trusted (it writes checkpoints and logs); launch the trusted ranks first")
         }
-        if mode == "asym" && untrusted.count < trusted.count {
+        if mode == .asym && untrusted.count < trusted.count {
             throw ConfigError("cluster: asym mode needs at least one untrusted rank per trusted rank, but the world of \(world) has \(trusted.count) trusted and \(untrusted.count) untrusted; start more ranks or lower cluster.trusted")
         }
     }
 
     /// Roles of a world of `size` ranks when they are assigned by rank range.
-    public static func rolesByRange(size: Int, trusted: Int) throws -> [Role] {
+    package static func rolesByRange(size: Int, trusted: Int) throws -> [Role] {
         guard trusted <= size else {
             throw ConfigError("cluster.trusted: \(trusted) trusted ranks do not fit a world of \(size); start more ranks or lower cluster.trusted")
         }
@@ -44,19 +44,19 @@ public struct ClusterLayout: Equatable {
 
     /// The untrusted world ranks serving trusted rank number `index`, in order: untrusted
     /// rank u serves trusted rank u mod T.
-    public func group(ofTrusted index: Int) -> [Int] {
+    package func group(ofTrusted index: Int) -> [Int] {
         untrusted.enumerated().filter { $0.offset % trusted.count == index }.map(\.element)
     }
 
     /// For an untrusted world rank: the trusted world rank it serves and its shard number.
-    public func server(ofUntrusted rank: Int) -> (trusted: Int, shard: Int) {
+    package func server(ofUntrusted rank: Int) -> (trusted: Int, shard: Int) {
         let u = untrusted.firstIndex(of: rank)!
         let t = u % trusted.count
         return (trusted[t], group(ofTrusted: t).firstIndex(of: rank)!)
     }
 
-    public var summary: String {
-        "\(trusted.count) trusted + \(untrusted.count) untrusted ranks, mode \(mode)"
+    package var summary: String {
+        "\(trusted.count) trusted + \(untrusted.count) untrusted ranks, mode \(mode.rawValue)"
     }
 }
 

@@ -2,8 +2,8 @@ import CMPI
 import Foundation
 
 /// An MPI call that failed, with the library's own message.
-public struct MPIError: Error, CustomStringConvertible {
-    public let description: String
+package struct MPIError: Error, CustomStringConvertible {
+    package let description: String
 }
 
 @inline(__always)
@@ -16,14 +16,14 @@ func check(_ code: Int32, _ what: @autoclosure () -> String) throws {
 }
 
 /// A pending non-blocking transfer (MPI's own handle, so arrays of them pass to MPI as is).
-public typealias Request = MPI_Request?
+package typealias Request = MPI_Request?
 
 /// A small Swift layer over one MPI communicator: typed non-blocking point-to-point
 /// transfers, allreduce, barrier and abort. Every return code is checked.
-public final class Communicator {
-    public let handle: MPI_Comm
-    public let rank: Int
-    public let size: Int
+package final class Communicator {
+    package let handle: MPI_Comm
+    package let rank: Int
+    package let size: Int
 
     init(_ handle: MPI_Comm) throws {
         self.handle = handle
@@ -36,7 +36,7 @@ public final class Communicator {
 
     /// Initialises MPI (once per process) and returns the world communicator. Errors are
     /// returned, not fatal, so that every failure reaches our own message and abort.
-    public static func world() throws -> Communicator {
+    package static func world() throws -> Communicator {
         var initialized: Int32 = 0
         try check(MPI_Initialized(&initialized), "MPI_Initialized")
         if initialized == 0 { try check(MPI_Init(nil, nil), "MPI_Init") }
@@ -46,40 +46,40 @@ public final class Communicator {
     }
 
     /// Whether this process was started by mpirun (Open MPI sets these for every rank).
-    public static var launchedByMPI: Bool {
+    package static var launchedByMPI: Bool {
         ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil
             || ProcessInfo.processInfo.environment["PMIX_RANK"] != nil
     }
 
     /// The sub-communicator of the ranks that pass the same `color`.
-    public func split(color: Int) throws -> Communicator {
+    package func split(color: Int) throws -> Communicator {
         var sub: MPI_Comm?
         try check(MPI_Comm_split(handle, Int32(color), Int32(rank), &sub), "MPI_Comm_split")
         return try Communicator(sub!)
     }
 
-    public func sendBytes(_ bytes: UnsafeRawPointer, count: Int, to peer: Int, tag: Int) throws -> Request {
+    package func sendBytes(_ bytes: UnsafeRawPointer, count: Int, to peer: Int, tag: Int) throws -> Request {
         var r: Request = nil
         try check(MPI_Isend(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Isend of \(count) bytes from rank \(rank) to rank \(peer)")
         return r
     }
 
-    public func receiveBytes(_ bytes: UnsafeMutableRawPointer, count: Int, from peer: Int, tag: Int) throws -> Request {
+    package func receiveBytes(_ bytes: UnsafeMutableRawPointer, count: Int, from peer: Int, tag: Int) throws -> Request {
         var r: Request = nil
         try check(MPI_Irecv(bytes, Int32(count), asym_mpi_byte(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Irecv of \(count) bytes on rank \(rank) from rank \(peer)")
         return r
     }
 
-    public func sendFloats(_ values: UnsafePointer<Float>, count: Int, to peer: Int, tag: Int) throws -> Request {
+    package func sendFloats(_ values: UnsafePointer<Float>, count: Int, to peer: Int, tag: Int) throws -> Request {
         var r: Request = nil
         try check(MPI_Isend(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Isend of \(count) floats from rank \(rank) to rank \(peer)")
         return r
     }
 
-    public func receiveFloats(_ values: UnsafeMutablePointer<Float>, count: Int, from peer: Int, tag: Int) throws -> Request {
+    package func receiveFloats(_ values: UnsafeMutablePointer<Float>, count: Int, from peer: Int, tag: Int) throws -> Request {
         var r: Request = nil
         try check(MPI_Irecv(values, Int32(count), asym_mpi_float(), Int32(peer), Int32(tag), handle, &r),
                   "MPI_Irecv of \(count) floats on rank \(rank) from rank \(peer)")
@@ -87,14 +87,14 @@ public final class Communicator {
     }
 
     /// Waits for every request to complete. The array keeps its capacity for reuse.
-    public func waitAll(_ requests: inout [Request]) throws {
+    package func waitAll(_ requests: inout [Request]) throws {
         try check(MPI_Waitall(Int32(requests.count), &requests, asym_mpi_statuses_ignore()), "MPI_Waitall on rank \(rank)")
         requests.removeAll(keepingCapacity: true)
     }
 
     /// Lets pending requests advance; true when all are complete (MPI_Testall).
     @discardableResult
-    public func testAll(_ requests: inout [Request]) throws -> Bool {
+    package func testAll(_ requests: inout [Request]) throws -> Bool {
         guard !requests.isEmpty else { return true }
         var done: Int32 = 0
         try check(MPI_Testall(Int32(requests.count), &requests, &done, asym_mpi_statuses_ignore()), "MPI_Testall on rank \(rank)")
@@ -102,19 +102,19 @@ public final class Communicator {
         return done != 0
     }
 
-    public func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+    package func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
         try check(MPI_Allreduce(asym_mpi_in_place(), values, Int32(count), asym_mpi_float(), asym_mpi_sum(), handle),
                   "MPI_Allreduce of \(count) floats on rank \(rank)")
     }
 
-    public func sum(_ values: [Double]) throws -> [Double] {
+    package func sum(_ values: [Double]) throws -> [Double] {
         var out = values
         try check(MPI_Allreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_sum(), handle),
                   "MPI_Allreduce of \(values.count) doubles on rank \(rank)")
         return out
     }
 
-    public func max(_ values: [Double]) throws -> [Double] {
+    package func max(_ values: [Double]) throws -> [Double] {
         var out = values
         try check(MPI_Allreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_max(), handle),
                   "MPI_Allreduce (max) on rank \(rank)")
@@ -123,26 +123,26 @@ public final class Communicator {
 
     /// Whether every rank passed the same values (their maxima equal minus the maxima of
     /// their negations).
-    public func allAgree(_ values: [Double]) throws -> Bool {
+    package func allAgree(_ values: [Double]) throws -> Bool {
         let hi = try max(values), lo = try max(values.map { -$0 })
         return zip(hi, lo).allSatisfy { $0 == -$1 }
     }
 
     /// Every rank's value, in rank order.
-    public func allGather(_ value: Int32) throws -> [Int32] {
+    package func allGather(_ value: Int32) throws -> [Int32] {
         var mine = value
         var all = [Int32](repeating: 0, count: size)
         try check(MPI_Allgather(&mine, 1, asym_mpi_int32(), &all, 1, asym_mpi_int32(), handle), "MPI_Allgather on rank \(rank)")
         return all
     }
 
-    public func barrier() throws { try check(MPI_Barrier(handle), "MPI_Barrier on rank \(rank)") }
+    package func barrier() throws { try check(MPI_Barrier(handle), "MPI_Barrier on rank \(rank)") }
 
     /// Ends the whole job (every rank) with `code`.
-    public func abort(_ code: Int32) -> Never {
+    package func abort(_ code: Int32) -> Never {
         MPI_Abort(handle, code)
         exit(code)
     }
 
-    public static func finalize() { MPI_Finalize() }
+    package static func finalize() { MPI_Finalize() }
 }

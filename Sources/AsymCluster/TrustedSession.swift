@@ -1,3 +1,4 @@
+import AsymModel
 import AsymKernels
 import AsymSplit
 import AsymTrain
@@ -9,23 +10,23 @@ let wireTag = 17
 let replicaCheckInterval = 50
 
 /// Raised when a message breaks the protocol: the job must end (the caller aborts).
-public struct ProtocolError: Error, CustomStringConvertible {
-    public let description: String
+package struct ProtocolError: Error, CustomStringConvertible {
+    package let description: String
 }
 
 /// A trusted rank's view of the cluster: the untrusted executor over MPI (residuals out,
 /// output shares back, in shards across its untrusted group) and the collective operations
 /// of data-parallel training.
-public final class TrustedSession: Collective, UntrustedExecutor {
+package final class TrustedSession: Collective, UntrustedExecutor {
     let world: Communicator
     let trustedComm: Communicator
     /// The ranks that hold gradients: everyone in asym mode, the trusted ranks otherwise.
     let gradientComm: Communicator
-    public let layout: ClusterLayout
-    public let trustedIndex: Int
-    public var trustedCount: Int { layout.trusted.count }
+    package let layout: ClusterLayout
+    package let trustedIndex: Int
+    package var trustedCount: Int { layout.trusted.count }
     /// The untrusted world ranks this rank sends shards to.
-    public let group: [Int]
+    package let group: [Int]
 
     private var infos: [Int: SplitLayerInfo] = [:]
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
@@ -36,15 +37,15 @@ public final class TrustedSession: Collective, UntrustedExecutor {
     private var step = 0
     private var waitSeconds = 0.0
     /// Bytes sent to and received from the untrusted group so far.
-    public private(set) var bytesSent = 0, bytesReceived = 0
+    package private(set) var bytesSent = 0, bytesReceived = 0
 
-    public init(world: Communicator, trustedComm: Communicator, gradientComm: Communicator, layout: ClusterLayout) {
+    package init(world: Communicator, trustedComm: Communicator, gradientComm: Communicator, layout: ClusterLayout) {
         self.world = world
         self.trustedComm = trustedComm
         self.gradientComm = gradientComm
         self.layout = layout
         trustedIndex = layout.trusted.firstIndex(of: world.rank)!
-        group = layout.mode == "plain" ? [] : layout.group(ofTrusted: trustedIndex)
+        group = layout.mode == .plain ? [] : layout.group(ofTrusted: trustedIndex)
         sendHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
         receiveHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
     }
@@ -55,13 +56,13 @@ public final class TrustedSession: Collective, UntrustedExecutor {
     }
 
     /// Continues the protocol's step count from a checkpoint.
-    public func resume(atStep step: Int) { self.step = step }
+    package func resume(atStep step: Int) { self.step = step }
 
     // MARK: UntrustedExecutor
 
-    public func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { infos[info.layer] = info }
+    package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { infos[info.layer] = info }
 
-    public func startForward(_ r: Residual) {
+    package func startForward(_ r: Residual) {
         let g = infos[r.layer]!.geometry
         let y = Tensor.reuse(outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
         outputs[r.layer] = y
@@ -69,12 +70,12 @@ public final class TrustedSession: Collective, UntrustedExecutor {
                  receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, batch: r.batch)
     }
 
-    public func finishForward(layer: Int) -> Tensor {
+    package func finishForward(layer: Int) -> Tensor {
         complete()
         return outputs[layer]!
     }
 
-    public func startBackward(_ d: OutputGradient) {
+    package func startBackward(_ d: OutputGradient) {
         let g = infos[d.layer]!.geometry
         let dx = Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
         inputGrads[d.layer] = dx
@@ -82,19 +83,19 @@ public final class TrustedSession: Collective, UntrustedExecutor {
                  receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], layer: d.layer, batch: d.batch)
     }
 
-    public func finishBackward(layer: Int) -> Tensor {
+    package func finishBackward(layer: Int) -> Tensor {
         complete()
         return inputGrads[layer]!
     }
 
-    public func progress() {
+    package func progress() {
         guard !pending.isEmpty else { return }
         fatalOnError { try world.testAll(&pending) }
     }
 
     /// Seconds this rank waited for its untrusted group since the last call: the part of the
     /// step that the untrusted side's compute and the transfers did not overlap.
-    public func takeComputeSeconds() -> Double {
+    package func takeComputeSeconds() -> Double {
         defer { waitSeconds = 0 }
         return waitSeconds
     }
@@ -152,28 +153,28 @@ public final class TrustedSession: Collective, UntrustedExecutor {
 
     // MARK: Collective
 
-    public func gradientsReady(step: Int, learningRate: Double) throws {
-        guard layout.mode == "asym" else { return }
+    package func gradientsReady(step: Int, learningRate: Double) throws {
+        guard layout.mode == .asym else { return }
         var lr = [Float(learningRate)]
         for (s, peer) in group.enumerated() {
             try sendControl(.stepEnd, to: peer, shard: s, payload: &lr)
         }
     }
 
-    public func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+    package func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
         try gradientComm.sumInPlace(values, count: count)
     }
 
-    public func sumOverTrusted(_ values: [Double]) throws -> [Double] { try trustedComm.sum(values) }
+    package func sumOverTrusted(_ values: [Double]) throws -> [Double] { try trustedComm.sum(values) }
 
-    public func stepApplied(step finished: Int, parameters: [Parameter]) throws {
+    package func stepApplied(step finished: Int, parameters: [Parameter]) throws {
         step = finished + 1
         if step % replicaCheckInterval == 0 { try verifyReplicas(gradientComm, parameters: parameters, step: step) }
     }
 
     /// Tells the untrusted group that training is over. (A failure ends the job with
     /// MPI_Abort instead, which takes the untrusted ranks down too.)
-    public func shutdown() throws {
+    package func shutdown() throws {
         var none: [Float] = []
         for (s, peer) in group.enumerated() { try sendControl(.shutdown, to: peer, shard: s, payload: &none) }
     }
@@ -194,7 +195,7 @@ public final class TrustedSession: Collective, UntrustedExecutor {
     }
 }
 
-/// Checks that every replica holds bit-identical parameters (design §4).
+/// Checks that every replica holds bit-identical parameters (docs/DESIGN.md §4).
 func verifyReplicas(_ comm: Communicator, parameters: [Parameter], step: Int) throws {
     var sum: UInt64 = 0
     for p in parameters { sum = sum &* 31 &+ payloadChecksum(p.value.data, count: p.value.count) }

@@ -1,3 +1,4 @@
+import AsymModel
 import AsymKernels
 import AsymSplit
 import AsymTrain
@@ -6,7 +7,7 @@ import AsymTrain
 /// convolutions of its shard of every split layer, and joins the gradient reduction and
 /// the optimizer step at the end of each training step. It never loads data and holds
 /// nothing but the replicated weights, the residuals and the output gradients it receives.
-public final class UntrustedServer {
+package final class UntrustedServer {
     let world: Communicator
     let gradientComm: Communicator
     let model: Model
@@ -22,9 +23,9 @@ public final class UntrustedServer {
     /// Pending transfers, reused from message to message.
     private var requests: [Request] = []
     /// The step the next message belongs to.
-    public private(set) var step: Int
+    package private(set) var step: Int
 
-    public init(world: Communicator, gradientComm: Communicator, layout: ClusterLayout, model: Model, config: Config,
+    package init(world: Communicator, gradientComm: Communicator, layout: ClusterLayout, model: Model, config: Config,
                 startStep: Int) throws {
         self.world = world
         self.gradientComm = gradientComm
@@ -43,7 +44,7 @@ public final class UntrustedServer {
     deinit { header.deallocate() }
 
     /// Serves until the trusted rank says shutdown.
-    public func run() throws {
+    package func run() throws {
         while true {
             requests.append(try world.receiveBytes(header, count: WireHeader.size, from: trustedRank, tag: wireTag))
             try world.waitAll(&requests)

@@ -1,9 +1,9 @@
 import AsymKernels
 
 /// What a message carries.
-public enum MessageKind: UInt32, CustomStringConvertible {
+package enum MessageKind: UInt32, CustomStringConvertible {
     case residual = 1, outputShare, outputGradient, inputGradient, stepEnd, shutdown
-    public var description: String {
+    package var description: String {
         switch self {
         case .residual: return "residual"
         case .outputShare: return "output share"
@@ -15,25 +15,25 @@ public enum MessageKind: UInt32, CustomStringConvertible {
     }
 }
 
-/// The header in front of every message between a trusted and an untrusted rank (design §4):
+/// The header in front of every message between a trusted and an untrusted rank (docs/DESIGN.md §4):
 /// magic, protocol version, kind, step, layer, shard, shape, element count and a checksum
 /// of the payload. 64 bytes, little-endian.
-public struct WireHeader: Equatable, CustomStringConvertible {
-    public static let magic: UInt32 = 0x4C4D_5341  // "ASML" read as little-endian bytes
-    public static let version: UInt32 = 1
-    public static let size = 64
+package struct WireHeader: Equatable, CustomStringConvertible {
+    package static let magic: UInt32 = 0x4C4D_5341  // "ASML" read as little-endian bytes
+    package static let version: UInt32 = 1
+    package static let size = 64
 
-    public var magic = WireHeader.magic
-    public var version = WireHeader.version
-    public var kind: UInt32
-    public var layer: Int32
-    public var shard: Int32
-    public var shape: [Int32]  // 4 values, unused ones 1
-    public var step: Int64
-    public var count: Int64
-    public var checksum: UInt64
+    package var magic = WireHeader.magic
+    package var version = WireHeader.version
+    package var kind: UInt32
+    package var layer: Int32
+    package var shard: Int32
+    package var shape: [Int32]  // 4 values, unused ones 1
+    package var step: Int64
+    package var count: Int64
+    package var checksum: UInt64
 
-    public init(kind: MessageKind, step: Int, layer: Int, shard: Int, shape: [Int], payload: UnsafePointer<Float>?, count: Int) {
+    package init(kind: MessageKind, step: Int, layer: Int, shard: Int, shape: [Int], payload: UnsafePointer<Float>?, count: Int) {
         self.kind = kind.rawValue
         self.step = Int64(step)
         self.layer = Int32(layer)
@@ -43,7 +43,7 @@ public struct WireHeader: Equatable, CustomStringConvertible {
         checksum = payload.map { payloadChecksum($0, count: count) } ?? 0
     }
 
-    public func encode(into bytes: UnsafeMutableRawPointer) {
+    package func encode(into bytes: UnsafeMutableRawPointer) {
         bytes.initializeMemory(as: UInt8.self, repeating: 0, count: WireHeader.size)
         var o = 0
         func put<T>(_ v: T) { bytes.storeBytes(of: v, toByteOffset: o, as: T.self); o += MemoryLayout<T>.size }
@@ -52,7 +52,7 @@ public struct WireHeader: Equatable, CustomStringConvertible {
         put(step); put(count); put(checksum)
     }
 
-    public init(decoding bytes: UnsafeRawPointer) {
+    package init(decoding bytes: UnsafeRawPointer) {
         var o = 0
         func get<T>(_: T.Type) -> T { defer { o += MemoryLayout<T>.size }; return bytes.loadUnaligned(fromByteOffset: o, as: T.self) }
         magic = get(UInt32.self); version = get(UInt32.self); kind = get(UInt32.self)
@@ -61,14 +61,14 @@ public struct WireHeader: Equatable, CustomStringConvertible {
         step = get(Int64.self); count = get(Int64.self); checksum = get(UInt64.self)
     }
 
-    public var description: String {
+    package var description: String {
         let k = MessageKind(rawValue: kind).map(\.description) ?? "unknown kind \(kind)"
         return "\(k), step \(step), layer \(layer), shard \(shard), shape \(shape), \(count) values"
     }
 
     /// Why `self` (received) is not `expected`, or nil when it is; the payload is checked
     /// separately (`checksum`).
-    public func mismatch(expected e: WireHeader) -> String? {
+    package func mismatch(expected e: WireHeader) -> String? {
         if magic != WireHeader.magic { return String(format: "bad magic 0x%08x (not an asymml message)", magic) }
         if version != WireHeader.version { return "protocol version \(version), expected \(WireHeader.version)" }
         if kind != e.kind || step != e.step || layer != e.layer || shard != e.shard || shape != e.shape || count != e.count {
@@ -81,7 +81,7 @@ public struct WireHeader: Equatable, CustomStringConvertible {
 /// A Fletcher-style checksum over the payload's 32-bit words, in eight interleaved lanes so
 /// that it vectorises: one cheap pass (it runs on both sides of every transfer), and unlike
 /// a plain sum it sees a swap of two values.
-public func payloadChecksum(_ values: UnsafePointer<Float>, count: Int) -> UInt64 {
+package func payloadChecksum(_ values: UnsafePointer<Float>, count: Int) -> UInt64 {
     var a = SIMD8<UInt32>(repeating: 0), b = SIMD8<UInt32>(repeating: 0)
     let raw = UnsafeRawPointer(values)
     var i = 0

@@ -12,7 +12,7 @@ import Darwin
 /// the red, green and blue 32x32 planes in turn, which is already NCHW. Images come out as
 /// count x 3 x 32 x 32, normalised by `normalization` (nil: pixel / 255). Throws `DataError`
 /// for a missing file, a size that is not a whole number of records, or a label above 9.
-public func loadCIFAR10(directory: String, split: Split, normalization: Normalization?) throws -> Dataset {
+package func loadCIFAR10(directory: String, split: Split, normalization: Normalization?) throws -> Dataset {
     let (channels, side, classes) = (3, 32, 10)
     let plane = side * side
     let recordSize = 1 + channels * plane

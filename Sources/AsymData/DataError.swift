@@ -2,7 +2,7 @@
 ///
 /// Every description names the file (or the data set) and says what is wrong and, where it
 /// helps, what to do, so the message alone is enough to fix the problem.
-public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
+package enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The file does not exist; `advice` says where to get it.
     case missingFile(path: String, advice: String)
     /// The file exists but could not be opened or decompressed.
@@ -22,7 +22,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
     /// A size or count given by the caller (batch size, synthetic shape, ...) is unusable.
     case invalidArgument(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .missingFile(path, advice):
             return "\(path): no such file; \(advice)"

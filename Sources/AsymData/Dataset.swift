@@ -1,5 +1,5 @@
 /// Which half of a data set to load: the training images or the held-out test images.
-public enum Split: String, Sendable, CaseIterable {
+package enum Split: String, Sendable, CaseIterable {
     case train
     case test
 }
@@ -9,27 +9,27 @@ public enum Split: String, Sendable, CaseIterable {
 /// Images are float32 in NCHW order (sample, channel, row, column) and already normalised,
 /// so a training step only copies a batch out with `gather` and never converts pixels.
 /// Every set this trainer uses (Fashion-MNIST: 188 MB as floats, CIFAR-10: 614 MB) fits in memory.
-public struct Dataset: Sendable {
+package struct Dataset: Sendable {
     /// A short name for logs, e.g. "fashion-mnist/train".
-    public let name: String
+    package let name: String
     /// Number of samples.
-    public let count: Int
-    public let channels: Int
-    public let height: Int
-    public let width: Int
+    package let count: Int
+    package let channels: Int
+    package let height: Int
+    package let width: Int
     /// Number of classes; every label is in 0..<classes.
-    public let classes: Int
+    package let classes: Int
     /// count * channels * height * width normalised pixels, NCHW.
-    public let images: [Float]
+    package let images: [Float]
     /// count class indices.
-    public let labels: [Int32]
+    package let labels: [Int32]
 
     /// Floats per sample: channels * height * width.
-    public var sampleSize: Int { channels * height * width }
+    package var sampleSize: Int { channels * height * width }
 
     /// Wraps images and labels that are already normalised and in NCHW order; `count` is
     /// `labels.count`. The loaders below validate their files; this checks only the shapes.
-    public init(name: String, channels: Int, height: Int, width: Int, classes: Int,
+    package init(name: String, channels: Int, height: Int, width: Int, classes: Int,
                 images: [Float], labels: [Int32]) {
         // fatalError, not precondition: this module builds with -Ounchecked, which drops preconditions.
         guard channels > 0, height > 0, width > 0, classes > 0,
@@ -52,7 +52,7 @@ public struct Dataset: Sendable {
     ///
     /// Called every training step, so it allocates nothing. Ranges (`0..<64`), arrays and the
     /// slices `EpochOrder.batch` returns all work as `indices`.
-    public func gather(indices: some Collection<Int32>,
+    package func gather(indices: some Collection<Int32>,
                        images batchImages: UnsafeMutablePointer<Float>,
                        labels batchLabels: UnsafeMutablePointer<Int32>) {
         let n = sampleSize
@@ -78,19 +78,19 @@ public struct Dataset: Sendable {
 /// `mean` and `std` hold either one value, used for every channel, or one value per channel.
 /// Loaders check them against the data's channel count and throw `DataError.invalidNormalization`
 /// when a count is wrong or a std is not positive. Passing `nil` to a loader means pixel / 255.
-public struct Normalization: Sendable, Equatable {
-    public var mean: [Float]
-    public var std: [Float]
+package struct Normalization: Sendable, Equatable {
+    package var mean: [Float]
+    package var std: [Float]
 
-    public init(mean: [Float], std: [Float]) {
+    package init(mean: [Float], std: [Float]) {
         self.mean = mean
         self.std = std
     }
 
     /// Mean and std of the Fashion-MNIST training pixels (after / 255).
-    public static let fashionMNIST = Normalization(mean: [0.2860], std: [0.3530])
+    package static let fashionMNIST = Normalization(mean: [0.2860], std: [0.3530])
     /// Per-channel (R, G, B) mean and std of the CIFAR-10 training pixels (after / 255).
-    public static let cifar10 = Normalization(mean: [0.4914, 0.4822, 0.4465], std: [0.2470, 0.2435, 0.2616])
+    package static let cifar10 = Normalization(mean: [0.4914, 0.4822, 0.4465], std: [0.2470, 0.2435, 0.2616])
 }
 
 /// The float for every possible byte, per channel: table[c * 256 + p] = (p / 255 - mean[c]) / std[c].

@@ -7,18 +7,18 @@ import AsymKernels
 /// resumed from a checkpoint recomputes the exact order from its (epoch, batch index) alone.
 /// Every batch is full: the last `count % batchSize` samples of each (shuffled) epoch are
 /// skipped, so all steps see the same global batch size.
-public struct EpochOrder: Sendable, Equatable {
+package struct EpochOrder: Sendable, Equatable {
     /// Number of samples in the data set.
-    public let count: Int
+    package let count: Int
     /// Samples per (global) batch.
-    public let batchSize: Int
-    public let seed: UInt64
+    package let batchSize: Int
+    package let seed: UInt64
     /// false: every epoch visits 0, 1, 2, … in order (useful for debugging and tests).
-    public let shuffle: Bool
+    package let shuffle: Bool
 
     /// Throws `DataError.invalidArgument` if `batchSize` is not positive or larger than `count`
     /// (no full batch would fit, so an epoch would have no steps).
-    public init(count: Int, batchSize: Int, seed: UInt64, shuffle: Bool) throws {
+    package init(count: Int, batchSize: Int, seed: UInt64, shuffle: Bool) throws {
         guard batchSize > 0 else {
             throw DataError.invalidArgument("batch size must be positive, got \(batchSize)")
         }
@@ -34,11 +34,11 @@ public struct EpochOrder: Sendable, Equatable {
     }
 
     /// Full batches per epoch: count / batchSize.
-    public var batchesPerEpoch: Int { count / batchSize }
+    package var batchesPerEpoch: Int { count / batchSize }
 
     /// The visiting order of epoch `epoch`: a permutation of 0..<count, the identity when
     /// `shuffle` is false. Compute it once per epoch and slice batches out with `batch`.
-    public func permutation(epoch: Int) -> [Int32] {
+    package func permutation(epoch: Int) -> [Int32] {
         guard shuffle else { return (0..<Int32(count)).map { $0 } }
         // A stream of its own per epoch, tagged so it cannot coincide with streams that other
         // parts of the trainer derive from the same seed.
@@ -48,7 +48,7 @@ public struct EpochOrder: Sendable, Equatable {
     }
 
     /// The sample indices of batch `index` (0..<batchesPerEpoch) of an epoch's permutation.
-    public func batch(_ permutation: [Int32], index: Int) -> ArraySlice<Int32> {
+    package func batch(_ permutation: [Int32], index: Int) -> ArraySlice<Int32> {
         if index < 0 || index >= batchesPerEpoch {
             fatalError("batch index \(index) out of range 0..<\(batchesPerEpoch)")
         }
@@ -59,7 +59,7 @@ public struct EpochOrder: Sendable, Equatable {
 /// Batches for evaluation, which must see every sample once: consecutive ranges of `batchSize`
 /// indices covering 0..<count, the last one smaller when `batchSize` does not divide `count`.
 /// Pass each range straight to `Dataset.gather`.
-public func evaluationBatches(count: Int, batchSize: Int) throws -> [Range<Int32>] {
+package func evaluationBatches(count: Int, batchSize: Int) throws -> [Range<Int32>] {
     guard batchSize > 0 else {
         throw DataError.invalidArgument("evaluation batch size must be positive, got \(batchSize)")
     }

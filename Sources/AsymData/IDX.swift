@@ -6,7 +6,7 @@
 /// normalised by `normalization` (nil: pixel / 255); there are 10 classes. Throws `DataError`
 /// for a missing file, a wrong magic number, a header that disagrees with the file's size,
 /// image and label counts that differ, or a label outside 0..<10.
-public func loadIDX(directory: String, split: Split, normalization: Normalization?) throws -> Dataset {
+package func loadIDX(directory: String, split: Split, normalization: Normalization?) throws -> Dataset {
     let classes = 10
     let prefix = split == .train ? "train" : "t10k"
     let imagesPath = joinPath(directory, "\(prefix)-images-idx3-ubyte.gz")

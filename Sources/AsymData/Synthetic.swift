@@ -16,7 +16,7 @@ import Darwin
 /// The prototypes depend only on `seed` and the image shape; the samples also on `split`, so
 /// the train and test splits are different samples of the same classes. Labels cycle
 /// 0, 1, …, classes - 1 so every class is equally common even in a tiny set.
-public func makeSynthetic(count: Int, channels: Int, height: Int, width: Int, classes: Int,
+package func makeSynthetic(count: Int, channels: Int, height: Int, width: Int, classes: Int,
                           seed: UInt64, split: Split) throws -> Dataset {
     guard count > 0, count <= Int(Int32.max), channels > 0, height > 0, width > 0, classes > 0 else {
         throw DataError.invalidArgument(

@@ -4,17 +4,17 @@ import CHDF5
 ///
 /// Its description reads like `checkpoint.h5: /model/conv1/weight: cannot read dataset`,
 /// followed by HDF5's own explanation in parentheses when the library gave one.
-public struct HDF5Error: Error, CustomStringConvertible {
+package struct HDF5Error: Error, CustomStringConvertible {
     /// The path of the HDF5 file on disk.
-    public let filePath: String
+    package let filePath: String
     /// The object inside the file (`/model/conv1/weight`), or nil when the whole file is concerned.
-    public let objectPath: String?
+    package let objectPath: String?
     /// What went wrong, e.g. `cannot open dataset` or `crc32 mismatch: ...`.
-    public let reason: String
+    package let reason: String
     /// The most specific message on HDF5's error stack, when the failure came from the library.
-    public let libraryDetail: String?
+    package let libraryDetail: String?
 
-    public var description: String {
+    package var description: String {
         var text = filePath
         if let objectPath { text += ": " + objectPath }
         text += ": " + reason

@@ -4,7 +4,7 @@ import CHDF5
 /// exists replaces it; reading one that does not is an error.
 extension HDF5File {
     /// Sets a UTF-8 string attribute (variable-length, as h5py writes `str`).
-    public func setAttribute(_ name: String, string value: String, at path: String = "/") throws {
+    package func setAttribute(_ name: String, string value: String, at path: String = "/") throws {
         try withStringType(cset: H5T_CSET_UTF8, path) { type in
             try value.withCString { text in
                 var pointer: UnsafePointer<CChar>? = text
@@ -14,19 +14,19 @@ extension HDF5File {
     }
 
     /// Sets an int64 attribute.
-    public func setAttribute(_ name: String, int64 value: Int64, at path: String = "/") throws {
+    package func setAttribute(_ name: String, int64 value: Int64, at path: String = "/") throws {
         var value = value
         try writeAttribute(name, at: path, type: Int64.nativeType, &value)
     }
 
     /// Sets a float32 attribute.
-    public func setAttribute(_ name: String, float value: Float, at path: String = "/") throws {
+    package func setAttribute(_ name: String, float value: Float, at path: String = "/") throws {
         var value = value
         try writeAttribute(name, at: path, type: Float.nativeType, &value)
     }
 
     /// Reads a variable-length string attribute.
-    public func stringAttribute(_ name: String, at path: String = "/") throws -> String {
+    package func stringAttribute(_ name: String, at path: String = "/") throws -> String {
         try readAttribute(name, at: path) { attribute, fileType in
             guard H5Tget_class(fileType) == H5T_STRING,
                   try check(H5Tis_variable_str(fileType), path, "cannot inspect attribute '\(name)'") > 0 else {
@@ -48,17 +48,17 @@ extension HDF5File {
     }
 
     /// Reads an int64 attribute.
-    public func int64Attribute(_ name: String, at path: String = "/") throws -> Int64 {
+    package func int64Attribute(_ name: String, at path: String = "/") throws -> Int64 {
         try readNumericAttribute(name, at: path)
     }
 
     /// Reads a float32 attribute.
-    public func floatAttribute(_ name: String, at path: String = "/") throws -> Float {
+    package func floatAttribute(_ name: String, at path: String = "/") throws -> Float {
         try readNumericAttribute(name, at: path)
     }
 
     /// Whether the object at `path` has an attribute `name`.
-    public func hasAttribute(_ name: String, at path: String = "/") throws -> Bool {
+    package func hasAttribute(_ name: String, at path: String = "/") throws -> Bool {
         try withObject(path) { object in
             try check(H5Aexists(object, name), path, "cannot look up attribute '\(name)'") > 0
         }

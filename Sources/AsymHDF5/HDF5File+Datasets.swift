@@ -6,38 +6,38 @@ let checksumAttribute = "crc32"
 extension HDF5File {
     /// Writes a float32 dataset of shape `shape` (`[]` for a scalar) from row-major `values`,
     /// creating missing parent groups. The dataset must not exist yet.
-    public func writeFloats(_ path: String, shape: [Int], values: [Float]) throws {
+    package func writeFloats(_ path: String, shape: [Int], values: [Float]) throws {
         try values.withUnsafeBufferPointer { try writeDataset(path, shape: shape, values: $0) }
     }
 
     /// Writes a float32 dataset straight from memory; see `writeFloats(_:shape:values:)`.
-    public func writeFloats(_ path: String, shape: [Int], values: UnsafeBufferPointer<Float>) throws {
+    package func writeFloats(_ path: String, shape: [Int], values: UnsafeBufferPointer<Float>) throws {
         try writeDataset(path, shape: shape, values: values)
     }
 
     /// Reads a float32 dataset, verifying its crc32. Other element types are an error.
-    public func readFloats(_ path: String) throws -> (shape: [Int], values: [Float]) {
+    package func readFloats(_ path: String) throws -> (shape: [Int], values: [Float]) {
         try readDataset(path)
     }
 
     /// Writes an int64 dataset of shape `shape` (`[]` for a scalar) from row-major `values`,
     /// creating missing parent groups. The dataset must not exist yet.
-    public func writeInt64s(_ path: String, shape: [Int], values: [Int64]) throws {
+    package func writeInt64s(_ path: String, shape: [Int], values: [Int64]) throws {
         try values.withUnsafeBufferPointer { try writeDataset(path, shape: shape, values: $0) }
     }
 
     /// Writes an int64 dataset straight from memory; see `writeInt64s(_:shape:values:)`.
-    public func writeInt64s(_ path: String, shape: [Int], values: UnsafeBufferPointer<Int64>) throws {
+    package func writeInt64s(_ path: String, shape: [Int], values: UnsafeBufferPointer<Int64>) throws {
         try writeDataset(path, shape: shape, values: values)
     }
 
     /// Reads an int64 dataset, verifying its crc32. Other element types are an error.
-    public func readInt64s(_ path: String) throws -> (shape: [Int], values: [Int64]) {
+    package func readInt64s(_ path: String) throws -> (shape: [Int], values: [Int64]) {
         try readDataset(path)
     }
 
     /// The shape of the dataset at `path`; `[]` for a scalar.
-    public func datasetShape(_ path: String) throws -> [Int] {
+    package func datasetShape(_ path: String) throws -> [Int] {
         try withDataset(path) { dataset in try extent(of: dataset, path) }
     }
 

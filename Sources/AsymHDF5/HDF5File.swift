@@ -5,15 +5,15 @@ import CHDF5
 /// Object paths are slash-separated, from the root group: `/model/conv1/weight`; `/` is the root.
 /// Every call's HDF5 status is checked and failures throw `HDF5Error`. Serial HDF5 is not
 /// thread-safe: use the files of a process from one thread at a time.
-public final class HDF5File {
+package final class HDF5File {
     /// The kinds of object a path can name.
-    public enum ObjectKind: Sendable {
+    package enum ObjectKind: Sendable {
         case group
         case dataset
     }
 
     /// The path of the file on disk, as given to `create` or `open`.
-    public let path: String
+    package let path: String
     /// The HDF5 file identifier; negative once closed.
     private var fileID: hid_t
 
@@ -23,14 +23,14 @@ public final class HDF5File {
     }
 
     /// Creates a file at `path` for writing, truncating any file already there.
-    public static func create(path: String) throws -> HDF5File {
+    package static func create(path: String) throws -> HDF5File {
         try openFile(path, "cannot create file") {
             H5Fcreate(path, asym_h5f_acc_trunc(), defaultPropertyList, defaultPropertyList)
         }
     }
 
     /// Opens the existing file at `path` read-only.
-    public static func open(path: String) throws -> HDF5File {
+    package static func open(path: String) throws -> HDF5File {
         try openFile(path, "cannot open file") {
             H5Fopen(path, asym_h5f_acc_rdonly(), defaultPropertyList)
         }
@@ -46,7 +46,7 @@ public final class HDF5File {
     }
 
     /// Closes the file; later calls on it throw. Closing twice is harmless.
-    public func close() throws {
+    package func close() throws {
         guard fileID >= 0 else { return }
         let status = H5Fclose(fileID)
         fileID = -1
@@ -60,14 +60,14 @@ public final class HDF5File {
     }
 
     /// Writes HDF5's buffered data and metadata for this file to the operating system.
-    public func flush() throws {
+    package func flush() throws {
         try check(H5Fflush(try openID(), H5F_SCOPE_LOCAL), nil, "cannot flush file")
     }
 
     // MARK: Groups and navigation
 
     /// Creates the group at `path` and any missing groups above it (`mkdir -p`).
-    public func createGroups(_ path: String) throws {
+    package func createGroups(_ path: String) throws {
         let file = try openID()
         for prefix in Self.prefixes(of: path) where try !linkExists(file, prefix) {
             try withID(H5Gcreate2(file, prefix, defaultPropertyList, defaultPropertyList, defaultPropertyList),
@@ -77,13 +77,13 @@ public final class HDF5File {
 
     /// Whether an object exists at `path`. Missing groups along the way give false, not an error;
     /// a dataset along the way (`/model/weight/x`) is an error.
-    public func exists(_ path: String) throws -> Bool {
+    package func exists(_ path: String) throws -> Bool {
         let file = try openID()
         return try Self.prefixes(of: path).allSatisfy { try linkExists(file, $0) }
     }
 
     /// Whether `path` names a group or a dataset.
-    public func kind(of path: String) throws -> ObjectKind {
+    package func kind(of path: String) throws -> ObjectKind {
         try withObject(path) { object in
             switch H5Iget_type(object) {
             case H5I_GROUP: return .group
@@ -95,7 +95,7 @@ public final class HDF5File {
 
     /// The names (not paths) of the objects directly inside the group at `groupPath`,
     /// in HDF5's name order.
-    public func listChildren(_ groupPath: String) throws -> [String] {
+    package func listChildren(_ groupPath: String) throws -> [String] {
         guard try exists(groupPath) else { throw failure(groupPath, "no such group") }
         let file = try openID()
         return try withID(H5Gopen2(file, groupPath, defaultPropertyList), groupPath, "cannot open group",

@@ -4,12 +4,12 @@ import CBLAS
 ///
 /// All matrices are row-major with explicit leading dimensions, so that a GEMM can read or
 /// write a block inside a larger buffer (a chunk of an im2col matrix, one sample of a batch).
-public enum BLAS {
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+package enum BLAS {
+    package static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 
     /// C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C.
     @inline(__always)
-    public static func gemm(
+    package static func gemm(
         transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int,
@@ -24,12 +24,12 @@ public enum BLAS {
 
     /// y += alpha * x
     @inline(__always)
-    public static func axpy(_ n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    package static func axpy(_ n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         cblas_saxpy(blasint(n), alpha, x, 1, y, 1)
     }
 
     @inline(__always)
-    public static func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
+    package static func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
         cblas_sdot(blasint(n), x, 1, y, 1)
     }
 }
@@ -37,7 +37,7 @@ public enum BLAS {
 extension BLAS {
     /// y = alpha * op(A) x + beta * y, A row-major m x n.
     @inline(__always)
-    public static func gemv(trans: Bool = false, m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+    package static func gemv(trans: Bool = false, m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                             x: UnsafePointer<Float>, beta: Float = 0, y: UnsafeMutablePointer<Float>) {
         cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, blasint(m), blasint(n), alpha, a, blasint(lda),
                     x, 1, beta, y, 1)
@@ -45,7 +45,7 @@ extension BLAS {
 
     /// A += alpha * x y^T, A row-major m x n.
     @inline(__always)
-    public static func ger(m: Int, n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafePointer<Float>,
+    package static func ger(m: Int, n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafePointer<Float>,
                            a: UnsafeMutablePointer<Float>, lda: Int) {
         cblas_sger(CblasRowMajor, blasint(m), blasint(n), alpha, x, 1, y, 1, a, blasint(lda))
     }

@@ -4,10 +4,10 @@
 /// statistics with PyTorch's momentum convention: running = (1 - m) * running + m * batch,
 /// using the unbiased variance for running_var. Evaluation normalises with the running ones.
 
-public struct BatchNormGeometry: Sendable {
-    public var channels, positions: Int  // positions = H*W
-    public var epsilon: Float, momentum: Float
-    public init(channels: Int, positions: Int, epsilon: Float = 1e-5, momentum: Float = 0.1) {
+package struct BatchNormGeometry: Sendable {
+    package var channels, positions: Int  // positions = H*W
+    package var epsilon: Float, momentum: Float
+    package init(channels: Int, positions: Int, epsilon: Float = 1e-5, momentum: Float = 0.1) {
         self.channels = channels; self.positions = positions
         self.epsilon = epsilon; self.momentum = momentum
     }
@@ -15,7 +15,7 @@ public struct BatchNormGeometry: Sendable {
 
 /// Forward in training mode. Saves `xhat` (the normalised input) and `invStd` per channel
 /// for the backward pass, and updates the running statistics.
-public func batchNormTrainForward(_ g: BatchNormGeometry, x: UnsafePointer<Float>, batch: Int,
+package func batchNormTrainForward(_ g: BatchNormGeometry, x: UnsafePointer<Float>, batch: Int,
                                   gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                                   runningMean: UnsafeMutablePointer<Float>, runningVar: UnsafeMutablePointer<Float>,
                                   xhat: UnsafeMutablePointer<Float>, invStd: UnsafeMutablePointer<Float>,
@@ -60,7 +60,7 @@ public func batchNormTrainForward(_ g: BatchNormGeometry, x: UnsafePointer<Float
 }
 
 /// Forward in evaluation mode, with the running statistics.
-public func batchNormEvalForward(_ g: BatchNormGeometry, x: UnsafePointer<Float>, batch: Int,
+package func batchNormEvalForward(_ g: BatchNormGeometry, x: UnsafePointer<Float>, batch: Int,
                                  gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                                  runningMean: UnsafePointer<Float>, runningVar: UnsafePointer<Float>,
                                  y: UnsafeMutablePointer<Float>) {
@@ -77,7 +77,7 @@ public func batchNormEvalForward(_ g: BatchNormGeometry, x: UnsafePointer<Float>
 }
 
 /// Backward of the training-mode forward. Accumulates dgamma and dbeta; writes dx.
-public func batchNormBackward(_ g: BatchNormGeometry, dy: UnsafePointer<Float>, batch: Int,
+package func batchNormBackward(_ g: BatchNormGeometry, dy: UnsafePointer<Float>, batch: Int,
                               gamma: UnsafePointer<Float>, xhat: UnsafePointer<Float>,
                               invStd: UnsafePointer<Float>,
                               dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>,

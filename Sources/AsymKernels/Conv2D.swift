@@ -6,37 +6,37 @@
 /// size of `col`, so the GEMM stays large (fast) while the buffer stays in memory budget.
 
 /// The shapes of one convolution.
-public struct ConvGeometry: Equatable, Sendable {
-    public var inChannels, height, width: Int
-    public var outChannels, kernel, stride, padding: Int
+package struct ConvGeometry: Equatable, Sendable {
+    package var inChannels, height, width: Int
+    package var outChannels, kernel, stride, padding: Int
 
-    public init(inChannels: Int, height: Int, width: Int, outChannels: Int,
+    package init(inChannels: Int, height: Int, width: Int, outChannels: Int,
                 kernel: Int, stride: Int = 1, padding: Int = 0) {
         self.inChannels = inChannels; self.height = height; self.width = width
         self.outChannels = outChannels; self.kernel = kernel
         self.stride = stride; self.padding = padding
     }
 
-    public var outHeight: Int { (height + 2 * padding - kernel) / stride + 1 }
-    public var outWidth: Int { (width + 2 * padding - kernel) / stride + 1 }
+    package var outHeight: Int { (height + 2 * padding - kernel) / stride + 1 }
+    package var outWidth: Int { (width + 2 * padding - kernel) / stride + 1 }
     /// Output positions per channel (P).
-    public var outPositions: Int { outHeight * outWidth }
+    package var outPositions: Int { outHeight * outWidth }
     /// Rows of the im2col matrix (C*k*k), the inner dimension of the GEMM.
-    public var patchSize: Int { inChannels * kernel * kernel }
-    public var inputSize: Int { inChannels * height * width }
-    public var outputSize: Int { outChannels * outPositions }
-    public var weightCount: Int { outChannels * patchSize }
+    package var patchSize: Int { inChannels * kernel * kernel }
+    package var inputSize: Int { inChannels * height * width }
+    package var outputSize: Int { outChannels * outPositions }
+    package var weightCount: Int { outChannels * patchSize }
     /// Multiply-adds of the forward pass for one sample, times two.
-    public var forwardFlops: Int { 2 * outChannels * patchSize * outPositions }
+    package var forwardFlops: Int { 2 * outChannels * patchSize * outPositions }
 
     /// The same geometry with another number of input channels (the low-rank conv on V).
-    public func with(inChannels c: Int) -> ConvGeometry {
+    package func with(inChannels c: Int) -> ConvGeometry {
         var g = self; g.inChannels = c; return g
     }
 }
 
 /// im2col and col2im are memory-bound; this bounds their matrix (in floats): 4M = 16 MiB.
-public nonisolated(unsafe) var convColumnBudget = 4 << 20
+package nonisolated(unsafe) var convColumnBudget = 4 << 20
 
 @inline(__always)
 func chunkSamples(_ g: ConvGeometry, batch: Int) -> Int {
@@ -53,7 +53,7 @@ private func validColumns(_ g: ConvGeometry, kj: Int) -> Range<Int> {
 
 /// Writes the patches of samples `x[0..<nb]` into `col[C*k*k, ld]`, sample s at column
 /// offset s*P (ld = nb*P).
-public func im2col(_ g: ConvGeometry, x: UnsafePointer<Float>, samples nb: Int,
+package func im2col(_ g: ConvGeometry, x: UnsafePointer<Float>, samples nb: Int,
                    col: UnsafeMutablePointer<Float>) {
     let k = g.kernel, P = g.outPositions, Wo = g.outWidth, Ho = g.outHeight, ld = nb * P
     parallelRanges(nb * g.inChannels, grain: 1) { range in
@@ -89,7 +89,7 @@ public func im2col(_ g: ConvGeometry, x: UnsafePointer<Float>, samples nb: Int,
 
 /// The adjoint of `im2col`: accumulates `col[C*k*k, nb*P]` into `dx[0..<nb]` (which the
 /// caller zeroes first).
-public func col2im(_ g: ConvGeometry, col: UnsafePointer<Float>, samples nb: Int,
+package func col2im(_ g: ConvGeometry, col: UnsafePointer<Float>, samples nb: Int,
                    dx: UnsafeMutablePointer<Float>) {
     let k = g.kernel, P = g.outPositions, Wo = g.outWidth, Ho = g.outHeight, ld = nb * P
     parallelRanges(nb * g.inChannels, grain: 1) { range in
@@ -146,7 +146,7 @@ private func gatherChannels(_ dy: UnsafePointer<Float>, out: UnsafeMutablePointe
 }
 
 /// y = conv(x, w) + bias for a batch. x: [batch, C, H, W], w: [Cout, C, k, k], y: [batch, Cout, Ho, Wo].
-public func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
+package func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           y: UnsafeMutablePointer<Float>, scratch: Scratch) {
     let P = g.outPositions, K = g.patchSize
@@ -183,7 +183,7 @@ private func addChannelBias(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointe
 
 /// Backward of `conv2dForward`. Accumulates into `dWeight` and `dBias` (as PyTorch
 /// accumulates .grad); writes `dx` when it is given (the first layer needs none).
-public func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
+package func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
                            weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                            dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
                            dx: UnsafeMutablePointer<Float>?, scratch: Scratch) {

@@ -1,5 +1,5 @@
 /// Fully connected layer: y[B, out] = x[B, in] * W[out, in]^T + b (PyTorch's nn.Linear layout).
-public func linearForward(x: UnsafePointer<Float>, batch: Int, inFeatures: Int, outFeatures: Int,
+package func linearForward(x: UnsafePointer<Float>, batch: Int, inFeatures: Int, outFeatures: Int,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           y: UnsafeMutablePointer<Float>) {
     BLAS.gemm(transB: true, m: batch, n: outFeatures, k: inFeatures, a: x, lda: inFeatures,
@@ -13,7 +13,7 @@ public func linearForward(x: UnsafePointer<Float>, batch: Int, inFeatures: Int, 
 }
 
 /// Backward of `linearForward`: accumulates dW += dy^T x and db += sum dy; writes dx = dy W.
-public func linearBackward(x: UnsafePointer<Float>, batch: Int, inFeatures: Int, outFeatures: Int,
+package func linearBackward(x: UnsafePointer<Float>, batch: Int, inFeatures: Int, outFeatures: Int,
                            weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                            dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
                            dx: UnsafeMutablePointer<Float>?) {

@@ -17,7 +17,7 @@ func simd8(_ range: Range<Int>, vector: (Int) -> Void, scalar: (Int) -> Void) {
 }
 
 /// y = max(x, 0). In place is allowed (y == x).
-public func reluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+package func reluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
     parallelRanges(count, grain: 1 << 15) { r in
         simd8(r, vector: { i in let v = load8(x, i); store8(v.replacing(with: 0, where: v .< 0), y, i) },
               scalar: { i in y[i] = max(x[i], 0) })
@@ -25,7 +25,7 @@ public func reluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Flo
 }
 
 /// dx = dy where the forward output was positive. `y` is the forward output.
-public func reluBackward(y: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+package func reluBackward(y: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                          dx: UnsafeMutablePointer<Float>, count: Int) {
     parallelRanges(count, grain: 1 << 15) { r in
         simd8(r, vector: { i in
@@ -35,14 +35,14 @@ public func reluBackward(y: UnsafePointer<Float>, dy: UnsafePointer<Float>,
 }
 
 /// z = a + b (residual add). In place is allowed.
-public func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ z: UnsafeMutablePointer<Float>, count: Int) {
+package func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ z: UnsafeMutablePointer<Float>, count: Int) {
     parallelRanges(count, grain: 1 << 15) { r in
         simd8(r, vector: { i in store8(load8(a, i) + load8(b, i), z, i) }, scalar: { i in z[i] = a[i] + b[i] })
     }
 }
 
 /// y += x
-public func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+package func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
     parallelRanges(count, grain: 1 << 15) { r in
         simd8(r, vector: { i in store8(load8(y, i) + load8(x, i), y, i) }, scalar: { i in y[i] += x[i] })
     }
@@ -50,7 +50,7 @@ public func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<F
 
 /// sums[c] += the sum of channel c of NCHW `y` [batch, channels, positions]: the bias
 /// gradient of a convolution from its output gradient.
-public func accumulateChannelSums(_ y: UnsafePointer<Float>, batch: Int, channels: Int, positions: Int,
+package func accumulateChannelSums(_ y: UnsafePointer<Float>, batch: Int, channels: Int, positions: Int,
                                   into sums: UnsafeMutablePointer<Float>) {
     for s in 0..<batch {
         for c in 0..<channels {
@@ -63,7 +63,7 @@ public func accumulateChannelSums(_ y: UnsafePointer<Float>, batch: Int, channel
 }
 
 /// Sum of squares, accumulated in double so that large maps do not lose precision.
-public func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
+package func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
     var s: Double = 0
     var i = 0
     while i < count {
@@ -77,7 +77,7 @@ public func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
 }
 
 /// y += x, returning the sum of squares of the new y (in double, per 8-lane partial sums).
-public func addAndSumSquares(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) -> Double {
+package func addAndSumSquares(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) -> Double {
     var total = 0.0
     var i = 0
     while i < count {

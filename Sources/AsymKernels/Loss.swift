@@ -4,7 +4,7 @@
 /// `dLogits = (softmax - onehot) / normalizer`. The normalizer is the *global* batch size,
 /// so that shards of one global batch on several ranks add up to the mean over all of it.
 @discardableResult
-public func softmaxCrossEntropy(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
+package func softmaxCrossEntropy(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                                 batch: Int, classes: Int, normalizer: Int,
                                 dLogits: UnsafeMutablePointer<Float>?) -> (lossSum: Double, correct: Int) {
     var lossSum: Double = 0

@@ -2,10 +2,10 @@ import Dispatch
 
 /// The number of threads the element-wise kernels use (OpenBLAS is set separately, to the
 /// same number, by `setThreads`). Several ranks on one machine should use 1 each.
-public nonisolated(unsafe) var kernelThreads = 1
+package nonisolated(unsafe) var kernelThreads = 1
 
 /// Sets the thread count of both OpenBLAS and the project's own kernels.
-public func setThreads(_ n: Int) {
+package func setThreads(_ n: Int) {
     kernelThreads = max(1, n)
     BLAS.setThreads(kernelThreads)
 }
@@ -13,7 +13,7 @@ public func setThreads(_ n: Int) {
 /// Runs `body(range)` over `0..<count` split into at most `kernelThreads` contiguous ranges,
 /// in parallel. Small loops (below `grain` items) run inline: a thread hop costs microseconds.
 @inline(__always)
-public func parallelRanges(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+package func parallelRanges(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
     let parts = min(kernelThreads, count / max(grain, 1))
     if parts <= 1 {
         if count > 0 { body(0..<count) }

@@ -1,19 +1,19 @@
 /// Max and average pooling over NCHW maps (no padding; PyTorch's floor output size).
 
-public struct PoolGeometry: Equatable, Sendable {
-    public var channels, height, width, kernel, stride: Int
-    public init(channels: Int, height: Int, width: Int, kernel: Int, stride: Int) {
+package struct PoolGeometry: Equatable, Sendable {
+    package var channels, height, width, kernel, stride: Int
+    package init(channels: Int, height: Int, width: Int, kernel: Int, stride: Int) {
         self.channels = channels; self.height = height; self.width = width
         self.kernel = kernel; self.stride = stride
     }
-    public var outHeight: Int { (height - kernel) / stride + 1 }
-    public var outWidth: Int { (width - kernel) / stride + 1 }
-    public var inputSize: Int { channels * height * width }
-    public var outputSize: Int { channels * outHeight * outWidth }
+    package var outHeight: Int { (height - kernel) / stride + 1 }
+    package var outWidth: Int { (width - kernel) / stride + 1 }
+    package var inputSize: Int { channels * height * width }
+    package var outputSize: Int { channels * outHeight * outWidth }
 }
 
 /// Max pooling; records in `argmax` the input offset (within its channel plane) of each maximum.
-public func maxPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: Int,
+package func maxPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: Int,
                            y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
     let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
     parallelRanges(batch * g.channels, grain: 16) { r in
@@ -39,7 +39,7 @@ public func maxPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: In
 }
 
 /// Backward of max pooling: routes each output gradient to its argmax (dx zeroed here).
-public func maxPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
+package func maxPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
                             batch: Int, dx: UnsafeMutablePointer<Float>) {
     let outPlane = g.outHeight * g.outWidth, plane = g.height * g.width
     parallelRanges(batch * g.channels, grain: 16) { r in
@@ -51,7 +51,7 @@ public func maxPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, argmax:
     }
 }
 
-public func avgPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: Int,
+package func avgPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: Int,
                            y: UnsafeMutablePointer<Float>) {
     let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
     let scale = 1 / Float(g.kernel * g.kernel)
@@ -72,7 +72,7 @@ public func avgPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: In
     }
 }
 
-public func avgPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, batch: Int,
+package func avgPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, batch: Int,
                             dx: UnsafeMutablePointer<Float>) {
     let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
     let scale = 1 / Float(g.kernel * g.kernel)

@@ -3,12 +3,12 @@
 /// Every random choice in training (initialisation, shuffling, synthetic data) draws from
 /// an `RNG`, never from the system generator, so a run is reproducible from its seed and
 /// its state can be saved in a checkpoint and restored bit-exactly.
-public struct RNG: RandomNumberGenerator, Equatable, Sendable {
+package struct RNG: RandomNumberGenerator, Equatable, Sendable {
     /// The four 64-bit words of state; save and restore them to continue a stream exactly.
-    public var state: (UInt64, UInt64, UInt64, UInt64)
+    package var state: (UInt64, UInt64, UInt64, UInt64)
 
     /// Seeds the four state words from `seed` with splitmix64, as the xoshiro authors advise.
-    public init(seed: UInt64) {
+    package init(seed: UInt64) {
         var s = seed
         func splitmix() -> UInt64 {
             s &+= 0x9E37_79B9_7F4A_7C15
@@ -21,19 +21,19 @@ public struct RNG: RandomNumberGenerator, Equatable, Sendable {
     }
 
     /// Restores a generator from saved state words (see `stateWords`).
-    public init(stateWords w: [UInt64]) {
+    package init(stateWords w: [UInt64]) {
         precondition(w.count == 4, "RNG state has 4 words")
         state = (w[0], w[1], w[2], w[3])
     }
 
-    public var stateWords: [UInt64] { [state.0, state.1, state.2, state.3] }
+    package var stateWords: [UInt64] { [state.0, state.1, state.2, state.3] }
 
     /// A derived, independent stream: used to give each purpose (init, shuffling, ...) its own.
-    public init(seed: UInt64, stream: UInt64) {
+    package init(seed: UInt64, stream: UInt64) {
         self.init(seed: seed &+ stream &* 0xD1B5_4A32_D192_ED03)
     }
 
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         let result = rotl(state.1 &* 5, 7) &* 9
         let t = state.1 << 17
         state.2 ^= state.0
@@ -50,25 +50,25 @@ public struct RNG: RandomNumberGenerator, Equatable, Sendable {
     }
 
     /// Uniform in [0, 1) with 24 random bits (every value exactly representable as Float).
-    public mutating func uniform() -> Float {
+    package mutating func uniform() -> Float {
         Float(next() >> 40) * (1.0 / 16_777_216.0)
     }
 
     /// Standard normal by Box-Muller (one value per call; simple and deterministic).
-    public mutating func normal() -> Float {
+    package mutating func normal() -> Float {
         let u1 = Double((next() >> 11) + 1) * (1.0 / 9_007_199_254_740_993.0)  // (0, 1]
         let u2 = Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0)
         return Float((-2.0 * _log(u1)).squareRoot() * _cos(2.0 * Double.pi * u2))
     }
 
     /// A uniformly random integer in 0..<n without modulo bias.
-    public mutating func below(_ n: Int) -> Int {
+    package mutating func below(_ n: Int) -> Int {
         precondition(n > 0)
         return Int(next(upperBound: UInt64(n)))
     }
 
     /// A seeded Fisher-Yates permutation of 0..<n.
-    public mutating func permutation(_ n: Int) -> [Int32] {
+    package mutating func permutation(_ n: Int) -> [Int32] {
         var p = (0..<Int32(n)).map { $0 }
         if n > 1 {
             for i in stride(from: n - 1, to: 0, by: -1) {
@@ -78,7 +78,7 @@ public struct RNG: RandomNumberGenerator, Equatable, Sendable {
         return p
     }
 
-    public static func == (a: RNG, b: RNG) -> Bool { a.stateWords == b.stateWords }
+    package static func == (a: RNG, b: RNG) -> Bool { a.stateWords == b.stateWords }
 }
 
 #if canImport(Glibc)

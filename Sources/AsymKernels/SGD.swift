@@ -5,16 +5,16 @@
 ///     buf = momentum * buf + (1 - dampening) * g (later steps)
 ///     g = nesterov ? g + momentum * buf : buf    (when momentum != 0)
 ///     p = p - lr * g
-public struct SGDHyper: Equatable, Sendable {
-    public var lr: Float, momentum: Float, dampening: Float, weightDecay: Float, nesterov: Bool
-    public init(lr: Float, momentum: Float = 0, dampening: Float = 0, weightDecay: Float = 0, nesterov: Bool = false) {
+package struct SGDHyper: Equatable, Sendable {
+    package var lr: Float, momentum: Float, dampening: Float, weightDecay: Float, nesterov: Bool
+    package init(lr: Float, momentum: Float = 0, dampening: Float = 0, weightDecay: Float = 0, nesterov: Bool = false) {
         self.lr = lr; self.momentum = momentum; self.dampening = dampening
         self.weightDecay = weightDecay; self.nesterov = nesterov
     }
 }
 
 /// `firstStep` says the momentum buffer holds nothing yet (PyTorch's `buf is None`).
-public func sgdStep(_ h: SGDHyper, param p: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>,
+package func sgdStep(_ h: SGDHyper, param p: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>,
                     momentum buf: UnsafeMutablePointer<Float>, count: Int, firstStep: Bool) {
     parallelRanges(count, grain: 1 << 15) { r in
         for i in r {

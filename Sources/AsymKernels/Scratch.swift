@@ -1,15 +1,15 @@
 /// A grow-only scratch buffer: kernels borrow temporary memory from it instead of
 /// allocating on every call. Layers run one after another, so a model shares one.
-public final class Scratch: @unchecked Sendable {
+package final class Scratch: @unchecked Sendable {
     private var buffers: [UnsafeMutablePointer<Float>] = []
     private var capacities: [Int] = []
 
-    public init() {}
+    package init() {}
 
     deinit { for b in buffers { b.deallocate() } }
 
     /// Buffer number `slot` with room for at least `count` floats (contents unspecified).
-    public func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> {
+    package func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> {
         while buffers.count <= slot {
             buffers.append(.allocate(capacity: 1))
             capacities.append(1)

@@ -3,14 +3,14 @@
 /// A final class over one manually owned buffer: kernels read and write it through raw
 /// pointers with no copy-on-write checks, and layers keep their tensors between steps so
 /// that training does not allocate in its hot path (see `Tensor.reuse`).
-public final class Tensor: @unchecked Sendable {
-    public private(set) var shape: [Int]
-    public private(set) var count: Int
-    public private(set) var data: UnsafeMutablePointer<Float>
+package final class Tensor: @unchecked Sendable {
+    package private(set) var shape: [Int]
+    package private(set) var count: Int
+    package private(set) var data: UnsafeMutablePointer<Float>
     private var capacity: Int
 
     /// A zero-filled tensor of the given shape.
-    public init(shape: [Int]) {
+    package init(shape: [Int]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         count = shape.reduce(1, *)
@@ -20,7 +20,7 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// A tensor holding a copy of `values`.
-    public convenience init(shape: [Int], values: [Float]) {
+    package convenience init(shape: [Int], values: [Float]) {
         self.init(shape: shape)
         precondition(values.count == count, "\(values.count) values for shape \(shape)")
         values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
@@ -30,7 +30,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// Returns `tensor` reshaped to `shape`, reusing its buffer when it is large enough, or a
     /// new tensor otherwise. The contents are unspecified; callers overwrite them.
-    public static func reuse(_ tensor: Tensor?, shape: [Int]) -> Tensor {
+    package static func reuse(_ tensor: Tensor?, shape: [Int]) -> Tensor {
         guard let t = tensor else { return Tensor(shape: shape) }
         let n = shape.reduce(1, *)
         if n > t.capacity {
@@ -45,23 +45,23 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// Reinterprets the same values under another shape with the same element count.
-    public func reshape(_ newShape: [Int]) {
+    package func reshape(_ newShape: [Int]) {
         precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
         shape = newShape
     }
 
-    public var buffer: UnsafeMutableBufferPointer<Float> { .init(start: data, count: count) }
-    public var array: [Float] { Array(buffer) }
+    package var buffer: UnsafeMutableBufferPointer<Float> { .init(start: data, count: count) }
+    package var array: [Float] { Array(buffer) }
 
-    public func fill(_ value: Float) { data.update(repeating: value, count: count) }
-    public func zero() { fill(0) }
+    package func fill(_ value: Float) { data.update(repeating: value, count: count) }
+    package func zero() { fill(0) }
 
-    public func copy(from other: Tensor) {
+    package func copy(from other: Tensor) {
         precondition(other.count == count, "copy of \(other.shape) into \(shape)")
         data.update(from: other.data, count: count)
     }
 
-    public subscript(i: Int) -> Float {
+    package subscript(i: Int) -> Float {
         get { data[i] }
         set { data[i] = newValue }
     }

@@ -1,16 +1,16 @@
 import AsymKernels
 
-/// FLOPs and bytes of one split convolution per training step, by side (design §2, "Cost").
+/// FLOPs and bytes of one split convolution per training step, by side (docs/DESIGN.md §2, "Cost").
 ///
 /// The model counts multiply-adds as two FLOPs and follows the code path the trusted side
 /// takes: light SVD, then combined kernels or the rebuild of U V, whichever is cheaper.
-public struct SplitCost {
-    public var trustedForward = 0.0, untrustedForward = 0.0
-    public var trustedBackward = 0.0, untrustedBackward = 0.0
+package struct SplitCost {
+    package var trustedForward = 0.0, untrustedForward = 0.0
+    package var trustedBackward = 0.0, untrustedBackward = 0.0
     /// Residuals and output gradients sent; output shares and input gradients received.
-    public var bytesToUntrusted = 0.0, bytesFromUntrusted = 0.0
+    package var bytesToUntrusted = 0.0, bytesFromUntrusted = 0.0
 
-    public init(geometry g: ConvGeometry, rank r: Int, iterations q: Int, basis: SplitSettings.Basis, batch B: Int) {
+    package init(geometry g: ConvGeometry, rank r: Int, iterations q: Int, basis: SplitSettings.Basis, batch B: Int) {
         let C = Double(g.inChannels), Cout = Double(g.outChannels), k2 = Double(g.kernel * g.kernel)
         let P = Double(g.height * g.width), Po = Double(g.outPositions), rank = Double(r), b = Double(B)
         let full = 2 * Cout * C * k2 * Po * b

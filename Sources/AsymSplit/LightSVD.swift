@@ -1,6 +1,6 @@
 import AsymKernels
 
-/// The light SVD of design §2: greedy rank-1 deflation with a few power steps.
+/// The light SVD of docs/DESIGN.md §2: greedy rank-1 deflation with a few power steps.
 ///
 /// The matrix is X = [X_1 | X_2 | ... | X_n]: n blocks of C x P, each block contiguous (one
 /// sample's C x H*W feature map in NCHW). With one block per call this is the per-sample
@@ -9,12 +9,12 @@ import AsymKernels
 /// Outputs: `ut` holds U transposed, [r][C] (row j is u_j); `v` holds, per block, V_i as
 /// [rmax][P] (rows beyond the rank are zero); `residual` per block R_i = X_i - U V_i.
 /// X = U V + R holds exactly by construction: R is computed as X minus the subtracted parts.
-public struct LightSVD {
-    public var channels: Int, positions: Int
-    public var iterations: Int
-    public static let epsilon: Float = 1e-12
+package struct LightSVD {
+    package var channels: Int, positions: Int
+    package var iterations: Int
+    package static let epsilon: Float = 1e-12
 
-    public init(channels: Int, positions: Int, iterations: Int) {
+    package init(channels: Int, positions: Int, iterations: Int) {
         self.channels = channels; self.positions = positions; self.iterations = iterations
     }
 
@@ -23,7 +23,7 @@ public struct LightSVD {
     /// `warmU` ([maxRank][C]), when given and non-zero, seeds component j's u (the batch basis passes the
     /// previous step's U, which changes slowly). Returns the rank used, ||R||^2 and ||X||^2.
     @discardableResult
-    public func decompose(x: UnsafePointer<Float>, blocks: Int, maxRank: Int, tau: Double?,
+    package func decompose(x: UnsafePointer<Float>, blocks: Int, maxRank: Int, tau: Double?,
                           warmU: UnsafePointer<Float>?, ut: UnsafeMutablePointer<Float>,
                           v: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>,
                           scratch: UnsafeMutablePointer<Float>) -> (rank: Int, residualEnergy: Double, totalEnergy: Double) {
@@ -90,7 +90,7 @@ public struct LightSVD {
     /// Makes the first `rows` rows of `ut` ([rows][C]) orthonormal (modified Gram-Schmidt),
     /// dropping rows that are (nearly) dependent on earlier ones. Returns the rows kept;
     /// the rows after them are zero.
-    public func orthonormalize(_ ut: UnsafeMutablePointer<Float>, rows: Int) -> Int {
+    package func orthonormalize(_ ut: UnsafeMutablePointer<Float>, rows: Int) -> Int {
         let C = channels
         var kept = 0
         for j in 0..<rows {
@@ -116,7 +116,7 @@ public struct LightSVD {
     /// R_i = X_i - Q^T V_i, as GEMMs. `v` gets [blocks][rank][P]. Returns ||R||^2 and ||X||^2.
     /// Block by block (a block stays in cache), and R's energy in the same pass that adds X;
     /// ||X||^2 = ||R||^2 + ||V||^2 because R is orthogonal to Q.
-    public func project(x: UnsafePointer<Float>, blocks: Int, ut: UnsafePointer<Float>, rank: Int,
+    package func project(x: UnsafePointer<Float>, blocks: Int, ut: UnsafePointer<Float>, rank: Int,
                         v: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>) -> (residualEnergy: Double, totalEnergy: Double) {
         let C = channels, P = positions
         guard rank > 0 else {

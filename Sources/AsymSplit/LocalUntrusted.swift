@@ -5,7 +5,7 @@ import Dispatch
 /// gradients and its weight-gradient share backward. It runs on the untrusted side (an
 /// untrusted rank, or in-process for tests and single-process runs) and sees only what that
 /// side receives: residuals and output gradients.
-public final class UntrustedWorker {
+package final class UntrustedWorker {
     struct Slot {
         let info: SplitLayerInfo
         let weight: Tensor
@@ -20,20 +20,20 @@ public final class UntrustedWorker {
     private let scratch = Scratch()
     /// Seconds spent computing since the last `takeComputeSeconds()`, and in all.
     private var seconds = 0.0
-    public private(set) var totalSeconds = 0.0
+    package private(set) var totalSeconds = 0.0
 
-    public init() {}
+    package init() {}
 
     /// Registers split layer `info` with its (replicated) weight and bias, read only.
-    public func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
+    package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
         slots[info.layer] = Slot(info: info, weight: weight, bias: bias, gradShare: Tensor(shape: weight.shape))
     }
 
-    public func geometry(layer: Int) -> ConvGeometry? { slots[layer]?.info.geometry }
-    public var layerCount: Int { slots.count }
+    package func geometry(layer: Int) -> ConvGeometry? { slots[layer]?.info.geometry }
+    package var layerCount: Int { slots.count }
 
     /// Y_U = conv(R, W) + b for `batch` samples; keeps R for the backward pass.
-    public func forward(layer: Int, residual: Tensor, batch: Int) -> Tensor {
+    package func forward(layer: Int, residual: Tensor, batch: Int) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var s = slots[layer]!
         let g = s.info.geometry
@@ -47,7 +47,7 @@ public final class UntrustedWorker {
     }
 
     /// dX = conv_transpose(dY, W); accumulates corr(R, dY) into the layer's gradient share.
-    public func backward(layer: Int, outputGrad dy: Tensor, batch: Int) -> Tensor {
+    package func backward(layer: Int, outputGrad dy: Tensor, batch: Int) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var s = slots[layer]!
         let g = s.info.geometry
@@ -66,13 +66,13 @@ public final class UntrustedWorker {
         totalSeconds += t
     }
 
-    public func takeComputeSeconds() -> Double {
+    package func takeComputeSeconds() -> Double {
         defer { seconds = 0 }
         return seconds
     }
 
     /// Adds every layer's weight-gradient share into `grads[layer]` and zeroes the shares.
-    public func addGradientShares(into grads: [Int: Tensor]) {
+    package func addGradientShares(into grads: [Int: Tensor]) {
         for (layer, s) in slots {
             guard let g = grads[layer] else { continue }
             accumulate(s.gradShare.data, into: g.data, count: g.count)
@@ -82,30 +82,30 @@ public final class UntrustedWorker {
 }
 
 /// The untrusted executor in the same process: the worker, minus the wire.
-public final class LocalUntrusted: UntrustedExecutor {
-    public let worker = UntrustedWorker()
+package final class LocalUntrusted: UntrustedExecutor {
+    package let worker = UntrustedWorker()
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
 
-    public init() {}
+    package init() {}
 
-    public func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
+    package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
         worker.register(info, weight: weight, bias: bias)
     }
 
-    public func startForward(_ r: Residual) {
+    package func startForward(_ r: Residual) {
         outputs[r.layer] = worker.forward(layer: r.layer, residual: r.tensor, batch: r.batch)
     }
 
-    public func finishForward(layer: Int) -> Tensor { outputs[layer]! }
+    package func finishForward(layer: Int) -> Tensor { outputs[layer]! }
 
-    public func startBackward(_ g: OutputGradient) {
+    package func startBackward(_ g: OutputGradient) {
         inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, batch: g.batch)
     }
 
-    public func finishBackward(layer: Int) -> Tensor { inputGrads[layer]! }
+    package func finishBackward(layer: Int) -> Tensor { inputGrads[layer]! }
 
-    public func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
+    package func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
 
     /// The in-process stand-in for the allreduce: adds the worker's shares into `grads`.
-    public func addGradientShares(into grads: [Int: Tensor]) { worker.addGradientShares(into: grads) }
+    package func addGradientShares(into grads: [Int: Tensor]) { worker.addGradientShares(into: grads) }
 }

@@ -5,30 +5,30 @@ import AsymKernels
 /// Their initialisers are internal to this module, and the untrusted executor's API
 /// accepts nothing else: raw inputs, labels, logits and principal components (U, V) have no
 /// path to an untrusted rank, by construction rather than by convention.
-public struct Residual {
+package struct Residual {
     /// Index of the split layer (in model order).
-    public let layer: Int
+    package let layer: Int
     /// R = X - U V, [batch, C, H, W].
-    public let tensor: Tensor
-    public let batch: Int
+    package let tensor: Tensor
+    package let batch: Int
     init(layer: Int, tensor: Tensor, batch: Int) { self.layer = layer; self.tensor = tensor; self.batch = batch }
 }
 
 /// The gradient of a split layer's output, dL/dY, [batch, Cout, Ho, Wo].
-public struct OutputGradient {
-    public let layer: Int
-    public let tensor: Tensor
-    public let batch: Int
+package struct OutputGradient {
+    package let layer: Int
+    package let tensor: Tensor
+    package let batch: Int
     init(layer: Int, tensor: Tensor, batch: Int) { self.layer = layer; self.tensor = tensor; self.batch = batch }
 }
 
 /// What an untrusted side must know of one split layer: its shapes. Weights are replicated
 /// on every rank (the same optimizer step runs everywhere), so they are not messages.
-public struct SplitLayerInfo: Equatable {
-    public let layer: Int
-    public let geometry: ConvGeometry
-    public let hasBias: Bool
-    public init(layer: Int, geometry: ConvGeometry, hasBias: Bool) {
+package struct SplitLayerInfo: Equatable {
+    package let layer: Int
+    package let geometry: ConvGeometry
+    package let hasBias: Bool
+    package init(layer: Int, geometry: ConvGeometry, hasBias: Bool) {
         self.layer = layer; self.geometry = geometry; self.hasBias = hasBias
     }
 }
@@ -38,7 +38,7 @@ public struct SplitLayerInfo: Equatable {
 ///
 /// Two-phase calls let the trusted side compute its low-rank share in between: `start*`
 /// hands the work over (a non-blocking send under MPI), `finish*` collects the result.
-public protocol UntrustedExecutor: AnyObject {
+package protocol UntrustedExecutor: AnyObject {
     /// Starts Y_U = conv(R, W) + b.
     func startForward(_ r: Residual)
     /// Returns Y_U for `layer`, [batch, Cout, Ho, Wo].
@@ -57,5 +57,5 @@ public protocol UntrustedExecutor: AnyObject {
 }
 
 extension UntrustedExecutor {
-    public func progress() {}
+    package func progress() {}
 }

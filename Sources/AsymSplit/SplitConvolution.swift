@@ -4,15 +4,15 @@ import Glibc
 #endif
 
 /// Per-layer settings of a split convolution.
-public struct SplitSettings: Equatable {
-    public enum Basis: String { case sample, batch }
+package struct SplitSettings: Equatable {
+    package enum Basis: String, CaseIterable { case sample, batch }
     /// The largest rank; the `energy` policy may stop earlier.
-    public var maxRank: Int
+    package var maxRank: Int
     /// `energy` policy: stop once ||R||^2 / ||X||^2 <= tau.
-    public var tau: Double?
-    public var iterations: Int
-    public var basis: Basis
-    public init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample) {
+    package var tau: Double?
+    package var iterations: Int
+    package var basis: Basis
+    package init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample) {
         self.maxRank = maxRank; self.tau = tau; self.iterations = iterations; self.basis = basis
     }
 }
@@ -29,16 +29,16 @@ func swapLeadingAxes(_ src: UnsafePointer<Float>, a: Int, b: Int, inner: Int,
     }
 }
 
-/// The trusted half of a split convolution (design §2).
+/// The trusted half of a split convolution (docs/DESIGN.md §2).
 ///
 /// Forward: X = U V + R by the light SVD; R goes to the untrusted executor, which returns
 /// conv(R, W) + b; meanwhile the trusted side computes conv(U V, W) in the cheaper order:
 /// combined kernels W~ = W U and a conv on V's r channels, or (when r is large against the
 /// map) U V rebuilt and convolved in full. Backward: the executor returns dX and keeps its
 /// share corr(R, dY) of dW; the trusted side adds U (x) corr(V, dY) and db.
-public final class SplitConvolution {
-    public let info: SplitLayerInfo
-    public let settings: SplitSettings
+package final class SplitConvolution {
+    package let info: SplitLayerInfo
+    package let settings: SplitSettings
     let executor: UntrustedExecutor
     let svd: LightSVD
     /// Shared with the model's other layers (they run one at a time): im2col buffers live
@@ -47,26 +47,26 @@ public final class SplitConvolution {
     let scratch: Scratch
 
     /// The rank used in the last forward pass, and the residual energy ||R||^2 / ||X||^2.
-    public private(set) var lastRank = 0
-    public private(set) var lastResidualEnergy = 0.0
+    package private(set) var lastRank = 0
+    package private(set) var lastResidualEnergy = 0.0
     /// Whether the last forward rebuilt U V instead of using combined kernels.
-    public private(set) var lastRebuilt = false
+    package private(set) var lastRebuilt = false
 
     private var residual: Tensor?, ut: Tensor?, v: Tensor?
     private var rebuilt: Tensor?
     /// The batch basis of the last training step, which warm-starts the next one. Saved in
     /// checkpoints so that a resumed run continues exactly.
-    public var warmBasis: Tensor?
+    package var warmBasis: Tensor?
     private var combined: Tensor?  // W~ of one sample (or of the batch), [Cout][r][k*k]
     private var permuted: Tensor?  // W as [C][Cout][k*k]
     private var kernelGrads: Tensor?, gradProduct: Tensor?
 
     /// Samples the batch basis is estimated on (the projection then covers the whole batch).
-    public static let basisSamples = 8
+    package static let basisSamples = 8
     /// Per-sample kernel gradients are combined with U this many samples at a time.
     static let kernelChunk = 8
 
-    public init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor, scratch: Scratch = Scratch()) {
+    package init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor, scratch: Scratch = Scratch()) {
         self.info = info
         self.scratch = scratch
         self.settings = settings
@@ -79,7 +79,7 @@ public final class SplitConvolution {
     var perSample: Bool { settings.basis == .sample }
 
     /// True when convolving V with combined kernels costs less than rebuilding U V.
-    public static func combinedCheaper(geometry g: ConvGeometry, rank r: Int, batch: Int, perSample: Bool) -> Bool {
+    package static func combinedCheaper(geometry g: ConvGeometry, rank r: Int, batch: Int, perSample: Bool) -> Bool {
         let k2 = g.kernel * g.kernel, P = g.height * g.width
         let kernels = (perSample ? batch : 1) * g.outChannels * g.inChannels * k2 * r
         let combined = kernels + batch * g.outChannels * r * k2 * g.outPositions
@@ -88,7 +88,7 @@ public final class SplitConvolution {
     }
 
     /// `training` passes update the warm-start basis; evaluation passes only read it.
-    public func forward(_ x: Tensor, batch: Int, weight: Tensor, training: Bool = true) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, weight: Tensor, training: Bool = true) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
         let R = Tensor.reuse(residual, shape: x.shape); residual = R
         let bases = perSample ? batch : 1
@@ -110,7 +110,7 @@ public final class SplitConvolution {
             compact(U, rows: rmax, to: rank, rowSize: C, count: batch)
             compact(V, rows: rmax, to: rank, rowSize: P, count: batch)
         } else {
-            // The batch basis (design §2): estimate U on a few samples, warm-started from the
+            // The batch basis (docs/DESIGN.md §2): estimate U on a few samples, warm-started from the
             // last step's U, orthonormalise it, then project every sample with two GEMMs.
             let estimate = svd.decompose(x: x.data, blocks: min(batch, SplitConvolution.basisSamples), maxRank: rmax,
                                          tau: settings.tau, warmU: warmBasis?.data, ut: U.data, v: V.data, residual: R.data,
@@ -171,7 +171,7 @@ public final class SplitConvolution {
         return y
     }
 
-    public func backward(_ dy: Tensor, batch: Int, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
+    package func backward(_ dy: Tensor, batch: Int, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, Cout = g.outChannels, k2 = g.kernel * g.kernel
         let rank = lastRank
         executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch))
@@ -222,7 +222,7 @@ public final class SplitConvolution {
 
     /// The low-rank part U V and the residual R of sample `s` in the last forward pass,
     /// each C*H*W values (for pictures of what each side sees; X = L + R).
-    public func lastDecomposition(sample s: Int) -> (lowRank: [Float], residual: [Float]) {
+    package func lastDecomposition(sample s: Int) -> (lowRank: [Float], residual: [Float]) {
         let g = geometry, C = g.inChannels, P = g.height * g.width, rank = lastRank
         var low = [Float](repeating: 0, count: C * P)
         if rank > 0 {

@@ -1,33 +1,34 @@
+import AsymModel
 import AsymHDF5
 import AsymKernels
 import Foundation
 
 /// A checkpoint that cannot be used: corrupt, truncated, or not matching the config.
-public struct CheckpointError: Error, CustomStringConvertible {
-    public let description: String
+package struct CheckpointError: Error, CustomStringConvertible {
+    package let description: String
     init(_ message: String) { description = message }
 }
 
 /// Who trained: written to the `world` attribute as JSON.
-public struct WorldInfo: Equatable {
-    public var trusted: Int, untrusted: Int, mode: String
-    public init(trusted: Int, untrusted: Int, mode: String) {
+package struct WorldInfo: Equatable {
+    package var trusted: Int, untrusted: Int, mode: Mode
+    package init(trusted: Int, untrusted: Int, mode: Mode) {
         self.trusted = trusted; self.untrusted = untrusted; self.mode = mode
     }
-    public var json: String { "{\"trusted\": \(trusted), \"untrusted\": \(untrusted), \"mode\": \"\(mode)\"}" }
+    package var json: String { "{\"trusted\": \(trusted), \"untrusted\": \(untrusted), \"mode\": \"\(mode.rawValue)\"}" }
 }
 
-public let softwareVersion = "asymml-swift 0.1.0"
+package let softwareVersion = "asymml-swift 0.1.0"
 
-/// The HDF5 checkpoint layout of design §5 (a contract): PyTorch tensor layouts under
+/// The HDF5 checkpoint layout of docs/DESIGN.md §5 (a contract): PyTorch tensor layouts under
 /// `/model/<layer>/<param>`, the momentum buffers under `/optimizer/<layer>/<param>`, and
 /// what else a bit-exact continuation needs under `/state`.
-public enum Checkpoint {
-    public static let format = "asymml-checkpoint"
-    public static let formatVersion: Int64 = 1
+package enum Checkpoint {
+    package static let format = "asymml-checkpoint"
+    package static let formatVersion: Int64 = 1
 
     /// Writes the trainer's full state to `path` (not atomically: see `CheckpointStore`).
-    public static func write(_ t: Trainer, world: WorldInfo, to path: String) throws {
+    package static func write(_ t: Trainer, world: WorldInfo, to path: String) throws {
         let f = try HDF5File.create(path: path)
         let p = t.position
         try f.setAttribute("format", string: format)
@@ -72,12 +73,12 @@ public enum Checkpoint {
     }
 
     /// What a checkpoint says about itself, read without loading tensors.
-    public struct Header {
-        public var step: Int64, epoch: Int64, samplesSeen: Int64
-        public var config: String, world: String, softwareVersion: String
+    package struct Header {
+        package var step: Int64, epoch: Int64, samplesSeen: Int64
+        package var config: String, world: String, softwareVersion: String
     }
 
-    public static func header(_ f: HDF5File) throws -> Header {
+    package static func header(_ f: HDF5File) throws -> Header {
         let name = f.path
         guard (try? f.stringAttribute("format")) == format else {
             throw CheckpointError("\(name): not an asymml checkpoint (no format = \"\(format)\" attribute)")
@@ -91,17 +92,22 @@ public enum Checkpoint {
                       world: try f.stringAttribute("world"), softwareVersion: try f.stringAttribute("software_version"))
     }
 
+    /// Why a checkpoint is loaded: resuming training must keep what counts steps (the batch
+    /// size); evaluating reads the model alone and takes any batch size.
+    package enum Purpose { case resume, evaluate }
+
     /// Restores `t` from `path`, checking the format, every dataset's crc32 and every shape
     /// against the model. Returns notes on accepted config differences (e.g. a new lr).
     @discardableResult
-    public static func load(_ path: String, into t: Trainer) throws -> [String] {
-        let (position, notes) = try load(path, model: t.model, config: t.config)
+    package static func load(_ path: String, into t: Trainer, for purpose: Purpose = .resume) throws -> [String] {
+        let (position, notes) = try load(path, model: t.model, config: t.config, for: purpose)
         t.position = position
         return notes
     }
 
     /// Restores a model replica and its optimizer state (what every rank holds) from `path`.
-    public static func load(_ path: String, model: Model, config: Config) throws -> (TrainingPosition, [String]) {
+    package static func load(_ path: String, model: Model, config: Config,
+                             for purpose: Purpose = .resume) throws -> (TrainingPosition, [String]) {
         let f: HDF5File
         do { f = try HDF5File.open(path: path) } catch {
             throw CheckpointError("checkpoint \(path): cannot open it: \(error)")
@@ -112,12 +118,33 @@ public enum Checkpoint {
             throw CheckpointError("\(path): its stored config does not parse: \(error)")
         }
         if saved.model != config.model {
-            throw CheckpointError("\(path): the checkpoint's model differs from the config's model (\(modelDifference(saved.model, config.model))); resume with the config it was trained with")
+            throw CheckpointError("\(path): the checkpoint's model differs from the config's model (\(modelDifference(saved.model, config.model))); use the config it was trained with")
+        }
+        guard purpose == .resume else {
+            try restoreTensors(f, path: path, model: model)
+            try f.close()
+            return (TrainingPosition(), [])
         }
         if saved.data.batchSize != config.data.batchSize {
             throw CheckpointError("\(path): data.batch_size changed from \(saved.data.batchSize) to \(config.data.batchSize); the data position and the schedule count steps of the saved batch size, so resume with it")
         }
         let notes = acceptedDifferences(saved, config)
+        let position: TrainingPosition
+        do {
+            try restoreTensors(f, path: path, model: model)
+            let step = try scalar(f, "/state/step")
+            let momentumReady = try scalar(f, "/state/momentum_initialized") == 1
+            for p in model.parameters { p.hasMomentum = momentumReady }
+            position = TrainingPosition(step: Int(step), samplesSeen: try scalar(f, "/state/samples_seen"))
+        } catch let e as HDF5Error {
+            throw CheckpointError("checkpoint rejected: \(e)")
+        }
+        try f.close()
+        return (position, notes)
+    }
+
+    /// Every model tensor, optimizer buffer and warm-start basis, checked against the model.
+    static func restoreTensors(_ f: HDF5File, path: String, model: Model) throws {
         func restore(_ dataset: String, into tensor: Tensor) throws {
             let (shape, values) = try f.readFloats(dataset)
             guard shape == tensor.shape else {
@@ -125,7 +152,6 @@ public enum Checkpoint {
             }
             values.withUnsafeBufferPointer { tensor.data.update(from: $0.baseAddress!, count: values.count) }
         }
-        let position: TrainingPosition
         do {
             for layer in model.leaves {
                 for param in layer.parameters {
@@ -143,19 +169,13 @@ public enum Checkpoint {
                 let (shape, values) = try f.readFloats(path)
                 split.warmBasis = Tensor(shape: shape, values: values)
             }
-            let step = try scalar(f, "/state/step")
-            let momentumReady = try scalar(f, "/state/momentum_initialized") == 1
-            for p in model.parameters { p.hasMomentum = momentumReady }
-            position = TrainingPosition(step: Int(step), samplesSeen: try scalar(f, "/state/samples_seen"))
         } catch let e as HDF5Error {
             throw CheckpointError("checkpoint rejected: \(e)")
         }
-        try f.close()
-        return (position, notes)
     }
 
     /// The `world` attribute of a checkpoint (JSON: trusted, untrusted, mode).
-    public static func savedWorld(_ path: String) throws -> String {
+    package static func savedWorld(_ path: String) throws -> String {
         do { return try header(try HDF5File.open(path: path)).world } catch let e as HDF5Error {
             throw CheckpointError("checkpoint \(path): \(e)")
         }
@@ -164,12 +184,12 @@ public enum Checkpoint {
     /// Whether a resumed run continues bit-exactly: only on the rank layout it was saved with
     /// (and, with a batch basis on several trusted ranks, not even then: the checkpoint holds
     /// rank 0's warm-start basis only).
-    public static func layoutNote(_ path: String, _ now: WorldInfo, basis: String) throws -> String {
+    package static func layoutNote(_ path: String, _ now: WorldInfo, basis: Basis) throws -> String {
         let saved = try savedWorld(path)
         if saved != now.json {
             return "saved with \(saved), now \(now.json): a different rank layout sums in another order, so the continuation is exact only up to float rounding"
         }
-        if basis == "batch" && now.mode == "asym" && now.trusted > 1 {
+        if basis == .batch && now.mode == .asym && now.trusted > 1 {
             return "same rank layout, but only rank 0's warm-start basis was saved: the split differs on the other trusted ranks (the model is still exact up to float rounding)"
         }
         return "same rank layout: the continuation is bit-exact"
@@ -186,7 +206,7 @@ public enum Checkpoint {
         if a.input != b.input { return "input \(a.input) vs \(b.input)" }
         if a.layers.count != b.layers.count { return "\(a.layers.count) layers vs \(b.layers.count)" }
         for (x, y) in zip(a.layers, b.layers) where x != y {
-            return "layer '\(x.name)' (\(x.type), out \(x.out)) vs '\(y.name)' (\(y.type), out \(y.out))"
+            return "layer '\(x.name)' (\(x.type.rawValue), out \(x.out)) vs '\(y.name)' (\(y.type.rawValue), out \(y.out))"
         }
         return "same layers"
     }
@@ -200,32 +220,32 @@ public enum Checkpoint {
         note("optimizer.lr", saved.optimizer.lr, now.optimizer.lr)
         note("optimizer.momentum", saved.optimizer.momentum, now.optimizer.momentum)
         note("optimizer.weight_decay", saved.optimizer.weightDecay, now.optimizer.weightDecay)
-        note("optimizer.schedule", saved.optimizer.schedule.type, now.optimizer.schedule.type)
+        note("optimizer.schedule", saved.optimizer.schedule.type.rawValue, now.optimizer.schedule.type.rawValue)
         note("train.epochs", saved.train.epochs, now.train.epochs)
         note("train.max_steps", saved.train.maxSteps.map(String.init) ?? "none", now.train.maxSteps.map(String.init) ?? "none")
         note("seed", saved.seed, now.seed)
-        note("asym.mode", saved.asym.mode, now.asym.mode)
+        note("asym.mode", saved.asym.mode.rawValue, now.asym.mode.rawValue)
         return notes
     }
 }
 
 /// The checkpoint folder of a run: atomic writes, `latest`, and keeping the newest `keep`.
-public struct CheckpointStore {
-    public let folder: String
-    public let keep: Int
+package struct CheckpointStore {
+    package let folder: String
+    package let keep: Int
 
-    public init(folder: String, keep: Int) throws {
+    package init(folder: String, keep: Int) throws {
         self.folder = folder
         self.keep = keep
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     }
 
-    public static func fileName(step: Int) -> String { String(format: "step-%08d.h5", step) }
+    package static func fileName(step: Int) -> String { String(format: "step-%08d.h5", step) }
 
     /// Writes atomically: a temporary file in the same folder, fsync, rename over the target,
     /// fsync of the folder. A crash at any point leaves the previous checkpoints intact.
     @discardableResult
-    public func save(_ t: Trainer, world: WorldInfo) throws -> String {
+    package func save(_ t: Trainer, world: WorldInfo) throws -> String {
         let name = CheckpointStore.fileName(step: t.position.step)
         let target = "\(folder)/\(name)"
         let temp = "\(folder)/.\(name).tmp-\(getpid())"
@@ -239,13 +259,13 @@ public struct CheckpointStore {
     }
 
     /// The checkpoints in the folder, oldest first.
-    public func checkpoints() -> [String] {
+    package func checkpoints() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
         return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted().map { "\(folder)/\($0)" }
     }
 
     /// The newest complete checkpoint: the one `latest` names, else the newest file that opens.
-    public func latest() -> String? {
+    package func latest() -> String? {
         if let name = try? String(contentsOfFile: "\(folder)/latest", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines),
            !name.isEmpty, FileManager.default.fileExists(atPath: "\(folder)/\(name)") {

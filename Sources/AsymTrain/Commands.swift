@@ -1,23 +1,26 @@
+import AsymModel
 import AsymHDF5
 import AsymKernels
 import Foundation
 
 /// The work behind each CLI command, kept out of the executable so tests can call it.
-public enum Commands {
+package enum Commands {
     /// Threads for a run: `train.threads`, or every core when it is 0.
-    public static func configureThreads(_ config: Config) {
+    package static func configureThreads(_ config: Config) {
         setThreads(config.train.threads > 0 ? config.train.threads : ProcessInfo.processInfo.activeProcessorCount)
     }
 
     /// `asymml train`: returns the final evaluation.
     @discardableResult
-    public static func train(config: Config, runDir: String?, resume: String?, echo: Bool = true) throws -> Evaluation? {
+    package static func train(config: Config, runDir: String?, resume: String?, echo: Bool = true,
+                              verbose: Bool = false) throws -> Evaluation? {
         configureThreads(config)
         let run = try RunFolder(path: runDir ?? "runs/\(config.name)")
         run.echo = echo
+        run.verbose = verbose
         try run.writeConfig(config)
-        run.say("asymml train: \(config.name), mode \(config.asym.mode), run folder \(run.path), \(kernelThreads) threads")
-        run.say("resolved config:\n" + config.yaml)
+        run.say("asymml train: \(config.name), mode \(config.asym.mode), one process, \(kernelThreads) threads; config \(run.path)/config.yaml")
+        run.detail("resolved config:\n" + config.yaml)
         let trainer = try Trainer(config: config)
         let loop = TrainingLoop(trainer: trainer, run: run)
         if let resume {
@@ -35,15 +38,15 @@ public enum Commands {
     }
 
     /// `asymml evaluate`: the test-set loss and accuracy of a checkpoint.
-    public static func evaluate(config: Config, checkpoint: String) throws -> Evaluation {
+    package static func evaluate(config: Config, checkpoint: String) throws -> Evaluation {
         configureThreads(config)
         let trainer = try Trainer(config: config)
-        try Checkpoint.load(checkpoint, into: trainer)
+        try Checkpoint.load(checkpoint, into: trainer, for: .evaluate)
         return try trainer.evaluate(trainer.data.test)
     }
 
     /// `asymml inspect`: a human-readable listing of a checkpoint.
-    public static func inspect(path: String) throws -> String {
+    package static func inspect(path: String) throws -> String {
         let f: HDF5File
         do { f = try HDF5File.open(path: path) } catch { throw CheckpointError("\(error)") }
         let h = try Checkpoint.header(f)
@@ -52,8 +55,8 @@ public enum Commands {
         if let c = try? Config.parse(yaml: h.config) {
             lines.append("  config: name \(c.name), dataset \(c.data.dataset), batch \(c.data.batchSize), " +
                          "\(c.model.layers.count) layers, input \(c.model.input), sgd lr \(c.optimizer.lr) " +
-                         "momentum \(c.optimizer.momentum), schedule \(c.optimizer.schedule.type), " +
-                         "epochs \(c.train.epochs), mode \(c.asym.mode)")
+                         "momentum \(c.optimizer.momentum), schedule \(c.optimizer.schedule.type.rawValue), " +
+                         "epochs \(c.train.epochs), mode \(c.asym.mode.rawValue)")
         }
         func walk(_ group: String) throws {
             for child in try f.listChildren(group) {

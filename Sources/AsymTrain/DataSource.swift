@@ -1,14 +1,15 @@
+import AsymModel
 import AsymData
 import Foundation
 
 /// Loads the train and test splits that a config names, checked against the model input.
-public struct DataSource {
-    public let train: Dataset
-    public let test: Dataset
+package struct DataSource {
+    package let train: Dataset
+    package let test: Dataset
 
-    public static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
+    package static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
 
-    public init(_ config: Config) throws {
+    package init(_ config: Config) throws {
         let d = config.data
         var normalization: Normalization?
         if let mean = d.normalizeMean, let std = d.normalizeStd {
@@ -16,17 +17,17 @@ public struct DataSource {
         }
         let input = config.model.input
         switch d.dataset {
-        case "fashion-mnist":
+        case .fashionMNIST:
             let dir = d.path ?? DataSource.defaultFashionMNIST
             train = try loadIDX(directory: dir, split: .train, normalization: normalization)
             test = try loadIDX(directory: dir, split: .test, normalization: normalization)
-        case "cifar10":
+        case .cifar10:
             guard let dir = d.path else {
                 throw ConfigError("data.path: cifar10 needs the folder of data_batch_*.bin and test_batch.bin")
             }
             train = try loadCIFAR10(directory: dir, split: .train, normalization: normalization)
             test = try loadCIFAR10(directory: dir, split: .test, normalization: normalization)
-        default:
+        case .synthetic:
             let seed = UInt64(truncatingIfNeeded: config.seed)
             // Synthetic samples are already about zero mean and unit variance: no normalisation.
             train = try makeSynthetic(count: d.syntheticTrain, channels: input[0], height: input[1], width: input[2],

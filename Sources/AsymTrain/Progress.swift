@@ -1,10 +1,11 @@
+import AsymModel
 import Foundation
 
 /// A live one-line progress bar on a terminal: step/total, loss, samples/s, ETA and the
 /// trusted/untrusted time split. Off a terminal it draws nothing (the periodic log lines
 /// carry the same figures).
-public final class ProgressBar {
-    public let enabled: Bool
+package final class ProgressBar {
+    package let enabled: Bool
     private let total: Int
     private let started = Date()
     private var lastDraw = Date.distantPast
@@ -13,19 +14,19 @@ public final class ProgressBar {
     /// Whether standard output is a person's terminal. Under mpirun every rank's output goes
     /// through a pseudo-terminal whatever mpirun's own output is, so there the launch script
     /// says (ASYMML_TTY=1) whether its output is a terminal.
-    public static var onTerminal: Bool {
+    package static var onTerminal: Bool {
         let env = ProcessInfo.processInfo.environment
         if env["OMPI_COMM_WORLD_SIZE"] != nil { return env["ASYMML_TTY"] == "1" }
         return isatty(STDOUT_FILENO) != 0
     }
 
-    public init(total: Int, enabled: Bool = ProgressBar.onTerminal) {
+    package init(total: Int, enabled: Bool = ProgressBar.onTerminal) {
         self.total = total
         self.enabled = enabled
     }
 
     /// Redraws the bar, at most ten times a second.
-    public func update(step: Int, startStep: Int, loss: Double, samplesPerSecond: Double, trustedMs: Double?, untrustedMs: Double?) {
+    package func update(step: Int, startStep: Int, loss: Double, samplesPerSecond: Double, trustedMs: Double?, untrustedMs: Double?) {
         guard enabled, Date().timeIntervalSince(lastDraw) > 0.1 || step == total else { return }
         lastDraw = Date()
         let width = 24
@@ -42,13 +43,13 @@ public final class ProgressBar {
     }
 
     /// Clears the bar so that a log line can take its place; the next update redraws it.
-    public func clear() {
+    package func clear() {
         guard enabled, shown else { return }
         FileHandle.standardOutput.write("\r\u{1B}[K".data(using: .utf8)!)
         shown = false
     }
 
-    public static func clock(_ seconds: Double) -> String {
+    package static func clock(_ seconds: Double) -> String {
         guard seconds.isFinite else { return "--:--" }
         let s = Int(seconds.rounded())
         return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)

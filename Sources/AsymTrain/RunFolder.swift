@@ -1,3 +1,4 @@
+import AsymModel
 import AsymViz
 import Foundation
 
@@ -5,18 +6,20 @@ import Foundation
 ///
 /// Only rank 0 writes it (`isWriter`). Other ranks get a folder that writes nothing, or
 /// only their own `rank-N.log` when asked for one.
-public final class RunFolder {
-    public let path: String
-    public let isWriter: Bool
+package final class RunFolder {
+    package let path: String
+    package let isWriter: Bool
     private let metrics: FileHandle?
     private let log: FileHandle?
     /// TensorBoard scalar events, in `tensorboard/` (rank 0 only).
     private let events: TensorBoardWriter?
     /// Echo log lines to standard output (rank 0 only, under MPI).
-    public var echo = true
+    package var echo = true
+    /// Echo `detail` lines too (`--verbose`); they always go to train.log.
+    package var verbose = false
 
     /// A non-writing view of the run folder at `path`: for ranks other than 0.
-    public init(readOnly path: String, rankLog: String?) throws {
+    package init(readOnly path: String, rankLog: String?) throws {
         self.path = path
         isWriter = false
         echo = false
@@ -31,7 +34,7 @@ public final class RunFolder {
         }
     }
 
-    public init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         isWriter = true
         let fm = FileManager.default
@@ -56,9 +59,9 @@ public final class RunFolder {
         }
     }
 
-    public var checkpointsPath: String { path + "/checkpoints" }
+    package var checkpointsPath: String { path + "/checkpoints" }
 
-    public func writeConfig(_ config: Config) throws {
+    package func writeConfig(_ config: Config) throws {
         guard isWriter else { return }
         do { try config.yaml.write(toFile: path + "/config.yaml", atomically: true, encoding: .utf8) } catch {
             throw ConfigError("run folder \(path): cannot write config.yaml")
@@ -66,17 +69,24 @@ public final class RunFolder {
     }
 
     /// One line to the console (when echoing) and to train.log.
-    public func say(_ line: String) {
+    package func say(_ line: String) {
         if echo { print(line); fflush(stdout) }
         log?.write((line + "\n").data(using: .utf8)!)
     }
 
+    /// A line for train.log that reaches the console only with `--verbose` (the resolved
+    /// config, for example: the start of a run stays short).
+    package func detail(_ line: String) {
+        if echo && verbose { print(line); fflush(stdout) }
+        log?.write((line + "\n").data(using: .utf8)!)
+    }
+
     /// One JSON object to metrics.jsonl, keys in the given order.
-    public func record(_ fields: KeyValuePairs<String, JSONValue>) {
+    package func record(_ fields: KeyValuePairs<String, JSONValue>) {
         record(Array(fields).map { ($0.key, $0.value) })
     }
 
-    public func record(_ fields: [(String, JSONValue)]) {
+    package func record(_ fields: [(String, JSONValue)]) {
         let body = fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ")
         metrics?.write(("{" + body + "}\n").data(using: .utf8)!)
         // The same numbers as TensorBoard scalars: one tag per field, `field/key` for objects.
@@ -95,13 +105,13 @@ public final class RunFolder {
 }
 
 /// The few JSON values the metrics use, written without a serializer's key reordering.
-public enum JSONValue {
+package enum JSONValue {
     case int(Int)
     case number(Double)
     case string(String)
     case object([(String, JSONValue)])
 
-    public var json: String {
+    package var json: String {
         switch self {
         case .int(let v): return String(v)
         case .number(let v): return v.isFinite ? String(format: "%.6g", v) : "null"

@@ -1,27 +1,28 @@
+import AsymModel
 import AsymData
 import AsymKernels
 import AsymSplit
 import Foundation
 
 /// Where training stands: enough to continue bit-exactly (with the model and optimizer).
-public struct TrainingPosition: Equatable {
+package struct TrainingPosition: Equatable {
     /// Optimizer steps taken so far.
-    public var step = 0
+    package var step = 0
     /// Samples of the training set consumed so far.
-    public var samplesSeen: Int64 = 0
+    package var samplesSeen: Int64 = 0
 
-    public init(step: Int = 0, samplesSeen: Int64 = 0) { self.step = step; self.samplesSeen = samplesSeen }
+    package init(step: Int = 0, samplesSeen: Int64 = 0) { self.step = step; self.samplesSeen = samplesSeen }
 }
 
 /// Evaluation result over a whole split.
-public struct Evaluation {
-    public var loss: Double
-    public var accuracy: Double
-    public var samples: Int
+package struct Evaluation {
+    package var loss: Double
+    package var accuracy: Double
+    package var samples: Int
 }
 
 /// How a trainer takes part in a multi-rank job. One process needs none of it.
-public protocol Collective: AnyObject {
+package protocol Collective: AnyObject {
     /// This trusted rank's index among the trusted ranks, and their number: it takes shard
     /// `index` of every global batch (and of the test set).
     var trustedIndex: Int { get }
@@ -45,46 +46,46 @@ public protocol Collective: AnyObject {
 /// the loss is normalised by the global batch size, so the summed gradients equal those of
 /// one process over the global batch, except through batch norm, whose statistics are
 /// each rank's own (as in DDP without SyncBatchNorm).
-public final class Trainer {
-    public let config: Config
-    public let model: Model
-    public let data: DataSource
-    public let order: EpochOrder
-    public let optimizer: SGDOptimizer
-    public var position = TrainingPosition()
+package final class Trainer {
+    package let config: Config
+    package let model: Model
+    package let data: DataSource
+    package let order: EpochOrder
+    package let optimizer: SGDOptimizer
+    package var position = TrainingPosition()
     /// asym mode: the untrusted executor and the split convolutions.
-    public private(set) var untrusted: UntrustedExecutor?
-    public private(set) var splitLayers: [Conv2dLayer] = []
+    package private(set) var untrusted: UntrustedExecutor?
+    package private(set) var splitLayers: [Conv2dLayer] = []
     private var splitGrads: [Int: Tensor] = [:]
-    public let collective: Collective?
+    package let collective: Collective?
     /// Seconds of the last step: total, and the part the untrusted side computed.
-    public private(set) var lastStepSeconds = 0.0
-    public private(set) var lastUntrustedSeconds = 0.0
+    package private(set) var lastStepSeconds = 0.0
+    package private(set) var lastUntrustedSeconds = 0.0
 
     /// Samples of each global batch that this replica computes.
-    public let localBatch: Int
+    package let localBatch: Int
     private let images: Tensor
     private let labels: UnsafeMutablePointer<Int32>
     private let fusedGradients: Tensor
 
     /// `executor` is the untrusted half in asym mode (default: in this process).
-    public init(config: Config, data: DataSource? = nil, collective: Collective? = nil,
+    package init(config: Config, data: DataSource? = nil, collective: Collective? = nil,
                 executor: UntrustedExecutor? = nil) throws {
         self.config = config
         self.collective = collective
         model = try Model(config.model)
-        guard model.classes == config.data.classes || config.data.dataset != "synthetic" else {
+        guard model.classes == config.data.classes || config.data.dataset != .synthetic else {
             throw ConfigError("model.layers: the last layer has \(model.classes) outputs but data.classes is \(config.data.classes)")
         }
         self.data = try data ?? DataSource(config)
         guard model.classes >= self.data.train.classes else {
-            throw ConfigError("model.layers: the last layer has \(model.classes) outputs but \(config.data.dataset) has \(self.data.train.classes) classes")
+            throw ConfigError("model.layers: the last layer has \(model.classes) outputs but \(config.data.dataset.rawValue) has \(self.data.train.classes) classes")
         }
         order = try EpochOrder(count: self.data.train.count, batchSize: config.data.batchSize,
                                seed: UInt64(truncatingIfNeeded: config.seed), shuffle: config.data.shuffle)
         optimizer = SGDOptimizer(config.optimizer, stepsPerEpoch: order.batchesPerEpoch, totalSteps: Trainer.totalSteps(config, order))
         model.initialize(seed: UInt64(truncatingIfNeeded: config.seed), scheme: config.model.initScheme)
-        if config.asym.mode == "asym" {
+        if config.asym.mode == .asym {
             let executor = executor ?? LocalUntrusted()
             splitLayers = try model.enableSplit(config, executor: executor)
             splitGrads = Dictionary(uniqueKeysWithValues: splitLayers.enumerated().map { ($0, $1.weight.grad) })
@@ -107,10 +108,10 @@ public final class Trainer {
         return min(all, c.train.maxSteps ?? all)
     }
 
-    public var totalSteps: Int { Trainer.totalSteps(config, order) }
+    package var totalSteps: Int { Trainer.totalSteps(config, order) }
 
     /// The epoch that step `step` belongs to.
-    public func epoch(ofStep step: Int) -> Int { step / order.batchesPerEpoch }
+    package func epoch(ofStep step: Int) -> Int { step / order.batchesPerEpoch }
 
     private var cachedPermutation: (epoch: Int, perm: [Int32])?
 
@@ -125,7 +126,7 @@ public final class Trainer {
 
     /// One optimizer step on the next global batch. Returns its mean loss and accuracy.
     @discardableResult
-    public func step() throws -> (loss: Double, accuracy: Double) {
+    package func step() throws -> (loss: Double, accuracy: Double) {
         let batch = config.data.batchSize
         _ = untrusted?.takeComputeSeconds()  // drop what evaluation spent since the last step
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -163,18 +164,18 @@ public final class Trainer {
     }
 
     /// Bytes sent to the untrusted side per step: residuals forward, output gradients backward.
-    public var bytesToUntrustedPerStep: Int {
+    package var bytesToUntrustedPerStep: Int {
         splitLayers.map { 4 * localBatch * ($0.geometry.inputSize + $0.geometry.outputSize) }.reduce(0, +)
     }
 
     /// ||R||^2 / ||X||^2 of every split layer in the last forward pass, by layer name.
-    public var residualEnergies: [(String, Double)] {
+    package var residualEnergies: [(String, Double)] {
         splitLayers.map { ($0.name, $0.split!.lastResidualEnergy) }
     }
 
     /// Loss and accuracy over every sample of `split`; with several trusted ranks each
     /// evaluates its share and the sums are combined.
-    public func evaluate(_ split: Dataset) throws -> Evaluation {
+    package func evaluate(_ split: Dataset) throws -> Evaluation {
         var lossSum = 0.0, correct = 0.0
         var buffer: Tensor?
         let shards = collective?.trustedCount ?? 1, index = collective?.trustedIndex ?? 0
@@ -201,7 +202,7 @@ extension Array where Element == Double {
 
 extension Array where Element == Parameter {
     /// Copies every gradient into `fused`, runs `body` on it, and copies the result back.
-    public func withFused(_ fused: Tensor, _ body: (UnsafeMutablePointer<Float>, Int) throws -> Void) rethrows {
+    package func withFused(_ fused: Tensor, _ body: (UnsafeMutablePointer<Float>, Int) throws -> Void) rethrows {
         var offset = 0
         for p in self {
             (fused.data + offset).update(from: p.grad.data, count: p.grad.count)

@@ -1,15 +1,16 @@
+import AsymModel
 import AsymKernels
 import Foundation
 
 /// The command-level training driver: run folder, logging, evaluation and checkpoints around
 /// `Trainer.step()`.
-public struct TrainingLoop {
-    public let trainer: Trainer
-    public let run: RunFolder
+package struct TrainingLoop {
+    package let trainer: Trainer
+    package let run: RunFolder
     /// Who trains, as recorded in checkpoints.
-    public let world: WorldInfo
+    package let world: WorldInfo
 
-    public init(trainer: Trainer, run: RunFolder, world: WorldInfo? = nil) {
+    package init(trainer: Trainer, run: RunFolder, world: WorldInfo? = nil) {
         self.trainer = trainer
         self.run = run
         self.world = world ?? WorldInfo(trusted: 1, untrusted: trainer.untrusted == nil ? 0 : 1, mode: trainer.config.asym.mode)
@@ -18,16 +19,14 @@ public struct TrainingLoop {
     /// Trains to the end of the configured epochs (or `train.max_steps`), evaluating at the
     /// end of each epoch and checkpointing as configured. Returns the final evaluation.
     @discardableResult
-    public func fit() throws -> Evaluation? {
+    package func fit() throws -> Evaluation? {
         let c = trainer.config
         let total = trainer.totalSteps
         let batch = c.data.batchSize
         let perEpoch = trainer.order.batchesPerEpoch
-        run.say("model \(c.name): \(trainer.model.parameterCount) parameters, " +
-                "\(String(format: "%.1f", Double(trainer.model.forwardFlops) / 1e6)) MFLOP/sample forward; " +
-                "\(trainer.data.train.count) train / \(trainer.data.test.count) test samples; " +
-                "\(perEpoch) steps/epoch, \(total) steps")
         run.say(trainer.model.summary)
+        run.say("data: \(trainer.data.train.count) train / \(trainer.data.test.count) test samples, " +
+                "\(perEpoch) steps/epoch, \(total) steps")
         let started = Date(), startStep = trainer.position.step
         let bar = ProgressBar(total: total, enabled: run.echo && ProgressBar.onTerminal)
         var window = Window(), epochWindow = Window()

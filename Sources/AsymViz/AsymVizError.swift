@@ -1,13 +1,13 @@
 import Foundation
 
 /// Errors thrown by AsymViz's file functions; each names the file involved.
-public enum AsymVizError: Error, CustomStringConvertible, LocalizedError {
+package enum AsymVizError: Error, CustomStringConvertible, LocalizedError {
     /// The file could not be created, written or read.
     case io(path: String, reason: String)
     /// An event file failed a length or checksum check at byte `offset`.
     case corrupt(path: String, offset: Int, reason: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .io(path, reason):
             return "\(path): \(reason)"
@@ -16,7 +16,7 @@ public enum AsymVizError: Error, CustomStringConvertible, LocalizedError {
         }
     }
 
-    public var errorDescription: String? { description }
+    package var errorDescription: String? { description }
 }
 
 /// The C library's message for the current `errno`.

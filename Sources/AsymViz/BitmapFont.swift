@@ -104,14 +104,14 @@ private func glyph(for c: Character) -> [[Bool]] {
 
 extension RGBImage {
     /// The size in pixels that `drawText(_:x:y:color:scale:)` covers for `s`.
-    public static func textSize(_ s: String, scale: Int = 1) -> (width: Int, height: Int) {
+    package static func textSize(_ s: String, scale: Int = 1) -> (width: Int, height: Int) {
         let width = s.isEmpty ? 0 : (s.count * glyphAdvance - 1) * scale
         return (width, glyphHeight * scale)
     }
 
     /// Draws `s` on one line with the built-in 5x7 font, its top-left corner at
     /// (x, y); each font cell becomes a `scale` x `scale` block.
-    public mutating func drawText(_ s: String, x: Int, y: Int, color: RGBColor, scale: Int = 1) {
+    package mutating func drawText(_ s: String, x: Int, y: Int, color: RGBColor, scale: Int = 1) {
         for (index, c) in s.enumerated() {
             let left = x + index * glyphAdvance * scale
             for (row, cells) in glyph(for: c).enumerated() {

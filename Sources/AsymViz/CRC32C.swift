@@ -9,7 +9,7 @@ private let crc32cTable: [UInt32] = (0..<256).map { index in
 
 /// The CRC-32C (Castagnoli) checksum of `bytes`, as used by TFRecord files.
 /// zlib only provides the IEEE CRC-32, hence this table-driven version.
-public func crc32c(_ bytes: some Sequence<UInt8>) -> UInt32 {
+package func crc32c(_ bytes: some Sequence<UInt8>) -> UInt32 {
     var crc: UInt32 = 0xFFFF_FFFF
     for byte in bytes {
         crc = crc32cTable[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)

@@ -8,24 +8,24 @@ import Foundation
 /// ±1e300 are left out, so axis arithmetic stays finite; with `logY`, points
 /// with y <= 0 are left out too. Empty series and constant data render as an
 /// ordinary chart around a default range.
-public struct LineChart {
-    public var title: String
-    public var xLabel: String
-    public var yLabel: String
+package struct LineChart {
+    package var title: String
+    package var xLabel: String
+    package var yLabel: String
     /// Drawn in order, so later series paint over earlier ones.
-    public var series: [(name: String, points: [(Double, Double)], color: RGBColor)]
+    package var series: [(name: String, points: [(Double, Double)], color: RGBColor)]
     /// Plot y on a base-10 logarithmic scale.
-    public var logY: Bool
+    package var logY: Bool
 
     /// Distinct series colours (matplotlib's "tab10"), used by `addSeries`.
-    public static let palette: [RGBColor] = [
+    package static let palette: [RGBColor] = [
         RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44),
         RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75),
         RGBColor(227, 119, 194), RGBColor(127, 127, 127), RGBColor(188, 189, 34),
         RGBColor(23, 190, 207),
     ]
 
-    public init(title: String = "", xLabel: String = "", yLabel: String = "",
+    package init(title: String = "", xLabel: String = "", yLabel: String = "",
                 series: [(name: String, points: [(Double, Double)], color: RGBColor)] = [],
                 logY: Bool = false) {
         self.title = title
@@ -36,12 +36,12 @@ public struct LineChart {
     }
 
     /// Appends a series; without a `color` it takes the next palette colour.
-    public mutating func addSeries(name: String, points: [(Double, Double)], color: RGBColor? = nil) {
+    package mutating func addSeries(name: String, points: [(Double, Double)], color: RGBColor? = nil) {
         series.append((name, points, color ?? Self.palette[series.count % Self.palette.count]))
     }
 
     /// Draws the chart on a white `width` x `height` image.
-    public func render(width: Int = 640, height: Int = 400) -> RGBImage {
+    package func render(width: Int = 640, height: Int = 400) -> RGBImage {
         var image = RGBImage(width: width, height: height, background: .white)
 
         // Points in axis units: y is log10(y) on a log axis.

@@ -3,7 +3,7 @@ import Foundation
 
 /// Encodes `image` as a PNG: 8-bit RGB, no interlacing, filter type 0 (None)
 /// on every row, and one zlib-compressed IDAT chunk.
-public func encodePNG(_ image: RGBImage) -> [UInt8] {
+package func encodePNG(_ image: RGBImage) -> [UInt8] {
     var header: [UInt8] = []
     header += bigEndianBytes(UInt32(image.width))
     header += bigEndianBytes(UInt32(image.height))
@@ -27,7 +27,7 @@ public func encodePNG(_ image: RGBImage) -> [UInt8] {
 }
 
 /// Writes `image` as a PNG file at `path`, replacing any existing file.
-public func writePNG(_ image: RGBImage, to path: String) throws {
+package func writePNG(_ image: RGBImage, to path: String) throws {
     do {
         try Data(encodePNG(image)).write(to: URL(fileURLWithPath: path))
     } catch {

@@ -15,15 +15,15 @@ import Foundation
 ///
 /// Logging must never interrupt training, so write failures after the file is
 /// opened are ignored. The file is flushed and closed when the writer is released.
-public final class TensorBoardWriter {
+package final class TensorBoardWriter {
     /// The event file being written.
-    public let path: String
+    package let path: String
     private let file: UnsafeMutablePointer<FILE>
 
     /// Creates `directory` if needed and opens a new event file in it named
     /// `events.out.tfevents.<unix seconds>.<hostname>`, adding a `.<n>` suffix
     /// rather than overwriting a file from another writer started the same second.
-    public init(directory: String) throws {
+    package init(directory: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -60,7 +60,7 @@ public final class TensorBoardWriter {
 
     /// Appends one scalar point for `tag`. Data reaches disk on `flush()` or
     /// when the writer is released.
-    public func addScalar(tag: String, value: Float, step: Int64,
+    package func addScalar(tag: String, value: Float, step: Int64,
                           wallTime: Double = Date().timeIntervalSince1970) {
         var summaryValue = ProtoEncoder()
         summaryValue.string(field: 1, tag)
@@ -75,7 +75,7 @@ public final class TensorBoardWriter {
     }
 
     /// Pushes buffered records to the file so TensorBoard can see them.
-    public func flush() {
+    package func flush() {
         fflush(file)
     }
 
@@ -91,7 +91,7 @@ public final class TensorBoardWriter {
 /// Both CRCs of every record are verified. A truncated final record is treated
 /// as the end of the file, since it is what a writer still running leaves behind.
 /// Summary values without a `simple_value` (images, tensors, ...) are skipped.
-public func readTensorBoardScalars(path: String) throws -> [(tag: String, step: Int64, value: Float)] {
+package func readTensorBoardScalars(path: String) throws -> [(tag: String, step: Int64, value: Float)] {
     guard let contents = FileManager.default.contents(atPath: path) else {
         throw AsymVizError.io(path: path, reason: "cannot read event file")
     }

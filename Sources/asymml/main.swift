@@ -1,3 +1,5 @@
+import AsymModel
+import AsymTools
 import ArgumentParser
 import AsymCluster
 import AsymTrain
@@ -37,15 +39,18 @@ struct Train: ParsableCommand {
     var role: Role?
     @Flag(name: .customLong("rank-logs"), help: "Under mpirun, ranks other than 0 log to rank-N.log in the run folder.")
     var rankLogs = false
+    @Flag(help: "Also print the resolved config (it always goes to train.log and config.yaml).")
+    var verbose = false
 
     func run() throws {
         let config: Config
         do { config = try options.load() } catch { fail(error) }
         if Communicator.launchedByMPI {
-            DistributedTraining.train(config: config, runDir: runDir, resume: resume, role: role, rankLogs: rankLogs)
+            DistributedTraining.train(config: config, options: TrainOptions(runDir: runDir, resume: resume, role: role,
+                                                                            rankLogs: rankLogs, verbose: verbose))
         } else {
             do {
-                try Commands.train(config: config, runDir: runDir, resume: resume)
+                try Commands.train(config: config, runDir: runDir, resume: resume, verbose: verbose)
             } catch { fail(error) }
         }
     }
@@ -94,7 +99,7 @@ struct Plan: ParsableCommand {
 
     func run() throws {
         do {
-            let plan = try AsymTrain.Plan(try options.load())
+            let plan = try AsymTools.Plan(try options.load())
             print(json ? plan.json : plan.table)
         } catch { fail(error) }
     }

@@ -24,14 +24,14 @@ final class WireTests: XCTestCase {
 
     func testLayoutAssignsGroupsAndValidates() throws {
         let roles: [Role] = [.trusted, .trusted, .untrusted, .untrusted, .untrusted]
-        let layout = try ClusterLayout(roles: roles, mode: "asym")
+        let layout = try ClusterLayout(roles: roles, mode: .asym)
         XCTAssertEqual(layout.group(ofTrusted: 0), [2, 4])
         XCTAssertEqual(layout.group(ofTrusted: 1), [3])
         XCTAssertEqual(layout.server(ofUntrusted: 4).trusted, 0)
         XCTAssertEqual(layout.server(ofUntrusted: 4).shard, 1)
-        XCTAssertThrowsError(try ClusterLayout(roles: [.untrusted, .untrusted], mode: "asym"))
-        XCTAssertThrowsError(try ClusterLayout(roles: [.trusted, .trusted, .untrusted], mode: "asym"))
-        XCTAssertThrowsError(try ClusterLayout(roles: [.untrusted, .trusted], mode: "tee-only"))
-        XCTAssertEqual(try ClusterLayout(roles: [.trusted, .untrusted], mode: "plain").trusted, [0, 1])
+        XCTAssertThrowsError(try ClusterLayout(roles: [.untrusted, .untrusted], mode: .asym))
+        XCTAssertThrowsError(try ClusterLayout(roles: [.trusted, .trusted, .untrusted], mode: .asym))
+        XCTAssertThrowsError(try ClusterLayout(roles: [.untrusted, .trusted], mode: .teeOnly))
+        XCTAssertEqual(try ClusterLayout(roles: [.trusted, .untrusted], mode: .plain).trusted, [0, 1])
     }
 }

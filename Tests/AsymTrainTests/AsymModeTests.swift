@@ -1,4 +1,6 @@
 import AsymKernels
+import AsymModel
+import AsymTools
 import AsymTrain
 import XCTest
 
@@ -43,20 +45,20 @@ final class AsymModeTests: XCTestCase {
         setThreads(1)
         var c = try smokeConfig(["train.epochs=2"])
         c.model.layers = [
-            LayerSpec(name: "conv1", type: "conv", out: 6, kernel: 3, padding: 1),
-            LayerSpec(name: "bn1", type: "batchnorm"),
-            LayerSpec(name: "relu", type: "relu"),
-            LayerSpec(name: "block1", type: "basic_block", out: 6, stride: 1),
-            LayerSpec(name: "block2", type: "basic_block", out: 10, stride: 2),
-            LayerSpec(name: "pool", type: "global_avgpool"),
-            LayerSpec(name: "flat", type: "flatten"),
-            LayerSpec(name: "fc", type: "linear", out: 4),
+            LayerSpec(name: "conv1", type: .conv, out: 6, kernel: 3, padding: 1),
+            LayerSpec(name: "bn1", type: .batchnorm),
+            LayerSpec(name: "relu", type: .relu),
+            LayerSpec(name: "block1", type: .basicBlock, out: 6, stride: 1),
+            LayerSpec(name: "block2", type: .basicBlock, out: 10, stride: 2),
+            LayerSpec(name: "pool", type: .globalAvgpool),
+            LayerSpec(name: "flat", type: .flatten),
+            LayerSpec(name: "fc", type: .linear, out: 4),
         ]
         let plain = try Trainer(config: c)
         for _ in 0..<10 { try plain.step() }
-        for basis in ["sample", "batch"] {
+        for basis in Basis.allCases {
             var a = c
-            a.asym.mode = "asym"
+            a.asym.mode = .asym
             a.asym.basis = basis
             let t = try Trainer(config: a)
             XCTAssertEqual(t.splitLayers.map(\.name), ["block1.conv1", "block1.conv2", "block2.conv1", "block2.conv2", "block2.shortcut.conv"])

@@ -1,4 +1,6 @@
 import AsymKernels
+import AsymModel
+import AsymTools
 import AsymTrain
 import Foundation
 import XCTest
@@ -22,7 +24,7 @@ final class CheckpointTests: XCTestCase {
         let first = try Trainer(config: c)
         for _ in 0..<11 { try first.step() }  // stops mid-epoch (32 steps per epoch)
         let store = try CheckpointStore(folder: folder, keep: 2)
-        try store.save(first, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
+        try store.save(first, world: WorldInfo(trusted: 1, untrusted: 0, mode: .plain))
         XCTAssertEqual(store.latest(), "\(folder)/step-00000011.h5")
 
         let resumed = try Trainer(config: c)
@@ -40,7 +42,7 @@ final class CheckpointTests: XCTestCase {
         let store = try CheckpointStore(folder: folder, keep: 2)
         for _ in 0..<4 {
             try t.step()
-            try store.save(t, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
+            try store.save(t, world: WorldInfo(trusted: 1, untrusted: 0, mode: .plain))
         }
         XCTAssertEqual(store.checkpoints().map { ($0 as NSString).lastPathComponent }, ["step-00000003.h5", "step-00000004.h5"])
         XCTAssertEqual(try String(contentsOfFile: folder + "/latest", encoding: .utf8), "step-00000004.h5\n")
@@ -50,7 +52,7 @@ final class CheckpointTests: XCTestCase {
         try Checkpoint.load(store.latest()!, into: other)
         XCTAssertEqual(other.position.step, 4)
         // The next save clears the leftover.
-        try store.save(other, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
+        try store.save(other, world: WorldInfo(trusted: 1, untrusted: 0, mode: .plain))
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/.step-00000005.h5.tmp-1"))
     }
 
@@ -60,7 +62,7 @@ final class CheckpointTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let t = try Trainer(config: try smokeConfig())
         try t.step()
-        let path = try CheckpointStore(folder: folder, keep: 5).save(t, world: WorldInfo(trusted: 1, untrusted: 0, mode: "plain"))
+        let path = try CheckpointStore(folder: folder, keep: 5).save(t, world: WorldInfo(trusted: 1, untrusted: 0, mode: .plain))
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
 
         // Truncated.

@@ -1,3 +1,5 @@
+import AsymModel
+import AsymTools
 import AsymTrain
 import XCTest
 
@@ -11,7 +13,7 @@ final class ConfigTests: XCTestCase {
         let fm = try Config.load(path: "\(repoRoot)/configs/fmnist-cnn.yaml")
         XCTAssertEqual(fm.data.batchSize, 64)
         XCTAssertEqual(fm.optimizer.lr, 0.05)
-        XCTAssertEqual(fm.optimizer.schedule.type, "cosine")
+        XCTAssertEqual(fm.optimizer.schedule.type, .cosine)
         XCTAssertEqual(try Model(fm.model).parameterCount, 320 + 9248 + 18496 + 36928 + 401_536 + 1290)
     }
 
@@ -61,18 +63,18 @@ final class ConfigTests: XCTestCase {
     func testSchedules() throws {
         var c = try smokeConfig()
         c.optimizer.lr = 1
-        c.optimizer.schedule.type = "cosine"
+        c.optimizer.schedule.type = .cosine
         let cosine = SGDOptimizer(c.optimizer, stepsPerEpoch: 10, totalSteps: 100)
         XCTAssertEqual(cosine.learningRate(step: 0), 1)
         XCTAssertEqual(cosine.learningRate(step: 50), 0.5, accuracy: 1e-12)
         XCTAssertEqual(cosine.learningRate(step: 100), 0, accuracy: 1e-12)
         c.optimizer.schedule = ScheduleConfig()
-        c.optimizer.schedule.type = "step"; c.optimizer.schedule.stepEpochs = 2; c.optimizer.schedule.gamma = 0.1
+        c.optimizer.schedule.type = .step; c.optimizer.schedule.stepEpochs = 2; c.optimizer.schedule.gamma = 0.1
         let step = SGDOptimizer(c.optimizer, stepsPerEpoch: 10, totalSteps: 100)
         XCTAssertEqual(step.learningRate(step: 19), 1)
         XCTAssertEqual(step.learningRate(step: 20), 0.1, accuracy: 1e-12)
         XCTAssertEqual(step.learningRate(step: 45), 0.01, accuracy: 1e-12)
-        c.optimizer.schedule.type = "constant"
+        c.optimizer.schedule.type = .constant
         XCTAssertEqual(SGDOptimizer(c.optimizer, stepsPerEpoch: 10, totalSteps: 100).learningRate(step: 77), 1)
     }
 }

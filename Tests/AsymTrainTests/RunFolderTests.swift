@@ -1,4 +1,6 @@
 import AsymKernels
+import AsymModel
+import AsymTools
 import AsymTrain
 import AsymViz
 import Foundation

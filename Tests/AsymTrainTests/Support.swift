@@ -1,3 +1,5 @@
+import AsymModel
+import AsymTools
 import AsymTrain
 import Foundation
 import XCTest

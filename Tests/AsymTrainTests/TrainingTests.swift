@@ -1,4 +1,6 @@
 import AsymKernels
+import AsymModel
+import AsymTools
 import AsymTrain
 import Foundation
 import XCTest
@@ -27,13 +29,13 @@ final class TrainingTests: XCTestCase {
         setThreads(1)
         var c = try smokeConfig()
         c.model.layers = [
-            LayerSpec(name: "conv1", type: "conv", out: 4, kernel: 3, padding: 1),
-            LayerSpec(name: "bn1", type: "batchnorm"),
-            LayerSpec(name: "relu", type: "relu"),
-            LayerSpec(name: "block", type: "basic_block", out: 6, stride: 2),
-            LayerSpec(name: "pool", type: "global_avgpool"),
-            LayerSpec(name: "flat", type: "flatten"),
-            LayerSpec(name: "fc", type: "linear", out: 4),
+            LayerSpec(name: "conv1", type: .conv, out: 4, kernel: 3, padding: 1),
+            LayerSpec(name: "bn1", type: .batchnorm),
+            LayerSpec(name: "relu", type: .relu),
+            LayerSpec(name: "block", type: .basicBlock, out: 6, stride: 2),
+            LayerSpec(name: "pool", type: .globalAvgpool),
+            LayerSpec(name: "flat", type: .flatten),
+            LayerSpec(name: "fc", type: .linear, out: 4),
         ]
         let t = try Trainer(config: c)
         let batch = 4

@@ -1,11 +1,13 @@
+import AsymModel
+import AsymTrain
 import AsymKernels
 import AsymViz
 import Foundation
 
 /// `asymml plot` and `asymml privacy`: PNG pictures of a run and of what each side sees.
-public enum Pictures {
+package enum Pictures {
     /// Reads metrics.jsonl into (step, field) series; nested objects become `field/key`.
-    public static func readMetrics(_ path: String) throws -> [String: [(Double, Double)]] {
+    package static func readMetrics(_ path: String) throws -> [String: [(Double, Double)]] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ConfigError("\(path): cannot read it; is this a run folder (asymml train writes metrics.jsonl)?")
         }
@@ -27,7 +29,7 @@ public enum Pictures {
     /// Writes loss.png, accuracy.png and (asym runs) residual_energy.png into `out`.
     /// Returns the paths written.
     @discardableResult
-    public static func plot(runDir: String, out: String) throws -> [String] {
+    package static func plot(runDir: String, out: String) throws -> [String] {
         let m = try readMetrics(runDir + "/metrics.jsonl")
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         var written: [String] = []
@@ -57,11 +59,11 @@ public enum Pictures {
     /// and of its residual R (sent to the untrusted side), all three on X's gray scale, with
     /// ||R||^2 / ||X||^2 of the whole map.
     @discardableResult
-    public static func privacy(config: Config, checkpoint: String, out: String, samples: Int = 4, layers: Int = 2) throws -> String {
+    package static func privacy(config: Config, checkpoint: String, out: String, samples: Int = 4, layers: Int = 2) throws -> String {
         var c = config
-        c.asym.mode = "asym"
+        c.asym.mode = .asym
         let trainer = try Trainer(config: c)
-        try Checkpoint.load(checkpoint, into: trainer)
+        try Checkpoint.load(checkpoint, into: trainer, for: .evaluate)
         let n = min(samples, trainer.data.test.count)
         let x = Tensor(shape: [n] + c.model.input)
         let labels = UnsafeMutablePointer<Int32>.allocate(capacity: n)

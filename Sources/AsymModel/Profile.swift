@@ -3,18 +3,18 @@ import Foundation
 
 /// Trusted seconds per layer, forward and backward (`asymml bench --profile`): wall time of
 /// each layer minus what the in-process untrusted executor computed meanwhile.
-public final class LayerProfile {
-    public private(set) var forward: [Double]
-    public private(set) var backward: [Double]
+package final class LayerProfile {
+    package private(set) var forward: [Double]
+    package private(set) var backward: [Double]
     /// Other trusted work per step: data loading, the loss, zeroing and the SGD update.
-    public private(set) var other = 0.0
-    public private(set) var steps = 0
+    package private(set) var other = 0.0
+    package private(set) var steps = 0
     /// Layer seconds up to the end of the last step.
     private var layerSecondsBefore = 0.0
     /// Cumulative seconds the untrusted side has computed (0 when there is none).
     let untrustedClock: () -> Double
 
-    public init(layers: Int, untrustedClock: @escaping () -> Double) {
+    package init(layers: Int, untrustedClock: @escaping () -> Double) {
         forward = Array(repeating: 0, count: layers)
         backward = Array(repeating: 0, count: layers)
         self.untrustedClock = untrustedClock
@@ -29,7 +29,7 @@ public final class LayerProfile {
     }
 
     /// Closes a training step of `trustedSeconds`: what the layers did not account for is "other".
-    public func endStep(trustedSeconds: Double) {
+    package func endStep(trustedSeconds: Double) {
         let layers = forward.reduce(0, +) + backward.reduce(0, +)
         other += trustedSeconds - (layers - layerSecondsBefore)
         layerSecondsBefore = layers
@@ -37,9 +37,9 @@ public final class LayerProfile {
     }
 
     /// A table in ms per step, largest first.
-    public func table(_ model: Model) -> String {
+    package func table(_ model: Model) -> String {
         let n = Double(max(steps, 1))
-        var rows = model.layers.enumerated().map { i, l in (l.name, l.kind, forward[i] / n, backward[i] / n) }
+        var rows = model.layers.enumerated().map { i, l in (l.name, l.kind.rawValue, forward[i] / n, backward[i] / n) }
         rows.append(("(other)", "data, loss, SGD", other / n, 0))
         let total = rows.map { $0.2 + $0.3 }.reduce(0, +)
         var lines = [String(format: "trusted ms per step (%.1f in all):", 1000 * total)]

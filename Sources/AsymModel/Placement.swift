@@ -2,18 +2,18 @@ import AsymKernels
 import AsymSplit
 
 /// Where one layer runs in asym mode.
-public struct LayerPlacement {
-    public enum Side: String { case trusted, split }
-    public let layer: Layer
-    public let side: Side
+package struct LayerPlacement {
+    package enum Side: String, ConfigName { case trusted, split }
+    package let layer: Layer
+    package let side: Side
     /// For split convolutions: the rank limit and policy.
-    public let settings: SplitSettings?
+    package let settings: SplitSettings?
 }
 
-/// The placement rule of design §2: the first convolution, batch norm, ReLU, pooling, the
+/// The placement rule of docs/DESIGN.md §2: the first convolution, batch norm, ReLU, pooling, the
 /// classifier and the loss stay trusted; every other convolution is split. A layer's
 /// `placement:` overrides the rule; its `rank:` overrides the rank policy.
-public func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacement] {
+package func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacement] {
     var placements: [LayerPlacement] = []
     var seenConv = false
     var splitIndex = 0
@@ -25,7 +25,7 @@ public func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacem
         }
         let isFirst = !seenConv
         seenConv = true
-        let side: LayerPlacement.Side = conv.placement.map { $0 == "split" ? .split : .trusted } ?? (isFirst ? .trusted : .split)
+        let side: LayerPlacement.Side = conv.placement ?? (isFirst ? .trusted : .split)
         guard side == .split else {
             placements.append(LayerPlacement(layer: layer, side: .trusted, settings: nil))
             continue
@@ -34,9 +34,9 @@ public func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacem
         var rank: Int
         var tau: Double?
         switch a.rank.policy {
-        case "fixed": rank = a.rank.value
-        case "energy": rank = a.rank.max; tau = a.rank.tau
-        default: rank = min(a.rank.max, a.rank.value << min(splitIndex, 20))
+        case .fixed: rank = a.rank.value
+        case .energy: rank = a.rank.max; tau = a.rank.tau
+        case .schedule: rank = min(a.rank.max, a.rank.value << min(splitIndex, 20))
         }
         if let r = conv.rankOverride {
             guard r >= 1 && r <= C else {
@@ -49,7 +49,7 @@ public func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacem
         splitIndex += 1
         placements.append(LayerPlacement(layer: layer, side: .split,
                                          settings: SplitSettings(maxRank: rank, tau: tau, iterations: a.svdIterations,
-                                                                 basis: a.basis == "batch" ? .batch : .sample)))
+                                                                 basis: a.basis)))
     }
     return placements
 }
@@ -57,7 +57,7 @@ public func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlacem
 extension Model {
     /// The convolutions that the placement splits, in order (their index is the wire's
     /// layer number), with their settings.
-    public func splitConvolutions(_ config: Config) throws -> [(conv: Conv2dLayer, info: SplitLayerInfo, settings: SplitSettings)] {
+    package func splitConvolutions(_ config: Config) throws -> [(conv: Conv2dLayer, info: SplitLayerInfo, settings: SplitSettings)] {
         try placeLayers(self, config).filter { $0.side == .split }.enumerated().map { i, p in
             let conv = p.layer as! Conv2dLayer
             return (conv, SplitLayerInfo(layer: i, geometry: conv.geometry, hasBias: conv.bias != nil), p.settings!)
@@ -67,7 +67,7 @@ extension Model {
     /// Splits the convolutions that the placement puts on both sides, with `executor` as the
     /// untrusted half. Returns the split layers in order.
     @discardableResult
-    public func enableSplit(_ config: Config, executor: UntrustedExecutor) throws -> [Conv2dLayer] {
+    package func enableSplit(_ config: Config, executor: UntrustedExecutor) throws -> [Conv2dLayer] {
         try splitConvolutions(config).map { conv, info, settings in
             executor.register(info, weight: conv.weight.value, bias: conv.bias?.value)
             conv.split = SplitConvolution(info: info, settings: settings, executor: executor, scratch: scratch)

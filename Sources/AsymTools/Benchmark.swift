@@ -1,39 +1,41 @@
+import AsymModel
+import AsymTrain
 import AsymData
 import AsymKernels
 import AsymSplit
 import Foundation
 
-public func median(_ xs: [Double]) -> Double {
+package func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
     return s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
 }
 
 /// One mode's timings: medians over the timed steps.
-public struct ModeTiming {
-    public var mode: String
-    public var trainStepSeconds: Double, inferBatchSeconds: Double
+package struct ModeTiming {
+    package var mode: Mode
+    package var trainStepSeconds: Double, inferBatchSeconds: Double
     /// The part of a step (or of an inference batch) that the trusted side computed.
-    public var trustedTrainSeconds: Double, trustedInferSeconds: Double
+    package var trustedTrainSeconds: Double, trustedInferSeconds: Double
     /// Trusted time per layer over the timed training steps (`--profile`).
-    public var profile: String?
+    package var profile: String?
 }
 
 /// `asymml bench`: throughput of the plain model, and the trusted side's compute per step
 /// in tee-only and asym modes, all on synthetic data of the config's shape.
-public struct BenchmarkResult {
-    public var batch: Int, threads: Int
-    public var plain: ModeTiming
-    public var teeOnly: ModeTiming
-    public var asym: ModeTiming
-    public var plan: Plan
+package struct BenchmarkResult {
+    package var batch: Int, threads: Int
+    package var plain: ModeTiming
+    package var teeOnly: ModeTiming
+    package var asym: ModeTiming
+    package var plan: Plan
 
-    public var trainSamplesPerSecond: Double { Double(batch) / plain.trainStepSeconds }
-    public var inferSamplesPerSecond: Double { Double(batch) / plain.inferBatchSeconds }
+    package var trainSamplesPerSecond: Double { Double(batch) / plain.trainStepSeconds }
+    package var inferSamplesPerSecond: Double { Double(batch) / plain.inferBatchSeconds }
     /// The speed-up that fast accelerators would give: tee-only trusted time over asym's.
-    public var trainingSpeedup: Double { teeOnly.trustedTrainSeconds / asym.trustedTrainSeconds }
-    public var inferenceSpeedup: Double { teeOnly.trustedInferSeconds / asym.trustedInferSeconds }
+    package var trainingSpeedup: Double { teeOnly.trustedTrainSeconds / asym.trustedTrainSeconds }
+    package var inferenceSpeedup: Double { teeOnly.trustedInferSeconds / asym.trustedInferSeconds }
 
-    public var text: String {
+    package var text: String {
         let tb = 1 / plan.training.trustedShare, ib = 1 / plan.forward.trustedShare
         return [
             String(format: "%@: batch %d, %d threads", plan.name, batch, threads),
@@ -42,13 +44,13 @@ public struct BenchmarkResult {
             String(format: "  tee-only   trusted %7.1f ms/step training, %7.1f ms/batch inference",
                    1000 * teeOnly.trustedTrainSeconds, 1000 * teeOnly.trustedInferSeconds),
             String(format: "  asym       trusted %7.1f ms/step training, %7.1f ms/batch inference (basis %@)",
-                   1000 * asym.trustedTrainSeconds, 1000 * asym.trustedInferSeconds, plan.basis),
+                   1000 * asym.trustedTrainSeconds, 1000 * asym.trustedInferSeconds, plan.basis.rawValue),
             String(format: "  trusted-time speed-up over tee-only: training %.1fx of a %.1fx bound (%.0f%%), inference %.1fx of %.1fx (%.0f%%)",
                    trainingSpeedup, tb, 100 * trainingSpeedup / tb, inferenceSpeedup, ib, 100 * inferenceSpeedup / ib),
         ].joined(separator: "\n") + [teeOnly.profile, asym.profile].compactMap { $0.map { "\n" + $0 } }.joined()
     }
 
-    public var json: String {
+    package var json: String {
         JSONValue.object([
             ("config", .string(plan.name)), ("batch", .int(batch)), ("threads", .int(threads)),
             ("train_samples_per_s", .number(trainSamplesPerSecond)), ("infer_samples_per_s", .number(inferSamplesPerSecond)),
@@ -62,22 +64,22 @@ public struct BenchmarkResult {
 
 /// Times `steps` training steps and inference batches per mode after two warm-up steps,
 /// and keeps the medians (timings on a shared machine are noisy; the median resists that).
-public func benchmark(config: Config, steps: Int, profile: Bool = false) throws -> BenchmarkResult {
+package func benchmark(config: Config, steps: Int, profile: Bool = false) throws -> BenchmarkResult {
     guard steps >= 1 else { throw ConfigError("--steps: time at least 1 step, got \(steps)") }
     var c = config
-    c.data.dataset = "synthetic"
+    c.data.dataset = .synthetic
     c.data.syntheticTrain = c.data.batchSize * (steps + 2)
     c.data.syntheticTest = c.data.batchSize
     c.data.classes = try Model(c.model).classes
     c.train.maxSteps = nil
     let data = try DataSource(c)
-    func time(_ mode: String) throws -> ModeTiming {
+    func time(_ mode: Mode) throws -> ModeTiming {
         var m = c
         m.asym.mode = mode
         let trainer = try Trainer(config: m, data: data)
         var step: [Double] = [], trusted: [Double] = []
         for i in 0..<(steps + 2) {
-            if profile && i == 2 && mode != "plain" {
+            if profile && i == 2 && mode != .plain {
                 let local = trainer.untrusted as? LocalUntrusted
                 trainer.model.profile = LayerProfile(layers: trainer.model.layers.count,
                                                      untrustedClock: { local?.worker.totalSeconds ?? 0 })
@@ -92,7 +94,7 @@ public func benchmark(config: Config, steps: Int, profile: Bool = false) throws 
         let labels = UnsafeMutablePointer<Int32>.allocate(capacity: c.data.batchSize)
         defer { labels.deallocate() }
         data.test.gather(indices: Int32(0)..<Int32(c.data.batchSize), images: x.data, labels: labels)
-        let table = trainer.model.profile.map { "\(mode), " + $0.table(trainer.model) }
+        let table = trainer.model.profile.map { "\(mode.rawValue), " + $0.table(trainer.model) }
         trainer.model.profile = nil
         var infer: [Double] = [], inferTrusted: [Double] = []
         _ = trainer.untrusted?.takeComputeSeconds()
@@ -106,6 +108,6 @@ public func benchmark(config: Config, steps: Int, profile: Bool = false) throws 
         return ModeTiming(mode: mode, trainStepSeconds: median(step), inferBatchSeconds: median(infer),
                           trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted), profile: table)
     }
-    return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time("plain"),
-                           teeOnly: try time("tee-only"), asym: try time("asym"), plan: try Plan(c))
+    return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time(.plain),
+                           teeOnly: try time(.teeOnly), asym: try time(.asym), plan: try Plan(c))
 }

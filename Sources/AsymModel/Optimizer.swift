@@ -2,13 +2,13 @@ import AsymKernels
 import Foundation
 
 /// torch.optim.SGD over a model's parameters, with a learning-rate schedule.
-public struct SGDOptimizer {
-    public let config: OptimizerConfig
+package struct SGDOptimizer {
+    package let config: OptimizerConfig
     /// Steps per epoch and total steps, which the schedules are expressed in.
-    public let stepsPerEpoch: Int
-    public let totalSteps: Int
+    package let stepsPerEpoch: Int
+    package let totalSteps: Int
 
-    public init(_ config: OptimizerConfig, stepsPerEpoch: Int, totalSteps: Int) {
+    package init(_ config: OptimizerConfig, stepsPerEpoch: Int, totalSteps: Int) {
         self.config = config
         self.stepsPerEpoch = max(1, stepsPerEpoch)
         self.totalSteps = max(1, totalSteps)
@@ -16,27 +16,27 @@ public struct SGDOptimizer {
 
     /// The learning rate of step `step` (0-based), as PyTorch's schedulers would give it
     /// when stepped once per optimizer step (cosine) or once per epoch (step).
-    public func learningRate(step: Int) -> Double {
+    package func learningRate(step: Int) -> Double {
         let base = config.lr, s = config.schedule
         switch s.type {
-        case "step":
+        case .step:
             let epoch = step / stepsPerEpoch
             return base * pow(s.gamma, Double(epoch / s.stepEpochs))
-        case "cosine":
+        case .cosine:
             let t = Double(min(step, totalSteps)) / Double(totalSteps)
             return s.minLR + (base - s.minLR) * (1 + cos(Double.pi * t)) / 2
-        default:
+        case .constant:
             return base
         }
     }
 
     /// Applies one step to every parameter with learning rate `learningRate`.
-    public func apply(learningRate: Double, to parameters: [Parameter]) {
+    package func apply(learningRate: Double, to parameters: [Parameter]) {
         SGDOptimizer.apply(config, learningRate: learningRate, to: parameters)
     }
 
     /// The step itself, for replicas that know the rate but not the schedule (untrusted ranks).
-    public static func apply(_ config: OptimizerConfig, learningRate: Double, to parameters: [Parameter]) {
+    package static func apply(_ config: OptimizerConfig, learningRate: Double, to parameters: [Parameter]) {
         let h = SGDHyper(lr: Float(learningRate), momentum: Float(config.momentum),
                          dampening: Float(config.dampening), weightDecay: Float(config.weightDecay),
                          nesterov: config.nesterov)

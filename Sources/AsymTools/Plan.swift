@@ -1,3 +1,5 @@
+import AsymModel
+import AsymTrain
 import AsymKernels
 import AsymSplit
 import Foundation
@@ -5,23 +7,23 @@ import Foundation
 /// `asymml plan`: per layer, where it runs, its FLOPs on each side (forward and backward)
 /// and the bytes that cross per step; and the totals with the trusted share. It describes
 /// the asym split of the config whatever its `asym.mode` (tee-only puts everything trusted).
-public struct Plan {
-    public struct Row {
-        public var name: String, kind: String, placement: String, rank: String
-        public var trustedForward: Double, untrustedForward: Double
-        public var trustedBackward: Double, untrustedBackward: Double
-        public var bytesCrossing: Double
+package struct Plan {
+    package struct Row {
+        package var name: String, kind: String, placement: String, rank: String
+        package var trustedForward: Double, untrustedForward: Double
+        package var trustedBackward: Double, untrustedBackward: Double
+        package var bytesCrossing: Double
     }
-    public struct Totals {
-        public var trustedFlops: Double, untrustedFlops: Double, bytesCrossing: Double
-        public var trustedShare: Double { trustedFlops / max(trustedFlops + untrustedFlops, 1) }
+    package struct Totals {
+        package var trustedFlops: Double, untrustedFlops: Double, bytesCrossing: Double
+        package var trustedShare: Double { trustedFlops / max(trustedFlops + untrustedFlops, 1) }
     }
-    public var rows: [Row] = []
-    public let basis: String
-    public let name: String
-    public let batch: Int
+    package var rows: [Row] = []
+    package let basis: Basis
+    package let name: String
+    package let batch: Int
 
-    public init(_ config: Config) throws {
+    package init(_ config: Config) throws {
         let model = try Model(config.model)
         let placements = try placeLayers(model, config)
         basis = config.asym.basis
@@ -31,7 +33,7 @@ public struct Plan {
         var first = true
         for p in placements {
             let l = p.layer
-            var row = Row(name: l.name, kind: l.kind, placement: "trusted", rank: "-", trustedForward: 0,
+            var row = Row(name: l.name, kind: l.kind.rawValue, placement: "trusted", rank: "-", trustedForward: 0,
                           untrustedForward: 0, trustedBackward: 0, untrustedBackward: 0, bytesCrossing: 0)
             let forward = Double(l.forwardFlops) * b
             if let conv = l as? Conv2dLayer, p.side == .split, let s = p.settings {
@@ -54,24 +56,24 @@ public struct Plan {
         }
     }
 
-    public var forward: Totals {
+    package var forward: Totals {
         Totals(trustedFlops: rows.map(\.trustedForward).reduce(0, +), untrustedFlops: rows.map(\.untrustedForward).reduce(0, +),
                bytesCrossing: rows.map { $0.bytesCrossing / 2 }.reduce(0, +))
     }
 
-    public var training: Totals {
+    package var training: Totals {
         Totals(trustedFlops: rows.map { $0.trustedForward + $0.trustedBackward }.reduce(0, +),
                untrustedFlops: rows.map { $0.untrustedForward + $0.untrustedBackward }.reduce(0, +),
                bytesCrossing: rows.map(\.bytesCrossing).reduce(0, +))
     }
 
-    public var table: String {
+    package var table: String {
         func m(_ x: Double) -> String { String(format: "%9.1f", x / 1e6) }
         func left(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
         func right(_ s: String) -> String { String(repeating: " ", count: max(0, 9 - s.count)) + s }
         let columns = [left("layer", 18), left("type", 12), left("place", 8), left("rank", 16)].joined(separator: " ")
         var lines = [columns + " " + ["T fwd", "U fwd", "T bwd", "U bwd", "MB/step"].map(right).joined(separator: " "),
-                     "  (asym split, basis \(basis); MFLOP per step of \(batch) samples; T = trusted, U = untrusted)"]
+                     "  (asym split, basis \(basis.rawValue); MFLOP per step of \(batch) samples; T = trusted, U = untrusted)"]
         for r in rows where r.trustedForward + r.untrustedForward > 0 {
             lines.append([left(r.name, 18), left(r.kind, 12), left(r.placement, 8), left(r.rank, 16)].joined(separator: " ") + " "
                          + [r.trustedForward, r.untrustedForward, r.trustedBackward, r.untrustedBackward].map(m).joined(separator: " ")
@@ -86,7 +88,7 @@ public struct Plan {
         return lines.joined(separator: "\n")
     }
 
-    public var json: String {
+    package var json: String {
         func totals(_ t: Totals) -> JSONValue {
             .object([("trusted_flops", .number(t.trustedFlops)), ("untrusted_flops", .number(t.untrustedFlops)),
                      ("trusted_share", .number(t.trustedShare)), ("bytes_crossing", .number(t.bytesCrossing))])
@@ -98,7 +100,7 @@ public struct Plan {
                               ("trusted_backward_flops", .number(r.trustedBackward)), ("untrusted_backward_flops", .number(r.untrustedBackward)),
                               ("bytes_crossing", .number(r.bytesCrossing))]).json
         }
-        return "{\"basis\": \"\(basis)\", \"batch\": \(batch), \"layers\": [" + layers.joined(separator: ", ") + "], \"totals\": "
+        return "{\"basis\": \"\(basis.rawValue)\", \"batch\": \(batch), \"layers\": [" + layers.joined(separator: ", ") + "], \"totals\": "
             + JSONValue.object([("forward", totals(forward)), ("training", totals(training))]).json + "}"
     }
 }

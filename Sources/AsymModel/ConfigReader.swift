@@ -1,9 +1,9 @@
 import Yams
 
 /// A user mistake in a config file or an override, reported as one line that names the key.
-public struct ConfigError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ message: String) { description = message }
+package struct ConfigError: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ message: String) { description = message }
 }
 
 /// Reads one YAML mapping with typed accessors. Every key that a reader did not ask for is
@@ -64,6 +64,17 @@ struct ConfigReader {
             throw ConfigError("\(key(k)): '\(v)' is not accepted; use one of: \(accepted.joined(separator: ", "))")
         }
         return v
+    }
+
+    /// One of a closed set of names, parsed into its enum once, here.
+    mutating func choice<E: RawRepresentable & CaseIterable>(_ k: String, _ fallback: E) throws -> E where E.RawValue == String {
+        let v = try choice(k, fallback.rawValue, E.allCases.map(\.rawValue))
+        return E(rawValue: v)!
+    }
+
+    /// A required choice: a missing key is an error that lists the accepted names.
+    mutating func choice<E: RawRepresentable & CaseIterable>(_ k: String) throws -> E where E.RawValue == String {
+        E(rawValue: try choice(k, "", E.allCases.map(\.rawValue)))!
     }
 
     /// A number or a list of numbers.

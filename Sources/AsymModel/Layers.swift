@@ -2,14 +2,14 @@ import AsymKernels
 import AsymSplit
 
 /// A trainable tensor with its gradient and optimizer state.
-public final class Parameter {
+package final class Parameter {
     /// "weight" or "bias" (PyTorch's names, used as checkpoint keys).
-    public let name: String
-    public let value: Tensor
-    public let grad: Tensor
+    package let name: String
+    package let value: Tensor
+    package let grad: Tensor
     /// SGD momentum buffer; `hasMomentum` is false until the first step fills it.
-    public let momentum: Tensor
-    public var hasMomentum = false
+    package let momentum: Tensor
+    package var hasMomentum = false
 
     init(_ name: String, shape: [Int]) {
         self.name = name
@@ -20,9 +20,9 @@ public final class Parameter {
 }
 
 /// Non-trainable state saved with the model (batch norm's running statistics).
-public final class StateBuffer {
-    public let name: String
-    public let value: Tensor
+package final class StateBuffer {
+    package let name: String
+    package let value: Tensor
     init(_ name: String, shape: [Int], fill: Float = 0) {
         self.name = name
         value = Tensor(shape: shape)
@@ -35,9 +35,9 @@ public final class StateBuffer {
 /// `forward` returns a tensor the layer owns (reused from step to step); it stays valid until
 /// the layer's next forward. The layer remembers its input for `backward`, which returns the
 /// gradient of the input (nil when `needInputGradient` is false, e.g. for the first layer).
-public protocol Layer: AnyObject {
+package protocol Layer: AnyObject {
     var name: String { get }
-    var kind: String { get }
+    var kind: LayerType { get }
     var inputShape: [Int] { get }
     var outputShape: [Int] { get }
     /// Layers with their own parameters or state: itself, or the parts of a block.
@@ -54,12 +54,12 @@ public protocol Layer: AnyObject {
 }
 
 extension Layer {
-    public var leaves: [Layer] { [self] }
-    public var parameters: [Parameter] { [] }
-    public var buffers: [StateBuffer] { [] }
-    public var batchesTracked: Int64? { get { nil } set {} }
-    public var forwardFlops: Int { 0 }
-    public func initialize(_ initializer: inout Initializer) {}
+    package var leaves: [Layer] { [self] }
+    package var parameters: [Parameter] { [] }
+    package var buffers: [StateBuffer] { [] }
+    package var batchesTracked: Int64? { get { nil } set {} }
+    package var forwardFlops: Int { 0 }
+    package func initialize(_ initializer: inout Initializer) {}
 }
 
 /// Weight initialisation from the project's seeded RNG (`model.init`).
@@ -67,18 +67,17 @@ extension Layer {
 /// `kaiming_uniform` is PyTorch's default for Conv2d and Linear: weights uniform in
 /// +-sqrt(6 / ((1 + a^2) fan_in)) with a = sqrt(5), i.e. +-1/sqrt(fan_in), and biases uniform
 /// in +-1/sqrt(fan_in). `kaiming_normal` is He et al.'s N(0, 2 / fan_in) with zero biases.
-public struct Initializer {
-    public static let schemes = ["kaiming_uniform", "kaiming_normal"]
-    public var rng: RNG
-    public let scheme: String
+package struct Initializer {
+    package var rng: RNG
+    package let scheme: InitScheme
 
-    public init(seed: UInt64, scheme: String) {
+    package init(seed: UInt64, scheme: InitScheme) {
         rng = RNG(seed: seed, stream: 1)
         self.scheme = scheme
     }
 
     mutating func weight(_ t: Tensor, fanIn: Int) {
-        if scheme == "kaiming_normal" {
+        if scheme == .kaimingNormal {
             let std = (2 / Float(fanIn)).squareRoot()
             for i in 0..<t.count { t[i] = rng.normal() * std }
         } else {
@@ -87,7 +86,7 @@ public struct Initializer {
     }
 
     mutating func bias(_ t: Tensor, fanIn: Int) {
-        if scheme == "kaiming_normal" { t.zero() } else { uniform(t, bound: 1 / Float(fanIn).squareRoot()) }
+        if scheme == .kaimingNormal { t.zero() } else { uniform(t, bound: 1 / Float(fanIn).squareRoot()) }
     }
 
     private mutating func uniform(_ t: Tensor, bound: Float) {
@@ -99,19 +98,19 @@ public struct Initializer {
 
 // MARK: - Convolution
 
-public final class Conv2dLayer: Layer {
-    public let name: String
-    public let kind = "conv"
-    public let geometry: ConvGeometry
-    public let weight: Parameter
-    public let bias: Parameter?
-    public let inputShape: [Int], outputShape: [Int]
+package final class Conv2dLayer: Layer {
+    package let name: String
+    package let kind = LayerType.conv
+    package let geometry: ConvGeometry
+    package let weight: Parameter
+    package let bias: Parameter?
+    package let inputShape: [Int], outputShape: [Int]
     let scratch: Scratch
     /// The config's placement and rank overrides (asym mode).
-    public var placement: String?
-    public var rankOverride: Int?
+    package var placement: LayerPlacement.Side?
+    package var rankOverride: Int?
     /// Set in asym mode when this convolution is split between trusted and untrusted sides.
-    public var split: SplitConvolution?
+    package var split: SplitConvolution?
     private var input: Tensor?
     private var output: Tensor?
     private var inputGrad: Tensor?
@@ -131,15 +130,15 @@ public final class Conv2dLayer: Layer {
         self.scratch = scratch
     }
 
-    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
-    public var forwardFlops: Int { geometry.forwardFlops }
+    package var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    package var forwardFlops: Int { geometry.forwardFlops }
 
-    public func initialize(_ initializer: inout Initializer) {
+    package func initialize(_ initializer: inout Initializer) {
         initializer.weight(weight.value, fanIn: geometry.patchSize)
         if let bias { initializer.bias(bias.value, fanIn: geometry.patchSize) }
     }
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         input = x
         if let split { return split.forward(x, batch: batch, weight: weight.value, training: training) }
         let y = Tensor.reuse(output, shape: batched(outputShape, batch))
@@ -149,7 +148,7 @@ public final class Conv2dLayer: Layer {
         return y
     }
 
-    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         if let split { return split.backward(dy, batch: batch, weightGrad: weight.grad, biasGrad: bias?.grad) }
         let dx = needInputGradient ? Tensor.reuse(inputGrad, shape: batched(inputShape, batch)) : nil
         inputGrad = dx ?? inputGrad
@@ -161,13 +160,13 @@ public final class Conv2dLayer: Layer {
 
 // MARK: - Linear
 
-public final class LinearLayer: Layer {
-    public let name: String
-    public let kind = "linear"
-    public let inFeatures: Int, outFeatures: Int
-    public let weight: Parameter
-    public let bias: Parameter?
-    public let inputShape: [Int], outputShape: [Int]
+package final class LinearLayer: Layer {
+    package let name: String
+    package let kind = LayerType.linear
+    package let inFeatures: Int, outFeatures: Int
+    package let weight: Parameter
+    package let bias: Parameter?
+    package let inputShape: [Int], outputShape: [Int]
     private var input: Tensor?
     private var output: Tensor?
     private var inputGrad: Tensor?
@@ -182,15 +181,15 @@ public final class LinearLayer: Layer {
         outputShape = [out]
     }
 
-    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
-    public var forwardFlops: Int { 2 * inFeatures * outFeatures }
+    package var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    package var forwardFlops: Int { 2 * inFeatures * outFeatures }
 
-    public func initialize(_ initializer: inout Initializer) {
+    package func initialize(_ initializer: inout Initializer) {
         initializer.weight(weight.value, fanIn: inFeatures)
         if let bias { initializer.bias(bias.value, fanIn: inFeatures) }
     }
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         input = x
         let y = Tensor.reuse(output, shape: [batch, outFeatures])
         output = y
@@ -199,7 +198,7 @@ public final class LinearLayer: Layer {
         return y
     }
 
-    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         let dx = needInputGradient ? Tensor.reuse(inputGrad, shape: batched(inputShape, batch)) : nil
         inputGrad = dx ?? inputGrad
         linearBackward(x: input!.data, batch: batch, inFeatures: inFeatures, outFeatures: outFeatures,
@@ -211,24 +210,24 @@ public final class LinearLayer: Layer {
 
 // MARK: - Activation, flatten
 
-public final class ReLULayer: Layer {
-    public let name: String
-    public let kind = "relu"
-    public let inputShape: [Int]
-    public var outputShape: [Int] { inputShape }
+package final class ReLULayer: Layer {
+    package let name: String
+    package let kind = LayerType.relu
+    package let inputShape: [Int]
+    package var outputShape: [Int] { inputShape }
     private var output: Tensor?
     private var inputGrad: Tensor?
 
     init(name: String, input: [Int]) { self.name = name; inputShape = input }
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         let y = Tensor.reuse(output, shape: x.shape)
         output = y
         reluForward(x.data, y.data, count: x.count)
         return y
     }
 
-    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         guard needInputGradient, let y = output else { return nil }
         let dx = Tensor.reuse(inputGrad, shape: y.shape)
         inputGrad = dx
@@ -238,31 +237,31 @@ public final class ReLULayer: Layer {
 }
 
 /// Flatten changes only the per-sample shape: the NCHW buffer already is [batch, C*H*W].
-public final class FlattenLayer: Layer {
-    public let name: String
-    public let kind = "flatten"
-    public let inputShape: [Int]
-    public var outputShape: [Int] { [inputShape.reduce(1, *)] }
+package final class FlattenLayer: Layer {
+    package let name: String
+    package let kind = LayerType.flatten
+    package let inputShape: [Int]
+    package var outputShape: [Int] { [inputShape.reduce(1, *)] }
 
     init(name: String, input: [Int]) { self.name = name; inputShape = input }
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor { x }
-    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? { dy }
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor { x }
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? { dy }
 }
 
 // MARK: - Pooling
 
-public final class PoolLayer: Layer {
-    public let name: String
-    public let kind: String  // "maxpool", "avgpool" or "global_avgpool"
-    public let geometry: PoolGeometry
-    public let inputShape: [Int], outputShape: [Int]
+package final class PoolLayer: Layer {
+    package let name: String
+    package let kind: LayerType  // .maxpool, .avgpool or .globalAvgpool
+    package let geometry: PoolGeometry
+    package let inputShape: [Int], outputShape: [Int]
     private var output: Tensor?
     private var inputGrad: Tensor?
     private var argmax: UnsafeMutablePointer<Int32>
     private var argmaxCount = 0
 
-    init(name: String, kind: String, input: [Int], kernel: Int, stride: Int) throws {
+    init(name: String, kind: LayerType, input: [Int], kernel: Int, stride: Int) throws {
         guard kernel <= input[1], kernel <= input[2] else {
             throw ConfigError("layer '\(name)': pooling window \(kernel) does not fit its \(input[1])x\(input[2]) input")
         }
@@ -276,10 +275,10 @@ public final class PoolLayer: Layer {
 
     deinit { argmax.deallocate() }
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         let y = Tensor.reuse(output, shape: batched(outputShape, batch))
         output = y
-        if kind == "maxpool" {
+        if kind == .maxpool {
             if argmaxCount < y.count {
                 argmax.deallocate()
                 argmax = .allocate(capacity: y.count)
@@ -292,11 +291,11 @@ public final class PoolLayer: Layer {
         return y
     }
 
-    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         guard needInputGradient else { return nil }
         let dx = Tensor.reuse(inputGrad, shape: batched(inputShape, batch))
         inputGrad = dx
-        if kind == "maxpool" {
+        if kind == .maxpool {
             maxPoolBackward(geometry, dy: dy.data, argmax: argmax, batch: batch, dx: dx.data)
         } else {
             avgPoolBackward(geometry, dy: dy.data, batch: batch, dx: dx.data)
@@ -307,15 +306,15 @@ public final class PoolLayer: Layer {
 
 // MARK: - Batch norm
 
-public final class BatchNormLayer: Layer {
-    public let name: String
-    public let kind = "batchnorm"
-    public let geometry: BatchNormGeometry
-    public let gamma: Parameter, beta: Parameter
-    public let runningMean: StateBuffer, runningVar: StateBuffer
-    public var batchesTracked: Int64? = 0
-    public let inputShape: [Int]
-    public var outputShape: [Int] { inputShape }
+package final class BatchNormLayer: Layer {
+    package let name: String
+    package let kind = LayerType.batchnorm
+    package let geometry: BatchNormGeometry
+    package let gamma: Parameter, beta: Parameter
+    package let runningMean: StateBuffer, runningVar: StateBuffer
+    package var batchesTracked: Int64? = 0
+    package let inputShape: [Int]
+    package var outputShape: [Int] { inputShape }
     private var output: Tensor?
     private var xhat: Tensor?
     private var inputGrad: Tensor?
@@ -332,17 +331,17 @@ public final class BatchNormLayer: Layer {
         invStd = Tensor(shape: [input[0]])
     }
 
-    public var parameters: [Parameter] { [gamma, beta] }
-    public var buffers: [StateBuffer] { [runningMean, runningVar] }
-    public var forwardFlops: Int { 4 * inputShape.reduce(1, *) }
+    package var parameters: [Parameter] { [gamma, beta] }
+    package var buffers: [StateBuffer] { [runningMean, runningVar] }
+    package var forwardFlops: Int { 4 * inputShape.reduce(1, *) }
 
-    public func initialize(_ initializer: inout Initializer) {
+    package func initialize(_ initializer: inout Initializer) {
         gamma.value.fill(1); beta.value.zero()
         runningMean.value.zero(); runningVar.value.fill(1)
         batchesTracked = 0
     }
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         let y = Tensor.reuse(output, shape: x.shape)
         output = y
         if training {
@@ -359,7 +358,7 @@ public final class BatchNormLayer: Layer {
         return y
     }
 
-    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         let dx = Tensor.reuse(inputGrad, shape: dy.shape)
         inputGrad = dx
         batchNormBackward(geometry, dy: dy.data, batch: batch, gamma: gamma.value.data, xhat: xhat!.data,
@@ -373,10 +372,10 @@ public final class BatchNormLayer: Layer {
 /// ResNet's basic block: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), where the
 /// shortcut is the identity, or a 1x1 convolution plus batch norm when the shape changes.
 /// Its parts are named `<block>.conv1`, `<block>.bn1`, ..., `<block>.shortcut.conv`.
-public final class BasicBlock: Layer {
-    public let name: String
-    public let kind = "basic_block"
-    public let inputShape: [Int], outputShape: [Int]
+package final class BasicBlock: Layer {
+    package let name: String
+    package let kind = LayerType.basicBlock
+    package let inputShape: [Int], outputShape: [Int]
     let conv1: Conv2dLayer, bn1: BatchNormLayer, relu1: ReLULayer
     let conv2: Conv2dLayer, bn2: BatchNormLayer
     let shortcutConv: Conv2dLayer?, shortcutBN: BatchNormLayer?
@@ -407,15 +406,15 @@ public final class BasicBlock: Layer {
         outRelu = ReLULayer(name: "\(name).relu2", input: outputShape)
     }
 
-    public var leaves: [Layer] {
+    package var leaves: [Layer] {
         let shortcut: [Layer] = shortcutConv.map { [$0, shortcutBN!] } ?? []
         return [conv1, bn1, conv2, bn2] + shortcut
     }
-    public var forwardFlops: Int { leaves.map(\.forwardFlops).reduce(0, +) }
+    package var forwardFlops: Int { leaves.map(\.forwardFlops).reduce(0, +) }
 
-    public func initialize(_ initializer: inout Initializer) { for l in leaves { l.initialize(&initializer) } }
+    package func initialize(_ initializer: inout Initializer) { for l in leaves { l.initialize(&initializer) } }
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         var h = conv1.forward(x, batch: batch, training: training)
         h = bn1.forward(h, batch: batch, training: training)
         h = relu1.forward(h, batch: batch, training: training)
@@ -431,7 +430,7 @@ public final class BasicBlock: Layer {
         return outRelu.forward(z, batch: batch, training: training)
     }
 
-    public func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         let dz = outRelu.backward(dy, batch: batch, needInputGradient: true)!
         var d = bn2.backward(dz, batch: batch, needInputGradient: true)!
         d = conv2.backward(d, batch: batch, needInputGradient: true)!

@@ -1,141 +1,185 @@
+import AsymSplit
 import Foundation
 import Yams
 
+/// A closed set of names in the config: printed as the name the config uses.
+package protocol ConfigName: RawRepresentable, CaseIterable, CustomStringConvertible where RawValue == String {}
+extension ConfigName {
+    package var description: String { rawValue }
+}
+
+/// How a run uses its ranks (docs/DESIGN.md §3).
+package enum Mode: String, ConfigName {
+    /// Every rank a data-parallel worker; no privacy (the baseline).
+    case plain
+    /// Only trusted ranks compute (the paper's baseline).
+    case teeOnly = "tee-only"
+    /// The split: residual convolutions on untrusted ranks.
+    case asym
+}
+
+/// How each split layer's rank is chosen (docs/DESIGN.md §2).
+package enum RankPolicy: String, ConfigName { case fixed, schedule, energy }
+
+/// The learning-rate schedule.
+package enum ScheduleType: String, ConfigName { case constant, step, cosine }
+
+/// The layer types of `model.layers`; the raw values are the config's names.
+package enum LayerType: String, ConfigName {
+    case conv, linear, relu, maxpool, avgpool, globalAvgpool = "global_avgpool", flatten, batchnorm
+    case basicBlock = "basic_block"
+
+    /// Types that need `out:` (output channels or features).
+    var needsOut: Bool { self == .conv || self == .linear || self == .basicBlock }
+    var isWindowPool: Bool { self == .maxpool || self == .avgpool }
+}
+
+/// The data sets a run can train on (docs/DESIGN.md §7).
+package enum DatasetKind: String, ConfigName {
+    case fashionMNIST = "fashion-mnist", cifar10, synthetic
+}
+
+/// Weight initialisation (`model.init`).
+package enum InitScheme: String, ConfigName {
+    /// PyTorch's default for Conv2d and Linear.
+    case kaimingUniform = "kaiming_uniform"
+    /// He et al.'s N(0, 2 / fan_in), zero biases.
+    case kaimingNormal = "kaiming_normal"
+}
+
+/// One basis per sample, or one for the whole batch (docs/DESIGN.md §2).
+package typealias Basis = SplitSettings.Basis
+extension Basis: ConfigName {}
+
 /// The resolved configuration of a run: the YAML file, then `--set` overrides, then defaults.
 /// `yaml` writes it back out in full, so a run folder records exactly what ran.
-public struct Config: Equatable {
-    public var name = "run"
-    public var seed = 0
-    public var data = DataConfig()
-    public var model = ModelConfig()
-    public var optimizer = OptimizerConfig()
-    public var train = TrainConfig()
-    public var asym = AsymConfig()
-    public var cluster = ClusterConfig()
+package struct Config: Equatable {
+    package var name = "run"
+    package var seed = 0
+    package var data = DataConfig()
+    package var model = ModelConfig()
+    package var optimizer = OptimizerConfig()
+    package var train = TrainConfig()
+    package var asym = AsymConfig()
+    package var cluster = ClusterConfig()
 
-    public init() {}
+    package init() {}
 }
 
-public struct DataConfig: Equatable {
-    public static let datasets = ["fashion-mnist", "cifar10", "synthetic"]
-    public var dataset = "synthetic"
+package struct DataConfig: Equatable {
+    package var dataset = DatasetKind.synthetic
     /// Folder of the data files; nil means the dataset's default location.
-    public var path: String?
+    package var path: String?
     /// The global batch size (summed over all trusted ranks).
-    public var batchSize = 64
-    public var shuffle = true
+    package var batchSize = 64
+    package var shuffle = true
     /// [mean, std] for all channels, or [[means...], [stds...]] per channel; nil: pixel/255.
-    public var normalizeMean: [Double]?
-    public var normalizeStd: [Double]?
+    package var normalizeMean: [Double]?
+    package var normalizeStd: [Double]?
     /// Sizes of the synthetic set.
-    public var syntheticTrain = 4096
-    public var syntheticTest = 1024
-    public var classes = 10
+    package var syntheticTrain = 4096
+    package var syntheticTest = 1024
+    package var classes = 10
 }
 
-public struct ModelConfig: Equatable {
+package struct ModelConfig: Equatable {
     /// Per-sample input shape [C, H, W].
-    public var input = [1, 28, 28]
-    public var layers: [LayerSpec] = []
+    package var input = [1, 28, 28]
+    package var layers: [LayerSpec] = []
     /// Weight initialisation: `kaiming_uniform` (PyTorch's default) or `kaiming_normal`.
-    public var initScheme = "kaiming_uniform"
+    package var initScheme = InitScheme.kaimingUniform
 }
 
 /// One entry of `model.layers`.
-public struct LayerSpec: Equatable {
-    public static let types = ["conv", "linear", "relu", "maxpool", "avgpool", "global_avgpool",
-                               "flatten", "batchnorm", "basic_block"]
-    public var name: String
-    public var type: String
+package struct LayerSpec: Equatable {
+    package var name: String
+    package var type: LayerType
     /// Output channels (conv, basic_block) or features (linear).
-    public var out = 0
+    package var out = 0
     /// Declared input features of a linear layer (checked against the shape that flows in).
-    public var inFeatures: Int?
-    public var kernel = 3
-    public var stride = 1
-    public var padding = 0
-    public var bias = true
+    package var inFeatures: Int?
+    package var kernel = 3
+    package var stride = 1
+    package var padding = 0
+    package var bias = true
     /// `trusted` or `split`: overrides the placement rule (asym mode).
-    public var placement: String?
+    package var placement: LayerPlacement.Side?
     /// Per-layer rank override for split convolutions.
-    public var rank: Int?
+    package var rank: Int?
 
-    public init(name: String, type: String, out: Int = 0, kernel: Int = 3, stride: Int = 1, padding: Int = 0) {
+    package init(name: String, type: LayerType, out: Int = 0, kernel: Int = 3, stride: Int = 1, padding: Int = 0) {
         self.name = name; self.type = type; self.out = out
         self.kernel = kernel; self.stride = stride; self.padding = padding
     }
 }
 
-public struct OptimizerConfig: Equatable {
-    public var type = "sgd"
-    public var lr = 0.01
-    public var momentum = 0.0
-    public var dampening = 0.0
-    public var weightDecay = 0.0
-    public var nesterov = false
-    public var schedule = ScheduleConfig()
+package struct OptimizerConfig: Equatable {
+    package var type = "sgd"
+    package var lr = 0.01
+    package var momentum = 0.0
+    package var dampening = 0.0
+    package var weightDecay = 0.0
+    package var nesterov = false
+    package var schedule = ScheduleConfig()
 }
 
-public struct ScheduleConfig: Equatable {
-    public static let types = ["constant", "step", "cosine"]
-    public var type = "constant"
+package struct ScheduleConfig: Equatable {
+    package var type = ScheduleType.constant
     /// Step schedule: multiply the rate by `gamma` every `stepEpochs` epochs.
-    public var stepEpochs = 1
-    public var gamma = 0.1
+    package var stepEpochs = 1
+    package var gamma = 0.1
     /// Cosine schedule: the rate at the last step.
-    public var minLR = 0.0
+    package var minLR = 0.0
 
-    public init() {}
+    package init() {}
 }
 
-public struct TrainConfig: Equatable {
-    public var epochs = 1
+package struct TrainConfig: Equatable {
+    package var epochs = 1
     /// Stop after this many steps (nil: run all epochs). 0 writes the initial checkpoint only.
-    public var maxSteps: Int?
+    package var maxSteps: Int?
     /// Write a checkpoint every N steps (0: only when training ends).
-    public var checkpointEvery = 0
+    package var checkpointEvery = 0
     /// How many checkpoint files to keep.
-    public var keep = 3
+    package var keep = 3
     /// Print and log a training line every N steps.
-    public var logEvery = 50
+    package var logEvery = 50
     /// Evaluate on the test set every N steps (0: at the end of each epoch).
-    public var evalEvery = 0
+    package var evalEvery = 0
     /// OpenBLAS and kernel threads per rank (0: all cores of the machine).
-    public var threads = 0
+    package var threads = 0
 }
 
-public struct AsymConfig: Equatable {
-    public static let modes = ["plain", "tee-only", "asym"]
-    public var mode = "plain"
-    public var rank = RankConfig()
-    public var svdIterations = 2
-    public var basis = "sample"
+package struct AsymConfig: Equatable {
+    package var mode = Mode.plain
+    package var rank = RankConfig()
+    package var svdIterations = 2
+    package var basis = Basis.sample
 }
 
-public struct RankConfig: Equatable {
-    public static let policies = ["fixed", "schedule", "energy"]
-    public var policy = "schedule"
+package struct RankConfig: Equatable {
+    package var policy = RankPolicy.schedule
     /// fixed: r; schedule: the first split layer's rank, doubled at each split layer.
-    public var value = 2
-    public var max = 32
+    package var value = 2
+    package var max = 32
     /// energy: the largest residual energy ratio allowed.
-    public var tau = 0.1
+    package var tau = 0.1
 }
 
-public struct ClusterConfig: Equatable {
-    public var trusted = 1
+package struct ClusterConfig: Equatable {
+    package var trusted = 1
 }
 
 extension Config {
     /// Reads a config file, applies `key.path=value` overrides, and validates every key.
-    public static func load(path: String, overrides: [String] = []) throws -> Config {
+    package static func load(path: String, overrides: [String] = []) throws -> Config {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ConfigError("config \(path): cannot read the file; check the path (configs/ has examples)")
         }
         return try parse(yaml: text, source: path, overrides: overrides)
     }
 
-    public static func parse(yaml text: String, source: String = "config", overrides: [String] = []) throws -> Config {
+    package static func parse(yaml text: String, source: String = "config", overrides: [String] = []) throws -> Config {
         var root: Node
         do {
             root = try Yams.compose(yaml: text) ?? Node([(Node, Node)]())
@@ -155,7 +199,7 @@ extension Config {
         c.seed = try r.int("seed", c.seed)
 
         var d = try r.child("data")
-        c.data.dataset = try d.choice("dataset", c.data.dataset, DataConfig.datasets)
+        c.data.dataset = try d.choice("dataset", c.data.dataset)
         c.data.path = try d.string("path")
         c.data.batchSize = try d.int("batch_size", c.data.batchSize)
         c.data.shuffle = try d.bool("shuffle", c.data.shuffle)
@@ -169,7 +213,7 @@ extension Config {
 
         var m = try r.child("model")
         if let input = try m.ints("input") { c.model.input = input }
-        c.model.initScheme = try m.choice("init", c.model.initScheme, Initializer.schemes)
+        c.model.initScheme = try m.choice("init", c.model.initScheme)
         c.model.layers = try m.list("layers").enumerated().map { i, l in try LayerSpec(reading: l, index: i) }
         try m.finish()
 
@@ -202,15 +246,15 @@ extension Config {
         try t.finish()
 
         var a = try r.child("asym")
-        c.asym.mode = try a.choice("mode", c.asym.mode, AsymConfig.modes)
+        c.asym.mode = try a.choice("mode", c.asym.mode)
         c.asym.svdIterations = try a.int("svd_iterations", c.asym.svdIterations)
-        c.asym.basis = try a.choice("basis", c.asym.basis, ["sample", "batch"])
+        c.asym.basis = try a.choice("basis", c.asym.basis)
         if let rn = a.raw("rank") {
             if let v = rn.int {
-                c.asym.rank.policy = "fixed"; c.asym.rank.value = v; c.asym.rank.max = max(c.asym.rank.max, v)
+                c.asym.rank.policy = .fixed; c.asym.rank.value = v; c.asym.rank.max = max(c.asym.rank.max, v)
             } else {
                 var rr = try ConfigReader(rn, path: "asym.rank")
-                c.asym.rank.policy = try rr.choice("policy", c.asym.rank.policy, RankConfig.policies)
+                c.asym.rank.policy = try rr.choice("policy", c.asym.rank.policy)
                 c.asym.rank.value = try rr.int("value", c.asym.rank.value)
                 c.asym.rank.max = try rr.int("max", c.asym.rank.max)
                 c.asym.rank.tau = try rr.float("tau", c.asym.rank.tau)
@@ -282,7 +326,7 @@ extension Config {
 extension ScheduleConfig {
     init(reading r: inout ConfigReader) throws {
         self.init()
-        type = try r.choice("type", type, ScheduleConfig.types)
+        type = try r.choice("type", type)
         stepEpochs = try r.int("step_epochs", stepEpochs)
         gamma = try r.float("gamma", gamma)
         minLR = try r.float("min_lr", minLR)
@@ -293,20 +337,18 @@ extension ScheduleConfig {
 extension LayerSpec {
     init(reading r: ConfigReader, index: Int) throws {
         var r = r
-        let type = try r.choice("type", "", LayerSpec.types)
-        self.init(name: try r.string("name", "\(type)\(index)"), type: type)
-        let needsOut = ["conv", "linear", "basic_block"].contains(type)
+        let type: LayerType = try r.choice("type")
+        self.init(name: try r.string("name", "\(type.rawValue)\(index)"), type: type)
         out = try r.int("out", 0)
-        if needsOut && out <= 0 { throw ConfigError("\(r.path).out: \(type) '\(name)' needs a positive 'out'") }
+        if type.needsOut && out <= 0 { throw ConfigError("\(r.path).out: \(type.rawValue) '\(name)' needs a positive 'out'") }
         inFeatures = try r.int("in")
-        let defaultKernel = type == "maxpool" || type == "avgpool" ? 2 : 3
-        kernel = try r.int("kernel", defaultKernel)
-        stride = try r.int("stride", type == "maxpool" || type == "avgpool" ? kernel : 1)
+        kernel = try r.int("kernel", type.isWindowPool ? 2 : 3)
+        stride = try r.int("stride", type.isWindowPool ? kernel : 1)
         padding = try r.int("padding", 0)
         bias = try r.bool("bias", true)
-        placement = try r.string("placement")
-        if let p = placement, !["trusted", "split"].contains(p) {
-            throw ConfigError("\(r.path).placement: '\(p)' is not accepted; use one of: trusted, split (no layer runs on the untrusted side alone: it would see raw inputs)")
+        if let p = try r.string("placement") {
+            placement = LayerPlacement.Side(rawValue: p)
+            guard placement != nil else { throw ConfigError("\(r.path).placement: '\(p)' is not accepted; use one of: trusted, split (no layer runs on the untrusted side alone: it would see raw inputs)") }
         }
         rank = try r.int("rank")
         try r.finish()
@@ -320,7 +362,7 @@ extension LayerSpec {
 
 extension Config {
     /// The full resolved config as YAML (every default written out).
-    public var yaml: String {
+    package var yaml: String {
         func s(_ v: String) -> Node { Node(v) }
         func n(_ v: Int) -> Node { Node(String(v)) }
         func f(_ v: Double) -> Node { Node(String(v)) }
@@ -330,38 +372,38 @@ extension Config {
             Node(pairs.compactMap { k, v in v.map { (Node(k), $0) } })
         }
         var dataPairs: [(String, Node?)] = [
-            ("dataset", s(data.dataset)), ("path", data.path.map(s)), ("batch_size", n(data.batchSize)),
+            ("dataset", s(data.dataset.rawValue)), ("path", data.path.map(s)), ("batch_size", n(data.batchSize)),
             ("shuffle", b(data.shuffle)),
         ]
         if let mean = data.normalizeMean, let std = data.normalizeStd {
             dataPairs.append(("normalize", mean.count == 1 ? list([f(mean[0]), f(std[0])])
                               : list([list(mean.map(f)), list(std.map(f))])))
         }
-        if data.dataset == "synthetic" {
+        if data.dataset == .synthetic {
             dataPairs += [("synthetic_train", n(data.syntheticTrain)), ("synthetic_test", n(data.syntheticTest)),
                           ("classes", n(data.classes))]
         }
         let layers = model.layers.map { l -> Node in
-            var p: [(String, Node?)] = [("name", s(l.name)), ("type", s(l.type))]
+            var p: [(String, Node?)] = [("name", s(l.name)), ("type", s(l.type.rawValue))]
             switch l.type {
-            case "conv", "basic_block":
+            case .conv, .basicBlock:
                 p += [("out", n(l.out)), ("kernel", n(l.kernel)), ("stride", n(l.stride))]
-                if l.type == "conv" { p += [("padding", n(l.padding)), ("bias", b(l.bias))] }
-            case "linear": p += [("in", l.inFeatures.map(n)), ("out", n(l.out)), ("bias", b(l.bias))]
-            case "maxpool", "avgpool": p += [("kernel", n(l.kernel)), ("stride", n(l.stride))]
+                if l.type == .conv { p += [("padding", n(l.padding)), ("bias", b(l.bias))] }
+            case .linear: p += [("in", l.inFeatures.map(n)), ("out", n(l.out)), ("bias", b(l.bias))]
+            case .maxpool, .avgpool: p += [("kernel", n(l.kernel)), ("stride", n(l.stride))]
             default: break
             }
-            p += [("placement", l.placement.map(s)), ("rank", l.rank.map(n))]
+            p += [("placement", l.placement.map { s($0.rawValue) }), ("rank", l.rank.map(n))]
             return Node(map(p).mapping!.map { $0 }, .implicit, .flow)
         }
         let sched = optimizer.schedule
-        var schedPairs: [(String, Node?)] = [("type", s(sched.type))]
-        if sched.type == "step" { schedPairs += [("step_epochs", n(sched.stepEpochs)), ("gamma", f(sched.gamma))] }
-        if sched.type == "cosine" { schedPairs += [("min_lr", f(sched.minLR))] }
+        var schedPairs: [(String, Node?)] = [("type", s(sched.type.rawValue))]
+        if sched.type == .step { schedPairs += [("step_epochs", n(sched.stepEpochs)), ("gamma", f(sched.gamma))] }
+        if sched.type == .cosine { schedPairs += [("min_lr", f(sched.minLR))] }
         let root = map([
             ("name", s(name)), ("seed", n(seed)),
             ("data", map(dataPairs)),
-            ("model", map([("input", list(model.input.map(n))), ("init", s(model.initScheme)), ("layers", Node(layers))])),
+            ("model", map([("input", list(model.input.map(n))), ("init", s(model.initScheme.rawValue)), ("layers", Node(layers))])),
             ("optimizer", map([("type", s(optimizer.type)), ("lr", f(optimizer.lr)), ("momentum", f(optimizer.momentum)),
                                ("dampening", f(optimizer.dampening)), ("weight_decay", f(optimizer.weightDecay)),
                                ("nesterov", b(optimizer.nesterov)), ("schedule", map(schedPairs))])),
@@ -369,10 +411,10 @@ extension Config {
                            ("checkpoint_every", n(train.checkpointEvery)), ("keep", n(train.keep)),
                            ("log_every", n(train.logEvery)), ("eval_every", n(train.evalEvery)),
                            ("threads", n(train.threads))])),
-            ("asym", map([("mode", s(asym.mode)),
-                          ("rank", map([("policy", s(asym.rank.policy)), ("value", n(asym.rank.value)),
+            ("asym", map([("mode", s(asym.mode.rawValue)),
+                          ("rank", map([("policy", s(asym.rank.policy.rawValue)), ("value", n(asym.rank.value)),
                                         ("max", n(asym.rank.max)), ("tau", f(asym.rank.tau))])),
-                          ("svd_iterations", n(asym.svdIterations)), ("basis", s(asym.basis))])),
+                          ("svd_iterations", n(asym.svdIterations)), ("basis", s(asym.basis.rawValue))])),
             ("cluster", map([("trusted", n(cluster.trusted))])),
         ])
         return (try? Yams.serialize(node: root, sortKeys: false)) ?? ""

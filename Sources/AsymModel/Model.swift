@@ -1,14 +1,14 @@
 import AsymKernels
 
 /// A sequential model built from `model.layers`, with shapes checked layer by layer.
-public final class Model {
-    public let layers: [Layer]
-    public let inputShape: [Int]
-    public let classes: Int
+package final class Model {
+    package let layers: [Layer]
+    package let inputShape: [Int]
+    package let classes: Int
     let scratch = Scratch()
     private var logitGrad: Tensor?
 
-    public init(_ config: ModelConfig) throws {
+    package init(_ config: ModelConfig) throws {
         inputShape = config.input
         var shape = config.input
         var built: [Layer] = []
@@ -29,18 +29,18 @@ public final class Model {
     static func makeLayer(_ s: LayerSpec, input: [Int], scratch: Scratch) throws -> Layer {
         func needMap() throws {
             guard input.count == 3 else {
-                throw ConfigError("layer '\(s.name)' (\(s.type)) needs a [C, H, W] feature map, but gets \(input)")
+                throw ConfigError("layer '\(s.name)' (\(s.type.rawValue)) needs a [C, H, W] feature map, but gets \(input)")
             }
         }
         switch s.type {
-        case "conv":
+        case .conv:
             try needMap()
             let conv = try Conv2dLayer(name: s.name, input: input, out: s.out, kernel: s.kernel, stride: s.stride,
                                        padding: s.padding, bias: s.bias, scratch: scratch)
             conv.placement = s.placement
             conv.rankOverride = s.rank
             return conv
-        case "linear":
+        case .linear:
             let features = input.reduce(1, *)
             if let declared = s.inFeatures, declared != features {
                 throw ConfigError("layer '\(s.name)': declares in: \(declared), but \(features) features flow into it (shape \(input))")
@@ -49,23 +49,23 @@ public final class Model {
                 throw ConfigError("layer '\(s.name)' (linear) gets a \(input) map; put a flatten layer before it")
             }
             return LinearLayer(name: s.name, input: input, out: s.out, bias: s.bias)
-        case "relu":
+        case .relu:
             return ReLULayer(name: s.name, input: input)
-        case "flatten":
+        case .flatten:
             return FlattenLayer(name: s.name, input: input)
-        case "maxpool", "avgpool":
+        case .maxpool, .avgpool:
             try needMap()
             return try PoolLayer(name: s.name, kind: s.type, input: input, kernel: s.kernel, stride: s.stride)
-        case "global_avgpool":
+        case .globalAvgpool:
             try needMap()
             guard input[1] == input[2] else {
                 throw ConfigError("layer '\(s.name)': global_avgpool needs a square map, got \(input[1])x\(input[2])")
             }
             return try PoolLayer(name: s.name, kind: s.type, input: input, kernel: input[1], stride: input[1])
-        case "batchnorm":
+        case .batchnorm:
             try needMap()
             return BatchNormLayer(name: s.name, input: input)
-        case "basic_block":
+        case .basicBlock:
             try needMap()
             let block = try BasicBlock(name: s.name, input: input, out: s.out, stride: s.stride, scratch: scratch)
             for case let conv as Conv2dLayer in block.leaves {
@@ -73,32 +73,30 @@ public final class Model {
                 conv.rankOverride = s.rank
             }
             return block
-        default:
-            throw ConfigError("layer '\(s.name)': unknown type '\(s.type)'; use one of: \(LayerSpec.types.joined(separator: ", "))")
         }
     }
 
     /// The layers that own parameters or state, in order (blocks expanded): checkpoint keys.
-    public let leaves: [Layer]
+    package let leaves: [Layer]
 
     /// Every parameter in model order (kept, not rebuilt: the step reads it several times).
-    public let parameters: [Parameter]
+    package let parameters: [Parameter]
 
-    public var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
+    package var parameterCount: Int { parameters.map(\.value.count).reduce(0, +) }
 
     /// Forward FLOPs per sample.
-    public var forwardFlops: Int { layers.map(\.forwardFlops).reduce(0, +) }
+    package var forwardFlops: Int { layers.map(\.forwardFlops).reduce(0, +) }
 
     /// Initialises every layer in order from one seeded stream (`model.init` picks the scheme).
-    public func initialize(seed: UInt64, scheme: String = "kaiming_uniform") {
+    package func initialize(seed: UInt64, scheme: InitScheme = .kaimingUniform) {
         var initializer = Initializer(seed: seed, scheme: scheme)
         for l in layers { l.initialize(&initializer) }
     }
 
     /// When set, forward and backward add each layer's trusted seconds to it.
-    public var profile: LayerProfile?
+    package var profile: LayerProfile?
 
-    public func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         var h = x
         for (i, l) in layers.enumerated() {
             let mark = profile?.start()
@@ -109,7 +107,7 @@ public final class Model {
     }
 
     /// Backward from the gradient of the logits; accumulates every parameter's gradient.
-    public func backward(_ dLogits: Tensor, batch: Int) {
+    package func backward(_ dLogits: Tensor, batch: Int) {
         var d = dLogits
         for (i, l) in layers.enumerated().reversed() {
             let mark = profile?.start()
@@ -120,12 +118,12 @@ public final class Model {
         }
     }
 
-    public func zeroGradients() { for p in parameters { p.grad.zero() } }
+    package func zeroGradients() { for p in parameters { p.grad.zero() } }
 
     /// One forward and backward pass on a batch. Returns the summed loss and the number of
     /// correct predictions; the loss is normalised by `normalizer` (the global batch size).
     @discardableResult
-    public func trainingPass(images: Tensor, labels: UnsafePointer<Int32>, batch: Int, normalizer: Int) -> (lossSum: Double, correct: Int) {
+    package func trainingPass(images: Tensor, labels: UnsafePointer<Int32>, batch: Int, normalizer: Int) -> (lossSum: Double, correct: Int) {
         let logits = forward(images, batch: batch, training: true)
         let d = Tensor.reuse(logitGrad, shape: logits.shape)
         logitGrad = d
@@ -136,11 +134,11 @@ public final class Model {
     }
 
     /// A one-line-per-layer description: name, type, output shape, parameters.
-    public var summary: String {
+    package var summary: String {
         var lines = ["input \(inputShape)"]
         for l in layers {
             let params = l.leaves.flatMap(\.parameters).map(\.value.count).reduce(0, +)
-            lines.append("  \(l.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(l.kind.padding(toLength: 14, withPad: " ", startingAt: 0)) -> \(l.outputShape)\(params > 0 ? "  \(params) params" : "")")
+            lines.append("  \(l.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(l.kind.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)) -> \(l.outputShape)\(params > 0 ? "  \(params) params" : "")")
         }
         lines.append("parameters: \(parameterCount), forward MFLOP/sample: \(String(format: "%.1f", Double(forwardFlops) / 1e6))")
         return lines.joined(separator: "\n")
