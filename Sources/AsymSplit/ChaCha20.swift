@@ -5,53 +5,44 @@ import Glibc
 import Darwin
 #endif
 
-/// The ChaCha20 block function (RFC 8439, §2.3), on four 4-lane rows so that a column round
-/// is one vector quarter round and a diagonal round is the same after rotating rows' lanes.
+/// The ChaCha20 block function (RFC 8439, §2.3), on sixteen scalar words: the compiler keeps
+/// them in registers (a 4-lane vector version with lane rotations ran several times slower).
 public struct ChaCha20: Sendable {
-    private static let constants = SIMD4<UInt32>(0x6170_7865, 0x3320_646E, 0x7962_2D32, 0x6B20_6574)
-    private let key0: SIMD4<UInt32>, key1: SIMD4<UInt32>
+    private let key: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32)
     private let nonce: (UInt32, UInt32, UInt32)
 
     /// `key`: 8 little-endian words (256 bits); `nonce`: 3 words.
-    public init(key: [UInt32], nonce: [UInt32]) {
-        precondition(key.count == 8 && nonce.count == 3, "ChaCha20 takes 8 key words and 3 nonce words")
-        key0 = SIMD4(key[0], key[1], key[2], key[3])
-        key1 = SIMD4(key[4], key[5], key[6], key[7])
-        self.nonce = (nonce[0], nonce[1], nonce[2])
+    public init(key k: [UInt32], nonce n: [UInt32]) {
+        precondition(k.count == 8 && n.count == 3, "ChaCha20 takes 8 key words and 3 nonce words")
+        key = (k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7])
+        nonce = (n[0], n[1], n[2])
     }
 
-    /// Keystream block `counter`: 16 words, in serialisation order (each little-endian).
+    /// Keystream block `counter`: 16 words in serialisation order (each little-endian), as four rows.
     @inline(__always)
     public func block(counter: UInt32) -> (SIMD4<UInt32>, SIMD4<UInt32>, SIMD4<UInt32>, SIMD4<UInt32>) {
-        let d0 = SIMD4<UInt32>(counter, nonce.0, nonce.1, nonce.2)
-        var a = ChaCha20.constants, b = key0, c = key1, d = d0
+        let c0: UInt32 = 0x6170_7865, c1: UInt32 = 0x3320_646E, c2: UInt32 = 0x7962_2D32, c3: UInt32 = 0x6B20_6574
+        var x0 = c0, x1 = c1, x2 = c2, x3 = c3
+        var x4 = key.0, x5 = key.1, x6 = key.2, x7 = key.3, x8 = key.4, x9 = key.5, x10 = key.6, x11 = key.7
+        var x12 = counter, x13 = nonce.0, x14 = nonce.1, x15 = nonce.2
         for _ in 0..<10 {
-            ChaCha20.quarterRound(&a, &b, &c, &d)
-            b = ChaCha20.rotateLanes(b, 1); c = ChaCha20.rotateLanes(c, 2); d = ChaCha20.rotateLanes(d, 3)
-            ChaCha20.quarterRound(&a, &b, &c, &d)
-            b = ChaCha20.rotateLanes(b, 3); c = ChaCha20.rotateLanes(c, 2); d = ChaCha20.rotateLanes(d, 1)
+            ChaCha20.quarterRound(&x0, &x4, &x8, &x12); ChaCha20.quarterRound(&x1, &x5, &x9, &x13)
+            ChaCha20.quarterRound(&x2, &x6, &x10, &x14); ChaCha20.quarterRound(&x3, &x7, &x11, &x15)
+            ChaCha20.quarterRound(&x0, &x5, &x10, &x15); ChaCha20.quarterRound(&x1, &x6, &x11, &x12)
+            ChaCha20.quarterRound(&x2, &x7, &x8, &x13); ChaCha20.quarterRound(&x3, &x4, &x9, &x14)
         }
-        return (a &+ ChaCha20.constants, b &+ key0, c &+ key1, d &+ d0)
+        return (SIMD4(x0 &+ c0, x1 &+ c1, x2 &+ c2, x3 &+ c3),
+                SIMD4(x4 &+ key.0, x5 &+ key.1, x6 &+ key.2, x7 &+ key.3),
+                SIMD4(x8 &+ key.4, x9 &+ key.5, x10 &+ key.6, x11 &+ key.7),
+                SIMD4(x12 &+ counter, x13 &+ nonce.0, x14 &+ nonce.1, x15 &+ nonce.2))
     }
 
     @inline(__always)
-    private static func quarterRound(_ a: inout SIMD4<UInt32>, _ b: inout SIMD4<UInt32>,
-                                     _ c: inout SIMD4<UInt32>, _ d: inout SIMD4<UInt32>) {
-        a &+= b; d ^= a; d = rotl(d, 16)
-        c &+= d; b ^= c; b = rotl(b, 12)
-        a &+= b; d ^= a; d = rotl(d, 8)
-        c &+= d; b ^= c; b = rotl(b, 7)
-    }
-
-    @inline(__always)
-    private static func rotl(_ v: SIMD4<UInt32>, _ k: UInt32) -> SIMD4<UInt32> {
-        (v &<< SIMD4(repeating: k)) | (v &>> SIMD4(repeating: 32 - k))
-    }
-
-    /// Lane i of the result is lane (i + s) mod 4 of `v`.
-    @inline(__always)
-    private static func rotateLanes(_ v: SIMD4<UInt32>, _ s: Int) -> SIMD4<UInt32> {
-        SIMD4(v[s & 3], v[(s + 1) & 3], v[(s + 2) & 3], v[(s + 3) & 3])
+    private static func quarterRound(_ a: inout UInt32, _ b: inout UInt32, _ c: inout UInt32, _ d: inout UInt32) {
+        a &+= b; d ^= a; d = d << 16 | d >> 16
+        c &+= d; b ^= c; b = b << 12 | b >> 20
+        a &+= b; d ^= a; d = d << 8 | d >> 24
+        c &+= d; b ^= c; b = b << 7 | b >> 25
     }
 }
 

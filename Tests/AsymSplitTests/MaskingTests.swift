@@ -151,7 +151,7 @@ final class MaskingTests: XCTestCase {
     }
 
     /// Decode error and trusted cost at fmnist-cnn sizes (conv2..conv4, batch 64), for
-    /// K in {2, 4} and sigma in {0.1, 1, 10, 100}. Rank 0 for the error (the whole input
+    /// K in {2, 4} and sigma in {0.1, 1, 3, 10, 100}. Rank 0 for the error (the whole input
     /// crosses, so the error is relative to the untrusted results alone); the energy policy
     /// (tau 0.1, batch basis) for the unmasked trusted time. Set MASK_BENCH=1 to run.
     func testMaskingErrorAndCost() throws {
@@ -177,7 +177,7 @@ final class MaskingTests: XCTestCase {
             print("\(name): unmasked split (energy 0.1)" + String(format: " trusted %.1f ms, untrusted %.1f ms", trusted * 1e3,
                                                                         local.worker.totalSeconds * 1e3))
             for K in [2, 4] {
-                for sigma: Float in [0.1, 1, 10, 100] {
+                for sigma: Float in [0.1, 1, 3, 10, 100] {
                     let (results, mask) = masked(g, settings: whole, K: K, sigma: sigma, x: x, dy: dy, w: w, b: b, batch: batch)
                     let e = results.errors(against: ref)
                     print("\(name) " + String(format: "K=%d sigma=%-5g  y %.2e  dx %.2e  dw %.2e   encode+decode %.1f ms, untrusted %.1f ms",
