@@ -15,6 +15,8 @@ package final class UntrustedWorker {
         var residual: Tensor?
         var output: Tensor?
         var inputGrad: Tensor?
+        /// corr(R_s, dY_s) per sample, of the last per-sample backward pass.
+        var perSampleShares: Tensor?
     }
     private var slots: [Int: Slot] = [:]
     private let scratch = Scratch()
@@ -60,6 +62,30 @@ package final class UntrustedWorker {
         return dx
     }
 
+    /// dX = conv_transpose(dY, W), and corr(R_s, dY_s) of every sample s kept apart,
+    /// [batch, Cout, C, k, k], not added to the share: the samples are masked combinations that
+    /// only the trusted side can combine (Masking.swift).
+    package func backwardPerSample(layer: Int, outputGrad dy: Tensor, batch: Int) -> (inputGrad: Tensor, shares: Tensor) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var s = slots[layer]!
+        let g = s.info.geometry
+        let dx = Tensor.reuse(s.inputGrad, shape: [batch, g.inChannels, g.height, g.width])
+        let shares = Tensor.reuse(s.perSampleShares, shape: [batch] + s.weight.shape)
+        shares.zero()
+        conv2dBackward(g, x: s.residual!.data, batch: batch, weight: s.weight.data, dy: dy.data,
+                       dWeight: nil, dBias: nil, dx: dx.data, scratch: scratch)
+        for b in 0..<batch {
+            conv2dBackward(g, x: s.residual!.data + b * g.inputSize, batch: 1, weight: s.weight.data,
+                           dy: dy.data + b * g.outputSize, dWeight: shares.data + b * g.weightCount, dBias: nil,
+                           dx: nil, scratch: scratch)
+        }
+        s.inputGrad = dx
+        s.perSampleShares = shares
+        slots[layer] = s
+        count(since: t0)
+        return (dx, shares)
+    }
+
     private func count(since t0: UInt64) {
         let t = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         seconds += t
@@ -82,9 +108,15 @@ package final class UntrustedWorker {
 }
 
 /// The untrusted executor in the same process: the worker, minus the wire.
+<<<<<<< HEAD
 package final class LocalUntrusted: UntrustedExecutor {
     package let worker = UntrustedWorker()
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
+=======
+package final class LocalUntrusted: UntrustedExecutor {
+    package let worker = UntrustedWorker()
+    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:], weightShares: [Int: Tensor] = [:]
+>>>>>>> mask
 
     package init() {}
 
@@ -104,7 +136,17 @@ package final class LocalUntrusted: UntrustedExecutor {
 
     package func finishBackward(layer: Int) -> Tensor { inputGrads[layer]! }
 
+<<<<<<< HEAD
     package func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
+=======
+    package func startBackwardPerSample(_ g: OutputGradient) {
+        (inputGrads[g.layer], weightShares[g.layer]) = worker.backwardPerSample(layer: g.layer, outputGrad: g.tensor, batch: g.batch)
+    }
+
+    package func finishWeightShares(layer: Int) -> Tensor { weightShares[layer]! }
+
+    package func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
+>>>>>>> mask
 
     /// The in-process stand-in for the allreduce: adds the worker's shares into `grads`.
     package func addGradientShares(into grads: [Int: Tensor]) { worker.addGradientShares(into: grads) }

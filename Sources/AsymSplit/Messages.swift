@@ -47,6 +47,14 @@ package protocol UntrustedExecutor: AnyObject {
     func startBackward(_ g: OutputGradient)
     /// Returns dX for `layer`, [batch, C, H, W].
     func finishBackward(layer: Int) -> Tensor
+    /// Starts dX = conv_transpose(dY, W) like `startBackward`, but keeps corr(R_s, dY_s) of
+    /// every sample s apart instead of adding it to the share: the samples are then masked
+    /// combinations, and only the trusted side knows the weights that combine their
+    /// correlations into the true share (Masking.swift). `finishBackward` returns dX.
+    func startBackwardPerSample(_ g: OutputGradient)
+    /// The per-sample correlations of the last `startBackwardPerSample` for `layer`,
+    /// [batch, Cout, C, k, k]; call it after `finishBackward`.
+    func finishWeightShares(layer: Int) -> Tensor
     /// Seconds the untrusted side spent computing since the last call (for the metrics).
     func takeComputeSeconds() -> Double
     /// Lets pending transfers advance; the trusted side calls it between chunks of its own
@@ -58,4 +66,11 @@ package protocol UntrustedExecutor: AnyObject {
 
 extension UntrustedExecutor {
     package func progress() {}
+    /// Executors that cannot serve masked runs yet (the wire protocol follows) say so loudly.
+    package func startBackwardPerSample(_ g: OutputGradient) {
+        preconditionFailure("\(type(of: self)) does not return per-sample weight-gradient shares, which masking needs")
+    }
+    package func finishWeightShares(layer: Int) -> Tensor {
+        preconditionFailure("\(type(of: self)) does not return per-sample weight-gradient shares, which masking needs")
+    }
 }
