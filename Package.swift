@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Thin C shims over system libraries (found through pkg-config).
@@ -41,7 +42,8 @@ let package = Package(
         // Pictures and TensorBoard: PNG writing, line charts, scalar event files.
         .target(name: "AsymViz", dependencies: ["CZlib"]),
         // The MPI runtime: roles, the wire protocol, remote untrusted execution, reduction.
-        .target(name: "AsymCluster", dependencies: ["CMPI", "AsymModel", "AsymTrain", "AsymSplit", "AsymKernels"]),
+        .target(name: "AsymCluster", dependencies: ["CMPI", "AsymModel", "AsymTrain", "AsymSplit", "AsymKernels",
+                                                   .product(name: "Crypto", package: "swift-crypto")]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
             "AsymModel", "AsymTrain", "AsymTools", "AsymCluster",
@@ -55,7 +57,8 @@ let package = Package(
         .testTarget(name: "AsymTrainTests", dependencies: ["AsymModel", "AsymTrain", "AsymTools", "AsymViz"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
-        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymModel", "AsymTrain", "AsymHDF5"]),
+        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymModel", "AsymTrain", "AsymHDF5",
+                                                            .product(name: "Crypto", package: "swift-crypto")]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real cluster, MPMD form: the trusted ranks on the TEE nodes, the untrusted ranks on the
-# accelerator nodes, each group from its own hostfile (design §4).
+# accelerator nodes, each group from its own hostfile (docs/DESIGN.md §4).
 #
 #   launch/cluster.sh TEE_HOSTFILE ACCEL_HOSTFILE -- train --config FILE [asymml options...]
 #

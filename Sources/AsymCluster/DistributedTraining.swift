@@ -39,88 +39,87 @@ package enum DistributedTraining {
     }
 
     static func run(_ world: Communicator, config: Config, options: TrainOptions) throws {
-        let role = options.role, resume = options.resume
+        world.timeout = config.cluster.timeoutSeconds
         // Roles first, before any heavy work: a world that does not fit ends here.
         // Every rank takes part in the gather, so that a launch that gave --role to some
         // ranks only gets an error instead of ranks waiting in different collectives.
-        let codes = try world.allGather(role.map { $0 == .trusted ? 1 : 2 } ?? 0)
+        let codes = try world.allGather(options.role.map { $0 == .trusted ? 1 : 2 } ?? 0)
         let roles: [Role]
         if codes.contains(0) && codes.contains(where: { $0 != 0 }) {
             throw ConfigError("--role: give it to every rank of an MPMD launch or to none (ranks \(codes.indices.filter { codes[$0] == 0 }) have no role)")
-        } else if role != nil {
+        } else if options.role != nil {
             roles = codes.map { $0 == 1 ? .trusted : .untrusted }
         } else {
-            // Plain mode makes every rank a worker, so cluster.trusted does not apply there.
-            let trusted = config.asym.mode == .plain ? world.size : config.cluster.trusted
-            roles = try ClusterLayout.rolesByRange(size: world.size, trusted: trusted)
+            roles = try ClusterLayout.rolesByRange(size: world.size, trusted: config.cluster.trusted)
         }
         let layout = try ClusterLayout(roles: roles, mode: config.asym.mode)
         let isTrusted = layout.trusted.contains(world.rank)
         let trustedComm = try world.split(color: isTrusted ? 0 : 1)
-        let gradientComm = config.asym.mode == .asym ? world : trustedComm
-        let T = layout.trusted.count
-        guard config.data.batchSize % T == 0 else {
-            throw ConfigError("data.batch_size: \(config.data.batchSize) does not divide among \(T) trusted ranks")
-        }
+        trustedComm.timeout = world.timeout
         if config.asym.mode == .asym {
+            let T = layout.trusted.count
             let widest = (0..<T).map { layout.group(ofTrusted: $0).count }.max()!
             guard config.data.batchSize / T >= widest else {
                 throw ConfigError("data.batch_size: \(config.data.batchSize / T) samples per trusted rank cannot be split among \(widest) untrusted ranks")
             }
         }
         configureThreads(config)
+        var audit: AuditLog?
+        if isTrusted {
+            try runTrusted(world, trustedComm, layout, config: config, options: options)
+        } else {
+            audit = config.asym.audit ? try AuditLog(folder: config.asym.auditDir, rank: world.rank) : nil
+            audit?.recordCollective("roles", count: world.size)
+            try UntrustedServer(world: world, layout: layout, config: config, audit: audit).run()
+        }
+        // Enclaves are small: report each role's peak memory (rank 0 prints it).
+        let peaks = try world.allGather(Int32(peakMemoryMB()))
+        audit?.recordCollective("peak memory", count: world.size)
+        guard world.rank == 0 else { return }
+        let trustedPeak = layout.trusted.map { peaks[$0] }.max() ?? 0
+        let untrustedPeak = layout.untrusted.map { peaks[$0] }.max()
+        print("peak memory: trusted ranks \(trustedPeak) MB" + (untrustedPeak.map { ", untrusted ranks \($0) MB" } ?? ""))
+    }
 
+    /// A trusted rank: the data shard, the whole model, the run folder (rank 0 writes it),
+    /// checkpoints, and the untrusted group's state, which it sends over MPI.
+    static func runTrusted(_ world: Communicator, _ trustedComm: Communicator, _ layout: ClusterLayout,
+                           config: Config, options: TrainOptions) throws {
         let folder = options.runDir ?? "runs/\(config.name)"
+        let T = layout.trusted.count
         let worldInfo = WorldInfo(trusted: T, untrusted: layout.untrusted.count, mode: config.asym.mode)
         let run = world.rank == 0 ? try RunFolder(path: folder)
             : try RunFolder(readOnly: folder, rankLog: options.rankLogs ? "rank-\(world.rank).log" : nil)
-        try run.writeConfig(config)
-        try world.barrier()  // the folder exists before any rank looks for checkpoints in it
         run.verbose = options.verbose
+        try run.writeConfig(config)
+        try trustedComm.barrier()  // the folder exists before any rank looks for checkpoints in it
         run.say("asymml train: \(config.name) on \(layout.summary), \(kernelThreads) threads per rank; config \(folder)/config.yaml")
         run.detail("resolved config:\n" + config.yaml)
-        let checkpoint = try resume.flatMap { r -> String? in
+        let checkpoint = try options.resume.flatMap { r -> String? in
             r == "auto" ? try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep).latest() : r
         }
-        if resume != nil && checkpoint == nil { run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0") }
+        if options.resume != nil && checkpoint == nil { run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0") }
 
-        if isTrusted {
-            let session = TrustedSession(world: world, trustedComm: trustedComm, gradientComm: gradientComm, layout: layout)
-            let trainer = try Trainer(config: config, collective: session,
-                                      executor: config.asym.mode == .asym ? session : nil)
-            if let checkpoint {
-                let notes = try Checkpoint.load(checkpoint, into: trainer)
-                session.resume(atStep: trainer.position.step)
-                try agreeOnStep(world, trainer.position.step)
-                run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try Checkpoint.layoutNote(checkpoint, worldInfo, basis: config.asym.basis))")
-                for n in notes { run.say("note: \(n)") }
-            } else {
-                try agreeOnStep(world, 0)
-            }
-            let loop = TrainingLoop(trainer: trainer, run: run, world: worldInfo)
-            try loop.fit()
+        let channel = config.cluster.encrypt ? try SecureChannel(keyFile: config.cluster.keyFile, rank: trustedComm.rank) : nil
+        let session = TrustedSession(world: world, trustedComm: trustedComm, layout: layout, channel: channel)
+        let trainer = try Trainer(config: config, collective: session, executor: config.asym.mode == .asym ? session : nil)
+        session.currentStep = { [unowned trainer] in trainer.position.step }
+        if let checkpoint {
+            let notes = try Checkpoint.load(checkpoint, into: trainer)
+            run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try Checkpoint.layoutNote(checkpoint, worldInfo, basis: config.asym.basis))")
+            for n in notes { run.say("note: \(n)") }
+        }
+        guard try trustedComm.allAgree([Double(trainer.position.step)]) else {
+            throw ProtocolError(description: "trusted ranks disagree on the step to resume from (rank \(world.rank) has \(trainer.position.step)); is the run folder shared by all trusted ranks?")
+        }
+        // The untrusted group gets its state from here, never from the run folder.
+        try trainer.untrusted?.publishWeights()
+        try TrainingLoop(trainer: trainer, run: run, world: worldInfo).fit()
+        if config.asym.mode == .asym {
             run.say(String(format: "bytes to untrusted %.1f MB, from untrusted %.1f MB (this rank)",
                            Double(session.bytesSent) / 1e6, Double(session.bytesReceived) / 1e6))
-            try session.shutdown()
-        } else {
-            // An untrusted rank: the replicated model, never the data.
-            let model = try Model(config.model)
-            model.initialize(seed: UInt64(truncatingIfNeeded: config.seed), scheme: config.model.initScheme)
-            var start = 0
-            if let checkpoint { start = try Checkpoint.load(checkpoint, model: model, config: config).0.step }
-            try agreeOnStep(world, start)
-            if config.asym.mode == .asym {
-                try UntrustedServer(world: world, gradientComm: gradientComm, layout: layout, model: model, config: config,
-                                    startStep: start).run()
-            } else {
-                try idleUntilShutdown(world, layout: layout)
-            }
         }
-        // Enclaves are small: report each role's peak memory.
-        let peaks = try world.allGather(Int32(peakMemoryMB()))
-        let trustedPeak = layout.trusted.map { peaks[$0] }.max() ?? 0
-        let untrustedPeak = layout.untrusted.map { peaks[$0] }.max()
-        run.say("peak memory: trusted ranks \(trustedPeak) MB" + (untrustedPeak.map { ", untrusted ranks \($0) MB" } ?? ""))
+        try session.shutdown()
     }
 
     /// This process's peak resident memory in MB.
@@ -128,26 +127,6 @@ package enum DistributedTraining {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return usage.ru_maxrss / 1024
-    }
-
-    /// Every rank must start from the same step.
-    static func agreeOnStep(_ world: Communicator, _ step: Int) throws {
-        guard try world.allAgree([Double(step)]) else {
-            throw ProtocolError(description: "ranks disagree on the step to resume from (rank \(world.rank) has \(step)); is the run folder shared by all ranks?")
-        }
-    }
-
-    /// tee-only mode: untrusted ranks compute nothing; they wait for the end of the job.
-    static func idleUntilShutdown(_ world: Communicator, layout: ClusterLayout) throws {
-        let (trusted, _) = layout.server(ofUntrusted: world.rank)
-        let header = UnsafeMutableRawPointer.allocate(byteCount: WireHeader.size, alignment: 8)
-        defer { header.deallocate() }
-        var requests = [try world.receiveBytes(header, count: WireHeader.size, from: trusted, tag: wireTag)]
-        try world.waitAll(&requests)
-        let h = WireHeader(decoding: header)
-        guard h.magic == WireHeader.magic, h.kind == MessageKind.shutdown.rawValue else {
-            throw ProtocolError(description: "wire protocol: rank \(world.rank) (idle untrusted) expected shutdown from rank \(trusted), got [\(h)]")
-        }
     }
 
     /// Threads per rank: `train.threads`, or the machine's cores shared among its ranks.

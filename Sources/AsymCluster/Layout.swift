@@ -12,17 +12,16 @@ package struct ClusterLayout: Equatable {
     package let mode: Mode
 
     /// Roles by rank range (`cluster.trusted`) or, when any rank was given `--role`, from
-    /// every rank's own role (MPMD launches). Plain mode makes every rank a worker.
+    /// every rank's own role (MPMD launches). Only asym mode has work for untrusted ranks:
+    /// asking for them in another mode is a mistake in the launch, not something to ignore.
     package init(roles: [Role], mode: Mode) throws {
         let world = roles.count
-        if mode == .plain {
-            trusted = Array(0..<world)
-            untrusted = []
-        } else {
-            trusted = roles.indices.filter { roles[$0] == .trusted }
-            untrusted = roles.indices.filter { roles[$0] == .untrusted }
-        }
+        trusted = roles.indices.filter { roles[$0] == .trusted }
+        untrusted = roles.indices.filter { roles[$0] == .untrusted }
         self.mode = mode
+        if mode != .asym && !untrusted.isEmpty {
+            throw ConfigError("asym.mode: \(mode) gives untrusted ranks nothing to do, but this launch has \(untrusted.count) (ranks \(untrusted.map(String.init).joined(separator: ", "))); use --set asym.mode=asym, or make every rank trusted (cluster.trusted=\(world), launch/local.sh -t \(world) -u 0)")
+        }
         guard !trusted.isEmpty else {
             throw ConfigError("cluster: no trusted rank among the \(world); give cluster.trusted >= 1 or --role trusted to some ranks")
         }

@@ -15,6 +15,11 @@ func check(_ code: Int32, _ what: @autoclosure () -> String) throws {
     throw MPIError(description: "\(what()): \(String(cString: buffer))")
 }
 
+/// A wait that passed `cluster.timeout_s`: the job ends with this message.
+package struct DeadlineError: Error, CustomStringConvertible {
+    package let description: String
+}
+
 /// A pending non-blocking transfer (MPI's own handle, so arrays of them pass to MPI as is).
 package typealias Request = MPI_Request?
 
@@ -86,11 +91,34 @@ package final class Communicator {
         return r
     }
 
-    /// Waits for every request to complete. The array keeps its capacity for reuse.
-    package func waitAll(_ requests: inout [Request]) throws {
-        try check(MPI_Waitall(Int32(requests.count), &requests, asym_mpi_statuses_ignore()), "MPI_Waitall on rank \(rank)")
-        requests.removeAll(keepingCapacity: true)
+    /// Every wait ends after this many seconds (`cluster.timeout_s`): a rank that is hung,
+    /// stopped or cut off must end the job, not hang it.
+    package var timeout: Double = 300
+
+    /// Waits for every request to complete, or throws `DeadlineError` after `timeout`
+    /// seconds naming `peer` (who did not answer) and `what` was awaited. The array keeps
+    /// its capacity for reuse.
+    ///
+    /// MPI_Waitall has no deadline, so this polls MPI_Testall: spinning first (a reply that
+    /// is nearly there costs no sleep), then with short sleeps that leave the core to the
+    /// other ranks of an oversubscribed machine.
+    package func waitAll(_ requests: inout [Request], peer: @autoclosure () -> String,
+                         awaiting what: @autoclosure () -> String) throws {
+        if try testAll(&requests) { return }
+        let start = DispatchTime.now().uptimeNanoseconds
+        var polls = 0
+        while try !testAll(&requests) {
+            polls += 1
+            guard polls > 2000 else { continue }
+            usleep(polls > 20000 ? 200 : 20)
+            let waited = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            if waited > timeout {
+                throw DeadlineError(description: "\(peer()) did not answer within \(Communicator.seconds(timeout)); awaited \(what())")
+            }
+        }
     }
+
+    static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.1f s", t) }
 
     /// Lets pending requests advance; true when all are complete (MPI_Testall).
     @discardableResult
@@ -102,22 +130,34 @@ package final class Communicator {
         return done != 0
     }
 
-    package func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
-        try check(MPI_Allreduce(asym_mpi_in_place(), values, Int32(count), asym_mpi_float(), asym_mpi_sum(), handle),
-                  "MPI_Allreduce of \(count) floats on rank \(rank)")
+    /// Collectives go through their non-blocking forms so that they have a deadline too;
+    /// `what` names the collective in the error.
+    private func collective(_ what: String, _ start: (inout Request) -> Int32) throws {
+        var r: Request = nil
+        try check(start(&r), "\(what) on rank \(rank)")
+        var requests = [r]
+        try waitAll(&requests, peer: "a rank of the \(size) in \(what)", awaiting: "its part")
+    }
+
+    package func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int, what: String = "a float sum") throws {
+        try collective("MPI_Iallreduce (\(what), \(count) floats)") {
+            MPI_Iallreduce(asym_mpi_in_place(), values, Int32(count), asym_mpi_float(), asym_mpi_sum(), handle, &$0)
+        }
     }
 
     package func sum(_ values: [Double]) throws -> [Double] {
         var out = values
-        try check(MPI_Allreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_sum(), handle),
-                  "MPI_Allreduce of \(values.count) doubles on rank \(rank)")
+        try collective("MPI_Iallreduce (sum of \(values.count) doubles)") {
+            MPI_Iallreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_sum(), handle, &$0)
+        }
         return out
     }
 
     package func max(_ values: [Double]) throws -> [Double] {
         var out = values
-        try check(MPI_Allreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_max(), handle),
-                  "MPI_Allreduce (max) on rank \(rank)")
+        try collective("MPI_Iallreduce (max of \(values.count) doubles)") {
+            MPI_Iallreduce(values, &out, Int32(values.count), asym_mpi_double(), asym_mpi_max(), handle, &$0)
+        }
         return out
     }
 
@@ -132,11 +172,11 @@ package final class Communicator {
     package func allGather(_ value: Int32) throws -> [Int32] {
         var mine = value
         var all = [Int32](repeating: 0, count: size)
-        try check(MPI_Allgather(&mine, 1, asym_mpi_int32(), &all, 1, asym_mpi_int32(), handle), "MPI_Allgather on rank \(rank)")
+        try collective("MPI_Iallgather") { MPI_Iallgather(&mine, 1, asym_mpi_int32(), &all, 1, asym_mpi_int32(), handle, &$0) }
         return all
     }
 
-    package func barrier() throws { try check(MPI_Barrier(handle), "MPI_Barrier on rank \(rank)") }
+    package func barrier() throws { try collective("MPI_Ibarrier") { MPI_Ibarrier(handle, &$0) } }
 
     /// Ends the whole job (every rank) with `code`.
     package func abort(_ code: Int32) -> Never {

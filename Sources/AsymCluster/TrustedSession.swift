@@ -1,5 +1,5 @@
-import AsymModel
 import AsymKernels
+import AsymModel
 import AsymSplit
 import AsymTrain
 import Dispatch
@@ -16,36 +16,49 @@ package struct ProtocolError: Error, CustomStringConvertible {
 
 /// A trusted rank's view of the cluster: the untrusted executor over MPI (residuals out,
 /// output shares back, in shards across its untrusted group) and the collective operations
-/// of data-parallel training.
+/// of data-parallel training among the trusted ranks (docs/DESIGN.md §4).
+///
+/// What the untrusted group receives from here, and nothing else: residuals and output
+/// gradients of split layers (its shard of the samples), the split layers' weights and
+/// biases, and control headers. Gradient sums run over the trusted ranks alone.
 package final class TrustedSession: Collective, UntrustedExecutor {
     let world: Communicator
     let trustedComm: Communicator
-    /// The ranks that hold gradients: everyone in asym mode, the trusted ranks otherwise.
-    let gradientComm: Communicator
     package let layout: ClusterLayout
     package let trustedIndex: Int
     package var trustedCount: Int { layout.trusted.count }
     /// The untrusted world ranks this rank sends shards to.
     package let group: [Int]
+    /// The step that messages belong to: read from the trainer (one step counter).
+    package var currentStep: () -> Int = { 0 }
+    /// Encrypts the gradient sums among trusted ranks (`cluster.encrypt`).
+    let channel: SecureChannel?
 
-    private var infos: [Int: SplitLayerInfo] = [:]
+    private var layers: [(info: SplitLayerInfo, weight: Tensor, bias: Tensor?)] = []
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
     private var pending: [Request] = []
-    /// The replies an exchange waits for: group member, its samples, the header it must carry.
-    private var expected: [(shard: Int, peer: Int, samples: Range<Int>, header: WireHeader)] = []
+    /// The replies the exchange in flight waits for: group member, its samples, the header
+    /// it must carry. Nil when no exchange is in flight (there is at most one).
+    private var inFlight: (kind: MessageKind, layer: Int, replies: [Reply])?
+    private struct Reply { let shard: Int, peer: Int, samples: Range<Int>, header: WireHeader, payload: UnsafePointer<Float> }
     private let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
-    private var step = 0
+    /// The split layers' weights and biases, packed for `weights` messages.
+    private var packedWeights: Tensor?
+    /// Each member's weight-gradient shares, packed in layer order.
+    private var shareBuffers: [Tensor] = []
+    /// The local batch of the last backward pass, whose shards the shares cover.
+    private var backwardBatch = 0
     private var waitSeconds = 0.0
     /// Bytes sent to and received from the untrusted group so far.
     package private(set) var bytesSent = 0, bytesReceived = 0
 
-    package init(world: Communicator, trustedComm: Communicator, gradientComm: Communicator, layout: ClusterLayout) {
+    package init(world: Communicator, trustedComm: Communicator, layout: ClusterLayout, channel: SecureChannel?) {
         self.world = world
         self.trustedComm = trustedComm
-        self.gradientComm = gradientComm
         self.layout = layout
+        self.channel = channel
         trustedIndex = layout.trusted.firstIndex(of: world.rank)!
-        group = layout.mode == .plain ? [] : layout.group(ofTrusted: trustedIndex)
+        group = layout.mode == .asym ? layout.group(ofTrusted: trustedIndex) : []
         sendHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
         receiveHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
     }
@@ -55,15 +68,17 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         receiveHeaders.deallocate()
     }
 
-    /// Continues the protocol's step count from a checkpoint.
-    package func resume(atStep step: Int) { self.step = step }
+    private func untrustedName(_ peer: Int) -> String { "rank \(peer) (untrusted)" }
 
     // MARK: UntrustedExecutor
 
-    package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { infos[info.layer] = info }
+    package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
+        precondition(info.layer == layers.count, "split layers register in order")
+        layers.append((info, weight, bias))
+    }
 
     package func startForward(_ r: Residual) {
-        let g = infos[r.layer]!.geometry
+        let g = layers[r.layer].info.geometry
         let y = Tensor.reuse(outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
         outputs[r.layer] = y
         exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
@@ -71,20 +86,21 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     }
 
     package func finishForward(layer: Int) -> Tensor {
-        complete()
+        complete(.outputShare, layer: layer)
         return outputs[layer]!
     }
 
     package func startBackward(_ d: OutputGradient) {
-        let g = infos[d.layer]!.geometry
+        let g = layers[d.layer].info.geometry
         let dx = Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
         inputGrads[d.layer] = dx
+        backwardBatch = d.batch
         exchange(send: .outputGradient, d.tensor.data, [g.outChannels, g.outHeight, g.outWidth],
                  receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], layer: d.layer, batch: d.batch)
     }
 
     package func finishBackward(layer: Int) -> Tensor {
-        complete()
+        complete(.inputGradient, layer: layer)
         return inputGrads[layer]!
     }
 
@@ -105,8 +121,9 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
                           layer: Int, batch: Int) {
-        let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *)
-        expected.removeAll(keepingCapacity: true)
+        precondition(inFlight == nil, "one exchange at a time: \(inFlight!.kind) of layer \(inFlight!.layer) is still in flight")
+        let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
+        var replies: [Reply] = []
         fatalOnError {
             for (s, peer) in group.enumerated() {
                 let samples = shardRange(batch, shards: group.count, index: s)
@@ -116,76 +133,132 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                 let header = WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + sampleShape,
                                         payload: data, count: n * inSize)
                 header.encode(into: sendHeaders + s * WireHeader.size)
+                let target = reply + samples.lowerBound * outSize
                 pending.append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
-                pending.append(try world.receiveFloats(reply + samples.lowerBound * outSize, count: n * outSize, from: peer, tag: wireTag))
+                pending.append(try world.receiveFloats(target, count: n * outSize, from: peer, tag: wireTag))
                 pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
                 pending.append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
-                expected.append((s, peer, samples, WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
-                                                              shape: [n] + replyShape, payload: nil, count: n * outSize)))
+                replies.append(Reply(shard: s, peer: peer, samples: samples,
+                                     header: WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
+                                                        shape: [n] + replyShape, payload: nil, count: n * outSize),
+                                     payload: target))
                 bytesSent += WireHeader.size + 4 * n * inSize
                 bytesReceived += WireHeader.size + 4 * n * outSize
             }
         }
-        replyBase = reply
-        replySampleSize = outSize
+        inFlight = (replyKind, layer, replies)
     }
-    private var replyBase: UnsafeMutablePointer<Float>?
-    private var replySampleSize = 0
 
-    /// Waits for the exchange and validates every reply's header and checksum.
-    private func complete() {
+    /// Waits for the exchange in flight and validates every reply's header and checksum.
+    private func complete(_ kind: MessageKind, layer: Int) {
+        guard let flight = inFlight, flight.kind == kind, flight.layer == layer else {
+            preconditionFailure("finishing \(kind) of layer \(layer), but the exchange in flight is \(String(describing: inFlight.map { ($0.kind, $0.layer) }))")
+        }
         let t0 = DispatchTime.now().uptimeNanoseconds
         fatalOnError {
-            try world.waitAll(&pending)
-            for (s, peer, samples, header) in expected {
-                let got = WireHeader(decoding: receiveHeaders + s * WireHeader.size)
-                if let why = got.mismatch(expected: header) {
-                    throw ProtocolError(description: "wire protocol: rank \(world.rank) (trusted) received from rank \(peer) (untrusted): \(why)")
-                }
-                let sum = payloadChecksum(replyBase! + samples.lowerBound * replySampleSize, count: samples.count * replySampleSize)
-                if sum != got.checksum {
-                    throw ProtocolError(description: "wire protocol: rank \(world.rank) (trusted) received from rank \(peer) (untrusted): payload checksum mismatch for [\(got)]")
-                }
+            try world.waitAll(&pending, peer: flight.replies.map { untrustedName($0.peer) }.joined(separator: " or "),
+                              awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
+            for r in flight.replies {
+                try validate(WireHeader(decoding: receiveHeaders + r.shard * WireHeader.size), expected: r.header,
+                             from: r.peer, payload: r.payload)
             }
         }
+        inFlight = nil
         waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
 
-    // MARK: Collective
-
-    package func gradientsReady(step: Int, learningRate: Double) throws {
-        guard layout.mode == .asym else { return }
-        var lr = [Float(learningRate)]
-        for (s, peer) in group.enumerated() {
-            try sendControl(.stepEnd, to: peer, shard: s, payload: &lr)
+    private func validate(_ got: WireHeader, expected: WireHeader, from peer: Int, payload: UnsafePointer<Float>) throws {
+        let origin = "wire protocol: rank \(world.rank) (trusted) received from \(untrustedName(peer))"
+        if let why = got.mismatch(expected: expected) { throw ProtocolError(description: "\(origin): \(why)") }
+        if payloadChecksum(payload, count: Int(got.count)) != got.checksum {
+            throw ProtocolError(description: "\(origin): payload checksum mismatch for [\(got)]")
         }
     }
 
-    package func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
-        try gradientComm.sumInPlace(values, count: count)
+    /// Asks every member for its weight-gradient shares of this step (a step end), and hands
+    /// each member's share of each layer to `body` with the samples it covers.
+    package func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+        guard !group.isEmpty else { return }
+        let total = layers.map(\.weight.count).reduce(0, +), step = currentStep()
+        if shareBuffers.count != group.count { shareBuffers = group.map { _ in Tensor(shape: [total]) } }
+        var replies: [Reply] = []
+        for (s, peer) in group.enumerated() where !shardRange(backwardBatch, shards: group.count, index: s).isEmpty {
+            let header = WireHeader(kind: .stepEnd, step: step, layer: -1, shard: s, shape: [0], payload: nil, count: 0)
+            header.encode(into: sendHeaders + s * WireHeader.size)
+            pending.append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
+            pending.append(try world.receiveFloats(shareBuffers[s].data, count: total, from: peer, tag: wireTag))
+            pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
+            replies.append(Reply(shard: s, peer: peer, samples: shardRange(backwardBatch, shards: group.count, index: s),
+                                 header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [total],
+                                                    payload: nil, count: total),
+                                 payload: shareBuffers[s].data))
+            bytesSent += WireHeader.size
+            bytesReceived += WireHeader.size + 4 * total
+        }
+        try world.waitAll(&pending, peer: replies.map { untrustedName($0.peer) }.joined(separator: " or "),
+                          awaiting: "its weight-gradient shares at step \(step)")
+        for r in replies {
+            try validate(WireHeader(decoding: receiveHeaders + r.shard * WireHeader.size), expected: r.header, from: r.peer,
+                         payload: r.payload)
+            var offset = 0
+            for (i, l) in layers.enumerated() {
+                try body(i, r.payload + offset, r.samples)
+                offset += l.weight.count
+            }
+        }
     }
 
-    package func sumOverTrusted(_ values: [Double]) throws -> [Double] { try trustedComm.sum(values) }
-
-    package func stepApplied(step finished: Int, parameters: [Parameter]) throws {
-        step = finished + 1
-        if step % replicaCheckInterval == 0 { try verifyReplicas(gradientComm, parameters: parameters, step: step) }
+    /// Sends the split layers' weights and biases to every member, for the current step.
+    package func publishWeights() throws {
+        guard !group.isEmpty else { return }
+        let tensors = layers.flatMap { [$0.weight] + ($0.bias.map { [$0] } ?? []) }
+        let packed = Tensor.reuse(packedWeights, shape: [tensors.map(\.count).reduce(0, +)])
+        packedWeights = packed
+        packed.pack(tensors)
+        try sendToGroup(.weights, payload: packed, awaiting: "the weights of step \(currentStep())")
     }
 
     /// Tells the untrusted group that training is over. (A failure ends the job with
     /// MPI_Abort instead, which takes the untrusted ranks down too.)
     package func shutdown() throws {
-        var none: [Float] = []
-        for (s, peer) in group.enumerated() { try sendControl(.shutdown, to: peer, shard: s, payload: &none) }
+        try sendToGroup(.shutdown, payload: nil, awaiting: "the shutdown message")
     }
 
-    private func sendControl(_ kind: MessageKind, to peer: Int, shard: Int, payload: inout [Float]) throws {
-        let header = WireHeader(kind: kind, step: step, layer: -1, shard: shard, shape: [payload.count], payload: payload,
-                                count: payload.count)
-        header.encode(into: sendHeaders)
-        var requests = [try world.sendBytes(sendHeaders, count: WireHeader.size, to: peer, tag: wireTag)]
-        if !payload.isEmpty { requests.append(try world.sendFloats(payload, count: payload.count, to: peer, tag: wireTag)) }
-        try world.waitAll(&requests)
+    private func sendToGroup(_ kind: MessageKind, payload: Tensor?, awaiting what: String) throws {
+        let count = payload?.count ?? 0
+        for (s, peer) in group.enumerated() {
+            let header = WireHeader(kind: kind, step: currentStep(), layer: -1, shard: s, shape: [count],
+                                    payload: payload?.data, count: count)
+            header.encode(into: sendHeaders + s * WireHeader.size)
+            pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
+            if let payload { pending.append(try world.sendFloats(payload.data, count: count, to: peer, tag: wireTag)) }
+            bytesSent += WireHeader.size + 4 * count
+        }
+        try world.waitAll(&pending, peer: group.map(untrustedName).joined(separator: " or "), awaiting: "\(what) to be taken")
+    }
+
+    // MARK: Collective (trusted ranks only)
+
+    package func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+        if let channel {
+            try channel.sum(values, count: count, over: trustedComm, what: "the gradient sum of step \(currentStep())")
+        } else {
+            try trustedComm.sumInPlace(values, count: count, what: "the gradient sum of step \(currentStep())")
+        }
+    }
+
+    package func sumOverTrusted(_ values: [Double]) throws -> [Double] { try trustedComm.sum(values) }
+
+    package func sumOverTrusted(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+        try trustedComm.sumInPlace(values, count: count, what: "the batch-norm statistics")
+    }
+
+    package func stepApplied(step: Int, parameters: [Parameter]) throws {
+        if step % replicaCheckInterval == 0 { try checkReplicas(parameters.map(\.value), what: "parameters at step \(step)") }
+    }
+
+    package func checkReplicas(_ tensors: [Tensor], what: String) throws {
+        try verifyReplicas(trustedComm, tensors: tensors, what: what)
     }
 
     /// The executor API cannot throw (the split convolution is pure compute); a transfer
@@ -195,12 +268,12 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     }
 }
 
-/// Checks that every replica holds bit-identical parameters (docs/DESIGN.md §4).
-func verifyReplicas(_ comm: Communicator, parameters: [Parameter], step: Int) throws {
+/// Checks that every replica holds bit-identical `tensors` (docs/DESIGN.md §4).
+func verifyReplicas(_ comm: Communicator, tensors: [Tensor], what: String) throws {
     var sum: UInt64 = 0
-    for p in parameters { sum = sum &* 31 &+ payloadChecksum(p.value.data, count: p.value.count) }
+    for t in tensors { sum = sum &* 31 &+ payloadChecksum(t.data, count: t.count) }
     // Compared as doubles of the two 32-bit halves, which doubles hold exactly.
     if try !comm.allAgree([Double(sum >> 32), Double(sum & 0xFFFF_FFFF)]) {
-        throw ProtocolError(description: "replicas diverged at step \(step): parameter checksums differ across ranks (rank \(comm.rank) has \(String(sum, radix: 16)))")
+        throw ProtocolError(description: "replicas diverged: the checksums of the \(what) differ across trusted ranks (rank \(comm.rank) has \(String(sum, radix: 16)))")
     }
 }

@@ -1,44 +1,48 @@
-import AsymModel
 import AsymKernels
+import AsymModel
 import AsymSplit
-import AsymTrain
+import Foundation
 
 /// The loop of an untrusted rank: it serves one trusted rank, computing the residual
-/// convolutions of its shard of every split layer, and joins the gradient reduction and
-/// the optimizer step at the end of each training step. It never loads data and holds
-/// nothing but the replicated weights, the residuals and the output gradients it receives.
+/// convolutions of its shard of every split layer, and hands back its weight-gradient
+/// shares at the end of each step.
+///
+/// It holds the split layers' weights and biases and nothing else of the model: they come
+/// from its trusted rank over MPI (on start, on resume and after every optimizer step), so
+/// it never reads a checkpoint or the run folder, never loads data, and takes part in no
+/// gradient collective. What it receives is exactly: residuals and output gradients of its
+/// shard, the split layers' weights, and control headers (`asym.audit` logs each one).
 package final class UntrustedServer {
     let world: Communicator
-    let gradientComm: Communicator
-    let model: Model
-    let config: Config
     let worker = UntrustedWorker()
     let trustedRank: Int
     let shard: Int
-    private var splitGrads: [Int: Tensor] = [:]
+    /// The split layers' weights and biases, in layer order (what `weights` messages fill).
+    private let tensors: [Tensor]
+    private let shares: Tensor
     private var inputs: [Int: Tensor] = [:]
     private let header: UnsafeMutableRawPointer
-    private let fused: Tensor
-    private let control = Tensor(shape: [1])
     /// Pending transfers, reused from message to message.
     private var requests: [Request] = []
-    /// The step the next message belongs to.
-    package private(set) var step: Int
+    /// The step of the weights held: set by the trusted rank's `weights` messages.
+    private var step: Int?
+    private let audit: AuditLog?
 
-    package init(world: Communicator, gradientComm: Communicator, layout: ClusterLayout, model: Model, config: Config,
-                startStep: Int) throws {
+    package init(world: Communicator, layout: ClusterLayout, config: Config, audit: AuditLog?) throws {
         self.world = world
-        self.gradientComm = gradientComm
-        self.model = model
-        self.config = config
+        self.audit = audit
         (trustedRank, shard) = layout.server(ofUntrusted: world.rank)
-        for (conv, info, _) in try model.splitConvolutions(config) {
-            worker.register(info, weight: conv.weight.value, bias: conv.bias?.value)
-            splitGrads[info.layer] = conv.weight.grad
+        // The model is built only to learn the split layers' shapes, then dropped: this rank
+        // keeps its own zeroed copies of those layers' weights and biases, filled over MPI.
+        var held: [Tensor] = []
+        for (conv, info, _) in try Model(config.model).splitConvolutions(config) {
+            let weight = Tensor(shape: conv.weight.value.shape), bias = conv.bias.map { Tensor(shape: $0.value.shape) }
+            worker.register(info, weight: weight, bias: bias)
+            held += [weight] + (bias.map { [$0] } ?? [])
         }
+        tensors = held
+        shares = Tensor(shape: [worker.weightCount])
         header = .allocate(byteCount: WireHeader.size, alignment: 8)
-        fused = Tensor(shape: [model.parameterCount])
-        step = startStep
     }
 
     deinit { header.deallocate() }
@@ -47,26 +51,44 @@ package final class UntrustedServer {
     package func run() throws {
         while true {
             requests.append(try world.receiveBytes(header, count: WireHeader.size, from: trustedRank, tag: wireTag))
-            try world.waitAll(&requests)
+            try world.waitAll(&requests, peer: "rank \(trustedRank) (trusted)",
+                              awaiting: "its next message\(step.map { " (step \($0))" } ?? "")")
             let h = WireHeader(decoding: header)
             guard h.magic == WireHeader.magic, h.version == WireHeader.version, let kind = MessageKind(rawValue: h.kind) else {
                 throw protocolError(h, "not a valid asymml header")
             }
-            guard h.step == Int64(step) else { throw protocolError(h, "expected step \(step)") }
             guard h.shard == Int32(shard) else { throw protocolError(h, "expected shard \(shard)") }
+            if kind == .weights {
+                try receiveWeights(h)
+                continue
+            }
+            guard let step else { throw protocolError(h, "the weights must come first") }
+            guard h.step == Int64(step) else { throw protocolError(h, "expected step \(step)") }
             switch kind {
             case .residual, .outputGradient:
                 try serve(kind, h)
             case .stepEnd:
-                guard h.count == 1 else { throw protocolError(h, "a step end carries the learning rate") }
-                try receivePayload(h, into: control)
-                try endStep(learningRate: Double(control[0]))
+                audit?.record(h, payload: nil)
+                try sendShares()
             case .shutdown:
+                audit?.record(h, payload: nil)
                 return
             default:
                 throw protocolError(h, "an untrusted rank never receives \(kind)")
             }
         }
+    }
+
+    /// The weights of the split layers, for step `h.step` on (never an older step).
+    private func receiveWeights(_ h: WireHeader) throws {
+        let held = tensors.map(\.count).reduce(0, +)
+        guard h.count == Int64(held) else { throw protocolError(h, "weights of \(h.count) values, but the split layers hold \(held)") }
+        if let step, h.step < Int64(step) { throw protocolError(h, "weights of an older step than \(step)") }
+        let packed = Tensor.reuse(inputs[Int.min], shape: [held])
+        inputs[Int.min] = packed
+        try receivePayload(h, into: packed)
+        packed.unpack(into: tensors)
+        step = Int(h.step)
     }
 
     /// Receives a residual (or an output gradient), computes the output share (or the input
@@ -89,31 +111,35 @@ package final class UntrustedServer {
         let result = forward ? worker.forward(layer: Int(h.layer), residual: input, batch: n)
                              : worker.backward(layer: Int(h.layer), outputGrad: input, batch: n)
         let replyShape = forward ? [g.outChannels, g.outHeight, g.outWidth] : [g.inChannels, g.height, g.width]
-        let reply = WireHeader(kind: forward ? .outputShare : .inputGradient, step: step, layer: Int(h.layer), shard: shard,
-                               shape: [n] + replyShape, payload: result.data, count: result.count)
-        reply.encode(into: header)
+        try reply(forward ? .outputShare : .inputGradient, layer: Int(h.layer), shape: [n] + replyShape, result)
+    }
+
+    /// The step's weight-gradient shares of every split layer, packed in layer order.
+    private func sendShares() throws {
+        var offset = 0
+        worker.takeGradientShares { _, share in
+            (shares.data + offset).update(from: share.data, count: share.count)
+            offset += share.count
+        }
+        try reply(.gradientShare, layer: -1, shape: [shares.count], shares)
+    }
+
+    private func reply(_ kind: MessageKind, layer: Int, shape: [Int], _ result: Tensor) throws {
+        let h = WireHeader(kind: kind, step: step!, layer: layer, shard: shard, shape: shape, payload: result.data,
+                           count: result.count)
+        h.encode(into: header)
         requests.append(try world.sendBytes(header, count: WireHeader.size, to: trustedRank, tag: wireTag))
         requests.append(try world.sendFloats(result.data, count: result.count, to: trustedRank, tag: wireTag))
-        try world.waitAll(&requests)
+        try world.waitAll(&requests, peer: "rank \(trustedRank) (trusted)", awaiting: "it to take the \(kind) of step \(step!)")
     }
 
     /// Receives the payload that `h` announces into `tensor` and checks its checksum.
     private func receivePayload(_ h: WireHeader, into tensor: Tensor) throws {
         let count = Int(h.count)
         requests.append(try world.receiveFloats(tensor.data, count: count, from: trustedRank, tag: wireTag))
-        try world.waitAll(&requests)
+        try world.waitAll(&requests, peer: "rank \(trustedRank) (trusted)", awaiting: "the payload of its \(h)")
         guard payloadChecksum(tensor.data, count: count) == h.checksum else { throw protocolError(h, "payload checksum mismatch") }
-    }
-
-    /// The end of a training step: the weight-gradient shares join the fused allreduce and
-    /// every replica applies the same optimizer step.
-    private func endStep(learningRate: Double) throws {
-        model.zeroGradients()
-        worker.addGradientShares(into: splitGrads)
-        try model.parameters.withFused(fused) { try gradientComm.sumInPlace($0, count: $1) }
-        SGDOptimizer.apply(config.optimizer, learningRate: learningRate, to: model.parameters)
-        step += 1
-        if step % replicaCheckInterval == 0 { try verifyReplicas(gradientComm, parameters: model.parameters, step: step) }
+        audit?.record(h, payload: tensor)
     }
 
     private func protocolError(_ h: WireHeader, _ why: String) -> ProtocolError {

@@ -1,8 +1,13 @@
 import AsymKernels
 
-/// What a message carries.
+/// What a message carries. Trusted to untrusted: residual, output gradient, step end,
+/// weights, shutdown; untrusted to trusted: output share, input gradient, gradient share.
 package enum MessageKind: UInt32, CustomStringConvertible {
     case residual = 1, outputShare, outputGradient, inputGradient, stepEnd, shutdown
+    /// The untrusted rank's weight-gradient shares of every split layer (after a step end).
+    case gradientShare
+    /// The split layers' weights and biases (on start, and after every optimizer step).
+    case weights
     package var description: String {
         switch self {
         case .residual: return "residual"
@@ -11,6 +16,8 @@ package enum MessageKind: UInt32, CustomStringConvertible {
         case .inputGradient: return "input gradient"
         case .stepEnd: return "step end"
         case .shutdown: return "shutdown"
+        case .gradientShare: return "gradient share"
+        case .weights: return "weights"
         }
     }
 }
@@ -20,7 +27,7 @@ package enum MessageKind: UInt32, CustomStringConvertible {
 /// of the payload. 64 bytes, little-endian.
 package struct WireHeader: Equatable, CustomStringConvertible {
     package static let magic: UInt32 = 0x4C4D_5341  // "ASML" read as little-endian bytes
-    package static let version: UInt32 = 1
+    package static let version: UInt32 = 2
     package static let size = 64
 
     package var magic = WireHeader.magic

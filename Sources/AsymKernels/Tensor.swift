@@ -61,8 +61,40 @@ package final class Tensor: @unchecked Sendable {
         data.update(from: other.data, count: count)
     }
 
+    /// Copies `tensors` one after another into this tensor, which must hold exactly their
+    /// values (one buffer for a collective or a message instead of one per tensor).
+    package func pack(_ tensors: [Tensor]) {
+        var offset = 0
+        for t in tensors {
+            precondition(offset + t.count <= count, "packing more than \(count) values")
+            (data + offset).update(from: t.data, count: t.count)
+            offset += t.count
+        }
+        precondition(offset == count, "packed \(offset) values into \(count)")
+    }
+
+    /// The inverse of `pack`: copies consecutive parts of this tensor back into `tensors`.
+    package func unpack(into tensors: [Tensor]) {
+        var offset = 0
+        for t in tensors {
+            precondition(offset + t.count <= count, "unpacking more than \(count) values")
+            t.data.update(from: data + offset, count: t.count)
+            offset += t.count
+        }
+        precondition(offset == count, "unpacked \(offset) of \(count) values")
+    }
+
     package subscript(i: Int) -> Float {
         get { data[i] }
         set { data[i] = newValue }
     }
+}
+
+/// max |a - b| / max |b|: how far `a` is from the reference `b`, relative to b's scale.
+/// Tests compare every tensor on its own with it (a whole-model maximum hides a wrong bias).
+package func relativeDifference(_ a: Tensor, _ b: Tensor) -> Float {
+    precondition(a.count == b.count, "comparing \(a.shape) with \(b.shape)")
+    var num: Float = 0, den: Float = 0
+    for i in 0..<a.count { num = max(num, abs(a[i] - b[i])); den = max(den, abs(b[i])) }
+    return num / max(den, 1e-20)
 }

@@ -155,6 +155,9 @@ package struct AsymConfig: Equatable {
     package var rank = RankConfig()
     package var svdIterations = 2
     package var basis = Basis.sample
+    /// Untrusted ranks log every buffer they receive to `auditDir/audit-rank-N.jsonl`.
+    package var audit = false
+    package var auditDir = "audit"
 }
 
 package struct RankConfig: Equatable {
@@ -168,6 +171,11 @@ package struct RankConfig: Equatable {
 
 package struct ClusterConfig: Equatable {
     package var trusted = 1
+    /// Every wait on another rank ends the job after this many seconds.
+    package var timeoutSeconds = 300.0
+    /// Gradient sums among trusted ranks travel as AES-GCM with the key in `keyFile`.
+    package var encrypt = false
+    package var keyFile: String?
 }
 
 extension Config {
@@ -249,6 +257,8 @@ extension Config {
         c.asym.mode = try a.choice("mode", c.asym.mode)
         c.asym.svdIterations = try a.int("svd_iterations", c.asym.svdIterations)
         c.asym.basis = try a.choice("basis", c.asym.basis)
+        c.asym.audit = try a.bool("audit", c.asym.audit)
+        c.asym.auditDir = try a.string("audit_dir", c.asym.auditDir)
         if let rn = a.raw("rank") {
             if let v = rn.int {
                 c.asym.rank.policy = .fixed; c.asym.rank.value = v; c.asym.rank.max = max(c.asym.rank.max, v)
@@ -265,6 +275,9 @@ extension Config {
 
         var cl = try r.child("cluster")
         c.cluster.trusted = try cl.int("trusted", c.cluster.trusted)
+        c.cluster.timeoutSeconds = try cl.float("timeout_s", c.cluster.timeoutSeconds)
+        c.cluster.encrypt = try cl.bool("encrypt", c.cluster.encrypt)
+        c.cluster.keyFile = try cl.string("key_file")
         try cl.finish()
         try r.finish()
         try c.validate()
@@ -314,8 +327,9 @@ extension Config {
         try check(asym.rank.value >= 1 && asym.rank.max >= asym.rank.value, "asym.rank: need 1 <= value <= max")
         try check(asym.rank.tau > 0 && asym.rank.tau < 1, "asym.rank.tau: must lie in (0, 1)")
         try check(cluster.trusted >= 1, "cluster.trusted: need at least one trusted rank")
-        try check(data.batchSize % cluster.trusted == 0,
-                  "data.batch_size: \(data.batchSize) does not divide among \(cluster.trusted) trusted ranks")
+        try check(cluster.timeoutSeconds > 0, "cluster.timeout_s: must be positive, got \(cluster.timeoutSeconds)")
+        try check(!cluster.encrypt || cluster.keyFile != nil,
+                  "cluster.encrypt: needs cluster.key_file, a file of 32 random bytes (or 64 hex digits) that every trusted rank can read")
         var names = Set<String>()
         for l in model.layers {
             try check(names.insert(l.name).inserted, "model.layers: the name '\(l.name)' is used twice")
@@ -414,8 +428,10 @@ extension Config {
             ("asym", map([("mode", s(asym.mode.rawValue)),
                           ("rank", map([("policy", s(asym.rank.policy.rawValue)), ("value", n(asym.rank.value)),
                                         ("max", n(asym.rank.max)), ("tau", f(asym.rank.tau))])),
-                          ("svd_iterations", n(asym.svdIterations)), ("basis", s(asym.basis.rawValue))])),
-            ("cluster", map([("trusted", n(cluster.trusted))])),
+                          ("svd_iterations", n(asym.svdIterations)), ("basis", s(asym.basis.rawValue)),
+                          ("audit", b(asym.audit)), ("audit_dir", s(asym.auditDir))])),
+            ("cluster", map([("trusted", n(cluster.trusted)), ("timeout_s", f(cluster.timeoutSeconds)),
+                             ("encrypt", b(cluster.encrypt)), ("key_file", cluster.keyFile.map(s))])),
         ])
         return (try? Yams.serialize(node: root, sortKeys: false)) ?? ""
     }

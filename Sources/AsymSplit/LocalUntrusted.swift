@@ -33,6 +33,8 @@ package final class UntrustedWorker {
 
     package func geometry(layer: Int) -> ConvGeometry? { slots[layer]?.info.geometry }
     package var layerCount: Int { slots.count }
+    /// The split layers' weight values in all (the size of their packed shares).
+    package var weightCount: Int { slots.values.map(\.gradShare.count).reduce(0, +) }
 
     /// Y_U = conv(R, W) + b for `batch` samples; keeps R for the backward pass.
     package func forward(layer: Int, residual: Tensor, batch: Int) -> Tensor {
@@ -51,6 +53,7 @@ package final class UntrustedWorker {
     /// dX = conv_transpose(dY, W); accumulates corr(R, dY) into the layer's gradient share.
     package func backward(layer: Int, outputGrad dy: Tensor, batch: Int) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
+        backwardBatch = batch
         var s = slots[layer]!
         let g = s.info.geometry
         let dx = Tensor.reuse(s.inputGrad, shape: [batch, g.inChannels, g.height, g.width])
@@ -97,26 +100,24 @@ package final class UntrustedWorker {
         return seconds
     }
 
-    /// Adds every layer's weight-gradient share into `grads[layer]` and zeroes the shares.
-    package func addGradientShares(into grads: [Int: Tensor]) {
-        for (layer, s) in slots {
-            guard let g = grads[layer] else { continue }
-            accumulate(s.gradShare.data, into: g.data, count: g.count)
-            s.gradShare.zero()
+    /// Hands every layer's weight-gradient share of the step to `body`, in layer order, and
+    /// zeroes it for the next step.
+    package func takeGradientShares(_ body: (_ layer: Int, _ share: Tensor) throws -> Void) rethrows {
+        for layer in slots.keys.sorted() {
+            let share = slots[layer]!.gradShare
+            try body(layer, share)
+            share.zero()
         }
     }
+
+    /// The local batch of the last backward pass (the samples the shares cover).
+    package private(set) var backwardBatch = 0
 }
 
 /// The untrusted executor in the same process: the worker, minus the wire.
-<<<<<<< HEAD
-package final class LocalUntrusted: UntrustedExecutor {
-    package let worker = UntrustedWorker()
-    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
-=======
 package final class LocalUntrusted: UntrustedExecutor {
     package let worker = UntrustedWorker()
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:], weightShares: [Int: Tensor] = [:]
->>>>>>> mask
 
     package init() {}
 
@@ -136,9 +137,6 @@ package final class LocalUntrusted: UntrustedExecutor {
 
     package func finishBackward(layer: Int) -> Tensor { inputGrads[layer]! }
 
-<<<<<<< HEAD
-    package func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
-=======
     package func startBackwardPerSample(_ g: OutputGradient) {
         (inputGrads[g.layer], weightShares[g.layer]) = worker.backwardPerSample(layer: g.layer, outputGrad: g.tensor, batch: g.batch)
     }
@@ -146,8 +144,12 @@ package final class LocalUntrusted: UntrustedExecutor {
     package func finishWeightShares(layer: Int) -> Tensor { weightShares[layer]! }
 
     package func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
->>>>>>> mask
 
-    /// The in-process stand-in for the allreduce: adds the worker's shares into `grads`.
-    package func addGradientShares(into grads: [Int: Tensor]) { worker.addGradientShares(into: grads) }
+    package func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+        let samples = 0..<worker.backwardBatch
+        try worker.takeGradientShares { layer, share in try body(layer, share.data, samples) }
+    }
+
+    /// The worker reads the model's own weight tensors: nothing to send.
+    package func publishWeights() {}
 }

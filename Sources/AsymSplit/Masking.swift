@@ -100,6 +100,7 @@ package final class MaskingExecutor: UntrustedExecutor {
     }
 
     package func startBackward(_ g: OutputGradient) {
+        backwardBatch = g.batch
         let t0 = DispatchTime.now().uptimeNanoseconds
         let st = layers[g.layer]!
         precondition(g.batch == st.batch, "backward batch \(g.batch) after a forward of \(st.batch)")
@@ -132,17 +133,21 @@ package final class MaskingExecutor: UntrustedExecutor {
     }
 
     package func takeComputeSeconds() -> Double { inner.takeComputeSeconds() }
+    /// The local batch of the last backward pass (the samples the decoded shares cover).
+    private var backwardBatch = 0
     package func progress() { inner.progress() }
 
-    /// Adds every layer's decoded weight-gradient share into `grads[layer]` and zeroes it (the
-    /// masked counterpart of `LocalUntrusted.addGradientShares`).
-    package func addGradientShares(into grads: [Int: Tensor]) {
-        for (layer, st) in layers {
-            guard let g = grads[layer] else { continue }
-            accumulate(st.share.data, into: g.data, count: g.count)
+    /// Hands every layer's decoded weight-gradient share to `body` and zeroes it. The shares
+    /// are decoded here from the per-combination correlations, so they cover the whole batch.
+    package func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+        for layer in layers.keys.sorted() {
+            let st = layers[layer]!
+            try body(layer, st.share.data, 0..<backwardBatch)
             st.share.zero()
         }
     }
+
+    package func publishWeights() throws { try inner.publishWeights() }
 
     /// The combinations of every group: out[L, size] = mix[:, 0..<k] x[k, size] + mix[:, k] noise,
     /// with fresh noise of standard deviation sigma times the group's RMS.

@@ -55,6 +55,14 @@ package protocol UntrustedExecutor: AnyObject {
     /// The per-sample correlations of the last `startBackwardPerSample` for `layer`,
     /// [batch, Cout, C, k, k]; call it after `finishBackward`.
     func finishWeightShares(layer: Int) -> Tensor
+    /// Hands this step's weight-gradient shares to `body`, one call per split layer and
+    /// untrusted contributor: the layer, its share (the weight's shape) and the samples of
+    /// the local batch it covers, so that each can be verified before it enters any sum
+    /// (docs/DESIGN.md §8). The executor then forgets them.
+    func collectGradientShares(_ body: (_ layer: Int, _ share: UnsafePointer<Float>, _ samples: Range<Int>) throws -> Void) throws
+    /// Gives the untrusted side the split layers' current weights and biases: on start (and
+    /// resume) and after every optimizer step.
+    func publishWeights() throws
     /// Seconds the untrusted side spent computing since the last call (for the metrics).
     func takeComputeSeconds() -> Double
     /// Lets pending transfers advance; the trusted side calls it between chunks of its own
@@ -66,6 +74,11 @@ package protocol UntrustedExecutor: AnyObject {
 
 extension UntrustedExecutor {
     package func progress() {}
+
+    /// Adds every share into `grads[layer]`: the sum without checks, for tests and tools.
+    package func addGradientShares(into grads: [Int: Tensor]) throws {
+        try collectGradientShares { layer, share, _ in accumulate(share, into: grads[layer]!.data, count: grads[layer]!.count) }
+    }
     /// Executors that cannot serve masked runs yet (the wire protocol follows) say so loudly.
     package func startBackwardPerSample(_ g: OutputGradient) {
         preconditionFailure("\(type(of: self)) does not return per-sample weight-gradient shares, which masking needs")

@@ -27,15 +27,18 @@ package protocol Collective: AnyObject {
     /// `index` of every global batch (and of the test set).
     var trustedIndex: Int { get }
     var trustedCount: Int { get }
-    /// Called once the local backward pass is done, before the gradients are summed: the
-    /// untrusted ranks learn the step's learning rate and join the reduction.
-    func gradientsReady(step: Int, learningRate: Double) throws
-    /// Sums the fused gradients across every rank that holds a share of them, in place.
+    /// Sums the packed gradients across the trusted ranks, in place (untrusted shares are
+    /// already in them: they reach their trusted rank first).
     func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) throws
     /// Sums values across the trusted ranks (losses, accuracy counts).
     func sumOverTrusted(_ values: [Double]) throws -> [Double]
-    /// Called after every optimizer step; checks now and then that the replicas agree.
+    /// Sums floats across the trusted ranks, in place (batch-norm statistics).
+    func sumOverTrusted(_ values: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Called after every optimizer step (`step` is the number of steps taken); checks now
+    /// and then that the replicas agree.
     func stepApplied(step: Int, parameters: [Parameter]) throws
+    /// Ends the job unless every trusted rank holds bit-identical `tensors`.
+    func checkReplicas(_ tensors: [Tensor], what: String) throws
 }
 
 /// Training and evaluation of one model replica.
@@ -66,13 +69,18 @@ package final class Trainer {
     package let localBatch: Int
     private let images: Tensor
     private let labels: UnsafeMutablePointer<Int32>
-    private let fusedGradients: Tensor
+    private let packedGradients: Tensor
 
     /// `executor` is the untrusted half in asym mode (default: in this process).
     package init(config: Config, data: DataSource? = nil, collective: Collective? = nil,
                 executor: UntrustedExecutor? = nil) throws {
         self.config = config
         self.collective = collective
+        // The one check that the global batch divides among the trusted ranks.
+        let shards = collective?.trustedCount ?? 1
+        guard config.data.batchSize % shards == 0 else {
+            throw ConfigError("data.batch_size: \(config.data.batchSize) does not divide among \(shards) trusted ranks")
+        }
         model = try Model(config.model)
         guard model.classes == config.data.classes || config.data.dataset != .synthetic else {
             throw ConfigError("model.layers: the last layer has \(model.classes) outputs but data.classes is \(config.data.classes)")
@@ -91,14 +99,10 @@ package final class Trainer {
             splitGrads = Dictionary(uniqueKeysWithValues: splitLayers.enumerated().map { ($0, $1.weight.grad) })
             untrusted = executor
         }
-        let shards = collective?.trustedCount ?? 1
-        guard config.data.batchSize % shards == 0 else {
-            throw ConfigError("data.batch_size: \(config.data.batchSize) does not divide among \(shards) trusted ranks")
-        }
         localBatch = config.data.batchSize / shards
         images = Tensor(shape: [localBatch] + config.model.input)
         labels = .allocate(capacity: max(localBatch, config.data.batchSize))
-        fusedGradients = Tensor(shape: [model.parameterCount])
+        packedGradients = Tensor(shape: [model.parameterCount])
     }
 
     deinit { labels.deallocate() }
@@ -134,21 +138,23 @@ package final class Trainer {
         model.zeroGradients()
         let (lossSum, correct) = model.trainingPass(images: images, labels: labels, batch: localBatch, normalizer: batch)
         let lr = optimizer.learningRate(step: position.step)
-        if let local = untrusted as? LocalUntrusted {
-            // The in-process stand-in for the allreduce: add the untrusted weight-gradient shares.
-            local.addGradientShares(into: splitGrads)
+        // The untrusted weight-gradient shares reach this rank before any sum.
+        try untrusted?.collectGradientShares { layer, share, _ in
+            let grad = splitGrads[layer]!
+            accumulate(share, into: grad.data, count: grad.count)
         }
         if let collective {
-            try collective.gradientsReady(step: position.step, learningRate: lr)
-            try sumGradients(collective)
+            try model.parameters.map(\.grad).withPacked(packedGradients) { try collective.sumGradients($0, count: $1) }
         }
-        lastUntrustedSeconds = untrusted?.takeComputeSeconds() ?? 0
         optimizer.apply(learningRate: lr, to: model.parameters)
+        position.step += 1
+        position.samplesSeen += Int64(batch)
+        // The untrusted side computes the next step with the new weights of its layers.
+        try untrusted?.publishWeights()
+        lastUntrustedSeconds = untrusted?.takeComputeSeconds() ?? 0
         lastStepSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         try collective?.stepApplied(step: position.step, parameters: model.parameters)
         model.profile?.endStep(trustedSeconds: lastStepSeconds - lastUntrustedSeconds)
-        position.step += 1
-        position.samplesSeen += Int64(batch)
         if let collective {
             let (l, c) = try collective.sumOverTrusted([lossSum, Double(correct)]).pair
             return (l / Double(batch), c / Double(batch))
@@ -156,11 +162,23 @@ package final class Trainer {
         return (lossSum / Double(batch), Double(correct) / Double(batch))
     }
 
-    /// One fused allreduce of every gradient (small tensors would each pay the latency).
-    private func sumGradients(_ collective: Collective) throws {
-        try model.parameters.withFused(fusedGradients) { buffer, count in
-            try collective.sumGradients(buffer, count: count)
+    /// Makes batch norm's running statistics agree on every trusted rank (their mean over the
+    /// ranks), then checks that the replicas hold the same parameters and statistics. Each
+    /// rank normalises with its own batch (as DDP does without SyncBatchNorm), so the running
+    /// statistics drift apart between synchronisations; evaluation and checkpoints need them
+    /// equal.
+    package func synchronizeReplicas() throws {
+        guard let collective, collective.trustedCount > 1 else { return }
+        let buffers = model.leaves.flatMap(\.buffers).map(\.value)
+        if !buffers.isEmpty {
+            let packed = Tensor(shape: [buffers.map(\.count).reduce(0, +)])
+            packed.pack(buffers)
+            try collective.sumOverTrusted(packed.data, count: packed.count)
+            let ranks = Float(collective.trustedCount)
+            for i in 0..<packed.count { packed[i] /= ranks }
+            packed.unpack(into: buffers)
         }
+        try collective.checkReplicas(model.parameters.map(\.value) + buffers, what: "parameters and batch-norm statistics at step \(position.step)")
     }
 
     /// Bytes sent to the untrusted side per step: residuals forward, output gradients backward.
@@ -200,19 +218,12 @@ extension Array where Element == Double {
     var pair: (Double, Double) { (self[0], self[1]) }
 }
 
-extension Array where Element == Parameter {
-    /// Copies every gradient into `fused`, runs `body` on it, and copies the result back.
-    package func withFused(_ fused: Tensor, _ body: (UnsafeMutablePointer<Float>, Int) throws -> Void) rethrows {
-        var offset = 0
-        for p in self {
-            (fused.data + offset).update(from: p.grad.data, count: p.grad.count)
-            offset += p.grad.count
-        }
-        try body(fused.data, offset)
-        offset = 0
-        for p in self {
-            p.grad.data.update(from: fused.data + offset, count: p.grad.count)
-            offset += p.grad.count
-        }
+extension Array where Element == Tensor {
+    /// Packs every tensor into `packed`, runs `body` on it, and unpacks the result: one
+    /// collective for all (small tensors would each pay the latency).
+    package func withPacked(_ packed: Tensor, _ body: (UnsafeMutablePointer<Float>, Int) throws -> Void) rethrows {
+        packed.pack(self)
+        try body(packed.data, packed.count)
+        packed.unpack(into: self)
     }
 }

@@ -112,6 +112,7 @@ package struct TrainingLoop {
     }
 
     func evaluateAndRecord() throws -> Evaluation {
+        try trainer.synchronizeReplicas()
         let started = Date()
         let e = try trainer.evaluate(trainer.data.test)
         let rate = Double(e.samples) / max(Date().timeIntervalSince(started), 1e-9)
@@ -125,6 +126,7 @@ package struct TrainingLoop {
     }
 
     func saveCheckpoint() throws {
+        try trainer.synchronizeReplicas()
         guard run.isWriter else { return }
         let path = try CheckpointStore(folder: run.checkpointsPath, keep: trainer.config.train.keep)
             .save(trainer, world: world)

@@ -32,6 +32,9 @@ final class WireTests: XCTestCase {
         XCTAssertThrowsError(try ClusterLayout(roles: [.untrusted, .untrusted], mode: .asym))
         XCTAssertThrowsError(try ClusterLayout(roles: [.trusted, .trusted, .untrusted], mode: .asym))
         XCTAssertThrowsError(try ClusterLayout(roles: [.untrusted, .trusted], mode: .teeOnly))
-        XCTAssertEqual(try ClusterLayout(roles: [.trusted, .untrusted], mode: .plain).trusted, [0, 1])
+        // Only asym mode has work for untrusted ranks: asking for them otherwise is an error.
+        XCTAssertThrowsError(try ClusterLayout(roles: [.trusted, .untrusted], mode: .plain))
+        XCTAssertThrowsError(try ClusterLayout(roles: [.trusted, .untrusted], mode: .teeOnly))
+        XCTAssertEqual(try ClusterLayout(roles: [.trusted, .trusted], mode: .plain).trusted, [0, 1])
     }
 }

@@ -16,6 +16,10 @@ final class RecordingExecutor: UntrustedExecutor {
     func finishBackward(layer: Int) -> Tensor { local.finishBackward(layer: layer) }
     func finishWeightShares(layer: Int) -> Tensor { local.finishWeightShares(layer: layer) }
     func takeComputeSeconds() -> Double { local.takeComputeSeconds() }
+    func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+        try local.collectGradientShares(body)
+    }
+    func publishWeights() {}
 }
 
 /// One split layer's results: Y, dX, dW (trusted part plus the untrusted share), db.
@@ -27,8 +31,8 @@ struct SplitResults {
 }
 
 /// A forward and backward pass of one split layer through `executor` (LocalUntrusted or a
-/// MaskingExecutor around one); `addShares` is the executor's share reduction.
-func runSplit(_ g: ConvGeometry, settings: SplitSettings, executor: UntrustedExecutor, addShares: ([Int: Tensor]) -> Void,
+/// MaskingExecutor around one), with the executor's weight-gradient share added to dW.
+func runSplit(_ g: ConvGeometry, settings: SplitSettings, executor: UntrustedExecutor,
               x: Tensor, dy: Tensor, w: Tensor, b: Tensor, batch: Int) -> (SplitResults, SplitConvolution) {
     let info = SplitLayerInfo(layer: 0, geometry: g, hasBias: true)
     executor.register(info, weight: w, bias: b)
@@ -37,19 +41,19 @@ func runSplit(_ g: ConvGeometry, settings: SplitSettings, executor: UntrustedExe
     y.copy(from: split.forward(x, batch: batch, weight: w))
     let dw = Tensor(shape: w.shape), db = Tensor(shape: b.shape), dx = Tensor(shape: x.shape)
     dx.copy(from: split.backward(dy, batch: batch, weightGrad: dw, biasGrad: db))
-    addShares([0: dw])
+    try! executor.addGradientShares(into: [0: dw])
     return (SplitResults(y: y, dx: dx, dw: dw, db: db), split)
 }
 
 func unmasked(_ g: ConvGeometry, settings: SplitSettings, x: Tensor, dy: Tensor, w: Tensor, b: Tensor, batch: Int) -> SplitResults {
     let local = LocalUntrusted()
-    return runSplit(g, settings: settings, executor: local, addShares: local.addGradientShares, x: x, dy: dy, w: w, b: b, batch: batch).0
+    return runSplit(g, settings: settings, executor: local, x: x, dy: dy, w: w, b: b, batch: batch).0
 }
 
 func masked(_ g: ConvGeometry, settings: SplitSettings, K: Int, sigma: Float, x: Tensor, dy: Tensor, w: Tensor, b: Tensor,
             batch: Int) -> (SplitResults, MaskingExecutor) {
     let mask = MaskingExecutor(wrapping: LocalUntrusted(), groupSize: K, noiseScale: sigma)
-    let results = runSplit(g, settings: settings, executor: mask, addShares: mask.addGradientShares, x: x, dy: dy, w: w, b: b,
+    let results = runSplit(g, settings: settings, executor: mask, x: x, dy: dy, w: w, b: b,
                            batch: batch).0
     return (results, mask)
 }
@@ -171,7 +175,7 @@ final class MaskingTests: XCTestCase {
             let ref = unmasked(g, settings: whole, x: x, dy: dy, w: w, b: b, batch: batch)
             let local = LocalUntrusted()
             let t0 = DispatchTime.now().uptimeNanoseconds
-            _ = runSplit(g, settings: energy, executor: local, addShares: local.addGradientShares, x: x, dy: dy, w: w, b: b, batch: batch)
+            _ = runSplit(g, settings: energy, executor: local, x: x, dy: dy, w: w, b: b, batch: batch)
             let wall = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             let trusted = wall - local.takeComputeSeconds()
             print("\(name): unmasked split (energy 0.1)" + String(format: " trusted %.1f ms, untrusted %.1f ms", trusted * 1e3,

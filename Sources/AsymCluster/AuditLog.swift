@@ -1,0 +1,38 @@
+import AsymKernels
+import AsymModel
+import Foundation
+
+/// What an untrusted rank received, one JSON line per buffer (`asym.audit`): the evidence
+/// that it sees only what the algorithm needs (docs/DESIGN.md §4). Written by the untrusted
+/// rank itself, in a folder of its own (`asym.audit_dir`), never in the run folder.
+package final class AuditLog {
+    private let handle: FileHandle
+    package let path: String
+
+    package init(folder: String, rank: Int) throws {
+        path = "\(folder)/audit-rank-\(rank).jsonl"
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigError("asym.audit_dir: cannot create \(folder) (\(error.localizedDescription))")
+        }
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
+            throw ConfigError("asym.audit_dir: cannot write \(path)")
+        }
+        handle = h
+    }
+
+    /// One received message: its header and, for a payload, its size and energy (the sum of
+    /// squares is what this rank can measure of a residual; it never sees X to compare with).
+    package func record(_ h: WireHeader, payload: Tensor?) {
+        let kind = MessageKind(rawValue: h.kind).map(\.description) ?? "unknown"
+        var line = "{\"step\": \(h.step), \"kind\": \"\(kind)\", \"layer\": \(h.layer), \"shape\": \(h.shape), \"count\": \(h.count)"
+        if let payload { line += String(format: ", \"sum_of_squares\": %.6g", sumOfSquares(payload.data, count: payload.count)) }
+        handle.write((line + "}\n").data(using: .utf8)!)
+    }
+
+    /// A collective this rank took part in (what it received from it).
+    package func recordCollective(_ name: String, count: Int) {
+        handle.write("{\"collective\": \"\(name)\", \"count\": \(count)}\n".data(using: .utf8)!)
+    }
+}

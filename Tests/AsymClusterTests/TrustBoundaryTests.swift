@@ -1,0 +1,227 @@
+import AsymCluster
+import AsymHDF5
+import AsymKernels
+import AsymModel
+import AsymTrain
+import Crypto
+import Foundation
+import XCTest
+
+/// fmnist-cnn's layers (conv2..conv4 split, 64,672 split-layer values) on seeded synthetic
+/// images of Fashion-MNIST's shape: real-sized layers, no data set needed. Plain SGD at a
+/// constant rate: with momentum, rounding differences of 1e-7 (another summation order)
+/// can flip a ReLU or a max-pool choice within five steps, a discrete change that says
+/// nothing about the split.
+let fmnistCNN = repoRoot + "/configs/fmnist-cnn.yaml"
+let fmnistSynthetic = ["data.dataset=synthetic", "data.synthetic_train=320", "data.synthetic_test=64",
+                       "data.shuffle=false", "train.threads=1", "train.log_every=1",
+                       "optimizer.momentum=0", "optimizer.schedule=constant"]
+
+/// Every model tensor of a checkpoint against the same tensor of `reference`, on its own:
+/// (name, max |a - b| / max |b|).
+func tensorDifferences(_ path: String, _ reference: Model) throws -> [(String, Float)] {
+    let f = try HDF5File.open(path: path)
+    return try reference.leaves.flatMap { l in
+        try (l.parameters.map { ($0.name, $0.value) } + l.buffers.map { ($0.name, $0.value) }).map { name, value in
+            let saved = Tensor(shape: value.shape, values: try f.readFloats("/model/\(l.name)/\(name)").values)
+            return ("\(l.name)/\(name)", relativeDifference(saved, value))
+        }
+    }
+}
+
+func args(_ overrides: [String]) -> [String] { overrides.flatMap { ["--set", $0] } }
+
+final class TrustBoundaryTests: XCTestCase {
+    override func setUpWithError() throws { try requireBinary() }
+    let smoke = repoRoot + "/configs/smoke.yaml"
+
+    /// Every layout trains the model one process trains, tensor by tensor, for every basis
+    /// and rank policy: within 1e-6 after one step and 1e-5 after five.
+    func testEveryLayoutIsExactPerTensor() throws {
+        setThreads(1)
+        let layouts = [(1, 1), (1, 2), (1, 3), (2, 2)]
+        let variants = [["asym.rank=4"], [], ["asym.rank={policy: energy, tau: 0.1, max: 16}"]]  // fixed, schedule, energy
+        var worst: [String: Float] = [:]
+        for basis in Basis.allCases {
+            for variant in variants {
+                let overrides = fmnistSynthetic + variant + ["asym.basis=\(basis)", "train.max_steps=5"]
+                let reference = try Trainer(config: try Config.load(path: fmnistCNN, overrides: overrides))
+                var afterOne: [(String, Tensor)] = []
+                for step in 1...5 {
+                    try reference.step()
+                    if step == 1 {
+                        afterOne = reference.model.leaves.flatMap { l in l.parameters.map { p in
+                            ("\(l.name)/\(p.name)", Tensor(shape: p.value.shape, values: p.value.array)) } }
+                    }
+                }
+                for (trusted, untrusted) in layouts {
+                    let dir = temporaryFolder()
+                    defer { try? FileManager.default.removeItem(atPath: dir) }
+                    let job = try runJob(mpirun(trusted + untrusted, ["train", "--config", fmnistCNN, "--run-dir", dir]
+                        + args(overrides + ["cluster.trusted=\(trusted)", "train.checkpoint_every=1", "train.keep=5"])))
+                    let name = "\(trusted)T+\(untrusted)U \(basis) \(variant.first ?? "schedule")"
+                    XCTAssertEqual(job.status, 0, "\(name): \(job.output)")
+                    guard job.status == 0 else { continue }
+                    let one = try HDF5File.open(path: "\(dir)/checkpoints/step-00000001.h5")
+                    for (tensor, value) in afterOne {
+                        let saved = Tensor(shape: value.shape, values: try one.readFloats("/model/\(tensor)").values)
+                        let d = relativeDifference(saved, value)
+                        XCTAssertLessThanOrEqual(d, 1e-6, "\(name), step 1, \(tensor)")
+                        worst["step 1"] = max(worst["step 1"] ?? 0, d)
+                    }
+                    for (tensor, d) in try tensorDifferences("\(dir)/checkpoints/step-00000005.h5", reference.model) {
+                        XCTAssertLessThanOrEqual(d, 1e-5, "\(name), step 5, \(tensor)")
+                        worst["step 5"] = max(worst["step 5"] ?? 0, d)
+                        worst["\(name) \(tensor)"] = d
+                    }
+                }
+            }
+        }
+        print("per-tensor differences to one process (max over layouts x bases x policies): step 1 \(worst["step 1"] ?? -1), step 5 \(worst["step 5"] ?? -1)")
+        for (k, v) in worst.sorted(by: { $0.key < $1.key }) where k.hasPrefix("2T+2U sample schedule") { print("  \(k): \(v)") }
+    }
+
+    /// With the audit on (2 trusted + 2 untrusted, fmnist-cnn), an untrusted rank receives
+    /// only: its shard of residuals and output gradients of split layers, the split layers'
+    /// weights (64,672 values: conv2..conv4), and control headers. No buffer exceeds the
+    /// largest of those, and nothing else arrives: no trusted-only tensor (conv1, fc1, fc2),
+    /// no gradient of any layer, no label, no checkpoint.
+    func testUntrustedRanksReceiveOnlyWhatTheSplitNeeds() throws {
+        let dir = temporaryFolder(), audit = temporaryFolder()
+        defer { for d in [dir, audit] { try? FileManager.default.removeItem(atPath: d) } }
+        let overrides = fmnistSynthetic + ["train.max_steps=3", "cluster.trusted=2", "asym.audit=true", "asym.audit_dir=\(audit)"]
+        let job = try runJob(mpirun(4, ["train", "--config", fmnistCNN, "--run-dir", dir] + args(overrides)))
+        XCTAssertEqual(job.status, 0, job.output)
+        let config = try Config.load(path: fmnistCNN, overrides: overrides)
+        let model = try Model(config.model)
+        let split = try model.splitConvolutions(config)
+        let splitValues = split.map { $0.conv.parameters.map(\.value.count).reduce(0, +) }.reduce(0, +)
+        XCTAssertEqual(splitValues, 64_672)
+        let shard = config.data.batchSize / 2  // each trusted rank has one untrusted rank
+        var allowedShapes: Set<[Int]> = []
+        for s in split {
+            let g = s.info.geometry
+            allowedShapes.insert([shard, g.inChannels, g.height, g.width])
+            allowedShapes.insert([shard, g.outChannels, g.outHeight, g.outWidth])
+        }
+        let largestAllowed = max(splitValues, allowedShapes.map { $0.reduce(1, *) }.max()!)
+        for rank in [2, 3] {
+            let lines = try String(contentsOfFile: "\(audit)/audit-rank-\(rank).jsonl", encoding: .utf8).split(separator: "\n")
+            XCTAssertGreaterThan(lines.count, 10)
+            var largest = 0, kinds: Set<String> = []
+            for line in lines {
+                let entry = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                if let collective = entry["collective"] as? String {
+                    XCTAssertLessThanOrEqual(entry["count"] as! Int, 4, "collective \(collective)")  // one value per rank
+                    continue
+                }
+                let kind = entry["kind"] as! String, count = entry["count"] as! Int
+                kinds.insert(kind)
+                largest = max(largest, count)
+                XCTAssertLessThanOrEqual(count, largestAllowed, line.description)
+                switch kind {
+                case "weights": XCTAssertEqual(count, splitValues, line.description)
+                case "residual", "output gradient":
+                    let shape = entry["shape"] as! [Int]
+                    // Only a split layer's input or output shape, for this rank's shard.
+                    XCTAssertTrue(allowedShapes.contains(shape), line.description)
+                case "step end", "shutdown": XCTAssertEqual(count, 0, line.description)
+                default: XCTFail("rank \(rank) received a \(kind): \(line)")
+                }
+            }
+            print("untrusted rank \(rank): \(lines.count) buffers received, kinds \(kinds.sorted()), largest \(largest) values (allowed \(largestAllowed); split weights \(splitValues))")
+        }
+    }
+
+    /// A stopped untrusted rank (SIGSTOP) ends the job at the deadline (cluster.timeout_s=5),
+    /// with a message naming it, instead of hanging.
+    func testStoppedRankEndsTheJobAtTheDeadline() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["train", "--config", smoke, "--run-dir", dir, "--set", "asym.mode=asym", "--set", "train.epochs=100000",
+                    "--set", "train.threads=1", "--set", "cluster.timeout_s=5"]
+        var stoppedAt = Date()
+        var stopped: Int32 = 0
+        let job = try runJob(mpirun(2, args), timeout: 90) { mpirun in
+            let metrics = dir + "/metrics.jsonl"
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline && ((try? String(contentsOfFile: metrics, encoding: .utf8)) ?? "").isEmpty { usleep(50_000) }
+            if let pid = rankProcess(parent: mpirun.processIdentifier, rank: 1) {
+                kill(pid, SIGSTOP)
+                stopped = pid
+                stoppedAt = Date()
+            }
+        }
+        if stopped != 0 { kill(stopped, SIGKILL) }  // in case it outlived the job
+        let after = Date().timeIntervalSince(stoppedAt)
+        let message = job.output.split(separator: "\n").first { $0.contains("did not answer") } ?? ""
+        print("stopped rank 1: mpirun exited with \(job.status) after \(String(format: "%.1f", after)) s: \(message)")
+        XCTAssertNotEqual(stopped, 0, "found no rank 1 to stop")
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertLessThan(after, 30, job.output)
+        XCTAssertTrue(message.contains("rank 1 (untrusted) did not answer within 5 s"), job.output)
+    }
+
+    /// Batch norm on 2 trusted ranks: the running statistics are synchronised before
+    /// evaluation and checkpoints, so the job's final test accuracy is what `asymml
+    /// evaluate` gives on its checkpoint in one process.
+    func testBatchNormReplicasEvaluateLikeTheirCheckpoint() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let overrides = ["asym.mode=asym", "cluster.trusted=2", "train.max_steps=6", "train.threads=1",
+                         "model.layers.1.type=batchnorm"]  // smoke's relu after conv1 becomes batch norm
+        let job = try runJob(mpirun(4, ["train", "--config", smoke, "--run-dir", dir] + args(overrides)))
+        XCTAssertEqual(job.status, 0, job.output)
+        let evaluated = try runJob(["env", binary, "evaluate", "--config", smoke, "--checkpoint", "\(dir)/checkpoints/step-00000006.h5"]
+                                   + args(overrides))
+        XCTAssertEqual(evaluated.status, 0, evaluated.output)
+        // "test loss 1.3860  test accuracy 25.00%  (128 samples)"
+        let printed = evaluated.output.components(separatedBy: "test accuracy ").last ?? ""
+        let single = Double(printed.prefix { $0 != "%" }) ?? -1
+        let lines = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        let last = try JSONSerialization.jsonObject(with: Data(lines.last { $0.contains("test_accuracy") }!.utf8)) as! [String: Any]
+        let trained = last["test_accuracy"] as! Double
+        print("batch norm, 2T+2U: test accuracy \(trained * 100)% in the job, \(single)% from asymml evaluate")
+        XCTAssertEqual(trained * 100, single, accuracy: 0.005)
+    }
+
+    /// Encrypted gradient sums (2 trusted + 2 untrusted) train the model one process trains.
+    func testEncryptedGradientSumsTrainTheSameModel() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let key = dir + "/key"
+        FileManager.default.createFile(atPath: key, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }))
+        let overrides = ["asym.mode=asym", "train.max_steps=4", "train.threads=1", "data.shuffle=false"]
+        let reference = try Trainer(config: try Config.load(path: smoke, overrides: overrides))
+        for _ in 0..<4 { try reference.step() }
+        let job = try runJob(mpirun(4, ["train", "--config", smoke, "--run-dir", dir]
+                                    + args(overrides + ["cluster.trusted=2", "cluster.encrypt=true", "cluster.key_file=\(key)"])))
+        XCTAssertEqual(job.status, 0, job.output)
+        for (tensor, d) in try tensorDifferences("\(dir)/checkpoints/step-00000004.h5", reference.model) {
+            XCTAssertLessThanOrEqual(d, 1e-6, tensor)
+        }
+    }
+
+    /// A sealed gradient message opens only as the message it was: a flipped byte, a replay
+    /// (an older message) or another sender's message fail, naming the sender.
+    func testSealedMessagesRejectTamperingAndReplays() throws {
+        let key = SymmetricKey(size: .bits256)
+        let alice = SecureChannel(key: key, rank: 0), bob = SecureChannel(key: key, rank: 1)
+        let values: [Float] = [1, -2, 3.5, 1e-3]
+        let sum = UnsafeMutablePointer<Float>.allocate(capacity: 4)
+        defer { sum.deallocate() }
+        sum.initialize(repeating: 0, count: 4)
+        let first = try values.withUnsafeBufferPointer { try alice.seal($0.baseAddress!, count: 4, sequence: 0) }
+        let second = try values.withUnsafeBufferPointer { try alice.seal($0.baseAddress!, count: 4, sequence: 1) }
+        try bob.open(first, from: 0, sequence: 0, addingTo: sum, count: 4)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: sum, count: 4)), values)
+        var flipped = second
+        flipped[flipped.startIndex + 5] ^= 0x10
+        for (name, message, sequence, sender) in [("flipped byte", flipped, UInt64(1), 0), ("replay", first, 1, 0),
+                                                  ("wrong sender", second, 1, 2)] {
+            XCTAssertThrowsError(try bob.open(message, from: sender, sequence: sequence, addingTo: sum, count: 4), name) { error in
+                XCTAssertTrue("\(error)".contains("from trusted rank \(sender) failed authentication"), "\(error)")
+            }
+        }
+    }
+}
