@@ -36,7 +36,9 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     private var layers: [(info: SplitLayerInfo, weight: Tensor, bias: Tensor?)] = []
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
-    private var pending: [Request] = []
+    /// Each member's pending transfers: waited for one member at a time, so that a member
+    /// that does not answer is named alone.
+    private var pending: [[Request]]
     /// The replies the exchange in flight waits for: group member, its samples, the header
     /// it must carry. Nil when no exchange is in flight (there is at most one).
     private var inFlight: (kind: MessageKind, layer: Int, replies: [Reply])?
@@ -61,6 +63,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         group = layout.mode == .asym ? layout.group(ofTrusted: trustedIndex) : []
         sendHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
         receiveHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
+        pending = group.map { _ in [] }
     }
 
     deinit {
@@ -105,8 +108,12 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     }
 
     package func progress() {
-        guard !pending.isEmpty else { return }
-        fatalOnError { try world.testAll(&pending) }
+        fatalOnError { for s in pending.indices { try world.testAll(&pending[s]) } }
+    }
+
+    /// Waits for each member's transfers in turn.
+    private func waitForMembers(_ members: [Int], awaiting what: String) throws {
+        for s in members { try world.waitAll(&pending[s], peer: untrustedName(group[s]), awaiting: what) }
     }
 
     /// Seconds this rank waited for its untrusted group since the last call: the part of the
@@ -134,10 +141,10 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                                         payload: data, count: n * inSize)
                 header.encode(into: sendHeaders + s * WireHeader.size)
                 let target = reply + samples.lowerBound * outSize
-                pending.append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
-                pending.append(try world.receiveFloats(target, count: n * outSize, from: peer, tag: wireTag))
-                pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
-                pending.append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
+                pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
+                pending[s].append(try world.receiveFloats(target, count: n * outSize, from: peer, tag: wireTag))
+                pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
+                pending[s].append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
                 replies.append(Reply(shard: s, peer: peer, samples: samples,
                                      header: WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
                                                         shape: [n] + replyShape, payload: nil, count: n * outSize),
@@ -156,8 +163,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
         fatalOnError {
-            try world.waitAll(&pending, peer: flight.replies.map { untrustedName($0.peer) }.joined(separator: " or "),
-                              awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
+            try waitForMembers(flight.replies.map(\.shard), awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
             for r in flight.replies {
                 try validate(WireHeader(decoding: receiveHeaders + r.shard * WireHeader.size), expected: r.header,
                              from: r.peer, payload: r.payload)
@@ -185,9 +191,9 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         for (s, peer) in group.enumerated() where !shardRange(backwardBatch, shards: group.count, index: s).isEmpty {
             let header = WireHeader(kind: .stepEnd, step: step, layer: -1, shard: s, shape: [0], payload: nil, count: 0)
             header.encode(into: sendHeaders + s * WireHeader.size)
-            pending.append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
-            pending.append(try world.receiveFloats(shareBuffers[s].data, count: total, from: peer, tag: wireTag))
-            pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
+            pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
+            pending[s].append(try world.receiveFloats(shareBuffers[s].data, count: total, from: peer, tag: wireTag))
+            pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
             replies.append(Reply(shard: s, peer: peer, samples: shardRange(backwardBatch, shards: group.count, index: s),
                                  header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [total],
                                                     payload: nil, count: total),
@@ -195,8 +201,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             bytesSent += WireHeader.size
             bytesReceived += WireHeader.size + 4 * total
         }
-        try world.waitAll(&pending, peer: replies.map { untrustedName($0.peer) }.joined(separator: " or "),
-                          awaiting: "its weight-gradient shares at step \(step)")
+        try waitForMembers(replies.map(\.shard), awaiting: "its weight-gradient shares at step \(step)")
         for r in replies {
             try validate(WireHeader(decoding: receiveHeaders + r.shard * WireHeader.size), expected: r.header, from: r.peer,
                          payload: r.payload)
@@ -230,11 +235,11 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             let header = WireHeader(kind: kind, step: currentStep(), layer: -1, shard: s, shape: [count],
                                     payload: payload?.data, count: count)
             header.encode(into: sendHeaders + s * WireHeader.size)
-            pending.append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
-            if let payload { pending.append(try world.sendFloats(payload.data, count: count, to: peer, tag: wireTag)) }
+            pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
+            if let payload { pending[s].append(try world.sendFloats(payload.data, count: count, to: peer, tag: wireTag)) }
             bytesSent += WireHeader.size + 4 * count
         }
-        try world.waitAll(&pending, peer: group.map(untrustedName).joined(separator: " or "), awaiting: "\(what) to be taken")
+        try waitForMembers(Array(group.indices), awaiting: "\(what) to be taken")
     }
 
     // MARK: Collective (trusted ranks only)
