@@ -38,9 +38,11 @@ let package = Package(
         .target(name: "AsymViz", dependencies: ["CZlib"]),
         // The MPI runtime: roles, the wire protocol, remote untrusted execution, reduction.
         .target(name: "AsymCluster", dependencies: ["CMPI", "AsymTrain", "AsymSplit", "AsymKernels"]),
+        // asymml attack: what an untrusted rank can learn from the tensors it receives.
+        .target(name: "AsymAttack", dependencies: ["AsymTrain", "AsymSplit", "AsymKernels", "AsymData"]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
-            "AsymTrain", "AsymCluster",
+            "AsymTrain", "AsymCluster", "AsymAttack",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -49,6 +51,7 @@ let package = Package(
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
         .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain", "AsymViz"]),
+        .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymTrain", "AsymKernels"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
         .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymTrain", "AsymHDF5"]),

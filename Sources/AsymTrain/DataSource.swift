@@ -8,6 +8,12 @@ public struct DataSource {
 
     public static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
 
+    /// Splits already in memory (e.g. tensors captured by `asymml attack`, trained on by a probe).
+    public init(train: Dataset, test: Dataset) {
+        self.train = train
+        self.test = test
+    }
+
     public init(_ config: Config) throws {
         let d = config.data
         var normalization: Normalization?
