@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
         .testTarget(name: "AsymTrainTests", dependencies: ["AsymTrain", "AsymViz"]),
-        .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymTrain", "AsymKernels"]),
+        .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymTrain", "AsymKernels", "AsymData"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
         .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymTrain", "AsymHDF5"]),

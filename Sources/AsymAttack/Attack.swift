@@ -87,7 +87,7 @@ public enum Attack {
 
     /// Model inputs back to pixel / 255 in [0, 1]: undoes `data.normalize` (without it the
     /// loaders already give pixel / 255).
-    static func toPixels(_ images: Features, _ data: DataConfig) -> Features {
+    public static func toPixels(_ images: Features, _ data: DataConfig) -> Features {
         guard let mean = data.normalizeMean, let std = data.normalizeStd else { return images }
         var out = images
         let plane = images.sampleSize / images.shape[0]

@@ -5,7 +5,7 @@ import AsymTrain
 /// Per-channel standardisation fitted on the adversary's training half: tensors that cross
 /// differ in scale by orders of magnitude (dY is ~1e-4 of R), and SGD with one learning rate
 /// needs inputs of about unit scale. An affine map per channel adds no information.
-func standardized(_ f: Features, fitOn fitCount: Int) -> Features {
+public func standardized(_ f: Features, fitOn fitCount: Int) -> Features {
     let c = f.shape[0], plane = f.sampleSize / c
     var out = f
     for ch in 0..<c {

@@ -1,4 +1,5 @@
-@testable import AsymAttack
+import AsymAttack
+import AsymData
 import AsymKernels
 import AsymTrain
 import Foundation
