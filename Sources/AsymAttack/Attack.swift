@@ -12,6 +12,9 @@ public enum Attack {
         public var samples = 3072
         public var probeEpochs = 6
         public var decoderEpochs = 6
+        /// Samples the decoders fit on, and held-out images they are scored on (at most).
+        public var reconstructionFit = 768
+        public var reconstructionHeldOut = 512
         public var seed = 0
         public init() {}
     }
@@ -33,6 +36,7 @@ public enum Attack {
         public var layer: String, layerIndex: Int
         public var residualShape: [Int], outputGradientShape: [Int]
         public var samples: Int, fitCount: Int, trainingSetSize: Int
+        public var reconstructionFit: Int, reconstructionHeldOut: Int
         public var residualEnergy: Double
         /// (source, held-out accuracy), in table order; "chance" last.
         public var labelProbe: [(String, Double)]
@@ -57,28 +61,36 @@ public enum Attack {
         probe.append(("chance", 1 / Double(capture.classes)))
         let probeSeconds = clock.lap()
 
-        let pixels = toPixels(capture.images, config.data)
+        // The decoders cost far more per sample than the probes: they fit on at most
+        // `reconstructionFit` samples and are scored on at most `reconstructionHeldOut`.
+        let rf = min(fit, options.reconstructionFit), rh = min(n - fit, options.reconstructionHeldOut)
+        func subset(_ f: Features) -> Features {
+            Features(shape: f.shape, values: f.slice(0..<rf).values + f.slice(fit..<(fit + rh)).values)
+        }
+        let pixels = subset(toPixels(capture.images, config.data))
         let factor = try downsampling(image: pixels.shape, map: capture.residual.shape)
         let targets = spaceToDepth(pixels, factor: factor)
-        let truth = pixels.slice(fit..<n)
+        let truth = pixels.slice(rf..<(rf + rh))
         var rng = RNG(seed: UInt64(truncatingIfNeeded: options.seed), stream: 7)
-        let noise = Features(shape: capture.residual.shape, values: (0..<capture.residual.values.count).map { _ in rng.normal() })
-        let reconstruction = try [("residual", capture.residual), ("full", capture.full), ("noise", noise)].map { name, f in
-            let inputs = standardized(f, fitOn: fit)
+        let noise = Features(shape: capture.residual.shape,
+                             values: (0..<((rf + rh) * capture.residual.sampleSize)).map { _ in rng.normal() })
+        let reconstruction = try [("residual", subset(capture.residual)), ("full", subset(capture.full)), ("noise", noise)].map { name, f in
+            let inputs = standardized(f, fitOn: rf)
             func score(_ predicted: Features) -> Quality {
                 let images = depthToSpace(predicted, factor: factor)
                 let q = ImageQuality.compare(images.values.map { min(max($0, 0), 1) }, truth.values, shape: truth.shape)
                 return Quality(psnr: q.psnr, ssim: q.ssim)
             }
             return Reconstruction(source: name,
-                                  ridge: score(ridgeDecode(inputs, targets: targets, fitCount: fit)),
-                                  conv: score(try convDecode(inputs, targets: targets, fitCount: fit,
+                                  ridge: score(ridgeDecode(inputs, targets: targets, fitCount: rf)),
+                                  conv: score(try convDecode(inputs, targets: targets, fitCount: rf,
                                                              epochs: options.decoderEpochs, seed: options.seed)))
         }
         let reconstructionSeconds = clock.lap()
         return Report(layer: capture.layerName, layerIndex: capture.layerIndex, residualShape: capture.residual.shape,
                       outputGradientShape: capture.outputGradient.shape, samples: n, fitCount: fit,
-                      trainingSetSize: capture.trainingSetSize, residualEnergy: capture.residualEnergy, labelProbe: probe,
+                      trainingSetSize: capture.trainingSetSize,
+                      reconstructionFit: rf, reconstructionHeldOut: rh, residualEnergy: capture.residualEnergy, labelProbe: probe,
                       reconstruction: reconstruction,
                       seconds: [("capture", captureSeconds), ("label_probe", probeSeconds),
                                 ("reconstruction", reconstructionSeconds), ("total", clock.total)],
@@ -141,7 +153,8 @@ extension Attack.Report {
         for (source, accuracy) in labelProbe {
             lines.append("  " + names[source]!.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: "%8.4f", accuracy))
         }
-        lines += ["", "input reconstruction on held-out images (pixels in [0,1]; PSNR dB, mean over images; SSIM 11x11 Gaussian sigma 1.5, valid window)",
+        lines += ["", "input reconstruction: decoders fit on \(reconstructionFit) samples (ridge on the first \(min(reconstructionFit, ridgeFitSamples))), scored on \(reconstructionHeldOut) held-out images",
+                  "  (pixels in [0,1]; PSNR dB, mean over images; SSIM 11x11 Gaussian sigma 1.5, valid window)",
                   "  " + "from".padding(toLength: 34, withPad: " ", startingAt: 0)
                     + ["ridge PSNR", "ridge SSIM", "conv PSNR", "conv SSIM"].map { $0.leftPadded(12) }.joined()]
         for r in reconstruction {
@@ -163,6 +176,8 @@ extension Attack.Report {
             "layer": layer, "layer_index": layerIndex,
             "residual_shape": residualShape, "output_gradient_shape": outputGradientShape,
             "samples": samples, "fit_samples": fitCount, "held_out_samples": samples - fitCount,
+            "reconstruction_fit_samples": reconstructionFit, "reconstruction_held_out_samples": reconstructionHeldOut,
+            "ridge_fit_samples": min(reconstructionFit, ridgeFitSamples),
             "training_set_size": trainingSetSize, "residual_energy": residualEnergy,
             "label_probe": Dictionary(uniqueKeysWithValues: labelProbe.map { ($0.0, $0.1) }),
             "reconstruction_psnr": bySource { $0.best.psnr },

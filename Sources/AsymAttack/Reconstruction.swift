@@ -56,12 +56,14 @@ private func forEachPixel(_ c: Int, _ h: Int, _ w: Int, _ f: Int, samples: Int, 
 /// 1), a linear prediction of the target channels at that position, fitted in closed form
 /// on the normal equations (A^T A + lambda I) W = A^T T with lambda = 1e-3 of A^T A's mean
 /// diagonal. The products use BLAS; the solve is our own Cholesky in double precision.
+/// The normal equations come from the first `ridgeFitSamples` samples only: that is already
+/// ~200k rows for a few hundred unknowns, and each sample costs a (patch+1)^2 x P product.
 public func ridgeDecode(_ inputs: Features, targets: Features, fitCount: Int) -> Features {
     let g = ConvGeometry(inChannels: inputs.shape[0], height: inputs.shape[1], width: inputs.shape[2],
                          outChannels: targets.shape[0], kernel: 3, stride: 1, padding: 1)
     let d = g.patchSize + 1, outputs = targets.shape[0], P = g.outPositions
     var gram = [Double](repeating: 0, count: d * d), cross = [Double](repeating: 0, count: d * outputs)
-    forEachChunk(g, inputs, targets, 0..<fitCount) { col, target, ld, _ in
+    forEachChunk(g, inputs, targets, 0..<min(fitCount, ridgeFitSamples)) { col, target, ld, _ in
         let gg = Tensor(shape: [d, d]), gt = Tensor(shape: [d, outputs])
         BLAS.gemm(transB: true, m: d, n: d, k: ld, a: col, lda: ld, b: col, ldb: ld, c: gg.data, ldc: d)
         BLAS.gemm(transB: true, m: d, n: outputs, k: ld, a: col, lda: ld, b: target, ldb: ld, c: gt.data, ldc: outputs)
@@ -87,6 +89,8 @@ public func ridgeDecode(_ inputs: Features, targets: Features, fitCount: Int) ->
     }
     return predicted
 }
+
+public let ridgeFitSamples = 256
 
 /// Runs `body(columns, targets, ld, samples)` over chunks of `range`: the im2col matrix of
 /// the chunk's 3 x 3 patches with a last row of ones, [patch + 1][ld = chunk * P], and the
@@ -156,13 +160,13 @@ extension Features {
     }
 }
 
-/// The convolutional decoder: conv(32)-relu-conv(32)-relu-conv(target channels)-flatten, all
+/// The convolutional decoder: conv(16)-relu-conv(16)-relu-conv(target channels)-flatten, all
 /// 3 x 3, trained with SGD on the mean squared error over the first `fitCount` samples.
 /// Returns its predictions for the other samples.
 public func convDecode(_ inputs: Features, targets: Features, fitCount: Int, epochs: Int, seed: Int = 0) throws -> Features {
-    let layers = [LayerSpec(name: "dec_conv1", type: "conv", out: 32, kernel: 3, padding: 1),
+    let layers = [LayerSpec(name: "dec_conv1", type: "conv", out: 16, kernel: 3, padding: 1),
                   LayerSpec(name: "dec_relu1", type: "relu"),
-                  LayerSpec(name: "dec_conv2", type: "conv", out: 32, kernel: 3, padding: 1),
+                  LayerSpec(name: "dec_conv2", type: "conv", out: 16, kernel: 3, padding: 1),
                   LayerSpec(name: "dec_relu2", type: "relu"),
                   LayerSpec(name: "dec_conv3", type: "conv", out: targets.shape[0], kernel: 3, padding: 1),
                   LayerSpec(name: "dec_flatten", type: "flatten")]
