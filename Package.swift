@@ -44,9 +44,11 @@ let package = Package(
         // The MPI runtime: roles, the wire protocol, remote untrusted execution, reduction.
         .target(name: "AsymCluster", dependencies: ["CMPI", "AsymModel", "AsymTrain", "AsymSplit", "AsymKernels",
                                                    .product(name: "Crypto", package: "swift-crypto")]),
+        // asymml attack: what an untrusted rank can learn from the tensors it receives.
+        .target(name: "AsymAttack", dependencies: ["AsymModel", "AsymTrain", "AsymSplit", "AsymKernels", "AsymData"]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
-            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster",
+            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster", "AsymAttack",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -55,6 +57,7 @@ let package = Package(
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
         .testTarget(name: "AsymTrainTests", dependencies: ["AsymModel", "AsymTrain", "AsymTools", "AsymViz"]),
+        .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymModel", "AsymTrain", "AsymKernels", "AsymData"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
         .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymModel", "AsymTrain", "AsymHDF5",

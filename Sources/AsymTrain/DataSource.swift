@@ -9,6 +9,12 @@ package struct DataSource {
 
     package static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
 
+    /// Splits already in memory (e.g. tensors captured by `asymml attack`, trained on by a probe).
+    package init(train: Dataset, test: Dataset) {
+        self.train = train
+        self.test = test
+    }
+
     package init(_ config: Config) throws {
         let d = config.data
         var normalization: Normalization?

@@ -1,6 +1,7 @@
 import AsymModel
 import AsymTools
 import ArgumentParser
+import AsymAttack
 import AsymCluster
 import AsymTrain
 import Foundation
@@ -15,7 +16,7 @@ struct Asymml: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "asymml",
         abstract: "Train neural networks on private data with trusted and untrusted ranks (AsymML).",
-        subcommands: [Train.self, Evaluate.self, Plan.self, Bench.self, Inspect.self, Plot.self, Privacy.self])
+        subcommands: [Train.self, Evaluate.self, Plan.self, Bench.self, Inspect.self, Plot.self, Privacy.self, AttackCommand.self])
 }
 
 struct ConfigOptions: ParsableArguments {
@@ -141,6 +142,31 @@ struct Privacy: ParsableCommand {
     func run() throws {
         do {
             print(try Pictures.privacy(config: try options.load(), checkpoint: checkpoint, out: out))
+        } catch { fail(error) }
+    }
+}
+
+struct AttackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attack",
+        abstract: "Play an untrusted rank: infer labels and rebuild inputs from what one split layer sends it.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "The checkpoint file (.h5).")
+    var checkpoint: String
+    @Option(help: "The split layer to attack (default: the first split layer).")
+    var layer: String?
+    @Option(help: "Training samples to capture (whole batches); half fit the attacker's models, half test them.")
+    var samples = 3072
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        do {
+            var o = Attack.Options()
+            o.layer = layer
+            o.samples = samples
+            let report = try Attack.run(config: try options.load(), checkpoint: checkpoint, options: o)
+            print(json ? report.json : report.table)
         } catch { fail(error) }
     }
 }

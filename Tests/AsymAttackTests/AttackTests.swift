@@ -1,0 +1,160 @@
+import AsymAttack
+import AsymData
+import AsymKernels
+import AsymModel
+import AsymTrain
+import Foundation
+import XCTest
+
+let fashionMNIST = "/usr/share/datasets/fashion-mnist"
+
+/// A small fmnist model with one split convolution (conv2), in the attack's asym mode.
+func smallConfig() throws -> Config {
+    try Config.parse(yaml: """
+        seed: 3
+        data: {dataset: fashion-mnist, path: \(fashionMNIST), batch_size: 64, normalize: [0.2860, 0.3530]}
+        model:
+          input: [1, 28, 28]
+          layers:
+            - {name: conv1, type: conv, out: 8, kernel: 3, padding: 1}
+            - {type: relu}
+            - {name: conv2, type: conv, out: 8, kernel: 3, padding: 1}
+            - {type: relu}
+            - {type: maxpool, kernel: 2}
+            - {type: flatten}
+            - {name: fc, type: linear, out: 10}
+        train: {threads: 2}
+        asym: {mode: asym, rank: 2}
+        """)
+}
+
+func requireFashionMNIST() throws {
+    try XCTSkipUnless(FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz"),
+                      "Fashion-MNIST is not installed at \(fashionMNIST) (make test installs it)")
+}
+
+final class ImageQualityTests: XCTestCase {
+    func testIdenticalImagesGiveInfinitePSNRAndUnitSSIM() {
+        var rng = RNG(seed: 1)
+        let a = (0..<(2 * 16 * 16)).map { _ in rng.uniform() }
+        XCTAssertEqual(ImageQuality.psnr(a[...], a[...]), .infinity)
+        XCTAssertEqual(ImageQuality.ssim(a[...], a[...], channels: 2, height: 16, width: 16), 1, accuracy: 1e-12)
+    }
+
+    func testConstantImagesMatchHandComputation() {
+        let a = [Float](repeating: 0.5, count: 12 * 12), b = [Float](repeating: 0.25, count: 12 * 12)
+        // MSE 1/16: 10 log10(16).
+        XCTAssertEqual(ImageQuality.psnr(a[...], b[...]), 10 * log10(16.0), accuracy: 1e-9)
+        // No variance: SSIM = (2 mx my + C1) / (mx^2 + my^2 + C1).
+        XCTAssertEqual(ImageQuality.ssim(a[...], b[...], channels: 1, height: 12, width: 12),
+                       (0.25 + 1e-4) / (0.3125 + 1e-4), accuracy: 1e-9)
+    }
+
+    func testOneBrightPixelMatchesHandComputation() {
+        // 11 x 11: one window position. Only b's centre pixel is 1, with window weight w:
+        // mx = 0, vx = 0, my = w, vy = w - w^2, cov = 0.
+        let a = [Float](repeating: 0, count: 121)
+        var b = a
+        b[60] = 1
+        XCTAssertEqual(ImageQuality.psnr(a[...], b[...]), 10 * log10(121.0), accuracy: 1e-9)
+        let w = 1 / pow((-5...5).map { exp(-Double($0 * $0) / 4.5) }.reduce(0, +), 2)
+        XCTAssertEqual(ImageQuality.ssim(a[...], b[...], channels: 1, height: 11, width: 11),
+                       1e-4 * 9e-4 / ((w * w + 1e-4) * (w - w * w + 9e-4)), accuracy: 1e-12)
+    }
+}
+
+final class DecoderPartsTests: XCTestCase {
+    func testMeanSquaredErrorAndItsGradient() {
+        let y: [Float] = [1, 2, 3, 4], t: [Float] = [1, 0, 3, 2]
+        var d = [Float](repeating: 0, count: 4)
+        // Two samples of two values: per-sample means 2 and 2, summed 4; dL/dy = 2 e / (2 * 2).
+        let loss = meanSquaredError(y, t, batch: 2, size: 2, normalizer: 2, dY: &d)
+        XCTAssertEqual(loss, 4, accuracy: 1e-12)
+        XCTAssertEqual(d, [0, 1, 0, 1])
+        // Finite differences of loss / normalizer.
+        for i in 0..<4 {
+            var up = y
+            up[i] += 1e-2
+            let numeric = (meanSquaredError(up, t, batch: 2, size: 2, normalizer: 2, dY: nil) - loss) / 2 / 1e-2
+            XCTAssertEqual(numeric, Double(d[i]), accuracy: 1e-2)
+        }
+    }
+
+    func testCholeskySolvesASymmetricSystem() {
+        // A = [[4, 2, 0], [2, 5, 1], [0, 1, 3]], X = [[1, -1], [2, 0], [3, 1]], B = A X.
+        let a: [Double] = [4, 2, 0, 2, 5, 1, 0, 1, 3]
+        let b: [Double] = [8, -4, 15, -1, 11, 3]
+        let x = choleskySolve(a, b, size: 3, columns: 2)
+        for (u, v) in zip(x, [1.0, -1, 2, 0, 3, 1]) { XCTAssertEqual(u, v, accuracy: 1e-12) }
+    }
+
+    func testSpaceToDepthPutsEachBlockInChannelsAndInverts() {
+        let images = Features(shape: [1, 4, 4], values: (0..<32).map(Float.init))  // two samples
+        let blocks = spaceToDepth(images, factor: 2)
+        XCTAssertEqual(blocks.shape, [4, 2, 2])
+        // Channel dy*2+dx at (h, w) is pixel (2h+dy, 2w+dx): channel 1 is the odd columns of even rows.
+        XCTAssertEqual(Array(blocks.values[4..<8]), [1, 3, 9, 11])
+        XCTAssertEqual(depthToSpace(blocks, factor: 2).values, images.values)
+    }
+}
+
+final class AttackTests: XCTestCase {
+    /// The probe is a real attack: on raw Fashion-MNIST inputs it learns the labels.
+    func testProbeLearnsLabelsFromRawInputs() throws {
+        try requireFashionMNIST()
+        setThreads(2)
+        let train = try loadIDX(directory: fashionMNIST, split: .train, normalization: .fashionMNIST)
+        let n = 2048
+        let images = Features(shape: [1, 28, 28], values: Array(train.images[0..<(n * 784)]))
+        let accuracy = try labelProbeAccuracy(images, labels: Array(train.labels[0..<n]), classes: 10,
+                                              fitCount: n / 2, epochs: 3)
+        XCTAssertGreaterThan(accuracy, 0.7)
+    }
+
+    /// Captures from a checkpoint: the tap records what crosses, and X (which the adversary
+    /// never sees) rebuilds inputs better than noise does.
+    func testCaptureAndReconstructionFromXBeatsNoise() throws {
+        try requireFashionMNIST()
+        let config = try smallConfig()
+        Commands.configureThreads(config)
+        let folder = NSTemporaryDirectory() + "asymml-attack-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/init.h5"
+        try Checkpoint.write(try Trainer(config: config), world: WorldInfo(trusted: 1, untrusted: 1, mode: .asym), to: path)
+
+        let capture = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: 600)
+        XCTAssertEqual(capture.layerName, "conv2")
+        XCTAssertEqual(capture.labels.count, 576)  // whole batches of 64
+        XCTAssertEqual(capture.residual.count, 576)
+        XCTAssertEqual(capture.outputGradient.shape, [8, 28, 28])
+        XCTAssertEqual(capture.outputGradient.count, 576)
+        XCTAssertGreaterThan(capture.residualEnergy, 0)
+        XCTAssertLessThan(capture.residualEnergy, 1)
+
+        let fit = 384
+        let pixels = Attack.toPixels(capture.images, config.data)
+        let truth = pixels.slice(fit..<576)
+        var rng = RNG(seed: 5)
+        let noise = Features(shape: capture.full.shape, values: capture.full.values.map { _ in rng.normal() })
+        func psnr(_ f: Features, _ decode: (Features) throws -> Features) rethrows -> Double {
+            let predicted = try decode(standardized(f, fitOn: fit)).values.map { min(max($0, 0), 1) }
+            return ImageQuality.compare(predicted, truth.values, shape: truth.shape).psnr
+        }
+        let ridge = { (f: Features) in ridgeDecode(f, targets: pixels, fitCount: fit) }
+        let conv = { (f: Features) in try convDecode(f, targets: pixels, fitCount: fit, epochs: 2) }
+        XCTAssertGreaterThan(psnr(capture.full, ridge), psnr(noise, ridge) + 3)
+        XCTAssertGreaterThan(try psnr(capture.full, conv), try psnr(noise, conv) + 1)
+    }
+
+    func testUnknownLayerIsAClearError() throws {
+        try requireFashionMNIST()
+        let config = try smallConfig()
+        let path = NSTemporaryDirectory() + "asymml-attack-\(UUID().uuidString).h5"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Checkpoint.write(try Trainer(config: config), world: WorldInfo(trusted: 1, untrusted: 1, mode: .asym), to: path)
+        XCTAssertThrowsError(try Capture.run(config: config, checkpoint: path, layerName: "fc", samples: 256)) {
+            XCTAssertTrue("\($0)".contains("'fc' is not a split layer; the split layers are: conv2"), "\($0)")
+        }
+    }
+}
