@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "AsymSplitTests", dependencies: ["AsymSplit"]),
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
-        .testTarget(name: "AsymTrainTests", dependencies: ["AsymModel", "AsymTrain", "AsymTools", "AsymViz"]),
+        .testTarget(name: "AsymTrainTests", dependencies: ["AsymModel", "AsymTrain", "AsymTools", "AsymViz", "AsymSplit", "AsymKernels"]),
         .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymModel", "AsymTrain", "AsymKernels", "AsymData"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).

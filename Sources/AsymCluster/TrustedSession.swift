@@ -35,14 +35,19 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     let channel: SecureChannel?
 
     private var layers: [(info: SplitLayerInfo, weight: Tensor, bias: Tensor?)] = []
-    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
+    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:], perSampleShares: [Int: Tensor] = [:]
     /// Each member's pending transfers: waited for one member at a time, so that a member
     /// that does not answer is named alone.
     private var pending: [[Request]]
     /// The replies the exchange in flight waits for: group member, its samples, the header
     /// it must carry. Nil when no exchange is in flight (there is at most one).
     private var inFlight: (kind: MessageKind, layer: Int, replies: [Reply])?
-    private struct Reply { let shard: Int, peer: Int, samples: Range<Int>, header: WireHeader, payload: UnsafePointer<Float> }
+    private struct Reply {
+        let shard: Int, peer: Int, samples: Range<Int>, header: WireHeader, payload: UnsafePointer<Float>
+        /// Where its header lands in `receiveHeaders` (a member's second reply has its own).
+        var headerSlot: Int
+    }
+    /// Per member: the header sent, and the headers of up to two replies.
     private let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
     /// The split layers' weights and biases, packed for `weights` messages.
     private var packedWeights: Tensor?
@@ -62,7 +67,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         trustedIndex = layout.trusted.firstIndex(of: world.rank)!
         group = layout.mode == .asym ? layout.group(ofTrusted: trustedIndex) : []
         sendHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
-        receiveHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
+        receiveHeaders = .allocate(byteCount: 2 * max(1, group.count) * WireHeader.size, alignment: 8)
         pending = group.map { _ in [] }
     }
 
@@ -93,13 +98,28 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         return outputs[layer]!
     }
 
-    package func startBackward(_ d: OutputGradient) {
+    package func startBackward(_ d: OutputGradient) { startBackward(d, perSample: false) }
+
+    /// Masked runs: the untrusted side keeps corr(R_s, dY_s) of every sample apart and sends
+    /// them back after dX (only the trusted side can combine them, Masking.swift).
+    package func startBackwardPerSample(_ d: OutputGradient) { startBackward(d, perSample: true) }
+
+    package func finishWeightShares(layer: Int) -> Tensor { perSampleShares[layer]! }
+
+    private func startBackward(_ d: OutputGradient, perSample: Bool) {
         let g = layers[d.layer].info.geometry
         let dx = Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
         inputGrads[d.layer] = dx
         backwardBatch = d.batch
-        exchange(send: .outputGradient, d.tensor.data, [g.outChannels, g.outHeight, g.outWidth],
-                 receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], layer: d.layer, batch: d.batch)
+        var shares: (MessageKind, UnsafeMutablePointer<Float>, [Int])?
+        if perSample {
+            let t = Tensor.reuse(perSampleShares[d.layer], shape: [d.batch] + layers[d.layer].weight.shape)
+            perSampleShares[d.layer] = t
+            shares = (.weightShares, t.data, layers[d.layer].weight.shape)
+        }
+        exchange(send: perSample ? .outputGradientPerSample : .outputGradient, d.tensor.data,
+                 [g.outChannels, g.outHeight, g.outWidth],
+                 receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer, batch: d.batch)
     }
 
     package func finishBackward(layer: Int) -> Tensor {
@@ -127,7 +147,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// header, and posts the receive of its reply straight into `reply` at the same samples.
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
-                          layer: Int, batch: Int) {
+                          then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int, batch: Int) {
         precondition(inFlight == nil, "one exchange at a time: \(inFlight!.kind) of layer \(inFlight!.layer) is still in flight")
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
         var replies: [Reply] = []
@@ -148,9 +168,19 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                 replies.append(Reply(shard: s, peer: peer, samples: samples,
                                      header: WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
                                                         shape: [n] + replyShape, payload: nil, count: n * outSize),
-                                     payload: target))
+                                     payload: target, headerSlot: s))
                 bytesSent += WireHeader.size + 4 * n * inSize
                 bytesReceived += WireHeader.size + 4 * n * outSize
+                if let (kind, buffer, shape) = second {
+                    let size = shape.reduce(1, *), slot = group.count + s, start = buffer + samples.lowerBound * size
+                    pending[s].append(try world.receiveBytes(receiveHeaders + slot * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
+                    pending[s].append(try world.receiveFloats(start, count: n * size, from: peer, tag: wireTag))
+                    replies.append(Reply(shard: s, peer: peer, samples: samples,
+                                         header: WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + shape,
+                                                            payload: nil, count: n * size),
+                                         payload: start, headerSlot: slot))
+                    bytesReceived += WireHeader.size + 4 * n * size
+                }
             }
         }
         inFlight = (replyKind, layer, replies)
@@ -163,9 +193,9 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
         fatalOnError {
-            try waitForMembers(flight.replies.map(\.shard), awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
+            try waitForMembers(Set(flight.replies.map(\.shard)).sorted(), awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
             for r in flight.replies {
-                try validate(WireHeader(decoding: receiveHeaders + r.shard * WireHeader.size), expected: r.header,
+                try validate(WireHeader(decoding: receiveHeaders + r.headerSlot * WireHeader.size), expected: r.header,
                              from: r.peer, payload: r.payload)
             }
         }
@@ -197,13 +227,13 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             replies.append(Reply(shard: s, peer: peer, samples: shardRange(backwardBatch, shards: group.count, index: s),
                                  header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [total],
                                                     payload: nil, count: total),
-                                 payload: shareBuffers[s].data))
+                                 payload: shareBuffers[s].data, headerSlot: s))
             bytesSent += WireHeader.size
             bytesReceived += WireHeader.size + 4 * total
         }
         try waitForMembers(replies.map(\.shard), awaiting: "its weight-gradient shares at step \(step)")
         for r in replies {
-            try validate(WireHeader(decoding: receiveHeaders + r.shard * WireHeader.size), expected: r.header, from: r.peer,
+            try validate(WireHeader(decoding: receiveHeaders + r.headerSlot * WireHeader.size), expected: r.header, from: r.peer,
                          payload: r.payload)
             var offset = 0
             for (i, l) in layers.enumerated() {

@@ -65,7 +65,7 @@ package final class UntrustedServer {
             guard let step else { throw protocolError(h, "the weights must come first") }
             guard h.step == Int64(step) else { throw protocolError(h, "expected step \(step)") }
             switch kind {
-            case .residual, .outputGradient:
+            case .residual, .outputGradient, .outputGradientPerSample:
                 try serve(kind, h)
             case .stepEnd:
                 audit?.record(h, payload: nil)
@@ -108,10 +108,18 @@ package final class UntrustedServer {
         let input = Tensor.reuse(inputs[key], shape: [n] + sampleShape)
         inputs[key] = input
         try receivePayload(h, into: input)
-        let result = forward ? worker.forward(layer: Int(h.layer), residual: input, batch: n)
-                             : worker.backward(layer: Int(h.layer), outputGrad: input, batch: n)
-        let replyShape = forward ? [g.outChannels, g.outHeight, g.outWidth] : [g.inChannels, g.height, g.width]
-        try reply(forward ? .outputShare : .inputGradient, layer: Int(h.layer), shape: [n] + replyShape, result)
+        let layer = Int(h.layer)
+        if forward {
+            let y = worker.forward(layer: layer, residual: input, batch: n)
+            try reply(.outputShare, layer: layer, shape: [n, g.outChannels, g.outHeight, g.outWidth], y)
+        } else if kind == .outputGradientPerSample {
+            let (dx, shares) = worker.backwardPerSample(layer: layer, outputGrad: input, batch: n)
+            try reply(.inputGradient, layer: layer, shape: [n, g.inChannels, g.height, g.width], dx)
+            try reply(.weightShares, layer: layer, shape: shares.shape, shares)
+        } else {
+            let dx = worker.backward(layer: layer, outputGrad: input, batch: n)
+            try reply(.inputGradient, layer: layer, shape: [n, g.inChannels, g.height, g.width], dx)
+        }
     }
 
     /// The step's weight-gradient shares of every split layer, packed in layer order.

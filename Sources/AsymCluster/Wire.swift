@@ -8,6 +8,10 @@ package enum MessageKind: UInt32, CustomStringConvertible {
     case gradientShare
     /// The split layers' weights and biases (on start, and after every optimizer step).
     case weights
+    /// Masked output gradients: answer with the input gradient, then `weightShares`.
+    case outputGradientPerSample
+    /// corr(R_s, dY_s) of every (masked) sample of a shard, [n, Cout, C, k, k].
+    case weightShares
     package var description: String {
         switch self {
         case .residual: return "residual"
@@ -18,6 +22,8 @@ package enum MessageKind: UInt32, CustomStringConvertible {
         case .shutdown: return "shutdown"
         case .gradientShare: return "gradient share"
         case .weights: return "weights"
+        case .outputGradientPerSample: return "output gradient (per-sample shares)"
+        case .weightShares: return "per-sample weight shares"
         }
     }
 }

@@ -155,6 +155,14 @@ package struct AsymConfig: Equatable {
     package var rank = RankConfig()
     package var svdIterations = 2
     package var basis = Basis.sample
+    /// Masked offload (docs/DESIGN.md §9): K samples cross as K+2 noisy mixtures; 0 is off.
+    package var maskGroup = 0
+    /// The mixtures' noise, relative to the RMS of the group's residuals (or dY).
+    package var maskNoise = 3.0
+    /// Residual noise after 3LegRace (not exact): clip each residual to `noiseClip` and add
+    /// N(0, (noiseStd * noiseClip)^2); std 0 is off.
+    package var noiseStd = 0.0
+    package var noiseClip = 1.0
     /// Untrusted ranks log every buffer they receive to `auditDir/audit-rank-N.jsonl`.
     package var audit = false
     package var auditDir = "audit"
@@ -257,6 +265,18 @@ extension Config {
         c.asym.mode = try a.choice("mode", c.asym.mode)
         c.asym.svdIterations = try a.int("svd_iterations", c.asym.svdIterations)
         c.asym.basis = try a.choice("basis", c.asym.basis)
+        if let mn = a.raw("mask") {
+            var mr = try ConfigReader(mn, path: "asym.mask")
+            c.asym.maskGroup = try mr.int("inputs_per_group", 2)
+            c.asym.maskNoise = try mr.float("noise_scale", c.asym.maskNoise)
+            try mr.finish()
+        }
+        if let nn = a.raw("residual_noise") {
+            var nr = try ConfigReader(nn, path: "asym.residual_noise")
+            c.asym.noiseStd = try nr.float("std", c.asym.noiseStd)
+            c.asym.noiseClip = try nr.float("clip", c.asym.noiseClip)
+            try nr.finish()
+        }
         c.asym.audit = try a.bool("audit", c.asym.audit)
         c.asym.auditDir = try a.string("audit_dir", c.asym.auditDir)
         if let rn = a.raw("rank") {
@@ -327,6 +347,9 @@ extension Config {
         try check(asym.rank.value >= 1 && asym.rank.max >= asym.rank.value, "asym.rank: need 1 <= value <= max")
         try check(asym.rank.tau > 0 && asym.rank.tau < 1, "asym.rank.tau: must lie in (0, 1)")
         try check(cluster.trusted >= 1, "cluster.trusted: need at least one trusted rank")
+        try check(asym.maskGroup >= 0, "asym.mask.inputs_per_group: must be >= 0 (0 turns masking off)")
+        try check(asym.maskNoise > 0, "asym.mask.noise_scale: must be positive")
+        try check(asym.noiseStd >= 0 && asym.noiseClip > 0, "asym.residual_noise: needs std >= 0 and clip > 0")
         try check(cluster.timeoutSeconds > 0, "cluster.timeout_s: must be positive, got \(cluster.timeoutSeconds)")
         try check(!cluster.encrypt || cluster.keyFile != nil,
                   "cluster.encrypt: needs cluster.key_file, a file of 32 random bytes (or 64 hex digits) that every trusted rank can read")
@@ -429,6 +452,8 @@ extension Config {
                           ("rank", map([("policy", s(asym.rank.policy.rawValue)), ("value", n(asym.rank.value)),
                                         ("max", n(asym.rank.max)), ("tau", f(asym.rank.tau))])),
                           ("svd_iterations", n(asym.svdIterations)), ("basis", s(asym.basis.rawValue)),
+                          ("mask", map([("inputs_per_group", n(asym.maskGroup)), ("noise_scale", f(asym.maskNoise))])),
+                          ("residual_noise", map([("std", f(asym.noiseStd)), ("clip", f(asym.noiseClip))])),
                           ("audit", b(asym.audit)), ("audit_dir", s(asym.auditDir))])),
             ("cluster", map([("trusted", n(cluster.trusted)), ("timeout_s", f(cluster.timeoutSeconds)),
                              ("encrypt", b(cluster.encrypt)), ("key_file", cluster.keyFile.map(s))])),

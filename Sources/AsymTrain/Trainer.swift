@@ -94,7 +94,7 @@ package final class Trainer {
         optimizer = SGDOptimizer(config.optimizer, stepsPerEpoch: order.batchesPerEpoch, totalSteps: Trainer.totalSteps(config, order))
         model.initialize(seed: UInt64(truncatingIfNeeded: config.seed), scheme: config.model.initScheme)
         if config.asym.mode == .asym {
-            let executor = executor ?? LocalUntrusted()
+            let executor = Trainer.protect(executor ?? LocalUntrusted(), config.asym)
             splitLayers = try model.enableSplit(config, executor: executor)
             splitGrads = Dictionary(uniqueKeysWithValues: splitLayers.enumerated().map { ($0, $1.weight.grad) })
             untrusted = executor
@@ -106,6 +106,15 @@ package final class Trainer {
     }
 
     deinit { labels.deallocate() }
+
+    /// The untrusted executor behind the privacy layers the config asks for: residual noise
+    /// (3LegRace, not exact) on what crosses, then masking (exact) of the noisy residuals.
+    static func protect(_ executor: UntrustedExecutor, _ a: AsymConfig) -> UntrustedExecutor {
+        var e = executor
+        if a.noiseStd > 0 { e = ResidualNoiseExecutor(wrapping: e, std: Float(a.noiseStd), clip: Float(a.noiseClip)) }
+        if a.maskGroup > 0 { e = MaskingExecutor(wrapping: e, groupSize: a.maskGroup, noiseScale: Float(a.maskNoise)) }
+        return e
+    }
 
     static func totalSteps(_ c: Config, _ o: EpochOrder) -> Int {
         let all = c.train.epochs * o.batchesPerEpoch

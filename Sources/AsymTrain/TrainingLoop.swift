@@ -1,5 +1,6 @@
 import AsymModel
 import AsymKernels
+import AsymSplit
 import Foundation
 
 /// The command-level training driver: run folder, logging, evaluation and checkpoints around
@@ -25,6 +26,11 @@ package struct TrainingLoop {
         let batch = c.data.batchSize
         let perEpoch = trainer.order.batchesPerEpoch
         run.say(trainer.model.summary)
+        if c.asym.mode == .asym && c.asym.noiseStd > 0 {
+            let (epsilon, delta) = ResidualNoiseExecutor.privacy(std: c.asym.noiseStd)
+            run.say(String(format: "asym.residual_noise: residuals are clipped to norm %g and noised (std %g x clip): NOT exact, the model differs from plain training; per release epsilon %.2f at delta %g (it composes over layers and steps)",
+                           c.asym.noiseClip, c.asym.noiseStd, epsilon, delta))
+        }
         run.say("data: \(trainer.data.train.count) train / \(trainer.data.test.count) test samples, " +
                 "\(perEpoch) steps/epoch, \(total) steps")
         let started = Date(), startStep = trainer.position.step

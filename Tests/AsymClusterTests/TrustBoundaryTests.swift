@@ -202,6 +202,31 @@ final class TrustBoundaryTests: XCTestCase {
         }
     }
 
+    /// Masked offload under MPI (1T+1U and 1T+2U, K = 2 and 4): untrusted ranks receive only
+    /// noisy mixtures of K+2 per group of K samples, and the model equals plain training's.
+    func testMaskedOffloadIsExactUnderMPI() throws {
+        setThreads(1)
+        let base = ["train.max_steps=4", "train.threads=1", "data.shuffle=false"]
+        let plain = try Trainer(config: try Config.load(path: smoke, overrides: base))
+        for _ in 0..<4 { try plain.step() }
+        for (ranks, K) in [(2, 2), (3, 4)] {
+            let dir = temporaryFolder(), audit = temporaryFolder()
+            defer { for d in [dir, audit] { try? FileManager.default.removeItem(atPath: d) } }
+            let job = try runJob(mpirun(ranks, ["train", "--config", smoke, "--run-dir", dir] + args(base + [
+                "asym.mode=asym", "asym.mask={inputs_per_group: \(K), noise_scale: 3}", "asym.audit=true", "asym.audit_dir=\(audit)"])))
+            XCTAssertEqual(job.status, 0, job.output)
+            guard job.status == 0 else { continue }
+            let worst = try tensorDifferences("\(dir)/checkpoints/step-00000004.h5", plain.model).max { $0.1 < $1.1 }!
+            print("masked, \(ranks - 1) untrusted, K = \(K): worst tensor against plain \(worst.0) \(worst.1)")
+            XCTAssertLessThanOrEqual(worst.1, 1e-5, worst.0)
+            // What crossed: mixtures, K+2 per group of K (batch 16 in groups of K, cut into shards).
+            let first = try String(contentsOfFile: "\(audit)/audit-rank-1.jsonl", encoding: .utf8)
+                .split(separator: "\n").first { $0.contains("\"residual\"") }!
+            let expected = 16 / K * (K + 2) / (ranks - 1)
+            XCTAssertTrue(first.contains("\"shape\": [\(expected),"), "\(first)")
+        }
+    }
+
     /// A sealed gradient message opens only as the message it was: a flipped byte, a replay
     /// (an older message) or another sender's message fail, naming the sender.
     func testSealedMessagesRejectTamperingAndReplays() throws {

@@ -1,3 +1,4 @@
+import AsymKernels
 import AsymModel
 import AsymTools
 import AsymTrain
@@ -49,8 +50,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(unknownLayer.contains("'gelu' is not accepted") && unknownLayer.contains("relu"), unknownLayer)
         let shapes = errorMessage { _ = try Model(try smokeConfig(["model.layers.8.in=65"]).model) }
         XCTAssertTrue(shapes.contains("declares in: 65, but 64 features"), shapes)
-        let batch = errorMessage { _ = try smokeConfig(["cluster.trusted=3"]) }
-        XCTAssertTrue(batch.contains("does not divide"), batch)
+        let batch = errorMessage { _ = try Trainer(config: try smokeConfig(), collective: TrustedRanks(count: 3)) }
+        XCTAssertTrue(batch.contains("data.batch_size: 16 does not divide among 3 trusted ranks"), batch)
     }
 
     func testResolvedConfigRoundTrips() throws {
@@ -77,4 +78,15 @@ final class ConfigTests: XCTestCase {
         c.optimizer.schedule.type = .constant
         XCTAssertEqual(SGDOptimizer(c.optimizer, stepsPerEpoch: 10, totalSteps: 100).learningRate(step: 77), 1)
     }
+}
+
+/// A stand-in for a job of `count` trusted ranks, for the checks a trainer makes up front.
+final class TrustedRanks: Collective {
+    let trustedIndex = 0, trustedCount: Int
+    init(count: Int) { trustedCount = count }
+    func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) {}
+    func sumOverTrusted(_ values: [Double]) -> [Double] { values }
+    func sumOverTrusted(_ values: UnsafeMutablePointer<Float>, count: Int) {}
+    func stepApplied(step: Int, parameters: [Parameter]) {}
+    func checkReplicas(_ tensors: [Tensor], what: String) {}
 }

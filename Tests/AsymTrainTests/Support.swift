@@ -1,3 +1,5 @@
+import AsymKernels
+import AsymSplit
 import AsymModel
 import AsymTools
 import AsymTrain
@@ -31,4 +33,24 @@ func errorMessage(_ body: () throws -> Void, file: StaticString = #filePath, lin
     do { try body() } catch { return "\(error)" }
     XCTFail("expected an error", file: file, line: line)
     return ""
+}
+
+/// Every parameter, momentum buffer and state buffer of `a` against the same tensor of `b`,
+/// each on its own: (name, max |a - b| / max |b|).
+func tensorDifferences(_ a: Trainer, _ b: Trainer) -> [(String, Float)] {
+    zip(a.model.leaves, b.model.leaves).flatMap { la, lb in
+        zip(la.parameters, lb.parameters).flatMap { p, q in
+            [("\(la.name)/\(p.name)", relativeDifference(p.value, q.value)),
+             ("\(la.name)/\(p.name) momentum", relativeDifference(p.momentum, q.momentum))]
+        } + zip(la.buffers, lb.buffers).map { ("\(la.name)/\($0.name)", relativeDifference($0.value, $1.value)) }
+    }
+}
+
+/// Asserts that every tensor of `a` is within `tolerance` of `b`'s; returns the worst.
+@discardableResult
+func assertTensorsClose(_ a: Trainer, _ b: Trainer, _ tolerance: Float, _ label: String,
+                        file: StaticString = #filePath, line: UInt = #line) -> (String, Float) {
+    let diffs = tensorDifferences(a, b)
+    for (name, d) in diffs { XCTAssertLessThanOrEqual(d, tolerance, "\(label): \(name)", file: file, line: line) }
+    return diffs.max { $0.1 < $1.1 } ?? ("", 0)
 }
