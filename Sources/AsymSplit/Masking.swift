@@ -230,7 +230,7 @@ struct GroupMask {
     init(samples k: Int, _ stream: inout MaskStream) {
         samples = k
         let L = k + 2
-        let q = randomOrthogonal(L, &stream)
+        let q = maskingBasis(samples: k, &stream)
         self.q = q
         forwardMix = (0..<L).flatMap { j in (0...k).map { Float(q[j * L + $0]) } }
         forwardUnmix = (0..<k).flatMap { i in (0..<L).map { Float(q[$0 * L + i]) } }
@@ -256,13 +256,32 @@ struct GroupMask {
     }
 }
 
-/// A random n x n orthogonal matrix (row-major): Gram-Schmidt on a Gaussian matrix's columns,
+/// Q for a group of k samples: a random L x L orthogonal matrix (L = k + 2, row-major) whose
+/// noise columns have no small entries, so that every combination that crosses carries
+/// noise. A Gaussian random Q would, now and then, give a combination a noise weight near 0,
+/// and with k = 1 that combination is the sample itself. Column k (the forward noise) is a
+/// random-sign vector, every entry 1/sqrt(L) in size; column k + 1 (z, the backward noise) a
+/// second random-sign vector s made orthogonal to it, s - (s.u / L) u, redrawn until
+/// |s.u| <= L - 2, so its entries are at least 2/L before normalising. The data columns are a
+/// random orthonormal completion.
+func maskingBasis(samples k: Int, _ stream: inout MaskStream) -> [Double] {
+    let L = k + 2
+    func signs() -> [Double] { (0..<L).map { _ in stream.next() & 1 == 0 ? 1 : -1 } }
+    let u = signs()
+    var s: [Double]
+    repeat { s = signs() } while abs(zip(s, u).reduce(0) { $0 + $1.0 * $1.1 }) > Double(L - 2)
+    var a = (0..<(L * L)).map { _ in stream.normal() }
+    for r in 0..<L { a[r * L + k] = u[r]; a[r * L + k + 1] = s[r] }
+    return orthonormalized(a, n: L, order: [k, k + 1] + Array(0..<k))
+}
+
+/// The columns of the n x n matrix `a` (row-major) made orthonormal in `order`: Gram-Schmidt,
 /// twice for orthogonality to double precision.
-func randomOrthogonal(_ n: Int, _ stream: inout MaskStream) -> [Double] {
-    var a = (0..<(n * n)).map { _ in stream.normal() }
-    for c in 0..<n {
+func orthonormalized(_ a: [Double], n: Int, order: [Int]) -> [Double] {
+    var a = a
+    for (i, c) in order.enumerated() {
         for _ in 0..<2 {
-            for p in 0..<c {
+            for p in order[..<i] {
                 let d = (0..<n).reduce(0.0) { $0 + a[$1 * n + c] * a[$1 * n + p] }
                 for r in 0..<n { a[r * n + c] -= d * a[r * n + p] }
             }

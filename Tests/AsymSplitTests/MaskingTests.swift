@@ -125,16 +125,17 @@ final class MaskingTests: XCTestCase {
         let x = randomTensor([batch, 4, 6, 6], &rng), dy = randomTensor([batch, 3, 6, 6], &rng)
         let w = randomTensor([3, 4, 3, 3], &rng), b = randomTensor([3], &rng)
         let recorder = RecordingExecutor()
-        let mask = MaskingExecutor(wrapping: recorder, groupSize: K, noiseScale: 1)
+        let mask = MaskingExecutor(wrapping: recorder, groupSize: K, noiseScale: 3)  // the default scale
         let info = SplitLayerInfo(layer: 0, geometry: g, hasBias: true)
         mask.register(info, weight: w, bias: b)
         let split = SplitConvolution(info: info, settings: SplitSettings(maxRank: 1), executor: mask)
-        for _ in 0..<2 {  // two steps on the same data
+        let steps = 40  // on the same data: every message draws fresh masks
+        for _ in 0..<steps {
             _ = split.forward(x, batch: batch, weight: w)
             _ = split.backward(dy, batch: batch, weightGrad: Tensor(shape: w.shape), biasGrad: nil)
         }
         let combinations = MaskingExecutor.groupSizes(batch: batch, groupSize: K).reduce(0) { $0 + $1 + 2 }
-        XCTAssertEqual(recorder.residuals.count, 2)
+        XCTAssertEqual(recorder.residuals.count, steps)
         XCTAssertEqual(recorder.residuals[0].count, combinations * g.inputSize)
         XCTAssertEqual(recorder.outputGrads[0].count, combinations * g.outputSize)
         XCTAssertGreaterThan(zip(recorder.residuals[0], recorder.residuals[1]).map { abs($0 - $1) }.max()!, 0.1)
@@ -147,7 +148,7 @@ final class MaskingTests: XCTestCase {
                 for j in 0..<combinations {
                     let combination = message[(j * size)..<((j + 1) * size)]
                     for sample in samples {
-                        XCTAssertLessThan(cosine(combination, sample), 0.9999, "a combination that crossed is a sample")
+                        XCTAssertLessThan(cosine(combination, sample), 0.95, "a combination that crossed is (nearly) a sample")
                     }
                 }
             }
