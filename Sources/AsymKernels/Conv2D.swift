@@ -4,6 +4,14 @@
 /// `col[C*k*k, nb*P]` (P = Ho*Wo output positions), so one GEMM with the weight matrix
 /// `W[Cout, C*k*k]` computes the whole chunk: `out[Cout, nb*P] = W * col`. Chunks bound the
 /// size of `col`, so the GEMM stays large (fast) while the buffer stays in memory budget.
+///
+/// A GEMM's result for one column may change in the last bits with the number of columns
+/// and the column's position (OpenBLAS's Haswell kernels do, and its Cooperlake kernels on
+/// small products). So the chunks never depend on the batch size: sample i of a batch is in
+/// chunk i / c, c = `chunkSamples(g)`, a power of two that divides `convChunkAlignment`, and
+/// a batch cut at multiples of `convChunkAlignment` (`shardRange` in AsymCluster) gives every
+/// sample the same chunk, at the same position, as the whole batch: its output (and its dX)
+/// is bit for bit the same, whatever the cut.
 
 /// The shapes of one convolution.
 package struct ConvGeometry: Equatable, Sendable {
@@ -38,9 +46,18 @@ package struct ConvGeometry: Equatable, Sendable {
 /// im2col and col2im are memory-bound; this bounds their matrix (in floats): 4M = 16 MiB.
 package nonisolated(unsafe) var convColumnBudget = 4 << 20
 
+/// The most samples in one chunk, and the alignment of every chunk: a power of two. A batch
+/// cut at multiples of it leaves each sample's convolution result unchanged (see above).
+package let convChunkAlignment = 8
+
+/// Samples per chunk: the largest power of two up to `convChunkAlignment` whose columns fit
+/// the column budget (at least 1). It depends on the geometry only, never on the batch.
 @inline(__always)
-func chunkSamples(_ g: ConvGeometry, batch: Int) -> Int {
-    max(1, min(batch, convColumnBudget / max(1, g.patchSize * g.outPositions)))
+package func chunkSamples(_ g: ConvGeometry) -> Int {
+    let fit = convColumnBudget / max(1, g.patchSize * g.outPositions)
+    var c = convChunkAlignment
+    while c > 1 && c > fit { c >>= 1 }
+    return c
 }
 
 /// The output columns `ow` whose input column `ow*stride - pad + kj` lies inside 0..<width.
@@ -150,9 +167,9 @@ package func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: In
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           y: UnsafeMutablePointer<Float>, scratch: Scratch) {
     let P = g.outPositions, K = g.patchSize
-    let chunk = chunkSamples(g, batch: batch)
-    let col = scratch.buffer(0, count: K * chunk * P)
-    let out = scratch.buffer(1, count: g.outChannels * chunk * P)
+    let chunk = chunkSamples(g), widest = min(chunk, batch)
+    let col = scratch.buffer(0, count: K * widest * P)
+    let out = scratch.buffer(1, count: g.outChannels * widest * P)
     var b0 = 0
     while b0 < batch {
         let nb = min(chunk, batch - b0)
@@ -182,15 +199,18 @@ private func addChannelBias(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointe
 }
 
 /// Backward of `conv2dForward`. Accumulates into `dWeight` and `dBias` (as PyTorch
-/// accumulates .grad); writes `dx` when it is given (the first layer needs none).
+/// accumulates .grad); writes `dx` when it is given (the first layer needs none). The chunks
+/// are those of the forward pass, so each sample's dx is as independent of the batch cut as
+/// its output; `dWeight` and `dBias` are sums over the samples, added chunk by chunk, whose
+/// rounding does depend on the cut.
 package func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
                            weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                            dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
                            dx: UnsafeMutablePointer<Float>?, scratch: Scratch) {
     let P = g.outPositions, K = g.patchSize
-    let chunk = chunkSamples(g, batch: batch)
-    let col = scratch.buffer(0, count: K * chunk * P)
-    let dOut = scratch.buffer(1, count: g.outChannels * chunk * P)
+    let chunk = chunkSamples(g), widest = min(chunk, batch)
+    let col = scratch.buffer(0, count: K * widest * P)
+    let dOut = scratch.buffer(1, count: g.outChannels * widest * P)
     if let dx { dx.update(repeating: 0, count: batch * g.inputSize) }
     var b0 = 0
     while b0 < batch {

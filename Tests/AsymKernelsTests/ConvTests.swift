@@ -60,6 +60,63 @@ final class ConvTests: XCTestCase {
         setThreads(1)
     }
 
+    /// A sample's output and dX are bit for bit the same whatever the batch it is convolved
+    /// in, as long as the batch is cut at multiples of `convChunkAlignment` (how shardRange
+    /// cuts a trusted rank's batch among its untrusted ranks): shards and whole batch chunk it
+    /// alike. Batches of 27 leave a short last chunk; small budgets force chunks of 4, 2, 1.
+    /// (With chunks that followed the batch size, this failed with OpenBLAS's Haswell kernels,
+    /// OPENBLAS_CORETYPE=Haswell, in every case, and with its Cooperlake kernels on case 1.)
+    func testPerSampleResultsIndependentOfBatchCut() {
+        let geometries = [
+            ConvGeometry(inChannels: 16, height: 20, width: 20, outChannels: 16, kernel: 3, stride: 1, padding: 1),
+            ConvGeometry(inChannels: 4, height: 14, width: 14, outChannels: 16, kernel: 3, stride: 1, padding: 1),
+            ConvGeometry(inChannels: 3, height: 9, width: 7, outChannels: 5, kernel: 3, stride: 2, padding: 1),
+        ]
+        let a = convChunkAlignment, batch = 3 * a + 3
+        let cuts: [[Int]] = [[batch], [a, batch], [2 * a, batch], [a, 2 * a, batch], [a, 2 * a, 3 * a, batch],
+                             [3 * a, batch], [0, 3 * a, 3 * a, batch]]
+        defer { convColumnBudget = 4 << 20; setThreads(1) }
+        for threads in [1, 2] {
+            setThreads(threads)
+            for (i, g) in geometries.enumerated() {
+                let x = randomTensor([batch, g.inChannels, g.height, g.width], seed: UInt64(i + 30))
+                let w = randomTensor([g.outChannels, g.inChannels, g.kernel, g.kernel], seed: UInt64(i + 40))
+                let b = randomTensor([g.outChannels], seed: UInt64(i + 50))
+                let dy = randomTensor([batch, g.outChannels, g.outHeight, g.outWidth], seed: UInt64(i + 60))
+                let columns = g.patchSize * g.outPositions
+                for budget in [4 << 20, 4 * columns, 3 * columns, 1] {
+                    convColumnBudget = budget
+                    let chunk = chunkSamples(g)
+                    XCTAssertTrue(chunk >= 1 && chunk <= a && a % chunk == 0, "chunk \(chunk)")
+                    if budget >= a * columns { XCTAssertEqual(chunk, a) }
+                    var reference: (y: [UInt32], dx: [UInt32])?
+                    for cut in cuts {
+                        let y = Tensor(shape: [batch, g.outChannels, g.outHeight, g.outWidth])
+                        let dx = Tensor(shape: x.shape)
+                        let scratch = Scratch()
+                        var lo = 0
+                        for hi in cut {
+                            XCTAssertTrue(hi == batch || hi % a == 0)
+                            conv2dForward(g, x: x.data + lo * g.inputSize, batch: hi - lo, weight: w.data, bias: b.data,
+                                          y: y.data + lo * g.outputSize, scratch: scratch)
+                            conv2dBackward(g, x: x.data + lo * g.inputSize, batch: hi - lo, weight: w.data,
+                                           dy: dy.data + lo * g.outputSize, dWeight: nil, dBias: nil,
+                                           dx: dx.data + lo * g.inputSize, scratch: scratch)
+                            lo = hi
+                        }
+                        let bits = (y.array.map(\.bitPattern), dx.array.map(\.bitPattern))
+                        guard let reference else { reference = bits; continue }
+                        XCTAssertEqual(bits.0, reference.y, "output: case \(i) cut \(cut) budget \(budget) threads \(threads)")
+                        XCTAssertEqual(bits.1, reference.dx, "dX: case \(i) cut \(cut) budget \(budget) threads \(threads)")
+                    }
+                    // Still the convolution, whatever the chunk.
+                    XCTAssertLessThan(maxAbsDifference(reference!.y.map(Float.init(bitPattern:)),
+                                                       naiveConv(g, x: x, w: w, b: b, batch: batch)), 1e-3)
+                }
+            }
+        }
+    }
+
     func testBackwardMatchesFiniteDifferences() {
         for (i, g) in cases.enumerated() {
             let batch = 2
