@@ -42,6 +42,15 @@ package enum Attack {
         /// (source, held-out accuracy), in table order; "chance" last.
         package var labelProbe: [(String, Double)]
         package var reconstruction: [Reconstruction]
+        /// Residuals (and output gradients) that crossed: `samples`, or with masking the
+        /// K + 2 combinations of every group of K.
+        package var received: Int
+        /// (K, sigma) of `asym.mask`, (std, clip) of `asym.residual_noise`, when on.
+        package var mask: (groupSize: Int, noiseScale: Double)?
+        package var residualNoise: (std: Double, clip: Double)?
+        /// Median per-sample ||R|| of the decomposition, before noise or masking (the scale
+        /// that `asym.residual_noise.clip` is measured against).
+        package var medianResidualNorm: Double
         package var seconds: [(String, Double)]
         package var options: Options
     }
@@ -52,39 +61,54 @@ package enum Attack {
         let capture = try Capture.run(config: config, checkpoint: checkpoint, layerName: options.layer, samples: options.samples)
         let captureSeconds = clock.lap()
         let n = capture.labels.count, fit = n / 2
-
-        let sources = [("residual", capture.residual), ("output_gradient", capture.outputGradient),
-                       ("full", capture.full), ("raw_input", capture.images)]
-        var probe = try sources.map { name, f in
-            (name, try labelProbeAccuracy(f, labels: capture.labels, classes: capture.classes, fitCount: fit,
-                                          epochs: options.probeEpochs, seed: options.seed))
+        let identity = Array(0..<n)
+        // What crossed is judged against its target samples (itself without masking, the
+        // dominant sample of each combination with it); the fit / held-out split of what
+        // crossed falls between mask groups, at the first group from sample `fit` on.
+        let receivedFit = capture.received(before: fit)
+        let sources: [(String, Features, [Int], Int)] = [
+            ("residual", capture.residual, capture.residualTargets, receivedFit),
+            ("output_gradient", capture.outputGradient, capture.outputGradientTargets, receivedFit),
+            ("full", capture.full, identity, fit), ("raw_input", capture.images, identity, fit)]
+        var probe = try sources.map { name, f, targets, fitCount in
+            (name, try labelProbeAccuracy(f, labels: targets.map { capture.labels[$0] }, classes: capture.classes,
+                                          fitCount: fitCount, epochs: options.probeEpochs, seed: options.seed))
         }
         probe.append(("chance", 1 / Double(capture.classes)))
         let probeSeconds = clock.lap()
 
         // The decoders cost far more per sample than the probes: they fit on at most
         // `reconstructionFit` samples and are scored on at most `reconstructionHeldOut`.
+        // Each input is decoded towards the image of its target sample.
         let rf = min(fit, options.reconstructionFit), rh = min(n - fit, options.reconstructionHeldOut)
-        func subset(_ f: Features) -> Features {
-            Features(shape: f.shape, values: f.slice(0..<rf).values + f.slice(fit..<(fit + rh)).values)
-        }
-        let pixels = subset(toPixels(capture.images, config.data))
-        let factor = try downsampling(image: pixels.shape, map: capture.residual.shape)
-        let targets = spaceToDepth(pixels, factor: factor)
-        let truth = pixels.slice(rf..<(rf + rh))
+        let allPixels = toPixels(capture.images, config.data)
+        let factor = try downsampling(image: allPixels.shape, map: capture.residual.shape)
         var rng = RNG(seed: UInt64(truncatingIfNeeded: options.seed), stream: 7)
-        let noise = Features(shape: capture.residual.shape,
-                             values: (0..<((rf + rh) * capture.residual.sampleSize)).map { _ in rng.normal() })
-        let reconstruction = try [("residual", subset(capture.residual)), ("full", subset(capture.full)), ("noise", noise)].map { name, f in
-            let inputs = standardized(f, fitOn: rf)
+        func gather(_ g: Features, _ indices: [Int]) -> Features {
+            Features(shape: g.shape, values: indices.flatMap { g.slice($0..<($0 + 1)).values })
+        }
+        // Noise (the baseline) is drawn for the rows used only.
+        let reconstructionSources: [(String, Features?, [Int], Int)] = [
+            ("residual", capture.residual, capture.residualTargets, receivedFit),
+            ("full", capture.full, identity, fit), ("noise", nil, identity, fit)]
+        let reconstruction = try reconstructionSources.map { name, f, targets, fitCount in
+            let rows = Array(0..<min(fitCount, rf)) + Array(fitCount..<min(targets.count, fitCount + rh))
+            let fitRows = min(fitCount, rf)
+            let pixels = gather(allPixels, rows.map { targets[$0] })
+            let picked = f.map { gather($0, rows) }
+                ?? Features(shape: capture.residual.shape,
+                            values: (0..<(rows.count * capture.residual.sampleSize)).map { _ in rng.normal() })
+            let inputs = standardized(picked, fitOn: fitRows)
+            let targetBlocks = spaceToDepth(pixels, factor: factor)
+            let truth = pixels.slice(fitRows..<rows.count)
             func score(_ predicted: Features) -> Quality {
                 let images = depthToSpace(predicted, factor: factor)
                 let q = ImageQuality.compare(images.values.map { min(max($0, 0), 1) }, truth.values, shape: truth.shape)
                 return Quality(psnr: q.psnr, ssim: q.ssim)
             }
             return Reconstruction(source: name,
-                                  ridge: score(ridgeDecode(inputs, targets: targets, fitCount: rf)),
-                                  conv: score(try convDecode(inputs, targets: targets, fitCount: rf,
+                                  ridge: score(ridgeDecode(inputs, targets: targetBlocks, fitCount: fitRows)),
+                                  conv: score(try convDecode(inputs, targets: targetBlocks, fitCount: fitRows,
                                                              epochs: options.decoderEpochs, seed: options.seed)))
         }
         let reconstructionSeconds = clock.lap()
@@ -92,7 +116,8 @@ package enum Attack {
                       outputGradientShape: capture.outputGradient.shape, samples: n, fitCount: fit,
                       trainingSetSize: capture.trainingSetSize,
                       reconstructionFit: rf, reconstructionHeldOut: rh, residualEnergy: capture.residualEnergy, labelProbe: probe,
-                      reconstruction: reconstruction,
+                      reconstruction: reconstruction, received: capture.residual.count, mask: capture.mask,
+                      residualNoise: capture.residualNoise, medianResidualNorm: median(capture.residualNorms),
                       seconds: [("capture", captureSeconds), ("label_probe", probeSeconds),
                                 ("reconstruction", reconstructionSeconds), ("total", clock.total)],
                       options: options)
@@ -123,6 +148,12 @@ package enum Attack {
     }
 }
 
+func median(_ v: [Double]) -> Double {
+    guard !v.isEmpty else { return .nan }
+    let s = v.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
 /// Wall-clock laps.
 struct Stopwatch {
     private let start = DispatchTime.now().uptimeNanoseconds
@@ -141,7 +172,12 @@ extension Attack.Report {
     private var headline: String {
         "asymml attack: layer \(layer) (split layer \(layerIndex)); the adversary holds R \(residualShape) forward and dY \(outputGradientShape) backward per sample\n"
             + "samples: the first \(samples) of \(trainingSetSize) training samples (a subsample), \(fitCount) to fit the attacker's models, \(samples - fitCount) held out; "
-            + String(format: "residual energy ||R||^2/||X||^2 %.4f", residualEnergy)
+            + String(format: "residual energy ||R||^2/||X||^2 %.4f, median per-sample ||R|| %.4g (before noise or masking)",
+                     residualEnergy, medianResidualNorm)
+            + (residualNoise.map { String(format: "\nresidual noise on: each residual clipped to norm %g, plus N(0, (%g x %g)^2) per value; the adversary holds the noisy residuals", $0.clip, $0.std, $0.clip) } ?? "")
+            + (mask.map { "\nmasking on (K \($0.groupSize), noise scale \($0.noiseScale)): the adversary holds \(received) noisy combinations for \(samples) samples (K + 2 per group of K); "
+                + "each is labelled, and decoded towards the image of, the group's sample with the largest |mixing coefficient| in it; "
+                + "its fit / held-out split falls between groups. No unmixing (ICA) across a group's combinations is tried." } ?? "")
     }
 
     /// One aligned table: label probes, then reconstructions.
@@ -173,7 +209,7 @@ extension Attack.Report {
         func bySource(_ value: (Attack.Reconstruction) -> Double) -> [String: Any] {
             Dictionary(uniqueKeysWithValues: reconstruction.map { ($0.source, number(value($0))) })
         }
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "layer": layer, "layer_index": layerIndex,
             "residual_shape": residualShape, "output_gradient_shape": outputGradientShape,
             "samples": samples, "fit_samples": fitCount, "held_out_samples": samples - fitCount,
@@ -192,6 +228,12 @@ extension Attack.Report {
             "probe_epochs": options.probeEpochs, "decoder_epochs": options.decoderEpochs,
             "seconds": Dictionary(uniqueKeysWithValues: seconds.map { ($0.0, $0.1) }),
         ]
+        object["median_residual_norm"] = number(medianResidualNorm)
+        if let mask {
+            object["masked"] = ["inputs_per_group": mask.groupSize, "noise_scale": mask.noiseScale, "received": received,
+                                "target": "the group's sample with the largest |mixing coefficient| in each combination"] as [String: Any]
+        }
+        if let residualNoise { object["residual_noise"] = ["std": residualNoise.std, "clip": residualNoise.clip] }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }

@@ -64,9 +64,24 @@ package struct Capture {
     /// The split layer's name and its index among the split layers (the wire's layer number).
     package let layerName: String
     package let layerIndex: Int
-    /// Received by the untrusted side: R forward, dY backward.
+    /// Received by the untrusted side, exactly as it crossed: R forward, dY backward (after
+    /// residual noise when the config asks for it). With masking, these are the K + 2 noisy
+    /// combinations of every group of K samples, B (K + 2) / K per batch of B.
     package let residual: Features
     package let outputGradient: Features
+    /// Per received tensor, the sample whose label (and image) it is judged against: the
+    /// sample itself without masking; with masking, the group's sample with the largest
+    /// |mixing coefficient| in that combination (M forward, N = diag(1/g) N~ backward), the
+    /// strongest per-combination target an adversary could aim for.
+    package let residualTargets: [Int]
+    package let outputGradientTargets: [Int]
+    /// Per received tensor, the first sample of its mask group (the sample itself without
+    /// masking): the attacker's fit / held-out split falls between groups.
+    package let groups: [Int]
+    /// (K, sigma) of `asym.mask` when masking was on.
+    package let mask: (groupSize: Int, noiseScale: Double)?
+    /// (std, clip) of `asym.residual_noise` when it was on.
+    package let residualNoise: (std: Double, clip: Double)?
     /// References the adversary never sees: the layer's whole input X = U V + R, and the raw
     /// model inputs (normalised as the model sees them) with their labels.
     package let full: Features
@@ -75,9 +90,19 @@ package struct Capture {
     package let classes: Int
     /// Samples in the whole training set (the capture is a subsample of it).
     package let trainingSetSize: Int
-    /// ||R||^2 / ||X||^2 over every captured sample.
-    package var residualEnergy: Double {
-        sumOfSquares(residual.values) / max(sumOfSquares(full.values), 1e-30)
+    /// ||R||^2 / ||X||^2 over every captured sample, of the decomposition itself (before any
+    /// residual noise or masking).
+    package let residualEnergy: Double
+    /// Per-sample ||R|| of the decomposition (before noise or masking), in sample order: what
+    /// `asym.residual_noise.clip` is measured against.
+    package let residualNorms: [Double]
+
+    package var residualLabels: [Int32] { residualTargets.map { labels[$0] } }
+    package var outputGradientLabels: [Int32] { outputGradientTargets.map { labels[$0] } }
+
+    /// Received tensors from groups that start before sample `samples` (a prefix).
+    package func received(before samples: Int) -> Int {
+        groups.firstIndex { $0 >= samples } ?? groups.count
     }
 }
 
@@ -90,11 +115,23 @@ extension Capture {
     /// `layerName` (default: the first split layer), and runs forward and backward, with the
     /// real labels and loss but no optimizer step, over the first `samples` training samples
     /// (rounded down to whole batches of `data.batch_size`, as training sends them).
+    ///
+    /// The privacy layers the config asks for sit above the recorder in training's order
+    /// (`Trainer.protect`: residual noise under masking), so it records what crosses. The
+    /// masking layer is built here, not by the trainer, to read its secret mixing per batch.
     package static func run(config: Config, checkpoint: String, layerName: String?, samples: Int) throws -> Capture {
         var c = config
         c.asym.mode = .asym
         let recorder = RecordingExecutor()
-        let trainer = try Trainer(config: c, executor: recorder)
+        var noiseOnly = c.asym
+        noiseOnly.maskGroup = 0
+        let underMask = Trainer.protect(recorder, noiseOnly)
+        let masking = c.asym.maskGroup > 0
+            ? MaskingExecutor(wrapping: underMask, groupSize: c.asym.maskGroup, noiseScale: Float(c.asym.maskNoise)) : nil
+        var plain = c
+        plain.asym.maskGroup = 0
+        plain.asym.noiseStd = 0  // both layers are already in the executor given to the trainer
+        let trainer = try Trainer(config: plain, executor: masking ?? underMask)
         let splits = trainer.splitLayers
         guard let index = layerName.map({ name in splits.firstIndex { $0.name == name } }) ?? (splits.isEmpty ? nil : 0) else {
             let names = splits.map(\.name).joined(separator: ", ")
@@ -112,6 +149,8 @@ extension Capture {
         let input = Tensor(shape: [batch] + c.model.input)
         var labels = [Int32](repeating: 0, count: n)
         var full = Features(shape: conv.inputShape), images = Features(shape: c.model.input)
+        var residualTargets: [Int] = [], gradientTargets: [Int] = [], groups: [Int] = []
+        var residualSquares = 0.0, fullSquares = 0.0, norms: [Double] = []
         for start in stride(from: 0, to: n, by: batch) {
             labels.withUnsafeMutableBufferPointer { l in
                 trainer.data.train.gather(indices: Int32(start)..<Int32(start + batch), images: input.data,
@@ -122,15 +161,46 @@ extension Capture {
             images.values += input.buffer
             for s in 0..<batch {
                 let (low, res) = conv.split!.lastDecomposition(sample: s)
-                full.values += zip(low, res).map { $0 + $1 }
+                let x = zip(low, res).map { $0 + $1 }
+                full.values += x
+                let r2 = sumOfSquares(res)
+                residualSquares += r2; fullSquares += sumOfSquares(x); norms.append(r2.squareRoot())
+            }
+            if let masking {
+                // Row j of a group's mixing is combination j; its target is the column (sample)
+                // of largest magnitude, the noise column k excluded.
+                func dominant(_ mix: [Float], row j: Int, samples k: Int) -> Int {
+                    (0..<k).max { abs(mix[j * (k + 1) + $0]) < abs(mix[j * (k + 1) + $1]) }!
+                }
+                var s0 = start
+                for group in masking.lastMixing(layer: index) {
+                    let k = group.samples
+                    for j in 0..<(k + 2) {
+                        residualTargets.append(s0 + dominant(group.forward, row: j, samples: k))
+                        gradientTargets.append(s0 + dominant(group.backward, row: j, samples: k))
+                        groups.append(s0)
+                    }
+                    s0 += k
+                }
+                precondition(s0 == start + batch, "mask groups cover \(s0 - start) of \(batch) samples")
+            } else {
+                residualTargets += start..<(start + batch)
+                gradientTargets += start..<(start + batch)
+                groups += start..<(start + batch)
             }
         }
         let geometry = conv.geometry
-        return Capture(layerName: conv.name, layerIndex: index,
-                       residual: Features(shape: conv.inputShape, values: recorder.residuals),
-                       outputGradient: Features(shape: [geometry.outChannels, geometry.outHeight, geometry.outWidth],
-                                                values: recorder.outputGradients),
+        let residual = Features(shape: conv.inputShape, values: recorder.residuals)
+        let outputGradient = Features(shape: [geometry.outChannels, geometry.outHeight, geometry.outWidth],
+                                      values: recorder.outputGradients)
+        precondition(residual.count == groups.count && outputGradient.count == groups.count,
+                     "recorded \(residual.count) residuals and \(outputGradient.count) output gradients for \(groups.count) messages")
+        return Capture(layerName: conv.name, layerIndex: index, residual: residual, outputGradient: outputGradient,
+                       residualTargets: residualTargets, outputGradientTargets: gradientTargets, groups: groups,
+                       mask: c.asym.maskGroup > 0 ? (c.asym.maskGroup, c.asym.maskNoise) : nil,
+                       residualNoise: c.asym.noiseStd > 0 ? (c.asym.noiseStd, c.asym.noiseClip) : nil,
                        full: full, images: images, labels: labels, classes: trainer.model.classes,
-                       trainingSetSize: trainer.data.train.count)
+                       trainingSetSize: trainer.data.train.count,
+                       residualEnergy: residualSquares / max(fullSquares, 1e-30), residualNorms: norms)
     }
 }

@@ -71,6 +71,17 @@ package final class MaskingExecutor: UntrustedExecutor {
         inner.register(info, weight: weight, bias: bias)
     }
 
+    /// Read-only, for measuring leakage (`asymml attack`), never sent anywhere: the secret
+    /// mixing of the last message on `layer`, one entry per group in batch order, with k (the
+    /// group's samples) and two L x (k + 1) row-major matrices, L = k + 2, whose row j gives
+    /// combination j as sent: `forward` = M = Q[:, 0...k] (x~_j = sum_i M[j,i] R_i + M[j,k] n)
+    /// and `backward` = N = diag(1/g) N~ (d~_j = sum_i N[j,i] dY_i + N[j,k] m; empty before
+    /// the first backward pass). Column k multiplies the noise. Both stay valid until the
+    /// next forward pass on `layer` draws new groups.
+    package func lastMixing(layer: Int) -> [(samples: Int, forward: [Float], backward: [Float])] {
+        layers[layer]?.groups.map { ($0.samples, $0.forwardMix, $0.backwardMix) } ?? []
+    }
+
     /// The group sizes of a batch: K each, the last one smaller when K does not divide it.
     package static func groupSizes(batch: Int, groupSize K: Int) -> [Int] {
         (0..<((batch + K - 1) / K)).map { min(K, batch - $0 * K) }

@@ -109,7 +109,7 @@ package final class Trainer {
 
     /// The untrusted executor behind the privacy layers the config asks for: residual noise
     /// (3LegRace, not exact) on what crosses, then masking (exact) of the noisy residuals.
-    static func protect(_ executor: UntrustedExecutor, _ a: AsymConfig) -> UntrustedExecutor {
+    package static func protect(_ executor: UntrustedExecutor, _ a: AsymConfig) -> UntrustedExecutor {
         var e = executor
         if a.noiseStd > 0 { e = ResidualNoiseExecutor(wrapping: e, std: Float(a.noiseStd), clip: Float(a.noiseClip)) }
         if a.maskGroup > 0 { e = MaskingExecutor(wrapping: e, groupSize: a.maskGroup, noiseScale: Float(a.maskNoise)) }

@@ -147,6 +147,54 @@ final class AttackTests: XCTestCase {
         XCTAssertGreaterThan(try psnr(capture.full, conv), try psnr(noise, conv) + 1)
     }
 
+    /// With masking (K = 2, noise 3) the tap records the K + 2 combinations per group, each
+    /// labelled by its group's dominant sample, and the label probe on them falls far below
+    /// the probe on unmasked residuals. Residual noise: the tap records the noisy residuals.
+    func testMaskedCaptureIsRelabelledAndHidesLabels() throws {
+        try requireFashionMNIST()
+        var config = try smallConfig()
+        Commands.configureThreads(config)
+        let path = NSTemporaryDirectory() + "asymml-attack-\(UUID().uuidString).h5"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Checkpoint.write(try Trainer(config: config), world: WorldInfo(trusted: 1, untrusted: 1, mode: .asym), to: path)
+
+        let n = 1024, fit = n / 2
+        let plain = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: n)
+        config.asym.maskGroup = 2
+        config.asym.maskNoise = 3
+        let masked = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: n)
+        XCTAssertEqual(masked.labels.count, n)
+        XCTAssertEqual(masked.residual.count, n * 4 / 2)  // B (K + 2) / K per batch
+        XCTAssertEqual(masked.outputGradient.count, n * 4 / 2)
+        XCTAssertEqual(masked.residualLabels.count, n * 2)
+        XCTAssertEqual(masked.outputGradientLabels.count, n * 2)
+        for j in 0..<masked.groups.count {
+            XCTAssertEqual(masked.groups[j], j / 4 * 2)  // four combinations per pair of samples
+            XCTAssertTrue((masked.groups[j]..<(masked.groups[j] + 2)).contains(masked.residualTargets[j]))
+            XCTAssertTrue((masked.groups[j]..<(masked.groups[j] + 2)).contains(masked.outputGradientTargets[j]))
+        }
+        XCTAssertEqual(masked.received(before: fit), fit * 2)
+        XCTAssertEqual(masked.mask?.groupSize, 2)
+        XCTAssertEqual(masked.residualEnergy, plain.residualEnergy, accuracy: 1e-6)  // the same decomposition
+
+        let unmaskedAccuracy = try labelProbeAccuracy(plain.residual, labels: plain.residualLabels, classes: 10,
+                                                      fitCount: fit, epochs: 3)
+        let maskedAccuracy = try labelProbeAccuracy(masked.residual, labels: masked.residualLabels, classes: 10,
+                                                    fitCount: masked.received(before: fit), epochs: 3)
+        XCTAssertGreaterThan(unmaskedAccuracy, 0.5)
+        XCTAssertLessThan(maskedAccuracy, unmaskedAccuracy - 0.25, "masked \(maskedAccuracy), unmasked \(unmaskedAccuracy)")
+
+        config.asym.maskGroup = 0
+        config.asym.noiseStd = 2
+        config.asym.noiseClip = plain.residualNorms.sorted()[plain.residualNorms.count / 2]
+        let noisy = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: 128)
+        XCTAssertEqual(noisy.residual.count, 128)
+        XCTAssertEqual(noisy.residualTargets, Array(0..<128))
+        // Clipped to the median norm plus noise of std 2 x clip per value: far above the clean norms.
+        let clean = noisy.residualNorms.map { $0 * $0 }.reduce(0, +)
+        XCTAssertGreaterThan(noisy.residual.values.reduce(0.0) { $0 + Double($1) * Double($1) }, 100 * clean)
+    }
+
     func testUnknownLayerIsAClearError() throws {
         try requireFashionMNIST()
         let config = try smallConfig()
