@@ -1,6 +1,35 @@
 import AsymKernels
 import Dispatch
 
+/// A deliberate corruption of untrusted results, for tests and demonstrations of the
+/// integrity checks (design §8): what a malicious rank might return.
+public struct Fault: Equatable {
+    public enum Kind: Equatable {
+        /// One value changed by `relative` times the result's largest |entry|, at `index`
+        /// (nil: a random one).
+        case flip(index: Int?, relative: Float)
+        /// The whole result scaled.
+        case scale(Float)
+        case zero
+        /// The previous step's result for that layer, again.
+        case replay
+        /// A targeted additive pattern: `relative` times the share's largest |entry| added
+        /// to every weight of output channel `channel` (always on the weight-gradient share).
+        case grad(channel: Int, relative: Float)
+    }
+    public var kind: Kind
+    public var target: IntegrityCheck
+    /// The first step (counted in handed-out gradient shares) with the fault.
+    public var fromStep: Int
+    /// The split layer to corrupt; nil: every one.
+    public var layer: Int?
+
+    public init(_ kind: Kind, target: IntegrityCheck = .outputShare, fromStep: Int = 0, layer: Int? = nil) {
+        if case .grad = kind { self.target = .gradientShare } else { self.target = target }
+        self.kind = kind; self.fromStep = fromStep; self.layer = layer
+    }
+}
+
 /// What an untrusted rank computes for the split layers: residual convolutions forward, input
 /// gradients and its weight-gradient share backward. It runs on the untrusted side (an
 /// untrusted rank, or in-process for tests and single-process runs) and sees only what that
@@ -15,12 +44,18 @@ public final class UntrustedWorker {
         var residual: Tensor?
         var output: Tensor?
         var inputGrad: Tensor?
+        /// The last result of each kind, kept only for a replay fault.
+        var previous: [IntegrityCheck: Tensor] = [:]
     }
     private var slots: [Int: Slot] = [:]
     private let scratch = Scratch()
     /// Seconds spent computing since the last `takeComputeSeconds()`, and in all.
     private var seconds = 0.0
     public private(set) var totalSeconds = 0.0
+    /// Steps finished: gradient shares handed out.
+    public private(set) var step = 0
+    public var fault: Fault?
+    private var faultRandom = RNG(seed: 0xFA17)
 
     public init() {}
 
@@ -41,8 +76,9 @@ public final class UntrustedWorker {
         conv2dForward(g, x: residual.data, batch: batch, weight: s.weight.data, bias: s.bias?.data, y: y.data, scratch: scratch)
         s.output = y
         s.residual = residual
-        slots[layer] = s
         count(since: t0)
+        tamper(y, check: .outputShare, slot: &s)
+        slots[layer] = s
         return y
     }
 
@@ -55,8 +91,9 @@ public final class UntrustedWorker {
         conv2dBackward(g, x: s.residual!.data, batch: batch, weight: s.weight.data, dy: dy.data,
                        dWeight: s.gradShare.data, dBias: nil, dx: dx.data, scratch: scratch)
         s.inputGrad = dx
-        slots[layer] = s
         count(since: t0)
+        tamper(dx, check: .inputGradient, slot: &s)
+        slots[layer] = s
         return dx
     }
 
@@ -71,13 +108,56 @@ public final class UntrustedWorker {
         return seconds
     }
 
-    /// Adds every layer's weight-gradient share into `grads[layer]` and zeroes the shares.
-    public func addGradientShares(into grads: [Int: Tensor]) {
-        for (layer, s) in slots {
-            guard let g = grads[layer] else { continue }
-            accumulate(s.gradShare.data, into: g.data, count: g.count)
+    /// Hands every layer's weight-gradient share to `body` (in layer order), zeroes the
+    /// shares and ends the step.
+    public func takeGradientShares(_ body: (_ layer: Int, _ share: Tensor) -> Void) {
+        for layer in slots.keys.sorted() {
+            var s = slots[layer]!
+            tamper(s.gradShare, check: .gradientShare, slot: &s)
+            slots[layer] = s
+            body(layer, s.gradShare)
             s.gradShare.zero()
         }
+        step += 1
+    }
+
+    /// Adds every layer's weight-gradient share into `grads[layer]` and zeroes the shares.
+    public func addGradientShares(into grads: [Int: Tensor]) {
+        takeGradientShares { layer, share in
+            if let g = grads[layer] { accumulate(share.data, into: g.data, count: g.count) }
+        }
+    }
+
+    /// Applies the fault to `result` when it is active for this result; keeps the honest
+    /// result for a replay fault.
+    private func tamper(_ result: Tensor, check: IntegrityCheck, slot: inout Slot) {
+        guard let fault, fault.target == check, fault.layer.map({ $0 == slot.info.layer }) ?? true else { return }
+        let active = step >= fault.fromStep
+        switch fault.kind {
+        case .replay:
+            let honest = Tensor(shape: result.shape)
+            honest.copy(from: result)
+            if active, let old = slot.previous[check], old.count == result.count { result.copy(from: old) }
+            slot.previous[check] = honest
+        case _ where !active:
+            return
+        case .flip(let index, let relative):
+            let i = index ?? faultRandom.below(result.count)
+            result[i] += relative * largestMagnitude(result)
+        case .scale(let factor):
+            for i in 0..<result.count { result[i] *= factor }
+        case .zero:
+            result.zero()
+        case .grad(let channel, let relative):
+            let delta = relative * largestMagnitude(result), rowSize = result.count / slot.info.geometry.outChannels
+            for i in (channel * rowSize)..<((channel + 1) * rowSize) { result[i] += delta }
+        }
+    }
+
+    private func largestMagnitude(_ t: Tensor) -> Float {
+        var m: Float = 0
+        for i in 0..<t.count { m = max(m, abs(t[i])) }
+        return m
     }
 }
 
@@ -108,4 +188,13 @@ public final class LocalUntrusted: UntrustedExecutor {
 
     /// The in-process stand-in for the allreduce: adds the worker's shares into `grads`.
     public func addGradientShares(into grads: [Int: Tensor]) { worker.addGradientShares(into: grads) }
+
+    /// The same, with each share checked (and, by policy, recomputed) by its split layer
+    /// before it enters the sum; layers without `settings.verify` are added unchecked.
+    public func addGradientShares(into grads: [Int: Tensor], verifiedBy splits: [Int: SplitConvolution]) {
+        worker.takeGradientShares { layer, share in
+            if let split = splits[layer], split.checker != nil { split.verifyGradientShare(share.data) }
+            if let g = grads[layer] { accumulate(share.data, into: g.data, count: g.count) }
+        }
+    }
 }

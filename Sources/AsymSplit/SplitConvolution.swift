@@ -12,8 +12,13 @@ public struct SplitSettings: Equatable {
     public var tau: Double?
     public var iterations: Int
     public var basis: Basis
-    public init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample) {
+    /// Check every untrusted result (design §8); `onFailure` says what a failed check does.
+    public var verify: Bool
+    public var onFailure: IntegrityPolicy
+    public init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample, verify: Bool = false,
+                onFailure: IntegrityPolicy = .report) {
         self.maxRank = maxRank; self.tau = tau; self.iterations = iterations; self.basis = basis
+        self.verify = verify; self.onFailure = onFailure
     }
 }
 
@@ -36,6 +41,10 @@ func swapLeadingAxes(_ src: UnsafePointer<Float>, a: Int, b: Int, inner: Int,
 /// combined kernels W~ = W U and a conv on V's r channels, or (when r is large against the
 /// map) U V rebuilt and convolved in full. Backward: the executor returns dX and keeps its
 /// share corr(R, dY) of dW; the trusted side adds U (x) corr(V, dY) and db.
+///
+/// With `settings.verify`, forward checks Y_U before the merge, backward checks dX, and the
+/// caller hands the weight-gradient share to `verifyGradientShare` before it enters any sum
+/// (once per step: the check retires the step's secret filter).
 public final class SplitConvolution {
     public let info: SplitLayerInfo
     public let settings: SplitSettings
@@ -61,6 +70,18 @@ public final class SplitConvolution {
     private var permuted: Tensor?  // W as [C][Cout][k*k]
     private var kernelGrads: Tensor?, gradProduct: Tensor?
 
+    /// The integrity checks, when `settings.verify` is on.
+    public let checker: IntegrityChecker?
+    /// Receives every failed check. Under `.report` without a handler a failure stops the
+    /// process: an unchecked result must never be used silently.
+    public var failureHandler: ((IntegrityFailure) -> Void)?
+    /// Failed checks so far (under `.recompute` each was replaced by a trusted result).
+    public private(set) var integrityFailures = 0
+    /// Under `.recompute`, each backward pass's R and dY since the last share check: what the
+    /// trusted side needs to recompute a failed weight-gradient share.
+    private var sharePasses: [(residual: Tensor, outputGrad: Tensor, batch: Int)] = []
+    private var sharePassCount = 0
+
     /// Samples the batch basis is estimated on (the projection then covers the whole batch).
     public static let basisSamples = 8
     /// Per-sample kernel gradients are combined with U this many samples at a time.
@@ -73,6 +94,7 @@ public final class SplitConvolution {
         self.executor = executor
         let g = info.geometry
         svd = LightSVD(channels: g.inChannels, positions: g.height * g.width, iterations: settings.iterations)
+        checker = settings.verify ? IntegrityChecker(layer: info.layer, geometry: g) : nil
     }
 
     var geometry: ConvGeometry { info.geometry }
@@ -87,8 +109,10 @@ public final class SplitConvolution {
         return combined <= rebuild
     }
 
-    /// `training` passes update the warm-start basis; evaluation passes only read it.
-    public func forward(_ x: Tensor, batch: Int, weight: Tensor, training: Bool = true) -> Tensor {
+    /// `training` passes update the warm-start basis; evaluation passes only read it. `bias`
+    /// is the layer's bias (which the untrusted side adds); the output check needs it.
+    public func forward(_ x: Tensor, batch: Int, weight: Tensor, bias: Tensor? = nil, training: Bool = true) -> Tensor {
+        precondition(checker == nil || (bias != nil) == info.hasBias, "layer \(info.layer): the output check needs the bias")
         let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
         let R = Tensor.reuse(residual, shape: x.shape); residual = R
         let bases = perSample ? batch : 1
@@ -164,17 +188,31 @@ public final class SplitConvolution {
             }
         }
 
+        checker?.prepareForward(residual: R.data, batch: batch, weight: weight.data, bias: bias?.data, training: training,
+                                scratch: scratch)
+
         // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias). The result
         // lives in the executor's per-layer buffer until this layer's next forward pass.
         let y = executor.finishForward(layer: info.layer)
+        if let checker {
+            resolve(checker.checkOutputShare(y.data)) {
+                conv2dForward(g, x: R.data, batch: batch, weight: weight.data, bias: bias?.data, y: y.data, scratch: scratch)
+            }
+        }
         accumulate(yT, into: y.data, count: y.count)
         return y
     }
 
-    public func backward(_ dy: Tensor, batch: Int, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
+    /// `weight` is needed only to check dX; without a checker it may be nil.
+    public func backward(_ dy: Tensor, batch: Int, weight: Tensor? = nil, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, Cout = g.outChannels, k2 = g.kernel * g.kernel
         let rank = lastRank
         executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch))
+        if let checker {
+            guard let weight else { preconditionFailure("layer \(info.layer): the input-gradient check needs the weight") }
+            checker.prepareBackward(outputGrad: dy.data, batch: batch, weight: weight.data, scratch: scratch)
+            if settings.onFailure == .recompute { keepSharePass(dy, batch: batch) }
+        }
         if let biasGrad {
             accumulateChannelSums(dy.data, batch: batch, channels: Cout, positions: g.outPositions, into: biasGrad.data)
         }
@@ -217,7 +255,60 @@ public final class SplitConvolution {
                 swapLeadingAxes(dWp.data, a: C, b: Cout, inner: k2, into: weightGrad.data, accumulate: true)
             }
         }
-        return executor.finishBackward(layer: info.layer)
+        let dx = executor.finishBackward(layer: info.layer)
+        if let checker, let weight {
+            resolve(checker.checkInputGradient(dx.data)) {
+                conv2dBackward(g, x: dy.data, batch: batch, weight: weight.data, dy: dy.data, dWeight: nil, dBias: nil,
+                               dx: dx.data, scratch: scratch)
+            }
+        }
+        return dx
+    }
+
+    /// Checks this layer's weight-gradient share G ([Cout, C, k, k], summed over the step's
+    /// backward passes) before it enters any sum; under `.recompute` a failed share is
+    /// replaced in place by corr(R, dY) computed here. Returns the failure, if any.
+    @discardableResult
+    public func verifyGradientShare(_ share: UnsafeMutablePointer<Float>) -> IntegrityFailure? {
+        guard let checker else { preconditionFailure("layer \(info.layer): verifyGradientShare without settings.verify") }
+        let failure = resolve(checker.checkGradientShare(share)) {
+            share.update(repeating: 0, count: geometry.weightCount)
+            for pass in sharePasses.prefix(sharePassCount) {
+                conv2dBackward(geometry, x: pass.residual.data, batch: pass.batch, weight: share, dy: pass.outputGrad.data,
+                               dWeight: share, dBias: nil, dx: nil, scratch: scratch)
+            }
+        }
+        sharePassCount = 0
+        return failure
+    }
+
+    /// Copies this pass's R and dY (reusing the buffers of earlier steps).
+    private func keepSharePass(_ dy: Tensor, batch: Int) {
+        if sharePassCount == sharePasses.count {
+            sharePasses.append((Tensor(shape: residual!.shape), Tensor(shape: dy.shape), batch))
+        }
+        let pass = sharePasses[sharePassCount]
+        Tensor.reuse(pass.residual, shape: residual!.shape).copy(from: residual!)
+        Tensor.reuse(pass.outputGrad, shape: dy.shape).copy(from: dy)
+        sharePasses[sharePassCount].batch = batch
+        sharePassCount += 1
+    }
+
+    /// Counts and reports a failed check; under `.recompute`, replaces the result first.
+    @discardableResult
+    private func resolve(_ failure: IntegrityFailure?, recompute: () -> Void) -> IntegrityFailure? {
+        guard let failure else { return nil }
+        integrityFailures += 1
+        switch (settings.onFailure, failureHandler) {
+        case (.recompute, let handler):
+            recompute()
+            handler?(failure)
+        case (.report, let handler?):
+            handler(failure)
+        case (.report, nil):
+            preconditionFailure("\(failure)")
+        }
+        return failure
     }
 
     /// The low-rank part U V and the residual R of sample `s` in the last forward pass,
