@@ -84,17 +84,15 @@ enum RoundingModel {
     }
 }
 
-/// The worst compared value, or nil when every |lhs - rhs| is within its tolerance. NaN
-/// and infinity fail (a comparison with NaN is false, so the test is written as !(d <= tol)).
-func worstViolation(lhs: UnsafePointer<Float>, rhs: UnsafePointer<Float>, tolerance: UnsafePointer<Float>,
-                    count: Int) -> (index: Int, discrepancy: Float, allowed: Float)? {
-    var worst: (index: Int, discrepancy: Float, allowed: Float)?
-    var worstRatio: Float = 1
+/// The compared value with the largest |lhs - rhs| / tolerance (NaN counts as infinite).
+func worstComparison(lhs: UnsafePointer<Float>, rhs: UnsafePointer<Float>, tolerance: UnsafePointer<Float>,
+                     count: Int) -> (index: Int, discrepancy: Float, allowed: Float, ratio: Float) {
+    var worst = (index: 0, discrepancy: Float(0), allowed: tolerance[0], ratio: Float(0))
     for i in 0..<count {
-        let d = abs(lhs[i] - rhs[i]), ratio = d / max(tolerance[i], .leastNormalMagnitude)
-        if !(d <= tolerance[i]) && (worst == nil || !(ratio <= worstRatio)) {
-            worst = (i, d, tolerance[i]); worstRatio = ratio.isNaN ? .infinity : ratio
-        }
+        let d = abs(lhs[i] - rhs[i])
+        var ratio = d / max(tolerance[i], .leastNormalMagnitude)
+        if ratio.isNaN { ratio = .infinity }
+        if ratio > worst.ratio || i == 0 { worst = (i, d, tolerance[i], ratio) }
     }
     return worst
 }
@@ -174,6 +172,10 @@ public final class IntegrityChecker {
     private var probeEnergy: Double = 0  // |q|_2^2
     private var sharePositions = 0       // the sums' length: samples * output positions
     private var q: Tensor?               // conv(R, z) of the last training forward pass
+
+    /// The largest discrepancy / allowed seen per check: how close honest runs come to a
+    /// false alarm (a failed check shows > 1).
+    public private(set) var highestRatio: [IntegrityCheck: Float] = [:]
 
     init(layer: Int, geometry g: ConvGeometry) {
         self.layer = layer
@@ -295,8 +297,7 @@ public final class IntegrityChecker {
             tol[o] = RoundingModel.tolerance(scale: outputGradMax[o], sigma: rho, combined: qNorm, inner: sharePositions,
                                              terms: K, weighted: sq.squareRoot())
         }
-        return worstViolation(lhs: lhs.data, rhs: shareReference.data, tolerance: tol.data, count: Cout)
-            .map { IntegrityFailure(check: .gradientShare, layer: layer, index: $0.index, discrepancy: $0.discrepancy, allowed: $0.allowed) }
+        return verdict(lhs: lhs.data, rhs: shareReference.data, tolerance: tol.data, count: Cout, check: .gradientShare)
     }
 
     private func startShare() {
@@ -385,7 +386,16 @@ public final class IntegrityChecker {
                                                         weighted: sq[p].squareRoot())
             }
         }
-        return worstViolation(lhs: lhs.data, rhs: ref.data, tolerance: tol.data, count: batch * length)
-            .map { IntegrityFailure(check: check, layer: layer, index: $0.index, discrepancy: $0.discrepancy, allowed: $0.allowed) }
+        return verdict(lhs: lhs.data, rhs: ref.data, tolerance: tol.data, count: batch * length, check: check)
+    }
+
+    /// The failure at the worst compared value, if it is beyond its tolerance (NaN is).
+    private func verdict(lhs: UnsafePointer<Float>, rhs: UnsafePointer<Float>, tolerance: UnsafePointer<Float>,
+                         count: Int, check: IntegrityCheck) -> IntegrityFailure? {
+        let worst = worstComparison(lhs: lhs, rhs: rhs, tolerance: tolerance, count: count)
+        highestRatio[check] = max(highestRatio[check] ?? 0, worst.ratio)
+        guard !(worst.discrepancy <= worst.allowed) else { return nil }
+        return IntegrityFailure(check: check, layer: layer, index: worst.index, discrepancy: worst.discrepancy,
+                                allowed: worst.allowed)
     }
 }
