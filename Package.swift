@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "AsymAttack", dependencies: ["AsymModel", "AsymTrain", "AsymSplit", "AsymKernels", "AsymData"]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
-            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster", "AsymAttack",
+            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster", "AsymAttack", "AsymSplit",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -53,7 +53,7 @@ final class RecordingExecutor: UntrustedExecutor {
     func finishBackward(layer: Int) -> Tensor { inner.finishBackward(layer: layer) }
     func finishWeightShares(layer: Int) -> Tensor { inner.finishWeightShares(layer: layer) }
     func takeComputeSeconds() -> Double { inner.takeComputeSeconds() }
-    func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+    func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
         try inner.collectGradientShares(body)
     }
     func publishWeights() {}

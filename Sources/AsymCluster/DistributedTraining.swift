@@ -1,4 +1,5 @@
 import AsymModel
+import AsymSplit
 import AsymKernels
 import AsymTrain
 import Foundation
@@ -15,9 +16,13 @@ package struct TrainOptions {
     package var rankLogs = false
     /// The resolved config and other details on the console too.
     package var verbose = false
+    /// Misbehaviour of untrusted ranks, by world rank (`--inject-fault`, tests and demos).
+    package var faults: [Int: Fault] = [:]
 
-    package init(runDir: String? = nil, resume: String? = nil, role: Role? = nil, rankLogs: Bool = false, verbose: Bool = false) {
+    package init(runDir: String? = nil, resume: String? = nil, role: Role? = nil, rankLogs: Bool = false, verbose: Bool = false,
+                 faults: [Int: Fault] = [:]) {
         self.runDir = runDir; self.resume = resume; self.role = role; self.rankLogs = rankLogs; self.verbose = verbose
+        self.faults = faults
     }
 }
 
@@ -70,7 +75,11 @@ package enum DistributedTraining {
         } else {
             audit = config.asym.audit ? try AuditLog(folder: config.asym.auditDir, rank: world.rank) : nil
             audit?.recordCollective("roles", count: world.size)
-            try UntrustedServer(world: world, layout: layout, config: config, audit: audit).run()
+            let server = try UntrustedServer(world: world, layout: layout, config: config, audit: audit)
+            server.worker.fault = options.faults[world.rank]
+            try server.run()
+            // Done (or excluded): wait for the job to end, however long the trusted side trains on.
+            world.timeout = .infinity
         }
         // Enclaves are small: report each role's peak memory (rank 0 prints it).
         let peaks = try world.allGather(Int32(peakMemoryMB()))

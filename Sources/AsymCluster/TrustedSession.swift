@@ -29,6 +29,11 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     package var trustedCount: Int { layout.trusted.count }
     /// The untrusted world ranks this rank sends shards to.
     package let group: [Int]
+    /// The members still trusted to compute (indices into `group`); a member that failed an
+    /// integrity check under `recompute` is excluded. The batch is sharded among these.
+    private var active: [Int]
+    /// Computes the split layers' untrusted halves on this rank once no member is left.
+    private var fallback: LocalUntrusted?
     /// The step that messages belong to: read from the trainer (one step counter).
     package var currentStep: () -> Int = { 0 }
     /// Encrypts the gradient sums among trusted ranks (`cluster.encrypt`).
@@ -69,6 +74,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         sendHeaders = .allocate(byteCount: max(1, group.count) * WireHeader.size, alignment: 8)
         receiveHeaders = .allocate(byteCount: 2 * max(1, group.count) * WireHeader.size, alignment: 8)
         pending = group.map { _ in [] }
+        active = Array(group.indices)
     }
 
     deinit {
@@ -85,7 +91,39 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         layers.append((info, weight, bias))
     }
 
+    /// The active members with their samples of a batch of `batch`.
+    private func shards(_ batch: Int) -> [(member: Int, samples: Range<Int>)] {
+        active.enumerated().map { ($1, shardRange(batch, shards: active.count, index: $0)) }
+    }
+
+    package func source(ofSample sample: Int, batch: Int) -> String {
+        guard let m = shards(batch).first(where: { $0.samples.contains(sample) })?.member else { return "the trusted side" }
+        return untrustedName(group[m])
+    }
+
+    /// Stops sending work to the members that computed `samples` (each gets a shutdown);
+    /// their samples go to the other members, or to this rank once none is left.
+    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
+        let current = shards(batch)
+        let culprits = Set(samples.compactMap { s in current.first { $0.samples.contains(s) }?.member }).sorted()
+        guard !culprits.isEmpty else { return "nothing to exclude: the trusted side computed those samples" }
+        active.removeAll { culprits.contains($0) }
+        for m in culprits {
+            let header = WireHeader(kind: .shutdown, step: currentStep(), layer: -1, shard: m, shape: [0], payload: nil, count: 0)
+            header.encode(into: sendHeaders + m * WireHeader.size)
+            pending[m].append(try world.sendBytes(sendHeaders + m * WireHeader.size, count: WireHeader.size, to: group[m], tag: wireTag))
+        }
+        try waitForMembers(culprits, awaiting: "its shutdown to be taken")
+        let excluded = culprits.map { untrustedName(group[$0]) }.joined(separator: " and ") + " excluded for the rest of the run"
+        guard active.isEmpty else { return excluded + "; its samples go to the other \(active.count)" }
+        let local = LocalUntrusted()
+        for l in layers { local.register(l.info, weight: l.weight, bias: l.bias) }
+        fallback = local
+        return excluded + "; no untrusted rank is left: continuing tee-only (the split layers run on this trusted rank)"
+    }
+
     package func startForward(_ r: Residual) {
+        if let fallback { return fallback.startForward(r) }
         let g = layers[r.layer].info.geometry
         let y = Tensor.reuse(outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
         outputs[r.layer] = y
@@ -94,6 +132,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     }
 
     package func finishForward(layer: Int) -> Tensor {
+        if let fallback { return fallback.finishForward(layer: layer) }
         complete(.outputShare, layer: layer)
         return outputs[layer]!
     }
@@ -104,9 +143,13 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// them back after dX (only the trusted side can combine them, Masking.swift).
     package func startBackwardPerSample(_ d: OutputGradient) { startBackward(d, perSample: true) }
 
-    package func finishWeightShares(layer: Int) -> Tensor { perSampleShares[layer]! }
+    package func finishWeightShares(layer: Int) -> Tensor {
+        if let fallback { return fallback.finishWeightShares(layer: layer) }
+        return perSampleShares[layer]!
+    }
 
     private func startBackward(_ d: OutputGradient, perSample: Bool) {
+        if let fallback { return perSample ? fallback.startBackwardPerSample(d) : fallback.startBackward(d) }
         let g = layers[d.layer].info.geometry
         let dx = Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
         inputGrads[d.layer] = dx
@@ -123,6 +166,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     }
 
     package func finishBackward(layer: Int) -> Tensor {
+        if let fallback { return fallback.finishBackward(layer: layer) }
         complete(.inputGradient, layer: layer)
         return inputGrads[layer]!
     }
@@ -152,9 +196,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
         var replies: [Reply] = []
         fatalOnError {
-            for (s, peer) in group.enumerated() {
-                let samples = shardRange(batch, shards: group.count, index: s)
-                let n = samples.count
+            for (s, samples) in shards(batch) {
+                let peer = group[s], n = samples.count
                 if n == 0 { continue }  // a small (evaluation) batch leaves this member idle
                 let data = payload + samples.lowerBound * inSize
                 let header = WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + sampleShape,
@@ -213,18 +256,20 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     /// Asks every member for its weight-gradient shares of this step (a step end), and hands
     /// each member's share of each layer to `body` with the samples it covers.
-    package func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
+        if let fallback { return try fallback.collectGradientShares(body) }
         guard !group.isEmpty else { return }
         let total = layers.map(\.weight.count).reduce(0, +), step = currentStep()
         if shareBuffers.count != group.count { shareBuffers = group.map { _ in Tensor(shape: [total]) } }
         var replies: [Reply] = []
-        for (s, peer) in group.enumerated() where !shardRange(backwardBatch, shards: group.count, index: s).isEmpty {
+        for (s, samples) in shards(backwardBatch) where !samples.isEmpty {
+            let peer = group[s]
             let header = WireHeader(kind: .stepEnd, step: step, layer: -1, shard: s, shape: [0], payload: nil, count: 0)
             header.encode(into: sendHeaders + s * WireHeader.size)
             pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
             pending[s].append(try world.receiveFloats(shareBuffers[s].data, count: total, from: peer, tag: wireTag))
             pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
-            replies.append(Reply(shard: s, peer: peer, samples: shardRange(backwardBatch, shards: group.count, index: s),
+            replies.append(Reply(shard: s, peer: peer, samples: samples,
                                  header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [total],
                                                     payload: nil, count: total),
                                  payload: shareBuffers[s].data, headerSlot: s))
@@ -237,7 +282,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                          payload: r.payload)
             var offset = 0
             for (i, l) in layers.enumerated() {
-                try body(i, r.payload + offset, r.samples)
+                try body(i, UnsafeMutablePointer(mutating: r.payload) + offset, r.samples)
                 offset += l.weight.count
             }
         }
@@ -261,7 +306,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     private func sendToGroup(_ kind: MessageKind, payload: Tensor?, awaiting what: String) throws {
         let count = payload?.count ?? 0
-        for (s, peer) in group.enumerated() {
+        for s in active {
+            let peer = group[s]
             let header = WireHeader(kind: kind, step: currentStep(), layer: -1, shard: s, shape: [count],
                                     payload: payload?.data, count: count)
             header.encode(into: sendHeaders + s * WireHeader.size)
@@ -269,7 +315,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             if let payload { pending[s].append(try world.sendFloats(payload.data, count: count, to: peer, tag: wireTag)) }
             bytesSent += WireHeader.size + 4 * count
         }
-        try waitForMembers(Array(group.indices), awaiting: "\(what) to be taken")
+        try waitForMembers(active, awaiting: "\(what) to be taken")
     }
 
     // MARK: Collective (trusted ranks only)

@@ -14,7 +14,7 @@ import Foundation
 /// shard, the split layers' weights, and control headers (`asym.audit` logs each one).
 package final class UntrustedServer {
     let world: Communicator
-    let worker = UntrustedWorker()
+    package let worker = UntrustedWorker()
     let trustedRank: Int
     let shard: Int
     /// The split layers' weights and biases, in layer order (what `weights` messages fill).

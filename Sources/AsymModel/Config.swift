@@ -47,6 +47,14 @@ package enum InitScheme: String, ConfigName {
     case kaimingNormal = "kaiming_normal"
 }
 
+/// What a failed integrity check does (docs/DESIGN.md §8).
+package enum VerifyFailurePolicy: String, ConfigName {
+    /// End the job, naming the rank, layer, kind and step.
+    case abort
+    /// Compute the result on the trusted side, exclude the rank for the rest of the run, go on.
+    case recompute
+}
+
 /// One basis per sample, or one for the whole batch (docs/DESIGN.md §2).
 package typealias Basis = SplitSettings.Basis
 extension Basis: ConfigName {}
@@ -163,6 +171,9 @@ package struct AsymConfig: Equatable {
     /// N(0, (noiseStd * noiseClip)^2); std 0 is off.
     package var noiseStd = 0.0
     package var noiseClip = 1.0
+    /// Check every result an untrusted rank returns (Freivalds-style, docs/DESIGN.md §8).
+    package var verify = false
+    package var onVerifyFailure = VerifyFailurePolicy.abort
     /// Untrusted ranks log every buffer they receive to `auditDir/audit-rank-N.jsonl`.
     package var audit = false
     package var auditDir = "audit"
@@ -277,6 +288,8 @@ extension Config {
             c.asym.noiseClip = try nr.float("clip", c.asym.noiseClip)
             try nr.finish()
         }
+        c.asym.verify = try a.bool("verify", c.asym.verify)
+        c.asym.onVerifyFailure = try a.choice("on_verify_failure", c.asym.onVerifyFailure)
         c.asym.audit = try a.bool("audit", c.asym.audit)
         c.asym.auditDir = try a.string("audit_dir", c.asym.auditDir)
         if let rn = a.raw("rank") {
@@ -454,6 +467,7 @@ extension Config {
                           ("svd_iterations", n(asym.svdIterations)), ("basis", s(asym.basis.rawValue)),
                           ("mask", map([("inputs_per_group", n(asym.maskGroup)), ("noise_scale", f(asym.maskNoise))])),
                           ("residual_noise", map([("std", f(asym.noiseStd)), ("clip", f(asym.noiseClip))])),
+                          ("verify", b(asym.verify)), ("on_verify_failure", s(asym.onVerifyFailure.rawValue)),
                           ("audit", b(asym.audit)), ("audit_dir", s(asym.auditDir))])),
             ("cluster", map([("trusted", n(cluster.trusted)), ("timeout_s", f(cluster.timeoutSeconds)),
                              ("encrypt", b(cluster.encrypt)), ("key_file", cluster.keyFile.map(s))])),

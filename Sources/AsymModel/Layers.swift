@@ -140,7 +140,7 @@ package final class Conv2dLayer: Layer {
 
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         input = x
-        if let split { return split.forward(x, batch: batch, weight: weight.value, training: training) }
+        if let split { return split.forward(x, batch: batch, weight: weight.value, bias: bias?.value, training: training) }
         let y = Tensor.reuse(output, shape: batched(outputShape, batch))
         output = y
         conv2dForward(geometry, x: x.data, batch: batch, weight: weight.value.data, bias: bias?.value.data,
@@ -149,7 +149,7 @@ package final class Conv2dLayer: Layer {
     }
 
     package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
-        if let split { return split.backward(dy, batch: batch, weightGrad: weight.grad, biasGrad: bias?.grad) }
+        if let split { return split.backward(dy, batch: batch, weight: weight.value, weightGrad: weight.grad, biasGrad: bias?.grad) }
         let dx = needInputGradient ? Tensor.reuse(inputGrad, shape: batched(inputShape, batch)) : nil
         inputGrad = dx ?? inputGrad
         conv2dBackward(geometry, x: input!.data, batch: batch, weight: weight.value.data, dy: dy.data,

@@ -1,6 +1,62 @@
 import AsymKernels
 import Dispatch
 
+/// A deliberate corruption of untrusted results, for tests and demonstrations of the
+/// integrity checks (design §8): what a malicious rank might return.
+package struct Fault: Equatable {
+    package enum Kind: Equatable {
+        /// One value changed by `relative` times the result's largest |entry|, at `index`
+        /// (nil: a random one).
+        case flip(index: Int?, relative: Float)
+        /// The whole result scaled.
+        case scale(Float)
+        case zero
+        /// The previous step's result for that layer, again.
+        case replay
+        /// A targeted additive pattern: `relative` times the share's largest |entry| added
+        /// to every weight of output channel `channel` (always on the weight-gradient share).
+        case grad(channel: Int, relative: Float)
+    }
+    package var kind: Kind
+    package var target: IntegrityCheck
+    /// The first step (counted in handed-out gradient shares) with the fault.
+    package var fromStep: Int
+    /// The split layer to corrupt; nil: every one.
+    package var layer: Int?
+
+    package init(_ kind: Kind, target: IntegrityCheck = .outputShare, fromStep: Int = 0, layer: Int? = nil) {
+        if case .grad = kind { self.target = .gradientShare } else { self.target = target }
+        self.kind = kind; self.fromStep = fromStep; self.layer = layer
+    }
+
+    /// `--inject-fault RANK:KIND:STEP`: untrusted rank RANK misbehaves from step STEP on.
+    /// flip: one output value changed by 1% of the output's largest |entry|; scale: output
+    /// shares scaled by 1.01; zero: input gradients zeroed; replay: the previous step's output
+    /// shares; grad: 1% of the share's largest |entry| added to output channel 0 of every
+    /// weight-gradient share.
+    package static func parse(_ text: String) throws -> (rank: Int, fault: Fault) {
+        let parts = text.split(separator: ":").map(String.init)
+        let kinds = ["flip", "scale", "zero", "replay", "grad"]
+        guard parts.count == 3, let rank = Int(parts[0]), rank >= 1, let step = Int(parts[2]), step >= 0,
+              kinds.contains(parts[1]) else {
+            throw FaultSyntaxError(description: "--inject-fault: '\(text)' is not RANK:KIND:STEP (RANK >= 1 an untrusted rank, KIND one of \(kinds.joined(separator: ", ")), STEP >= 0)")
+        }
+        let fault: Fault
+        switch parts[1] {
+        case "flip": fault = Fault(.flip(index: nil, relative: 0.01), target: .outputShare, fromStep: step)
+        case "scale": fault = Fault(.scale(1.01), target: .outputShare, fromStep: step)
+        case "zero": fault = Fault(.zero, target: .inputGradient, fromStep: step)
+        case "replay": fault = Fault(.replay, target: .outputShare, fromStep: step)
+        default: fault = Fault(.grad(channel: 0, relative: 0.01), fromStep: step)
+        }
+        return (rank, fault)
+    }
+}
+
+package struct FaultSyntaxError: Error, CustomStringConvertible {
+    package let description: String
+}
+
 /// What an untrusted rank computes for the split layers: residual convolutions forward, input
 /// gradients and its weight-gradient share backward. It runs on the untrusted side (an
 /// untrusted rank, or in-process for tests and single-process runs) and sees only what that
@@ -17,12 +73,19 @@ package final class UntrustedWorker {
         var inputGrad: Tensor?
         /// corr(R_s, dY_s) per sample, of the last per-sample backward pass.
         var perSampleShares: Tensor?
+        /// The last result of each kind, kept only for a replay fault.
+        var previous: [IntegrityCheck: Tensor] = [:]
     }
     private var slots: [Int: Slot] = [:]
     private let scratch = Scratch()
     /// Seconds spent computing since the last `takeComputeSeconds()`, and in all.
     private var seconds = 0.0
     package private(set) var totalSeconds = 0.0
+    /// Steps finished: gradient shares handed out.
+    package private(set) var step = 0
+    /// Misbehaviour for tests and demos (`--inject-fault`); nil for an honest worker.
+    package var fault: Fault?
+    private var faultRandom = RNG(seed: 0xFA17)
 
     package init() {}
 
@@ -45,8 +108,9 @@ package final class UntrustedWorker {
         conv2dForward(g, x: residual.data, batch: batch, weight: s.weight.data, bias: s.bias?.data, y: y.data, scratch: scratch)
         s.output = y
         s.residual = residual
-        slots[layer] = s
         count(since: t0)
+        tamper(y, check: .outputShare, slot: &s)
+        slots[layer] = s
         return y
     }
 
@@ -60,8 +124,9 @@ package final class UntrustedWorker {
         conv2dBackward(g, x: s.residual!.data, batch: batch, weight: s.weight.data, dy: dy.data,
                        dWeight: s.gradShare.data, dBias: nil, dx: dx.data, scratch: scratch)
         s.inputGrad = dx
-        slots[layer] = s
         count(since: t0)
+        tamper(dx, check: .inputGradient, slot: &s)
+        slots[layer] = s
         return dx
     }
 
@@ -100,14 +165,51 @@ package final class UntrustedWorker {
         return seconds
     }
 
-    /// Hands every layer's weight-gradient share of the step to `body`, in layer order, and
-    /// zeroes it for the next step.
+    /// Hands every layer's weight-gradient share of the step to `body` (in layer order),
+    /// zeroes the shares and ends the step.
     package func takeGradientShares(_ body: (_ layer: Int, _ share: Tensor) throws -> Void) rethrows {
         for layer in slots.keys.sorted() {
-            let share = slots[layer]!.gradShare
-            try body(layer, share)
-            share.zero()
+            var s = slots[layer]!
+            tamper(s.gradShare, check: .gradientShare, slot: &s)
+            slots[layer] = s
+            try body(layer, s.gradShare)
+            s.gradShare.zero()
         }
+        step += 1
+    }
+
+    /// Adds every layer's weight-gradient share into `grads[layer]` and zeroes the shares.
+
+    /// Applies the fault to `result` when it is active for this result; keeps the honest
+    /// result for a replay fault.
+    private func tamper(_ result: Tensor, check: IntegrityCheck, slot: inout Slot) {
+        guard let fault, fault.target == check, fault.layer.map({ $0 == slot.info.layer }) ?? true else { return }
+        let active = step >= fault.fromStep
+        switch fault.kind {
+        case .replay:
+            let honest = Tensor(shape: result.shape)
+            honest.copy(from: result)
+            if active, let old = slot.previous[check], old.count == result.count { result.copy(from: old) }
+            slot.previous[check] = honest
+        case _ where !active:
+            return
+        case .flip(let index, let relative):
+            let i = index ?? faultRandom.below(result.count)
+            result[i] += relative * largestMagnitude(result)
+        case .scale(let factor):
+            for i in 0..<result.count { result[i] *= factor }
+        case .zero:
+            result.zero()
+        case .grad(let channel, let relative):
+            let delta = relative * largestMagnitude(result), rowSize = result.count / slot.info.geometry.outChannels
+            for i in (channel * rowSize)..<((channel + 1) * rowSize) { result[i] += delta }
+        }
+    }
+
+    private func largestMagnitude(_ t: Tensor) -> Float {
+        var m: Float = 0
+        for i in 0..<t.count { m = max(m, abs(t[i])) }
+        return m
     }
 
     /// The local batch of the last backward pass (the samples the shares cover).
@@ -145,11 +247,20 @@ package final class LocalUntrusted: UntrustedExecutor {
 
     package func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
 
-    package func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
         let samples = 0..<worker.backwardBatch
         try worker.takeGradientShares { layer, share in try body(layer, share.data, samples) }
     }
 
     /// The worker reads the model's own weight tensors: nothing to send.
     package func publishWeights() {}
+
+    package func source(ofSample sample: Int, batch: Int) -> String { "the in-process untrusted side" }
+
+    /// In one process the untrusted half already runs here: excluding it means computing
+    /// honestly from now on (a fault injected for a test or demo stops).
+    package func exclude(sourcesOfSamples samples: [Int], batch: Int) -> String {
+        worker.fault = nil
+        return "the in-process untrusted side is excluded: its work runs on the trusted side (tee-only for the split layers)"
+    }
 }

@@ -150,7 +150,7 @@ package final class MaskingExecutor: UntrustedExecutor {
 
     /// Hands every layer's decoded weight-gradient share to `body` and zeroes it. The shares
     /// are decoded here from the per-combination correlations, so they cover the whole batch.
-    package func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
         for layer in layers.keys.sorted() {
             let st = layers[layer]!
             try body(layer, st.share.data, 0..<backwardBatch)
@@ -159,6 +159,10 @@ package final class MaskingExecutor: UntrustedExecutor {
     }
 
     package func publishWeights() throws { try inner.publishWeights() }
+    package func source(ofSample sample: Int, batch: Int) -> String { inner.source(ofSample: sample, batch: batch) }
+    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
+        try inner.exclude(sourcesOfSamples: samples, batch: batch)
+    }
 
     /// The combinations of every group: out[L, size] = mix[:, 0..<k] x[k, size] + mix[:, k] noise,
     /// with fresh noise of standard deviation sigma times the group's RMS.

@@ -59,7 +59,7 @@ package protocol UntrustedExecutor: AnyObject {
     /// untrusted contributor: the layer, its share (the weight's shape) and the samples of
     /// the local batch it covers, so that each can be verified before it enters any sum
     /// (docs/DESIGN.md §8). The executor then forgets them.
-    func collectGradientShares(_ body: (_ layer: Int, _ share: UnsafePointer<Float>, _ samples: Range<Int>) throws -> Void) throws
+    func collectGradientShares(_ body: (_ layer: Int, _ share: UnsafeMutablePointer<Float>, _ samples: Range<Int>) throws -> Void) throws
     /// Gives the untrusted side the split layers' current weights and biases: on start (and
     /// resume) and after every optimizer step.
     func publishWeights() throws
@@ -70,14 +70,34 @@ package protocol UntrustedExecutor: AnyObject {
     func progress()
     /// Registers a split layer with the executor (its weights are replicated, read only).
     func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?)
+    /// Who computed sample `sample` of a batch of `batch` (for messages): "rank 2 (untrusted)".
+    func source(ofSample sample: Int, batch: Int) -> String
+    /// Stops trusting whoever computed these samples of a batch of `batch` (failed integrity
+    /// checks under `recompute`): their work goes to the others, or to the trusted side when
+    /// none is left. Returns what changed, for the log.
+    func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String
 }
 
 extension UntrustedExecutor {
     package func progress() {}
 
-    /// Adds every share into `grads[layer]`: the sum without checks, for tests and tools.
-    package func addGradientShares(into grads: [Int: Tensor]) throws {
-        try collectGradientShares { layer, share, _ in accumulate(share, into: grads[layer]!.data, count: grads[layer]!.count) }
+    package func source(ofSample sample: Int, batch: Int) -> String { "the untrusted side" }
+
+    /// Executors that cannot drop a contributor say so: the run ends instead of continuing
+    /// with a result source it no longer trusts.
+    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
+        throw ExclusionError(description: "\(type(of: self)) cannot exclude the sources of samples \(samples)")
+    }
+
+    /// Adds every share into `grads[layer]`. A layer in `splits` with `settings.verify` checks
+    /// each share first, by the samples it covers, before it enters the sum (docs/DESIGN.md
+    /// §8), and ends its checks once every share arrived.
+    package func addGradientShares(into grads: [Int: Tensor], verifiedBy splits: [Int: SplitConvolution] = [:]) throws {
+        try collectGradientShares { layer, share, samples in
+            if let split = splits[layer], split.settings.verify { split.verifyGradientShare(share, samples: samples) }
+            accumulate(share, into: grads[layer]!.data, count: grads[layer]!.count)
+        }
+        for split in splits.values where split.settings.verify { split.finishGradientShareChecks() }
     }
     /// Executors that cannot serve masked runs yet (the wire protocol follows) say so loudly.
     package func startBackwardPerSample(_ g: OutputGradient) {
@@ -86,4 +106,9 @@ extension UntrustedExecutor {
     package func finishWeightShares(layer: Int) -> Tensor {
         preconditionFailure("\(type(of: self)) does not return per-sample weight-gradient shares, which masking needs")
     }
+}
+
+/// An executor could not exclude a contributor after a failed integrity check.
+package struct ExclusionError: Error, CustomStringConvertible {
+    package let description: String
 }

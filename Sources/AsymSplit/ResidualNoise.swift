@@ -58,8 +58,12 @@ package final class ResidualNoiseExecutor: UntrustedExecutor {
     package func finishWeightShares(layer: Int) -> Tensor { inner.finishWeightShares(layer: layer) }
     package func takeComputeSeconds() -> Double { inner.takeComputeSeconds() }
     package func progress() { inner.progress() }
-    package func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
         try inner.collectGradientShares(body)
     }
     package func publishWeights() throws { try inner.publishWeights() }
+    package func source(ofSample sample: Int, batch: Int) -> String { inner.source(ofSample: sample, batch: batch) }
+    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
+        try inner.exclude(sourcesOfSamples: samples, batch: batch)
+    }
 }

@@ -12,8 +12,13 @@ package struct SplitSettings: Equatable {
     package var tau: Double?
     package var iterations: Int
     package var basis: Basis
-    package init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample) {
+    /// Check every untrusted result (design §8); `onFailure` says what a failed check does.
+    package var verify: Bool
+    package var onFailure: IntegrityPolicy
+    package init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample, verify: Bool = false,
+                onFailure: IntegrityPolicy = .report) {
         self.maxRank = maxRank; self.tau = tau; self.iterations = iterations; self.basis = basis
+        self.verify = verify; self.onFailure = onFailure
     }
 }
 
@@ -36,14 +41,21 @@ func swapLeadingAxes(_ src: UnsafePointer<Float>, a: Int, b: Int, inner: Int,
 /// combined kernels W~ = W U and a conv on V's r channels, or (when r is large against the
 /// map) U V rebuilt and convolved in full. Backward: the executor returns dX and keeps its
 /// share corr(R, dY) of dW; the trusted side adds U (x) corr(V, dY) and db.
+///
+/// With `settings.verify`, forward checks Y_U before the merge, backward checks dX, and the
+/// caller hands the weight-gradient share to `verifyGradientShare` before it enters any sum
+/// (once per step: the check retires the step's secret filter). A batch sharded across
+/// several untrusted ranks has each rank's share checked on its own, by sample range
+/// (`verifyGradientShare(_:samples:)`, then `finishGradientShareChecks`).
 package final class SplitConvolution {
     package let info: SplitLayerInfo
     package let settings: SplitSettings
     let executor: UntrustedExecutor
     let svd: LightSVD
     /// Shared with the model's other layers (they run one at a time): im2col buffers live
-    /// once per model, not once per layer. Slots 0 and 1 belong to the conv kernels; this
-    /// class uses 2 (SVD work), 3 (kernel temporaries) and 4 (the low-rank output).
+    /// once per model, not once per layer. Slots 0 and 1 belong to the conv kernels (the
+    /// integrity checker borrows them between kernel calls); this class uses 2 (SVD work),
+    /// 3 (kernel temporaries) and 4 (the low-rank output).
     let scratch: Scratch
 
     /// The rank used in the last forward pass, and the residual energy ||R||^2 / ||X||^2.
@@ -53,6 +65,9 @@ package final class SplitConvolution {
     package private(set) var lastRebuilt = false
 
     private var residual: Tensor?, ut: Tensor?, v: Tensor?
+    /// The buffers R was written to: one, except under `.recompute` with several passes per
+    /// share check (each pending pass keeps its R).
+    private var residualBuffers: [Tensor] = []
     private var rebuilt: Tensor?
     /// The batch basis of the last training step, which warm-starts the next one. Saved in
     /// checkpoints so that a resumed run continues exactly.
@@ -60,6 +75,19 @@ package final class SplitConvolution {
     private var combined: Tensor?  // W~ of one sample (or of the batch), [Cout][r][k*k]
     private var permuted: Tensor?  // W as [C][Cout][k*k]
     private var kernelGrads: Tensor?, gradProduct: Tensor?
+
+    /// The integrity checks, when `settings.verify` is on.
+    package let checker: IntegrityChecker?
+    /// Receives every failed check. Under `.report` without a handler a failure stops the
+    /// process: an unchecked result must never be used silently.
+    package var failureHandler: ((IntegrityFailure) -> Void)?
+    /// Failed checks so far (under `.recompute` each was replaced by a trusted result).
+    package private(set) var integrityFailures = 0
+    /// Under `.recompute`, each backward pass's R (by reference: a later pass writes its R to
+    /// another buffer) and a copy of dY (the caller's) since the last share check: what the
+    /// trusted side needs to recompute a failed weight-gradient share.
+    private var sharePasses: [(residual: Tensor, outputGrad: Tensor, batch: Int)] = []
+    private var sharePassCount = 0
 
     /// Samples the batch basis is estimated on (the projection then covers the whole batch).
     package static let basisSamples = 8
@@ -73,6 +101,7 @@ package final class SplitConvolution {
         self.executor = executor
         let g = info.geometry
         svd = LightSVD(channels: g.inChannels, positions: g.height * g.width, iterations: settings.iterations)
+        checker = settings.verify ? IntegrityChecker(layer: info.layer, geometry: g) : nil
     }
 
     var geometry: ConvGeometry { info.geometry }
@@ -87,10 +116,12 @@ package final class SplitConvolution {
         return combined <= rebuild
     }
 
-    /// `training` passes update the warm-start basis; evaluation passes only read it.
-    package func forward(_ x: Tensor, batch: Int, weight: Tensor, training: Bool = true) -> Tensor {
+    /// `training` passes update the warm-start basis; evaluation passes only read it. `bias`
+    /// is the layer's bias (which the untrusted side adds); the output check needs it.
+    package func forward(_ x: Tensor, batch: Int, weight: Tensor, bias: Tensor? = nil, training: Bool = true) -> Tensor {
+        precondition(checker == nil || (bias != nil) == info.hasBias, "layer \(info.layer): the output check needs the bias")
         let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
-        let R = Tensor.reuse(residual, shape: x.shape); residual = R
+        let R = residualBuffer(shape: x.shape); residual = R
         let bases = perSample ? batch : 1
         let U = Tensor.reuse(ut, shape: [bases, rmax, C]); ut = U
         let V = Tensor.reuse(v, shape: [batch, rmax, g.height, g.width]); v = V
@@ -127,8 +158,11 @@ package final class SplitConvolution {
         lastRank = rank
         lastResidualEnergy = totalEnergy > 0 ? residualEnergy / totalEnergy : 0
 
-        // 2. The residual goes to the untrusted side; the low-rank part stays here.
+        // 2. The residual goes to the untrusted side; the low-rank part stays here. The
+        // output check's probes come right after the hand-over, while R may still be in cache.
         executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch))
+        checker?.prepareForward(residual: R.data, batch: batch, weight: weight.data, bias: bias?.data, training: training,
+                                scratch: scratch, progress: { executor.progress() })
         let yT = scratch.buffer(4, count: batch * g.outputSize)
         lastRebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: perSample)
         if rank == 0 {
@@ -165,17 +199,31 @@ package final class SplitConvolution {
         }
 
         // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias). The result
-        // lives in the executor's per-layer buffer until this layer's next forward pass.
+        // lives in the executor's per-layer buffer until this layer's next forward pass. The
+        // check merges as it goes (Y_U is read once); a recompute merges again.
         let y = executor.finishForward(layer: info.layer)
-        accumulate(yT, into: y.data, count: y.count)
+        if let checker {
+            resolve(checker.checkOutputShare(y.data, adding: yT)) {
+                conv2dForward(g, x: R.data, batch: batch, weight: weight.data, bias: bias?.data, y: y.data, scratch: scratch)
+                accumulate(yT, into: y.data, count: y.count)
+            }
+        } else {
+            accumulate(yT, into: y.data, count: y.count)
+        }
         return y
     }
 
-    package func backward(_ dy: Tensor, batch: Int, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
+    /// `weight` is needed only to check dX; without a checker it may be nil.
+    package func backward(_ dy: Tensor, batch: Int, weight: Tensor? = nil, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, Cout = g.outChannels, k2 = g.kernel * g.kernel
         let rank = lastRank
         executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch))
-        if let biasGrad {
+        if let checker {
+            guard let weight else { preconditionFailure("layer \(info.layer): the input-gradient check needs the weight") }
+            let kept = settings.onFailure == .recompute ? keepSharePass(dy, batch: batch) : nil
+            checker.prepareBackward(outputGrad: dy.data, batch: batch, weight: weight.data, biasGrad: biasGrad?.data,
+                                    copy: kept?.data, scratch: scratch, progress: { executor.progress() })
+        } else if let biasGrad {
             accumulateChannelSums(dy.data, batch: batch, channels: Cout, positions: g.outPositions, into: biasGrad.data)
         }
         if rank > 0 {
@@ -217,7 +265,105 @@ package final class SplitConvolution {
                 swapLeadingAxes(dWp.data, a: C, b: Cout, inner: k2, into: weightGrad.data, accumulate: true)
             }
         }
-        return executor.finishBackward(layer: info.layer)
+        let dx = executor.finishBackward(layer: info.layer)
+        if let checker, let weight {
+            resolve(checker.checkInputGradient(dx.data)) {
+                conv2dBackward(g, x: dy.data, batch: batch, weight: weight.data, dy: dy.data, dWeight: nil, dBias: nil,
+                               dx: dx.data, scratch: scratch)
+            }
+        }
+        return dx
+    }
+
+    /// Values per sample that an integrity failure's `index` counts in (it is
+    /// sample * positions + position for the output share and the input gradient).
+    package func positions(of check: IntegrityCheck) -> Int {
+        switch check {
+        case .outputShare: return geometry.outPositions
+        case .inputGradient: return geometry.height * geometry.width
+        case .gradientShare: return max(1, geometry.outChannels)
+        }
+    }
+
+    /// Checks this layer's weight-gradient share G ([Cout, C, k, k], summed over the step's
+    /// backward passes) before it enters any sum; under `.recompute` a failed share is
+    /// replaced in place by corr(R, dY) computed here. Returns the failure, if any.
+    @discardableResult
+    package func verifyGradientShare(_ share: UnsafeMutablePointer<Float>) -> IntegrityFailure? {
+        let failure = verifyGradientShare(share, samples: 0..<(checker?.shareSamples ?? 0))
+        finishGradientShareChecks()
+        return failure
+    }
+
+    /// Checks the weight-gradient share of samples `samples` only ([Cout, C, k, k], summed
+    /// over the step's backward passes): the share of one untrusted rank when the batch is
+    /// sharded across several, each returning the share of its own samples. Check every rank's
+    /// share this way before any of them enters a sum, then call `finishGradientShareChecks`;
+    /// the ranges must cover the batch without overlap (an idle rank's is empty, and its share
+    /// must be zero). Under `.recompute` a failed share is replaced in place by corr(R, dY)
+    /// over its samples, computed here. Returns the failure, if any.
+    @discardableResult
+    package func verifyGradientShare(_ share: UnsafeMutablePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
+        guard let checker else { preconditionFailure("layer \(info.layer): verifyGradientShare without settings.verify") }
+        return resolve(checker.checkGradientShare(share, samples: samples)) {
+            let g = geometry
+            share.update(repeating: 0, count: g.weightCount)
+            for pass in sharePasses.prefix(sharePassCount) {
+                let n = min(samples.upperBound, pass.batch) - samples.lowerBound
+                if n <= 0 { continue }
+                conv2dBackward(g, x: pass.residual.data + samples.lowerBound * g.inputSize, batch: n, weight: share,
+                               dy: pass.outputGrad.data + samples.lowerBound * g.outputSize, dWeight: share, dBias: nil,
+                               dx: nil, scratch: scratch)
+            }
+        }
+    }
+
+    /// Ends the step's share checks once every sample's share was checked (a precondition):
+    /// the secret filter retires, and the next training pass draws a new one.
+    package func finishGradientShareChecks() {
+        guard let checker else { preconditionFailure("layer \(info.layer): finishGradientShareChecks without settings.verify") }
+        checker.finishShareChecks()
+        sharePassCount = 0
+    }
+
+    /// Keeps this pass's R (by reference) and returns the buffer for its copy of dY (reusing
+    /// the buffers of earlier steps), which the checker fills as it reads dY.
+    private func keepSharePass(_ dy: Tensor, batch: Int) -> Tensor {
+        if sharePassCount == sharePasses.count {
+            sharePasses.append((residual!, Tensor(shape: dy.shape), batch))
+        }
+        sharePasses[sharePassCount].residual = residual!
+        sharePasses[sharePassCount].batch = batch
+        let copy = Tensor.reuse(sharePasses[sharePassCount].outputGrad, shape: dy.shape)
+        sharePassCount += 1
+        return copy
+    }
+
+    /// A buffer for this pass's R: one that no pending share pass keeps for a recompute (with
+    /// one pass per share check, always the same one).
+    private func residualBuffer(shape: [Int]) -> Tensor {
+        let kept = sharePasses.prefix(sharePassCount)
+        let free = residualBuffers.first { buffer in !kept.contains { $0.residual === buffer } }
+        let buffer = free ?? Tensor(shape: shape)
+        if free == nil { residualBuffers.append(buffer) }
+        return Tensor.reuse(buffer, shape: shape)
+    }
+
+    /// Counts and reports a failed check; under `.recompute`, replaces the result first.
+    @discardableResult
+    private func resolve(_ failure: IntegrityFailure?, recompute: () -> Void) -> IntegrityFailure? {
+        guard let failure else { return nil }
+        integrityFailures += 1
+        switch (settings.onFailure, failureHandler) {
+        case (.recompute, let handler):
+            recompute()
+            handler?(failure)
+        case (.report, let handler?):
+            handler(failure)
+        case (.report, nil):
+            preconditionFailure("\(failure)")
+        }
+        return failure
     }
 
     /// The low-rank part U V and the residual R of sample `s` in the last forward pass,

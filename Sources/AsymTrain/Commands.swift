@@ -1,6 +1,7 @@
 import AsymModel
 import AsymHDF5
 import AsymKernels
+import AsymSplit
 import Foundation
 
 /// The work behind each CLI command, kept out of the executable so tests can call it.
@@ -12,8 +13,9 @@ package enum Commands {
 
     /// `asymml train`: returns the final evaluation.
     @discardableResult
+    /// `fault` makes the in-process untrusted side misbehave (`--inject-fault 1:KIND:STEP`).
     package static func train(config: Config, runDir: String?, resume: String?, echo: Bool = true,
-                              verbose: Bool = false) throws -> Evaluation? {
+                              verbose: Bool = false, fault: Fault? = nil) throws -> Evaluation? {
         configureThreads(config)
         let run = try RunFolder(path: runDir ?? "runs/\(config.name)")
         run.echo = echo
@@ -21,7 +23,9 @@ package enum Commands {
         try run.writeConfig(config)
         run.say("asymml train: \(config.name), mode \(config.asym.mode), one process, \(kernelThreads) threads; config \(run.path)/config.yaml")
         run.detail("resolved config:\n" + config.yaml)
-        let trainer = try Trainer(config: config)
+        let local = LocalUntrusted()
+        local.worker.fault = fault
+        let trainer = try Trainer(config: config, executor: local)
         let loop = TrainingLoop(trainer: trainer, run: run)
         if let resume {
             let store = try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep)

@@ -14,6 +14,11 @@ package struct TrainingPosition: Equatable {
     package init(step: Int = 0, samplesSeen: Int64 = 0) { self.step = step; self.samplesSeen = samplesSeen }
 }
 
+/// An untrusted result that failed its integrity check (`asym.verify`, policy abort).
+package struct IntegrityError: Error, CustomStringConvertible {
+    package let description: String
+}
+
 /// Evaluation result over a whole split.
 package struct Evaluation {
     package var loss: Double
@@ -65,6 +70,11 @@ package final class Trainer {
     package private(set) var lastStepSeconds = 0.0
     package private(set) var lastUntrustedSeconds = 0.0
 
+    /// Where the trainer reports what it decided on its own (an excluded untrusted rank).
+    package var log: (String) -> Void = { print($0) }
+    /// Integrity checks that failed in the current pass (`asym.verify`), handled after it.
+    private var integrityFailures: [IntegrityFailure] = []
+
     /// Samples of each global batch that this replica computes.
     package let localBatch: Int
     private let images: Tensor
@@ -103,6 +113,9 @@ package final class Trainer {
         images = Tensor(shape: [localBatch] + config.model.input)
         labels = .allocate(capacity: max(localBatch, config.data.batchSize))
         packedGradients = Tensor(shape: [model.parameterCount])
+        for conv in splitLayers where config.asym.verify {
+            conv.split!.failureHandler = { [unowned self] in self.integrityFailures.append($0) }
+        }
     }
 
     deinit { labels.deallocate() }
@@ -147,11 +160,9 @@ package final class Trainer {
         model.zeroGradients()
         let (lossSum, correct) = model.trainingPass(images: images, labels: labels, batch: localBatch, normalizer: batch)
         let lr = optimizer.learningRate(step: position.step)
-        // The untrusted weight-gradient shares reach this rank before any sum.
-        try untrusted?.collectGradientShares { layer, share, _ in
-            let grad = splitGrads[layer]!
-            accumulate(share, into: grad.data, count: grad.count)
-        }
+        // The untrusted weight-gradient shares reach this rank, and are checked, before any sum.
+        try untrusted?.addGradientShares(into: splitGrads, verifiedBy: splitConvolutions)
+        try handleIntegrityFailures(batch: localBatch)
         if let collective {
             try model.parameters.map(\.grad).withPacked(packedGradients) { try collective.sumGradients($0, count: $1) }
         }
@@ -169,6 +180,31 @@ package final class Trainer {
             return (l / Double(batch), c / Double(batch))
         }
         return (lossSum / Double(batch), Double(correct) / Double(batch))
+    }
+
+    /// The split layers' trusted halves by split-layer index.
+    private var splitConvolutions: [Int: SplitConvolution] {
+        Dictionary(uniqueKeysWithValues: splitLayers.map { ($0.split!.info.layer, $0.split!) })
+    }
+
+    /// After a pass: under `asym.on_verify_failure: abort` the first failed check ends the run,
+    /// naming who computed the result; under `recompute` the result was already recomputed
+    /// here, and whoever computed it is excluded for the rest of the run.
+    private func handleIntegrityFailures(batch: Int) throws {
+        guard !integrityFailures.isEmpty, let untrusted else { return }
+        let failures = integrityFailures
+        integrityFailures.removeAll()
+        // Who computed each result is read before anyone is excluded (exclusion reshards).
+        let culprits = failures.map { f in
+            let sample = f.samples?.lowerBound ?? f.index / splitLayers[f.layer].split!.positions(of: f.check)
+            return (f, sample, untrusted.source(ofSample: sample, batch: batch))
+        }
+        for (f, _, source) in culprits {
+            let what = "\(source), step \(position.step): \(f)"
+            guard config.asym.onVerifyFailure == .recompute else { throw IntegrityError(description: what) }
+            log("recomputed on the trusted side: \(what)")
+        }
+        log(try untrusted.exclude(sourcesOfSamples: culprits.map(\.1), batch: batch))
     }
 
     /// Makes batch norm's running statistics agree on every trusted rank (their mean over the
@@ -213,6 +249,7 @@ package final class Trainer {
             buffer = x
             split.gather(indices: (batch.lowerBound + Int32(lo))..<(batch.upperBound + Int32(lo)), images: x.data, labels: labels)
             let logits = model.forward(x, batch: n, training: false)
+            try handleIntegrityFailures(batch: n)
             let r = softmaxCrossEntropy(logits: logits.data, labels: labels, batch: n, classes: model.classes,
                                         normalizer: n, dLogits: nil)
             lossSum += r.lossSum

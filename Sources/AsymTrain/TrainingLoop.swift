@@ -14,6 +14,7 @@ package struct TrainingLoop {
     package init(trainer: Trainer, run: RunFolder, world: WorldInfo? = nil) {
         self.trainer = trainer
         self.run = run
+        trainer.log = { [run] in run.say($0) }
         self.world = world ?? WorldInfo(trusted: 1, untrusted: trainer.untrusted == nil ? 0 : 1, mode: trainer.config.asym.mode)
     }
 

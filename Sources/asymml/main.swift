@@ -3,6 +3,7 @@ import AsymTools
 import ArgumentParser
 import AsymAttack
 import AsymCluster
+import AsymSplit
 import AsymTrain
 import Foundation
 
@@ -42,16 +43,23 @@ struct Train: ParsableCommand {
     var rankLogs = false
     @Flag(help: "Also print the resolved config (it always goes to train.log and config.yaml).")
     var verbose = false
+    @Option(name: .customLong("inject-fault"),
+            help: "Make untrusted rank RANK misbehave from step STEP on (tests, demos): RANK:KIND:STEP, KIND one of flip, scale, zero, replay, grad; in one process the untrusted side is rank 1. Repeatable.")
+    var injectFault: [String] = []
 
     func run() throws {
         let config: Config
-        do { config = try options.load() } catch { fail(error) }
+        var faults: [Int: Fault] = [:]
+        do {
+            config = try options.load()
+            for text in injectFault { let (rank, fault) = try Fault.parse(text); faults[rank] = fault }
+        } catch { fail(error) }
         if Communicator.launchedByMPI {
             DistributedTraining.train(config: config, options: TrainOptions(runDir: runDir, resume: resume, role: role,
-                                                                            rankLogs: rankLogs, verbose: verbose))
+                                                                            rankLogs: rankLogs, verbose: verbose, faults: faults))
         } else {
             do {
-                try Commands.train(config: config, runDir: runDir, resume: resume, verbose: verbose)
+                try Commands.train(config: config, runDir: runDir, resume: resume, verbose: verbose, fault: faults[1])
             } catch { fail(error) }
         }
     }

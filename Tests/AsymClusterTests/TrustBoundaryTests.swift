@@ -229,6 +229,41 @@ final class TrustBoundaryTests: XCTestCase {
         }
     }
 
+    /// Verified offload under MPI: each injected fault kind on 1T+2U (and one on 1T+1U) ends
+    /// the job naming the rank, layer, kind and step; under `recompute` the faulty rank is
+    /// excluded and the job ends with the weights of an honest verified run.
+    func testInjectedFaultsAreCaughtUnderMPI() throws {
+        let base = ["asym.mode=asym", "asym.verify=true", "train.max_steps=6", "train.threads=1"]
+        let honest = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: honest) }
+        let run = try runJob(mpirun(3, ["train", "--config", smoke, "--run-dir", honest] + args(base)))
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertFalse(run.output.contains("integrity check failed"), "false alarm: \(run.output)")
+        let reference = try Trainer(config: try Config.load(path: smoke, overrides: base))
+        try Checkpoint.load("\(honest)/checkpoints/step-00000006.h5", into: reference)
+        for (ranks, fault) in [(3, "2:flip:2"), (3, "2:scale:2"), (3, "2:zero:2"), (3, "2:replay:2"), (3, "2:grad:2"), (2, "1:flip:3")] {
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let job = try runJob(mpirun(ranks, ["train", "--config", smoke, "--run-dir", dir, "--inject-fault", fault] + args(base)))
+            let rank = fault.prefix(1)
+            let line = job.output.split(separator: "\n").first { $0.contains("integrity check failed") } ?? ""
+            print("\(ranks - 1) untrusted, --inject-fault \(fault): exit \(job.status): \(line)")
+            XCTAssertNotEqual(job.status, 0, fault)
+            XCTAssertTrue(line.contains("rank \(rank) (untrusted), step"), "\(fault): \(job.output)")
+        }
+        for (ranks, fault) in [(3, "2:grad:2"), (2, "1:scale:2")] {
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let job = try runJob(mpirun(ranks, ["train", "--config", smoke, "--run-dir", dir, "--inject-fault", fault]
+                                        + args(base + ["asym.on_verify_failure=recompute"])))
+            XCTAssertEqual(job.status, 0, job.output)
+            XCTAssertTrue(job.output.contains("excluded for the rest of the run"), job.output)
+            let worst = try tensorDifferences("\(dir)/checkpoints/step-00000006.h5", reference.model).max { $0.1 < $1.1 }!
+            print("recompute, \(ranks - 1) untrusted, \(fault): worst tensor against the honest run \(worst.0) \(worst.1)")
+            XCTAssertLessThanOrEqual(worst.1, 1e-5, worst.0)
+        }
+    }
+
     /// A sealed gradient message opens only as the message it was: a flipped byte, a replay
     /// (an older message) or another sender's message fail, naming the sender.
     func testSealedMessagesRejectTamperingAndReplays() throws {

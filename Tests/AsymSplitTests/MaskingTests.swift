@@ -16,7 +16,7 @@ final class RecordingExecutor: UntrustedExecutor {
     func finishBackward(layer: Int) -> Tensor { local.finishBackward(layer: layer) }
     func finishWeightShares(layer: Int) -> Tensor { local.finishWeightShares(layer: layer) }
     func takeComputeSeconds() -> Double { local.takeComputeSeconds() }
-    func collectGradientShares(_ body: (Int, UnsafePointer<Float>, Range<Int>) throws -> Void) throws {
+    func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
         try local.collectGradientShares(body)
     }
     func publishWeights() {}

@@ -111,3 +111,34 @@ final class AsymModeTests: XCTestCase {
         XCTAssertTrue(plan.json.contains("\"totals\": {\"forward\": {\"trusted_flops\""))
     }
 }
+
+/// `asym.verify` during training: every injected fault is caught; under `recompute` the run
+/// ends with the weights of an honest verified run.
+final class VerifiedTrainingTests: XCTestCase {
+    func train(_ overrides: [String], fault: String?, steps: Int = 6) throws -> Trainer {
+        let local = LocalUntrusted()
+        local.worker.fault = try fault.map { try Fault.parse($0).fault }
+        let t = try Trainer(config: try smokeConfig(["asym.mode=asym", "asym.verify=true"] + overrides), executor: local)
+        t.log = { _ in }
+        for _ in 0..<steps { try t.step() }
+        return t
+    }
+
+    func testEveryFaultIsCaughtAndRecomputeKeepsTheModel() throws {
+        setThreads(1)
+        let honest = try train([], fault: nil)
+        for kind in ["flip", "scale", "zero", "replay", "grad"] {
+            let abort = errorMessage { _ = try self.train([], fault: "1:\(kind):2") }
+            XCTAssertTrue(abort.contains("the in-process untrusted side, step 2: integrity check failed"), "\(kind): \(abort)")
+            let recomputed = try train(["asym.on_verify_failure=recompute"], fault: "1:\(kind):2")
+            let worst = assertTensorsClose(recomputed, honest, 1e-5, "recompute after \(kind)")
+            print("\(kind): caught (\(abort.split(separator: ":").dropFirst(3).first ?? "")); recompute worst tensor \(worst.0) \(worst.1)")
+        }
+    }
+
+    func testFaultSyntaxIsOneClearLine() {
+        for bad in ["0:flip:2", "1:bend:2", "1:flip", "x:flip:1"] {
+            XCTAssertTrue(errorMessage { _ = try Fault.parse(bad) }.contains("is not RANK:KIND:STEP"), bad)
+        }
+    }
+}

@@ -1,0 +1,571 @@
+import AsymKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Which untrusted result a check covers (design §8).
+package enum IntegrityCheck: String, Sendable, CaseIterable {
+    case outputShare = "output share"
+    case inputGradient = "input gradient"
+    case gradientShare = "weight-gradient share"
+}
+
+/// What a split layer does when an untrusted result fails its check.
+package enum IntegrityPolicy: String, Sendable {
+    /// Hand the failure to the layer's `failureHandler` (without one: stop the process).
+    case report
+    /// Compute the result on the trusted side, tell the `failureHandler` (for the log) and go on.
+    case recompute
+}
+
+/// An untrusted result that failed its check: the worst compared value and its tolerance.
+package struct IntegrityFailure: Error, Equatable, CustomStringConvertible {
+    package let check: IntegrityCheck
+    package let layer: Int
+    /// The worst compared value: sample * positions + position for the output share and the
+    /// input gradient (positions of Y resp. X), the output channel for the weight-gradient share.
+    package let index: Int
+    /// |s^T result - trusted probe| there, and what float32 rounding allows there (a NaN or
+    /// infinite value on either side fails).
+    package let discrepancy: Float
+    package let allowed: Float
+    /// For a weight-gradient share checked by sample range (one untrusted rank's shard of the
+    /// batch), those samples.
+    package let samples: Range<Int>?
+
+    init(check: IntegrityCheck, layer: Int, index: Int, discrepancy: Float, allowed: Float, samples: Range<Int>? = nil) {
+        self.check = check; self.layer = layer; self.index = index
+        self.discrepancy = discrepancy; self.allowed = allowed; self.samples = samples
+    }
+
+    package var description: String {
+        let shard = samples.map { ", share of samples \($0.lowerBound)..<\($0.upperBound)" } ?? ""
+        return "integrity check failed: layer \(layer), \(check.rawValue)\(shard): discrepancy \(discrepancy) > allowed \(allowed) at index \(index)"
+    }
+}
+
+/// Where the checks' trusted time goes (`IntegrityChecker.timing`).
+package enum IntegritySection: String, Sendable, CaseIterable {
+    case randomDraws = "random draws"
+    case combinedKernels = "combined kernels, |W| maxima"
+    case forwardProbe = "forward probe"
+    case inputGradientProbe = "dX probe"
+    case toleranceNorms = "tolerance norms"
+    case shareReference = "share right-hand side"
+    case compareOutput = "compare output share"
+    case compareInputGradient = "compare dX"
+    case compareShare = "compare weight-gradient share"
+    case recomputeCopies = "recompute copies"
+    /// Y = Y_U + Y_T: work of every split layer, done by the output check sample by sample
+    /// while Y_U is in cache.
+    case merge = "merge (not a check)"
+    /// db += the channel sums of dY: work of every split layer, done by the input-gradient
+    /// probe's pass sample by sample while dY is in cache.
+    case biasGradient = "bias gradient (not a check)"
+}
+
+/// This thread's CPU seconds (for timings on a shared machine: time spent preempted does not count).
+package func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Secret random vectors for the checks, from the operating system's CSPRNG (arc4random_buf:
+/// the getrandom system call on Linux, glibc 2.36 or later; the kernel's generator on Darwin):
+/// a rank that could predict them could forge results that pass, so the training RNG (seeded,
+/// replicated) must never be used here. One request fills a whole vector.
+package struct SecretRandom {
+    package init() {}
+
+    /// Fills `p` with values of random sign and magnitude uniform in [1, 2). A magnitude of at
+    /// least 1 makes any single corrupted value show in the combination at full size; a
+    /// continuous magnitude leaves a forger no cancellation to aim at.
+    package mutating func fillSigned(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        let raw = UnsafeMutableRawPointer(p)
+        arc4random_buf(raw, count * MemoryLayout<Float>.size)
+        for i in 0..<count {
+            let w = raw.load(fromByteOffset: 4 * i, as: UInt32.self)
+            p[i] = Float(bitPattern: (w & 0x8000_0000) | 0x3F80_0000 | (w & 0x007F_FFFF))
+        }
+    }
+}
+
+/// The float32 rounding allowed in one compared value (design §8).
+///
+/// Every check compares lhs = sum_i v_i A_i (A_i: untrusted dot products of length `inner`,
+/// v: the secret vector of `terms` entries) with rhs, one trusted dot product of the same
+/// length against the combined kernel. Rounding a length-n sum of products x_j adds about
+/// u * sqrt(n) * sqrt(sum x_j^2) (a random walk of n roundings of size u = 2^-24; OpenBLAS
+/// blocks its sums, and the probes sum their taps' partial sums, which only shortens the walk),
+/// and sqrt(sum_j a_j^2 b_j^2) <= |a|_inf |b|_2.
+/// With `scale` the trusted operand's norm (a patch of R, a transposed patch of dY, or
+/// |dY_o|_inf), `sigma` = sqrt(sum_i v_i^2 |row_i|_inf^2) and `combined` the combined kernel's
+/// largest |entry| (or |q|_2), the three sources are: the untrusted sums, sqrt(inner) *
+/// sigma * scale; the trusted probe, sqrt(inner) * combined * scale, plus forming the
+/// combined kernel, sqrt(terms) * sigma * scale; summing v_i A_i here, sqrt(terms) * |v o A|.
+/// `safety` covers the random-walk model's tail: on realistic layers (fmnist-cnn conv2..4,
+/// vgg 128->256, random and post-ReLU data) honest discrepancies stayed below 0.06 of the
+/// tolerance (IntegrityTests.testHonestResultsNeverFail prints the worst ratio). The model
+/// assumes float32 arithmetic on the untrusted side (TF32 or bf16 products would fail it).
+///
+/// Guaranteed detection: a single value off by e enters its combination as v_i e with
+/// |v_i| >= 1, and raises that value's tolerance by at most safety * u * sqrt(terms) * 2|e|
+/// (< 1e-3 |e| for terms < 10^5), so any single value off by more than 2.01 * tol (tol of
+/// the compared value it enters, for the honest result) fails the check, whatever v is. For
+/// a weight-gradient share checked by sample range (one untrusted rank's shard), tol is that
+/// range's: its sums, norms and maxima cover only the range's samples. A value so large that
+/// its square overflows makes the tolerance infinite, and a NaN or infinite discrepancy or
+/// tolerance fails too, so no value escapes by being too large for float32.
+enum RoundingModel {
+    static let unitRoundoff: Float = 0x1p-24
+    static let safety: Float = 8
+
+    static func tolerance(scale: Float, sigma: Float, combined: Float, inner: Int, terms: Int,
+                          weighted: Float) -> Float {
+        Scales(sigma: sigma, combined: combined, inner: inner, terms: terms).tolerance(scale: scale, weighted: weighted)
+    }
+
+    /// The terms that every compared value of one message shares: tol = scale * perScale +
+    /// weighted * perWeighted.
+    struct Scales {
+        let perScale: Float, perWeighted: Float
+        init(sigma: Float, combined: Float, inner: Int, terms: Int) {
+            let si = Float(inner).squareRoot(), st = Float(terms).squareRoot()
+            perScale = safety * unitRoundoff * (si * (sigma + combined) + st * sigma)
+            perWeighted = safety * unitRoundoff * st
+        }
+        @inline(__always)
+        func tolerance(scale: Float, weighted: Float) -> Float { scale * perScale + weighted * perWeighted }
+    }
+}
+
+/// The compared value with the largest |lhs - rhs| / tolerance so far; a NaN or infinite
+/// discrepancy or tolerance counts as infinitely far.
+struct WorstComparison {
+    var index = 0, discrepancy: Float = 0, allowed: Float = 0, ratio: Float = -1
+
+    @inline(__always)
+    mutating func consider(index i: Int, discrepancy d: Float, allowed a: Float) {
+        var r = d / max(a, .leastNormalMagnitude)
+        if !(r.isFinite && a.isFinite) { r = .infinity }
+        if r > ratio { (index, discrepancy, allowed, ratio) = (i, d, a, r) }
+    }
+
+    var failed: Bool { !(discrepancy <= allowed && allowed.isFinite) }
+}
+
+/// sqrt(sum_i v_i^2 m_i^2).
+private func weightedNorm(_ v: UnsafePointer<Float>, _ m: UnsafePointer<Float>, count: Int) -> Float {
+    var s: Float = 0
+    for i in 0..<count { s += v[i] * v[i] * m[i] * m[i] }
+    return s.squareRoot()
+}
+
+/// Freivalds-style checks of one split layer's untrusted results (design §8), with fresh
+/// secret vectors for every message:
+///
+/// * output share Y_U = conv(R, W) + b: s^T Y_U[n, :, p] against conv(R, s^T W)[n, p] + s.b;
+/// * input gradient dX = conv_transpose(dY, W): t^T dX[n, :, x] against conv_transpose(dY, W t);
+/// * weight-gradient share G = sum corr(R, dY): G z per output channel against
+///   sum_n sum_p q[n, p] dY[n, o, p], q = conv(R, z) kept from the forward pass. One filter z
+///   serves every pass until the share is checked (G sums those passes). The reference is kept
+///   per sample, so that a batch sharded across untrusted ranks has each rank's share checked
+///   against its own samples.
+///
+/// Each probe is a convolution with one output (or input) channel, computed tap by tap: one
+/// GEMM of the combined kernels' taps with the sample's channels ([s^T W; z] as 2 k*k x C times
+/// R as C x H*W; (W t)^T as k*k x Cout times dY as Cout x P), then `shiftedSum`. The patch
+/// norms of the tolerances are box sums of sum_c R_c^2 (sum_o dY_o^2), read while the sample
+/// is in cache.
+package final class IntegrityChecker {
+    let layer: Int
+    let geometry: ConvGeometry
+    private var random = SecretRandom()
+    /// The secret vectors of the latest messages: s (Cout), t (C), z (C*k*k).
+    private let s: Tensor, t: Tensor, z: Tensor
+    /// s^T W ([C][k*k]); the forward probe's taps as a matrix over input channels,
+    /// [s^T W; z]: row kernel * k*k + tap, column c (2 k*k x C); and s.b.
+    private let combined: Tensor, probeMatrix: Tensor
+    private var probeBias: Float = 0
+    /// W t, Cout x k*k: the input-gradient probe's kernel; and as (W t)^T, k*k x Cout.
+    private let transposedKernel: Tensor, kernelTaps: Tensor
+    /// |W_o|_inf per output channel (forward) or |W[:, c, :]|_inf per input channel (backward);
+    /// the elementwise max of |W_o| over o, [C][k*k]; |z_c|^2 per input channel.
+    private let rowMax: Tensor, columnMax: Tensor, filterNorms: Tensor
+    /// Per-row energies or maxima of one sample.
+    private let rowScratch: Tensor
+    /// The latest message's probe and squared patch norms: [batch, P] forward, [batch, H*W]
+    /// backward; and the combination of the untrusted rows at one sample's positions.
+    private var probe: Tensor?, patchEnergy: Tensor?, sums: Tensor?, squares: Tensor?
+
+    /// The sum of the values `pullIntoCache` read (kept, so that its loads are not optimised away).
+    private var pulled: Float = 0
+
+    /// The latest message's rounding scales, kept for its check.
+    private var sigma: Float = 0, combinedMax: Float = 0, forwardBatch = 0
+
+    /// Weight-gradient share state, per sample index, summed over the passes since the last
+    /// share check (a pass with a smaller batch adds to its first samples only).
+    private var filterDrawn = false
+    private var q: Tensor?                     // conv(R, z) of the last training forward pass, [batch, P]
+    private var shareReference: [Float] = []   // [n][o]: sum_p q dY
+    private var outputGradMax: [Float] = []    // [n][o]: |dY[n, o]|_inf
+    private var filterEnergy: [Double] = []    // [n]: rho^2 = sum_c |z_c|^2 |R[n, c]|^2
+    private var probeEnergy: [Double] = []     // [n]: |q_n|^2
+    private var samplePasses: [Int] = []       // [n]: the passes that had sample n
+    private var checkedSamples: [Bool] = []    // [n]: its share checked since the last finish
+    private var shareRight: [Double] = [], shareMax: [Float] = []  // one range's, [Cout]
+
+    /// The largest discrepancy / allowed seen per check: how close honest runs come to a
+    /// false alarm (a failed check shows > 1).
+    package private(set) var highestRatio: [IntegrityCheck: Float] = [:]
+
+    /// When set, each section's thread CPU seconds add up in `sectionSeconds` (the clock is
+    /// read per chunk of samples, not per sample: a read costs about a microsecond).
+    package var timing = false
+    private var sectionTotals = [Double](repeating: 0, count: IntegritySection.allCases.count)
+    package var sectionSeconds: [IntegritySection: Double] {
+        Dictionary(uniqueKeysWithValues: IntegritySection.allCases.enumerated().map { ($1, sectionTotals[$0]) })
+    }
+    package func resetTiming() { for i in sectionTotals.indices { sectionTotals[i] = 0 } }
+
+    @inline(__always)
+    func timed<T>(_ section: IntegritySection, _ body: () -> T) -> T {
+        guard timing else { return body() }
+        let t0 = threadCPUSeconds()
+        defer { sectionTotals[IntegritySection.allCases.firstIndex(of: section)!] += threadCPUSeconds() - t0 }
+        return body()
+    }
+
+    init(layer: Int, geometry g: ConvGeometry) {
+        self.layer = layer
+        geometry = g
+        let k2 = g.kernel * g.kernel
+        s = Tensor(shape: [g.outChannels]); t = Tensor(shape: [g.inChannels]); z = Tensor(shape: [g.patchSize])
+        combined = Tensor(shape: [g.patchSize]); probeMatrix = Tensor(shape: [2 * k2, g.inChannels])
+        transposedKernel = Tensor(shape: [g.outChannels, k2]); kernelTaps = Tensor(shape: [k2, g.outChannels])
+        rowMax = Tensor(shape: [max(g.outChannels, g.inChannels)]); columnMax = Tensor(shape: [g.patchSize])
+        filterNorms = Tensor(shape: [g.inChannels]); rowScratch = Tensor(shape: [max(g.outChannels, g.inChannels)])
+        shareRight = [Double](repeating: 0, count: g.outChannels); shareMax = [Float](repeating: 0, count: g.outChannels)
+    }
+
+    /// The secret vector that the latest message of `check` was checked with (for tests).
+    package func lastVector(_ check: IntegrityCheck) -> [Float] {
+        switch check {
+        case .outputShare: return s.array
+        case .inputGradient: return t.array
+        case .gradientShare: return z.array
+        }
+    }
+
+    /// Runs `body` over chunks of the batch's samples, each of at most 256 KB (or one sample of
+    /// `sampleSize` floats), so that a chunk stays in the core's cache from one section to the
+    /// next: R and dY come from memory once.
+    private func forEachChunk(_ batch: Int, sampleSize: Int, _ body: (Range<Int>) -> Void) {
+        let size = max(1, (1 << 16) / max(1, sampleSize))
+        for first in stride(from: 0, to: batch, by: size) { body(first..<min(batch, first + size)) }
+    }
+
+    // MARK: Output share
+
+    /// Draws s (and, in a training pass with no filter pending, z), then computes the
+    /// probes conv(R, s^T W) + s.b and q = conv(R, z) and the patch norms of R. Call it
+    /// after handing R over, while the untrusted side computes; `progress` runs between chunks
+    /// of samples (to let transfers advance).
+    func prepareForward(residual r: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
+                        bias b: UnsafePointer<Float>?, training: Bool, scratch: Scratch, progress: () -> Void = {}) {
+        let g = geometry, C = g.inChannels, K = g.patchSize, k2 = g.kernel * g.kernel, Cout = g.outChannels
+        let HW = g.height * g.width, P = g.outPositions
+        if training { startPass(batch: batch) }
+        timed(.randomDraws) { random.fillSigned(s.data, count: Cout) }
+        let rows = (training ? 2 : 1) * k2
+        timed(.combinedKernels) {
+            // s^T W and |W_o|_inf, in blocks of rows that stay in cache for the second.
+            let block = max(1, (1 << 16) / K)
+            for first in stride(from: 0, to: Cout, by: block) {
+                let count = min(block, Cout - first)
+                BLAS.gemv(trans: true, m: count, n: K, a: w + first * K, lda: K, x: s.data + first, beta: first == 0 ? 0 : 1,
+                          y: combined.data)
+                for o in first..<(first + count) { rowMax[o] = maxMagnitude(w + o * K, count: K) }
+            }
+            sigma = weightedNorm(s.data, rowMax.data, count: Cout)
+            combinedMax = maxMagnitude(combined.data, count: K)
+            probeBias = b.map { BLAS.dot(Cout, s.data, $0) } ?? 0
+            let m = probeMatrix.data
+            for c in 0..<C {
+                for tap in 0..<k2 {
+                    m[tap * C + c] = combined[c * k2 + tap]
+                    if training { m[(k2 + tap) * C + c] = z[c * k2 + tap] }
+                }
+            }
+        }
+        let y = Tensor.reuse(probe, shape: [batch, P]); probe = y
+        let energy = Tensor.reuse(patchEnergy, shape: [batch, P]); patchEnergy = energy
+        let kept = training ? Tensor.reuse(q, shape: [batch, P]) : nil
+        if let kept { q = kept }
+        let taps = scratch.buffer(0, count: rows * HW), map = scratch.buffer(1, count: HW)
+        forEachChunk(batch, sampleSize: C * HW) { chunk in
+            timed(.toleranceNorms) {
+                pulled += pullIntoCache(r + chunk.lowerBound * C * HW, count: chunk.count * C * HW)
+                for n in chunk {
+                    map.update(repeating: 0, count: HW)
+                    accumulateSquares(r + n * C * HW, count: C, length: HW, into: map, sums: rowScratch.data, maxima: nil)
+                    (energy.data + n * P).update(repeating: 0, count: P)
+                    shiftedSum(g, taps: map, tapStride: 0, into: energy.data + n * P, transposed: false)
+                    if training {
+                        var rho: Double = 0
+                        for c in 0..<C { rho += Double(filterNorms[c]) * Double(rowScratch[c]) }
+                        filterEnergy[n] += rho
+                    }
+                }
+            }
+            timed(.forwardProbe) {
+                for n in chunk {
+                    probeProduct(m: rows, n: HW, k: C, a: probeMatrix.data, b: r + n * C * HW, ldb: HW, c: taps)
+                    (y.data + n * P).update(repeating: probeBias, count: P)
+                    shiftedSum(g, taps: taps, tapStride: HW, into: y.data + n * P, transposed: false)
+                    if let kept {
+                        (kept.data + n * P).update(repeating: 0, count: P)
+                        shiftedSum(g, taps: taps + k2 * HW, tapStride: HW, into: kept.data + n * P, transposed: false)
+                        probeEnergy[n] += sumOfSquares(kept.data + n * P, count: P)
+                    }
+                }
+            }
+            progress()
+        }
+        forwardBatch = batch
+    }
+
+    /// Checks Y_U ([batch, Cout, P]) against the forward probe and, sample by sample while
+    /// it is in cache, adds the trusted share: y becomes Y_U + low, checked or not.
+    func checkOutputShare(_ y: UnsafeMutablePointer<Float>, adding low: UnsafePointer<Float>) -> IntegrityFailure? {
+        let g = geometry
+        return compareCombinations(of: y, rows: g.outChannels, length: g.outPositions, weights: s.data, inner: g.patchSize,
+                                   check: .outputShare, section: .compareOutput, merge: (low, y))
+    }
+
+    // MARK: Input gradient
+
+    /// Draws t and computes the probe conv_transpose(dY, W t) and the transposed patch norms
+    /// of dY; adds this pass's terms to the weight-gradient share's reference. Sample by sample
+    /// while dY is in cache, also adds dY's channel sums to `biasGrad` (the same sums, in the
+    /// same order, as accumulateChannelSums over the batch) and copies dY to `copy`.
+    /// `progress` runs between chunks of samples.
+    func prepareBackward(outputGrad dy: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
+                         biasGrad: UnsafeMutablePointer<Float>?, copy: UnsafeMutablePointer<Float>?, scratch: Scratch,
+                         progress: () -> Void = {}) {
+        let g = geometry, C = g.inChannels, Cout = g.outChannels, K = g.patchSize, k2 = g.kernel * g.kernel
+        let HW = g.height * g.width, P = g.outPositions
+        precondition(!checkedSamples.contains(true), "layer \(layer): backward pass amid the checks of a weight-gradient share")
+        timed(.randomDraws) { random.fillSigned(t.data, count: C) }
+        timed(.combinedKernels) {
+            // W t and |W[:, c, :]|_inf in one pass over W; W t also as (W t)^T, k*k x Cout.
+            columnMax.zero()
+            for o in 0..<Cout {
+                transposedCombination(w + o * K, weights: t.data, channels: C, taps: k2, into: transposedKernel.data + o * k2)
+                accumulateMagnitudeMax(w + o * K, into: columnMax.data, count: K)
+            }
+            for c in 0..<C { rowMax[c] = maxMagnitude(columnMax.data + c * k2, count: k2) }
+            sigma = weightedNorm(t.data, rowMax.data, count: C)
+            combinedMax = maxMagnitude(transposedKernel.data, count: Cout * k2)
+            for o in 0..<Cout { for tap in 0..<k2 { kernelTaps[tap * Cout + o] = transposedKernel[o * k2 + tap] } }
+        }
+        let share = filterDrawn
+        if share {
+            guard let q, q.count == batch * P else { preconditionFailure("layer \(layer): backward without its forward pass") }
+        }
+        let x = Tensor.reuse(probe, shape: [batch, HW]); probe = x
+        let energy = Tensor.reuse(patchEnergy, shape: [batch, HW]); patchEnergy = energy
+        let taps = scratch.buffer(0, count: k2 * P), map = scratch.buffer(1, count: P)
+        forEachChunk(batch, sampleSize: Cout * P) { chunk in
+            timed(.toleranceNorms) {
+                pulled += pullIntoCache(dy + chunk.lowerBound * Cout * P, count: chunk.count * Cout * P)
+                for n in chunk {
+                    map.update(repeating: 0, count: P)
+                    accumulateSquares(dy + n * Cout * P, count: Cout, length: P, into: map, sums: nil,
+                                      maxima: share ? rowScratch.data : nil)
+                    (energy.data + n * HW).update(repeating: 0, count: HW)
+                    shiftedSum(g, taps: map, tapStride: 0, into: energy.data + n * HW, transposed: true)
+                    if share {
+                        for o in 0..<Cout { outputGradMax[n * Cout + o] = max(outputGradMax[n * Cout + o], rowScratch[o]) }
+                    }
+                }
+            }
+            timed(.inputGradientProbe) {
+                for n in chunk {
+                    probeProduct(m: k2, n: P, k: Cout, a: kernelTaps.data, b: dy + n * Cout * P, ldb: P, c: taps)
+                    (x.data + n * HW).update(repeating: 0, count: HW)
+                    shiftedSum(g, taps: taps, tapStride: P, into: x.data + n * HW, transposed: true)
+                }
+            }
+            if let copy {
+                timed(.recomputeCopies) {
+                    let first = chunk.lowerBound * Cout * P
+                    (copy + first).update(from: dy + first, count: chunk.count * Cout * P)
+                }
+            }
+            if let biasGrad {
+                timed(.biasGradient) {
+                    accumulateChannelSums(dy + chunk.lowerBound * Cout * P, batch: chunk.count, channels: Cout, positions: P,
+                                          into: biasGrad)
+                }
+            }
+            if share {
+                timed(.shareReference) {
+                    shareReference.withUnsafeMutableBufferPointer { ref in
+                        for n in chunk {
+                            BLAS.gemv(m: Cout, n: P, a: dy + n * Cout * P, lda: P, x: q!.data + n * P, beta: 1,
+                                      y: ref.baseAddress! + n * Cout)
+                        }
+                    }
+                }
+            }
+            progress()
+        }
+        if share { for n in 0..<batch { samplePasses[n] += 1 } }
+        forwardBatch = batch
+    }
+
+    /// Checks dX ([batch, C, H, W]) against the backward probe.
+    func checkInputGradient(_ dx: UnsafePointer<Float>) -> IntegrityFailure? {
+        let g = geometry
+        return compareCombinations(of: dx, rows: g.inChannels, length: g.height * g.width, weights: t.data,
+                                   inner: g.outChannels * g.kernel * g.kernel, check: .inputGradient,
+                                   section: .compareInputGradient, merge: nil)
+    }
+
+    // MARK: Weight-gradient share
+
+    /// The samples whose share terms were gathered since the last share check (the largest
+    /// batch of those passes); 0 when no training pass is pending.
+    var shareSamples: Int { filterDrawn ? samplePasses.count : 0 }
+
+    /// Checks the share of samples `samples` of G ([Cout, C*k*k], summed over the passes since
+    /// the last check) per output channel: G z against sum over those samples of
+    /// sum_p q dY. Every sample must be checked exactly once (one range per untrusted rank, or
+    /// all at once) before `finishShareChecks`.
+    func checkGradientShare(_ share: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
+        precondition(filterDrawn, "layer \(layer): no training pass since the last weight-gradient share check")
+        precondition(samples.lowerBound >= 0 && samples.upperBound <= samplePasses.count,
+                     "layer \(layer): share of samples \(samples) outside the batch 0..<\(samplePasses.count)")
+        precondition(!checkedSamples[samples].contains(true), "layer \(layer): samples of \(samples) already checked")
+        for n in samples { checkedSamples[n] = true }
+        return timed(.compareShare) { compareShare(share, samples: samples) }
+    }
+
+    /// Retires z after every sample's share was checked: the next training pass draws a new one.
+    func finishShareChecks() {
+        precondition(filterDrawn, "layer \(layer): no training pass since the last weight-gradient share check")
+        if let n = checkedSamples.firstIndex(of: false) {
+            preconditionFailure("layer \(layer): the weight-gradient share of sample \(n) was not checked")
+        }
+        filterDrawn = false
+        checkedSamples.removeAll(keepingCapacity: true)
+    }
+
+    private func compareShare(_ share: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
+        let g = geometry, K = g.patchSize, Cout = g.outChannels, P = g.outPositions
+        var rho2 = 0.0, q2 = 0.0, positions = 0
+        for o in 0..<Cout { shareRight[o] = 0; shareMax[o] = 0 }
+        for n in samples {
+            rho2 += filterEnergy[n]; q2 += probeEnergy[n]; positions += samplePasses[n] * P
+            for o in 0..<Cout {
+                shareRight[o] += Double(shareReference[n * Cout + o])
+                shareMax[o] = max(shareMax[o], outputGradMax[n * Cout + o])
+            }
+        }
+        let rho = Float(rho2.squareRoot()), qNorm = Float(q2.squareRoot())
+        var worst = WorstComparison()
+        let block = max(1, (1 << 16) / K)
+        for o in 0..<Cout {
+            if o % block == 0 { pulled += pullIntoCache(share + o * K, count: min(block, Cout - o) * K) }
+            let (lhs, sq) = combination(share + o * K, weights: z.data, count: K)
+            let allowed = RoundingModel.tolerance(scale: shareMax[o], sigma: rho, combined: qNorm, inner: positions, terms: K,
+                                                  weighted: sq.squareRoot())
+            worst.consider(index: o, discrepancy: abs(lhs - Float(shareRight[o])), allowed: allowed)
+        }
+        return verdict(worst, check: .gradientShare, samples: samples)
+    }
+
+    /// A training pass: draws z when no share is pending, and makes room for its samples.
+    private func startPass(batch: Int) {
+        precondition(!checkedSamples.contains(true), "layer \(layer): training pass amid the checks of a weight-gradient share")
+        let Cout = geometry.outChannels
+        if !filterDrawn {
+            timed(.randomDraws) { random.fillSigned(z.data, count: geometry.patchSize) }
+            let k2 = geometry.kernel * geometry.kernel
+            for c in 0..<geometry.inChannels {
+                var e: Float = 0
+                for j in 0..<k2 { e += z[c * k2 + j] * z[c * k2 + j] }
+                filterNorms[c] = e
+            }
+            filterDrawn = true
+            shareReference.removeAll(keepingCapacity: true); outputGradMax.removeAll(keepingCapacity: true)
+            filterEnergy.removeAll(keepingCapacity: true); probeEnergy.removeAll(keepingCapacity: true)
+            samplePasses.removeAll(keepingCapacity: true); checkedSamples.removeAll(keepingCapacity: true)
+        }
+        let more = batch - samplePasses.count
+        if more > 0 {
+            shareReference.append(contentsOf: repeatElement(0, count: more * Cout))
+            outputGradMax.append(contentsOf: repeatElement(0, count: more * Cout))
+            filterEnergy.append(contentsOf: repeatElement(0, count: more))
+            probeEnergy.append(contentsOf: repeatElement(0, count: more))
+            samplePasses.append(contentsOf: repeatElement(0, count: more))
+            checkedSamples.append(contentsOf: repeatElement(false, count: more))
+        }
+    }
+
+    // MARK: Shared steps
+
+    /// Compares v^T result[n, :, p] with the probe for every sample n and position p, each
+    /// against its own tolerance; then, with `merge`, adds `low` into `into` chunk by chunk.
+    private func compareCombinations(of result: UnsafePointer<Float>, rows: Int, length: Int,
+                                     weights v: UnsafePointer<Float>, inner: Int, check: IntegrityCheck,
+                                     section: IntegritySection,
+                                     merge: (low: UnsafePointer<Float>, into: UnsafeMutablePointer<Float>)?) -> IntegrityFailure? {
+        let sum = Tensor.reuse(sums, shape: [length]); sums = sum
+        let sq = Tensor.reuse(squares, shape: [length]); squares = sq
+        let scales = RoundingModel.Scales(sigma: sigma, combined: combinedMax, inner: inner, terms: rows)
+        let reference = probe!.data, energy = patchEnergy!.data, sampleSize = rows * length
+        var worst = WorstComparison()
+        forEachChunk(forwardBatch, sampleSize: sampleSize) { chunk in
+            timed(section) {
+                pulled += pullIntoCache(result + chunk.lowerBound * sampleSize, count: chunk.count * sampleSize)
+                for n in chunk {
+                    let base = n * length
+                    combineRows(result + n * sampleSize, count: rows, length: length, weights: v, sum: sum.data,
+                                squares: sq.data)
+                    // The exact scan only where a value may beat the worst so far.
+                    let estimate = estimatedWorstRatio(sum: sum.data, reference: reference + base, energy: energy + base,
+                                                       squares: sq.data, count: length, perScale: scales.perScale,
+                                                       perWeighted: scales.perWeighted)
+                    if estimate < worst.ratio * (1 - 1e-5) { continue }
+                    for p in 0..<length {
+                        let allowed = scales.tolerance(scale: energy[base + p].squareRoot(), weighted: sq[p].squareRoot())
+                        worst.consider(index: base + p, discrepancy: abs(sum[p] - reference[base + p]), allowed: allowed)
+                    }
+                }
+            }
+            if let merge {
+                timed(.merge) {
+                    let first = chunk.lowerBound * sampleSize
+                    accumulate(merge.low + first, into: merge.into + first, count: chunk.count * sampleSize)
+                }
+            }
+        }
+        return verdict(worst, check: check, samples: nil)
+    }
+
+    /// The failure at the worst compared value, if it is beyond its tolerance (NaN and
+    /// infinities are).
+    private func verdict(_ worst: WorstComparison, check: IntegrityCheck, samples: Range<Int>?) -> IntegrityFailure? {
+        highestRatio[check] = max(highestRatio[check] ?? 0, worst.ratio)
+        guard worst.failed else { return nil }
+        return IntegrityFailure(check: check, layer: layer, index: worst.index, discrepancy: worst.discrepancy,
+                                allowed: worst.allowed, samples: samples)
+    }
+}
