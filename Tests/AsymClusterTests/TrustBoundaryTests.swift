@@ -224,7 +224,7 @@ final class TrustBoundaryTests: XCTestCase {
             // What crossed: mixtures, K+2 per group of K (batch 16 in groups of K, cut into shards).
             let first = try String(contentsOfFile: "\(audit)/audit-rank-1.jsonl", encoding: .utf8)
                 .split(separator: "\n").first { $0.contains("\"residual\"") }!
-            let expected = 16 / K * (K + 2) / (ranks - 1)
+            let expected = shardRange(16 / K * (K + 2), shards: ranks - 1, index: 0).count
             XCTAssertTrue(first.contains("\"shape\": [\(expected),"), "\(first)")
         }
     }
