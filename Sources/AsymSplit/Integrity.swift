@@ -290,16 +290,17 @@ package final class IntegrityChecker {
                 let count = min(block, Cout - first)
                 BLAS.gemv(trans: true, m: count, n: K, a: w + first * K, lda: K, x: s.data + first, beta: first == 0 ? 0 : 1,
                           y: combined.data)
-                for o in first..<(first + count) { rowMax[o] = maxMagnitude(w + o * K, count: K) }
+                let maxima = rowMax.data
+                for o in first..<(first + count) { maxima[o] = maxMagnitude(w + o * K, count: K) }
             }
             sigma = weightedNorm(s.data, rowMax.data, count: Cout)
             combinedMax = maxMagnitude(combined.data, count: K)
             probeBias = b.map { BLAS.dot(Cout, s.data, $0) } ?? 0
-            let m = probeMatrix.data
+            let m = probeMatrix.data, a = combined.data, f = z.data
             for c in 0..<C {
                 for tap in 0..<k2 {
-                    m[tap * C + c] = combined[c * k2 + tap]
-                    if training { m[(k2 + tap) * C + c] = z[c * k2 + tap] }
+                    m[tap * C + c] = a[c * k2 + tap]
+                    if training { m[(k2 + tap) * C + c] = f[c * k2 + tap] }
                 }
             }
         }
@@ -317,8 +318,9 @@ package final class IntegrityChecker {
                     (energy.data + n * P).update(repeating: 0, count: P)
                     shiftedSum(g, taps: map, tapStride: 0, into: energy.data + n * P, transposed: false)
                     if training {
+                        let norms = filterNorms.data, energies = rowScratch.data
                         var rho: Double = 0
-                        for c in 0..<C { rho += Double(filterNorms[c]) * Double(rowScratch[c]) }
+                        for c in 0..<C { rho += Double(norms[c]) * Double(energies[c]) }
                         filterEnergy[n] += rho
                     }
                 }
@@ -369,10 +371,11 @@ package final class IntegrityChecker {
                 transposedCombination(w + o * K, weights: t.data, channels: C, taps: k2, into: transposedKernel.data + o * k2)
                 accumulateMagnitudeMax(w + o * K, into: columnMax.data, count: K)
             }
-            for c in 0..<C { rowMax[c] = maxMagnitude(columnMax.data + c * k2, count: k2) }
-            sigma = weightedNorm(t.data, rowMax.data, count: C)
-            combinedMax = maxMagnitude(transposedKernel.data, count: Cout * k2)
-            for o in 0..<Cout { for tap in 0..<k2 { kernelTaps[tap * Cout + o] = transposedKernel[o * k2 + tap] } }
+            let columns = columnMax.data, maxima = rowMax.data, wt = transposedKernel.data, taps = kernelTaps.data
+            for c in 0..<C { maxima[c] = maxMagnitude(columns + c * k2, count: k2) }
+            sigma = weightedNorm(t.data, maxima, count: C)
+            combinedMax = maxMagnitude(wt, count: Cout * k2)
+            for o in 0..<Cout { for tap in 0..<k2 { taps[tap * Cout + o] = wt[o * k2 + tap] } }
         }
         let share = filterDrawn
         if share {
@@ -391,7 +394,10 @@ package final class IntegrityChecker {
                     (energy.data + n * HW).update(repeating: 0, count: HW)
                     shiftedSum(g, taps: map, tapStride: 0, into: energy.data + n * HW, transposed: true)
                     if share {
-                        for o in 0..<Cout { outputGradMax[n * Cout + o] = max(outputGradMax[n * Cout + o], rowScratch[o]) }
+                        let maxima = rowScratch.data
+                        outputGradMax.withUnsafeMutableBufferPointer { m in
+                            for o in 0..<Cout { m[n * Cout + o] = max(m[n * Cout + o], maxima[o]) }
+                        }
                     }
                 }
             }
@@ -470,23 +476,33 @@ package final class IntegrityChecker {
     private func compareShare(_ share: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
         let g = geometry, K = g.patchSize, Cout = g.outChannels, P = g.outPositions
         var rho2 = 0.0, q2 = 0.0, positions = 0
-        for o in 0..<Cout { shareRight[o] = 0; shareMax[o] = 0 }
-        for n in samples {
-            rho2 += filterEnergy[n]; q2 += probeEnergy[n]; positions += samplePasses[n] * P
-            for o in 0..<Cout {
-                shareRight[o] += Double(shareReference[n * Cout + o])
-                shareMax[o] = max(shareMax[o], outputGradMax[n * Cout + o])
-            }
-        }
+        for n in samples { rho2 += filterEnergy[n]; q2 += probeEnergy[n]; positions += samplePasses[n] * P }
         let rho = Float(rho2.squareRoot()), qNorm = Float(q2.squareRoot())
         var worst = WorstComparison()
-        let block = max(1, (1 << 16) / K)
-        for o in 0..<Cout {
-            if o % block == 0 { pulled += pullIntoCache(share + o * K, count: min(block, Cout - o) * K) }
-            let (lhs, sq) = combination(share + o * K, weights: z.data, count: K)
-            let allowed = RoundingModel.tolerance(scale: shareMax[o], sigma: rho, combined: qNorm, inner: positions, terms: K,
-                                                  weighted: sq.squareRoot())
-            worst.consider(index: o, discrepancy: abs(lhs - Float(shareRight[o])), allowed: allowed)
+        // (Loops over buffers, not the arrays: an access to a class's array property is
+        // checked for exclusivity every time.)
+        shareRight.withUnsafeMutableBufferPointer { right in
+            shareMax.withUnsafeMutableBufferPointer { largest in
+                shareReference.withUnsafeBufferPointer { reference in
+                    outputGradMax.withUnsafeBufferPointer { maxima in
+                        for o in 0..<Cout { right[o] = 0; largest[o] = 0 }
+                        for n in samples {
+                            for o in 0..<Cout {
+                                right[o] += Double(reference[n * Cout + o])
+                                largest[o] = max(largest[o], maxima[n * Cout + o])
+                            }
+                        }
+                    }
+                }
+                let block = max(1, (1 << 16) / K), weights = z.data
+                for o in 0..<Cout {
+                    if o % block == 0 { pulled += pullIntoCache(share + o * K, count: min(block, Cout - o) * K) }
+                    let (lhs, sq) = combination(share + o * K, weights: weights, count: K)
+                    let allowed = RoundingModel.tolerance(scale: largest[o], sigma: rho, combined: qNorm, inner: positions,
+                                                          terms: K, weighted: sq.squareRoot())
+                    worst.consider(index: o, discrepancy: abs(lhs - Float(right[o])), allowed: allowed)
+                }
+            }
         }
         return verdict(worst, check: .gradientShare, samples: samples)
     }
@@ -497,11 +513,11 @@ package final class IntegrityChecker {
         let Cout = geometry.outChannels
         if !filterDrawn {
             timed(.randomDraws) { random.fillSigned(z.data, count: geometry.patchSize) }
-            let k2 = geometry.kernel * geometry.kernel
+            let k2 = geometry.kernel * geometry.kernel, f = z.data, norms = filterNorms.data
             for c in 0..<geometry.inChannels {
                 var e: Float = 0
-                for j in 0..<k2 { e += z[c * k2 + j] * z[c * k2 + j] }
-                filterNorms[c] = e
+                for j in 0..<k2 { e += f[c * k2 + j] * f[c * k2 + j] }
+                norms[c] = e
             }
             filterDrawn = true
             shareReference.removeAll(keepingCapacity: true); outputGradMax.removeAll(keepingCapacity: true)

@@ -34,12 +34,13 @@ package func shiftedSum(_ g: ConvGeometry, taps: UnsafePointer<Float>, tapStride
             for oh in rows {
                 // Output row oh meets input row ih; column ow meets input column ow*s - pad + kj.
                 let o = oh * Wo, i = (oh * s - pad + ki) * W - pad + kj
-                if transposed {
-                    let d = out + i, r = tap + o
-                    if s == 1 { for ow in cols { d[ow] += r[ow] } } else { for ow in cols { d[ow * s] += r[ow] } }
+                let d = out + (transposed ? i : o), r = tap + (transposed ? o : i)
+                if s == 1 {
+                    addRow(r + cols.lowerBound, into: d + cols.lowerBound, count: cols.count)
+                } else if transposed {
+                    for ow in cols { d[ow * s] += r[ow] }
                 } else {
-                    let d = out + o, r = tap + i
-                    if s == 1 { for ow in cols { d[ow] += r[ow] } } else { for ow in cols { d[ow] += r[ow * s] } }
+                    for ow in cols { d[ow] += r[ow * s] }
                 }
             }
         }
@@ -48,8 +49,9 @@ package func shiftedSum(_ g: ConvGeometry, taps: UnsafePointer<Float>, tapStride
 
 /// Reads one float of every 64-byte line of p[0..<count], in order, and returns their sum (the
 /// caller keeps it, so that the loads stay). One sequential stream runs at memory bandwidth;
-/// the checks' loops over several rows at once, with their arithmetic in between, reached
-/// only a third of it on data not in cache, and run three times as fast on data in cache.
+/// the checks' loops over four rows at once, with their arithmetic in between, reached about a
+/// third of it on data not in cache (measured on a 16 MB tensor), and run 2.5 to 3 times as
+/// fast once it is in cache.
 func pullIntoCache(_ p: UnsafePointer<Float>, count: Int) -> Float {
     var a: Float = 0, b: Float = 0, i = 0
     while i + 32 <= count { a += p[i]; b += p[i + 16]; i += 32 }
@@ -85,6 +87,13 @@ func pullIntoCache(_ p: UnsafePointer<Float>, count: Int) -> Float {
     let h = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
     let q = h.lowHalf.replacing(with: h.highHalf, where: h.highHalf .> h.lowHalf)
     return q[1] > q[0] ? q[1] : q[0]
+}
+
+/// d[j] += r[j] (the compiler does not vectorise it: d and r might overlap).
+@inline(__always) private func addRow(_ r: UnsafePointer<Float>, into d: UnsafeMutablePointer<Float>, count: Int) {
+    var j = 0
+    while j + 8 <= count { store8(load8(d, j) + load8(r, j), d, j); j += 8 }
+    while j < count { d[j] += r[j]; j += 1 }
 }
 
 /// The largest |x_j| (x trusted: no NaN).
