@@ -99,18 +99,20 @@ package final class Communicator {
     /// seconds naming `peer` (who did not answer) and `what` was awaited. The array keeps
     /// its capacity for reuse.
     ///
-    /// MPI_Waitall has no deadline, so this polls MPI_Testall: spinning first (a reply that
-    /// is nearly there costs no sleep), then with short sleeps that leave the core to the
-    /// other ranks of an oversubscribed machine.
+    /// MPI_Waitall has no deadline, so this polls MPI_Testall, as MPI_Waitall itself does:
+    /// every poll also moves large transfers along (Open MPI advances them only inside MPI
+    /// calls), so a sleep between polls would stall them. Between polls it yields the core,
+    /// which costs nothing when each rank has a core and lets the others run on an
+    /// oversubscribed machine. The clock is read every 1024 polls.
     package func waitAll(_ requests: inout [Request], peer: @autoclosure () -> String,
                          awaiting what: @autoclosure () -> String) throws {
         if try testAll(&requests) { return }
         let start = DispatchTime.now().uptimeNanoseconds
         var polls = 0
         while try !testAll(&requests) {
+            sched_yield()
             polls += 1
-            guard polls > 2000 else { continue }
-            usleep(polls > 20000 ? 200 : 20)
+            guard polls & 1023 == 0 else { continue }
             let waited = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             if waited > timeout {
                 throw DeadlineError(description: "\(peer()) did not answer within \(Communicator.seconds(timeout)); awaited \(what())")
