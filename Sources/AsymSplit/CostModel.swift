@@ -9,6 +9,9 @@ package struct SplitCost {
     package var trustedBackward = 0.0, untrustedBackward = 0.0
     /// Residuals and output gradients sent; output shares and input gradients received.
     package var bytesToUntrusted = 0.0, bytesFromUntrusted = 0.0
+    /// The integrity checks' trusted work (`asym.verify`, docs/DESIGN.md §8): a training
+    /// step's forward pass, an inference pass, and the backward pass (dX and the share).
+    package var verifyForward = 0.0, verifyInference = 0.0, verifyBackward = 0.0
 
     package init(geometry g: ConvGeometry, rank r: Int, iterations q: Int, basis: SplitSettings.Basis, batch B: Int) {
         let C = Double(g.inChannels), Cout = Double(g.outChannels), k2 = Double(g.kernel * g.kernel)
@@ -31,5 +34,21 @@ package struct SplitCost {
         untrustedBackward = 2 * full  // dX and the share corr(R, dY)
         bytesToUntrusted = 4 * b * (C * P + Cout * Po)
         bytesFromUntrusted = 4 * b * (Cout * Po + C * P)
+
+        // The checks of IntegrityChecker, per pass: the secret combination of W (a GEMV);
+        // per sample, the patch norms (squares of every value, then a box sum over the taps),
+        // the probe (a GEMM of the combined taps with the sample, then a shifted sum over the
+        // taps) and the comparison (the secret combination of the returned rows, its sum and
+        // sum of squares). A training forward pass also convolves R with the filter z; the
+        // backward pass adds the share's reference (a GEMV of dY with q per sample) and the
+        // share's comparison (G z, sum and squares).
+        let K = C * k2
+        func forwardChecks(taps: Double) -> Double {
+            2 * Cout * K + b * (2 * C * P + k2 * Po + 2 * taps * C * P + taps * Po + 4 * Cout * Po)
+        }
+        verifyForward = forwardChecks(taps: 2 * k2)
+        verifyInference = forwardChecks(taps: k2)
+        verifyBackward = 2 * Cout * K + b * (2 * Cout * Po + k2 * P + 2 * k2 * Cout * Po + k2 * P + 4 * C * P + 2 * Cout * Po)
+            + 4 * Cout * K
     }
 }

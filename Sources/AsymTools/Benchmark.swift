@@ -21,12 +21,15 @@ package struct ModeTiming {
 }
 
 /// `asymml bench`: throughput of the plain model, and the trusted side's compute per step
-/// in tee-only and asym modes, all on synthetic data of the config's shape.
+/// in tee-only and asym modes, the latter with the integrity checks off and on
+/// (`asym.verify`), all on synthetic data of the config's shape.
 package struct BenchmarkResult {
     package var batch: Int, threads: Int
     package var plain: ModeTiming
     package var teeOnly: ModeTiming
     package var asym: ModeTiming
+    /// asym with `asym.verify: true` (the other timings run with the checks off).
+    package var asymVerified: ModeTiming
     package var plan: Plan
 
     package var trainSamplesPerSecond: Double { Double(batch) / plain.trainStepSeconds }
@@ -34,6 +37,9 @@ package struct BenchmarkResult {
     /// The speed-up that fast accelerators would give: tee-only trusted time over asym's.
     package var trainingSpeedup: Double { teeOnly.trustedTrainSeconds / asym.trustedTrainSeconds }
     package var inferenceSpeedup: Double { teeOnly.trustedInferSeconds / asym.trustedInferSeconds }
+    /// What the checks add to asym's trusted time: 0.15 is 15 % more.
+    package var verifyTrainingCost: Double { asymVerified.trustedTrainSeconds / asym.trustedTrainSeconds - 1 }
+    package var verifyInferenceCost: Double { asymVerified.trustedInferSeconds / asym.trustedInferSeconds - 1 }
 
     package var text: String {
         let tb = 1 / plan.training.trustedShare, ib = 1 / plan.forward.trustedShare
@@ -45,6 +51,9 @@ package struct BenchmarkResult {
                    1000 * teeOnly.trustedTrainSeconds, 1000 * teeOnly.trustedInferSeconds),
             String(format: "  asym       trusted %7.1f ms/step training, %7.1f ms/batch inference (basis %@)",
                    1000 * asym.trustedTrainSeconds, 1000 * asym.trustedInferSeconds, plan.basis.rawValue),
+            String(format: "  asym+verify trusted %7.1f ms/step training (%+.1f%%), %7.1f ms/batch inference (%+.1f%%)",
+                   1000 * asymVerified.trustedTrainSeconds, 100 * verifyTrainingCost,
+                   1000 * asymVerified.trustedInferSeconds, 100 * verifyInferenceCost),
             String(format: "  trusted-time speed-up over tee-only: training %.1fx of a %.1fx bound (%.0f%%), inference %.1fx of %.1fx (%.0f%%)",
                    trainingSpeedup, tb, 100 * trainingSpeedup / tb, inferenceSpeedup, ib, 100 * inferenceSpeedup / ib),
         ].joined(separator: "\n") + [teeOnly.profile, asym.profile].compactMap { $0.map { "\n" + $0 } }.joined()
@@ -54,8 +63,11 @@ package struct BenchmarkResult {
         JSONValue.object([
             ("config", .string(plan.name)), ("batch", .int(batch)), ("threads", .int(threads)),
             ("train_samples_per_s", .number(trainSamplesPerSecond)), ("infer_samples_per_s", .number(inferSamplesPerSecond)),
-            ("trusted_s_per_step", .object([("tee-only", .number(teeOnly.trustedTrainSeconds)), ("asym", .number(asym.trustedTrainSeconds))])),
-            ("trusted_s_per_inference_batch", .object([("tee-only", .number(teeOnly.trustedInferSeconds)), ("asym", .number(asym.trustedInferSeconds))])),
+            ("trusted_s_per_step", .object([("tee-only", .number(teeOnly.trustedTrainSeconds)), ("asym", .number(asym.trustedTrainSeconds)),
+                                            ("asym-verify", .number(asymVerified.trustedTrainSeconds))])),
+            ("trusted_s_per_inference_batch", .object([("tee-only", .number(teeOnly.trustedInferSeconds)), ("asym", .number(asym.trustedInferSeconds)),
+                                                       ("asym-verify", .number(asymVerified.trustedInferSeconds))])),
+            ("verify_training_cost", .number(verifyTrainingCost)), ("verify_inference_cost", .number(verifyInferenceCost)),
             ("training_speedup", .number(trainingSpeedup)), ("training_bound", .number(1 / plan.training.trustedShare)),
             ("inference_speedup", .number(inferenceSpeedup)), ("inference_bound", .number(1 / plan.forward.trustedShare)),
         ]).json
@@ -72,17 +84,19 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false) throws
     c.data.syntheticTest = c.data.batchSize
     c.data.classes = try Model(c.model).classes
     c.train.maxSteps = nil
+    c.asym.verify = false  // timed both ways below; the plan's bounds are those without checks
     let data = try DataSource(c)
-    func time(_ mode: Mode) throws -> ModeTiming {
+    func time(_ mode: Mode, verify: Bool = false) throws -> ModeTiming {
         var m = c
         m.asym.mode = mode
+        m.asym.verify = verify
         // The in-process untrusted side, kept here for its clock (the profile takes its
         // seconds out of each layer's wall time).
         let local = LocalUntrusted()
         let trainer = try Trainer(config: m, data: data, executor: local)
         var step: [Double] = [], trusted: [Double] = []
         for i in 0..<(steps + 2) {
-            if profile && i == 2 && mode != .plain {
+            if profile && i == 2 && mode != .plain && !verify {
                 trainer.model.profile = LayerProfile(layers: trainer.model.layers.count,
                                                      untrustedClock: { local.worker.totalSeconds })
             }
@@ -111,5 +125,6 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false) throws
                           trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted), profile: table)
     }
     return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time(.plain),
-                           teeOnly: try time(.teeOnly), asym: try time(.asym), plan: try Plan(c))
+                           teeOnly: try time(.teeOnly), asym: try time(.asym), asymVerified: try time(.asym, verify: true),
+                           plan: try Plan(c))
 }

@@ -7,12 +7,16 @@ import Foundation
 /// `asymml plan`: per layer, where it runs, its FLOPs on each side (forward and backward)
 /// and the bytes that cross per step; and the totals with the trusted share. It describes
 /// the asym split of the config whatever its `asym.mode` (tee-only puts everything trusted).
+/// The integrity checks' trusted FLOPs (`asym.verify`) have their own columns, and count
+/// in the trusted totals when the config turns them on.
 package struct Plan {
     package struct Row {
         package var name: String, kind: String, placement: String, rank: String
         package var trustedForward: Double, untrustedForward: Double
         package var trustedBackward: Double, untrustedBackward: Double
         package var bytesCrossing: Double
+        /// The checks' trusted FLOPs: a training step's forward and backward, an inference pass.
+        package var verifyForward = 0.0, verifyBackward = 0.0, verifyInference = 0.0
     }
     package struct Totals {
         package var trustedFlops: Double, untrustedFlops: Double, bytesCrossing: Double
@@ -22,6 +26,8 @@ package struct Plan {
     package let basis: Basis
     package let name: String
     package let batch: Int
+    /// `asym.verify`: the checks' FLOPs count in the trusted totals.
+    package let verify: Bool
 
     package init(_ config: Config) throws {
         let model = try Model(config.model)
@@ -29,6 +35,7 @@ package struct Plan {
         basis = config.asym.basis
         name = config.name
         batch = config.data.batchSize
+        verify = config.asym.verify
         let b = Double(batch)
         var first = true
         for p in placements {
@@ -45,6 +52,9 @@ package struct Plan {
                 row.trustedBackward = cost.trustedBackward
                 row.untrustedBackward = cost.untrustedBackward
                 row.bytesCrossing = cost.bytesToUntrusted + cost.bytesFromUntrusted
+                row.verifyForward = cost.verifyForward
+                row.verifyBackward = cost.verifyBackward
+                row.verifyInference = cost.verifyInference
             } else {
                 row.trustedForward = forward
                 // GEMM layers: dW and (but for the first layer) dX; the others: about twice forward.
@@ -56,13 +66,18 @@ package struct Plan {
         }
     }
 
+    /// The checks' FLOPs over all layers: per inference batch, per training step.
+    package var verifyInference: Double { rows.map(\.verifyInference).reduce(0, +) }
+    package var verifyTraining: Double { rows.map { $0.verifyForward + $0.verifyBackward }.reduce(0, +) }
+
     package var forward: Totals {
-        Totals(trustedFlops: rows.map(\.trustedForward).reduce(0, +), untrustedFlops: rows.map(\.untrustedForward).reduce(0, +),
+        Totals(trustedFlops: rows.map(\.trustedForward).reduce(0, +) + (verify ? verifyInference : 0),
+               untrustedFlops: rows.map(\.untrustedForward).reduce(0, +),
                bytesCrossing: rows.map { $0.bytesCrossing / 2 }.reduce(0, +))
     }
 
     package var training: Totals {
-        Totals(trustedFlops: rows.map { $0.trustedForward + $0.trustedBackward }.reduce(0, +),
+        Totals(trustedFlops: rows.map { $0.trustedForward + $0.trustedBackward }.reduce(0, +) + (verify ? verifyTraining : 0),
                untrustedFlops: rows.map { $0.untrustedForward + $0.untrustedBackward }.reduce(0, +),
                bytesCrossing: rows.map(\.bytesCrossing).reduce(0, +))
     }
@@ -72,17 +87,23 @@ package struct Plan {
         func left(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
         func right(_ s: String) -> String { String(repeating: " ", count: max(0, 9 - s.count)) + s }
         let columns = [left("layer", 18), left("type", 12), left("place", 8), left("rank", 16)].joined(separator: " ")
-        var lines = [columns + " " + ["T fwd", "U fwd", "T bwd", "U bwd", "MB/step"].map(right).joined(separator: " "),
-                     "  (asym split, basis \(basis.rawValue); MFLOP per step of \(batch) samples; T = trusted, U = untrusted)"]
+        var lines = [columns + " " + ["T fwd", "U fwd", "T bwd", "U bwd", "MB/step", "verify"].map(right).joined(separator: " "),
+                     "  (asym split, basis \(basis.rawValue); MFLOP per step of \(batch) samples; T = trusted, U = untrusted;",
+                     "   verify = the integrity checks' trusted MFLOP per training step, \(verify ? "on" : "off") in this config)"]
         for r in rows where r.trustedForward + r.untrustedForward > 0 {
             lines.append([left(r.name, 18), left(r.kind, 12), left(r.placement, 8), left(r.rank, 16)].joined(separator: " ") + " "
                          + [r.trustedForward, r.untrustedForward, r.trustedBackward, r.untrustedBackward].map(m).joined(separator: " ")
-                         + String(format: " %9.2f", r.bytesCrossing / 1e6))
+                         + String(format: " %9.2f ", r.bytesCrossing / 1e6) + m(r.verifyForward + r.verifyBackward))
         }
         for (name, t) in [("forward", forward), ("training", training)] {
             lines.append(String(format: "%@: trusted %.1f MFLOP, untrusted %.1f MFLOP, trusted share %.2f%%, %.2f MB crossing",
                                 name, t.trustedFlops / 1e6, t.untrustedFlops / 1e6, 100 * t.trustedShare, t.bytesCrossing / 1e6))
         }
+        let unverified = (forward.trustedFlops - (verify ? verifyInference : 0),
+                          training.trustedFlops - (verify ? verifyTraining : 0))
+        lines.append(String(format: "verification (asym.verify, %@): %.1f MFLOP per training step (+%.1f%% trusted), %.1f per inference batch (+%.1f%%)",
+                            verify ? "on" : "off", verifyTraining / 1e6, 100 * verifyTraining / max(unverified.1, 1),
+                            verifyInference / 1e6, 100 * verifyInference / max(unverified.0, 1)))
         lines.append(String(format: "bound on the trusted-time speed-up over tee-only: %.1fx forward, %.1fx training",
                             1 / max(forward.trustedShare, 1e-9), 1 / max(training.trustedShare, 1e-9)))
         return lines.joined(separator: "\n")
@@ -98,9 +119,11 @@ package struct Plan {
                               ("rank", .string(r.rank)),
                               ("trusted_forward_flops", .number(r.trustedForward)), ("untrusted_forward_flops", .number(r.untrustedForward)),
                               ("trusted_backward_flops", .number(r.trustedBackward)), ("untrusted_backward_flops", .number(r.untrustedBackward)),
-                              ("bytes_crossing", .number(r.bytesCrossing))]).json
+                              ("bytes_crossing", .number(r.bytesCrossing)),
+                              ("verify_training_flops", .number(r.verifyForward + r.verifyBackward)),
+                              ("verify_inference_flops", .number(r.verifyInference))]).json
         }
-        return "{\"basis\": \"\(basis.rawValue)\", \"batch\": \(batch), \"layers\": [" + layers.joined(separator: ", ") + "], \"totals\": "
+        return "{\"basis\": \"\(basis.rawValue)\", \"batch\": \(batch), \"verify\": \(verify), \"layers\": [" + layers.joined(separator: ", ") + "], \"totals\": "
             + JSONValue.object([("forward", totals(forward)), ("training", totals(training))]).json + "}"
     }
 }

@@ -102,13 +102,24 @@ final class AsymModeTests: XCTestCase {
     }
 
     /// The plan's totals: vgg-cifar with a batch basis keeps the trusted share of training
-    /// FLOPs at or under 8%.
+    /// FLOPs at or under 8%; the integrity checks add at most 15% to the trusted FLOPs, and
+    /// count in the totals exactly when `asym.verify` is on.
     func testPlanTrustedShare() throws {
         let c = try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml", overrides: ["asym.basis=batch"])
         let plan = try Plan(c)
         print(plan.table)
         XCTAssertLessThanOrEqual(plan.training.trustedShare, 0.08)
         XCTAssertTrue(plan.json.contains("\"totals\": {\"forward\": {\"trusted_flops\""))
+        let verified = try Plan(try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml",
+                                                overrides: ["asym.basis=batch", "asym.verify=true"]))
+        XCTAssertGreaterThan(plan.verifyTraining, 0)
+        XCTAssertEqual(verified.training.trustedFlops, plan.training.trustedFlops + plan.verifyTraining,
+                       accuracy: 1e-6 * plan.training.trustedFlops)
+        XCTAssertEqual(verified.forward.trustedFlops, plan.forward.trustedFlops + plan.verifyInference,
+                       accuracy: 1e-6 * plan.forward.trustedFlops)
+        XCTAssertEqual(verified.training.untrustedFlops, plan.training.untrustedFlops)
+        XCTAssertLessThanOrEqual(plan.verifyTraining / plan.training.trustedFlops, 0.15)
+        XCTAssertTrue(verified.json.contains("\"verify_training_flops\""))
     }
 }
 
