@@ -81,6 +81,8 @@ package struct DataConfig: Equatable {
     /// The global batch size (summed over all trusted ranks).
     package var batchSize = 64
     package var shuffle = true
+    /// Train on the first N samples of the training split only (quick runs and tests); nil: all.
+    package var trainSamples: Int?
     /// [mean, std] for all channels, or [[means...], [stds...]] per channel; nil: pixel/255.
     package var normalizeMean: [Double]?
     package var normalizeStd: [Double]?
@@ -230,6 +232,7 @@ extension Config {
         c.data.path = try d.string("path")
         c.data.batchSize = try d.int("batch_size", c.data.batchSize)
         c.data.shuffle = try d.bool("shuffle", c.data.shuffle)
+        c.data.trainSamples = try d.int("train_samples")
         if let n = d.raw("normalize") {
             (c.data.normalizeMean, c.data.normalizeStd) = try Config.normalization(n)
         }
@@ -334,6 +337,7 @@ extension Config {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigError(message) } }
         try check(data.batchSize > 0, "data.batch_size: must be positive, got \(data.batchSize)")
         try check(data.syntheticTrain > 0 && data.syntheticTest > 0, "data.synthetic_train/synthetic_test: must be positive")
+        try check(data.trainSamples.map { $0 > 0 } ?? true, "data.train_samples: must be positive")
         try check(data.classes > 1, "data.classes: need at least 2 classes")
         try check(model.input.count == 3 && model.input.allSatisfy { $0 > 0 },
                   "model.input: expected [channels, height, width], got \(model.input)")
@@ -423,7 +427,7 @@ extension Config {
         }
         var dataPairs: [(String, Node?)] = [
             ("dataset", s(data.dataset.rawValue)), ("path", data.path.map(s)), ("batch_size", n(data.batchSize)),
-            ("shuffle", b(data.shuffle)),
+            ("shuffle", b(data.shuffle)), ("train_samples", data.trainSamples.map(n)),
         ]
         if let mean = data.normalizeMean, let std = data.normalizeStd {
             dataPairs.append(("normalize", mean.count == 1 ? list([f(mean[0]), f(std[0])])

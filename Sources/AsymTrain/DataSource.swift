@@ -4,7 +4,7 @@ import Foundation
 
 /// Loads the train and test splits that a config names, checked against the model input.
 package struct DataSource {
-    package let train: Dataset
+    package private(set) var train: Dataset
     package let test: Dataset
 
     package static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
@@ -40,6 +40,14 @@ package struct DataSource {
                                       classes: d.classes, seed: seed, split: .train)
             test = try makeSynthetic(count: d.syntheticTest, channels: input[0], height: input[1], width: input[2],
                                      classes: d.classes, seed: seed, split: .test)
+        }
+        if let n = d.trainSamples {
+            guard n <= train.count else {
+                throw ConfigError("data.train_samples: \(n) is more than the \(train.count) samples of \(train.name)")
+            }
+            train = Dataset(name: "\(train.name)[0..<\(n)]", channels: train.channels, height: train.height, width: train.width,
+                            classes: train.classes, images: Array(train.images.prefix(n * train.sampleSize)),
+                            labels: Array(train.labels.prefix(n)))
         }
         let shape = [train.channels, train.height, train.width]
         guard shape == input else {

@@ -182,6 +182,16 @@ package final class Trainer {
         return (lossSum / Double(batch), Double(correct) / Double(batch))
     }
 
+    /// With `asym.verify`: per check, the largest discrepancy / allowed seen over every split
+    /// layer so far (how close honest results came to a false alarm; a failure shows > 1).
+    package var integrityHeadroom: [IntegrityCheck: Float] {
+        var worst: [IntegrityCheck: Float] = [:]
+        for conv in splitLayers {
+            for (check, ratio) in conv.split?.checker?.highestRatio ?? [:] { worst[check] = max(worst[check] ?? 0, ratio) }
+        }
+        return worst
+    }
+
     /// The split layers' trusted halves by split-layer index.
     private var splitConvolutions: [Int: SplitConvolution] {
         Dictionary(uniqueKeysWithValues: splitLayers.map { ($0.split!.info.layer, $0.split!) })

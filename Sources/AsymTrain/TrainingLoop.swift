@@ -80,6 +80,12 @@ package struct TrainingLoop {
             summary += String(format: "; %.1f MB to the untrusted side per step", Double(trainer.bytesToUntrustedPerStep) / 1e6)
         }
         run.say(summary)
+        let headroom = trainer.integrityHeadroom
+        if !headroom.isEmpty {
+            run.say("integrity checks, largest discrepancy / allowed (over 1 fails): "
+                    + IntegrityCheck.allCases.compactMap { c in headroom[c].map { String(format: "%@ %.3f", c.rawValue, $0) } }
+                        .joined(separator: ", "))
+        }
         return last
     }
 

@@ -264,6 +264,30 @@ final class TrustBoundaryTests: XCTestCase {
         }
     }
 
+    /// An honest verified run raises no false alarm: fmnist-cnn on real Fashion-MNIST (its
+    /// first 2,048 training images, to keep the suite short), 2 epochs on 1 trusted + 2
+    /// untrusted ranks with every result checked and `abort` on failure (64 steps, ~50 s). It must end, learn,
+    /// and report how close honest results came to their tolerances.
+    func testHonestVerifiedRunRaisesNoFalseAlarm() throws {
+        guard FileManager.default.fileExists(atPath: DataSource.defaultFashionMNIST + "/train-images-idx3-ubyte")
+                || FileManager.default.fileExists(atPath: DataSource.defaultFashionMNIST + "/train-images-idx3-ubyte.gz") else {
+            throw XCTSkip("Fashion-MNIST is not installed (make deps installs dataset-fashion-mnist)")
+        }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let job = try runJob(mpirun(3, ["train", "--config", fmnistCNN, "--run-dir", dir] + args([
+            "asym.mode=asym", "asym.verify=true", "data.train_samples=2048", "train.epochs=2", "train.threads=1"])),
+                             timeout: 600)
+        XCTAssertEqual(job.status, 0, job.output)
+        XCTAssertFalse(job.output.contains("integrity check failed"), "false alarm: \(job.output)")
+        let summary = job.output.split(separator: "\n").filter { $0.contains("done:") || $0.contains("integrity checks") }
+        print(summary.joined(separator: "\n"))
+        XCTAssertTrue(summary.contains { $0.contains("largest discrepancy / allowed") }, job.output)
+        let accuracy = try job.output.firstMatch(of: Regex<(Substring, Substring)>("steps in .*test accuracy ([0-9.]+)%"))
+            .flatMap { Double($0.1) }
+        XCTAssertGreaterThan(accuracy ?? 0, 55, job.output)  // 64.7% here; chance is 10%
+    }
+
     /// A sealed gradient message opens only as the message it was: a flipped byte, a replay
     /// (an older message) or another sender's message fail, naming the sender.
     func testSealedMessagesRejectTamperingAndReplays() throws {

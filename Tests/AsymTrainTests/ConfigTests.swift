@@ -52,6 +52,19 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(shapes.contains("declares in: 65, but 64 features"), shapes)
         let batch = errorMessage { _ = try Trainer(config: try smokeConfig(), collective: TrustedRanks(count: 3)) }
         XCTAssertTrue(batch.contains("data.batch_size: 16 does not divide among 3 trusted ranks"), batch)
+        let none = errorMessage { _ = try smokeConfig(["data.train_samples=0"]) }
+        XCTAssertTrue(none.contains("data.train_samples: must be positive"), none)
+        let many = errorMessage { _ = try DataSource(try smokeConfig(["data.train_samples=100000"])) }
+        XCTAssertTrue(many.contains("data.train_samples: 100000 is more than the"), many)
+    }
+
+    /// `data.train_samples: N` trains on the first N samples of the training split, unchanged.
+    func testTrainSamplesKeepsThePrefix() throws {
+        let all = try DataSource(try smokeConfig()), some = try DataSource(try smokeConfig(["data.train_samples=40"]))
+        XCTAssertEqual(some.train.count, 40)
+        XCTAssertEqual(some.train.labels, Array(all.train.labels.prefix(40)))
+        XCTAssertEqual(some.train.images, Array(all.train.images.prefix(40 * all.train.sampleSize)))
+        XCTAssertEqual(some.test.count, all.test.count)
     }
 
     func testResolvedConfigRoundTrips() throws {
