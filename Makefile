@@ -10,7 +10,7 @@ PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hd
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps build train test bench bench-mpi clean
+.PHONY: deps build train test bench bench-mpi bench-predict clean
 
 # Installs only the missing packages (with sudo when not root); does nothing otherwise.
 deps:
@@ -50,6 +50,11 @@ BENCH_MPI := --config configs/vgg-cifar.yaml --set train.max_steps=24 --set trai
 bench-mpi: build
 	launch/local.sh -t 1 -u 0 -- train $(BENCH_MPI) --run-dir runs/bench-tee-only --set asym.mode=tee-only
 	launch/local.sh -t 1 -u 1 -- train $(BENCH_MPI) --run-dir runs/bench-asym --set asym.mode=asym
+
+# `asymml plan --hardware` against real 1T+1U runs here: calibrate, predict, run, compare.
+bench-predict: build
+	scripts/predict-vs-measured.sh configs/fmnist-cnn.yaml 40
+	scripts/predict-vs-measured.sh configs/vgg-cifar.yaml 16 --set data.synthetic_train=1536
 
 clean:
 	rm -rf .build

@@ -10,6 +10,8 @@ import Foundation
 /// The integrity checks' trusted FLOPs (`asym.verify`) have their own columns, and count
 /// in the trusted totals when the config turns them on.
 package struct Plan {
+    /// Which of the calibrated rates (`Hardware`) a layer's trusted work runs at.
+    package enum KernelClass: String, Sendable { case gemm, split, elementwise }
     package struct Row {
         package var name: String, kind: String, placement: String, rank: String
         package var trustedForward: Double, untrustedForward: Double
@@ -17,6 +19,13 @@ package struct Plan {
         package var bytesCrossing: Double
         /// The checks' trusted FLOPs: a training step's forward and backward, an inference pass.
         package var verifyForward = 0.0, verifyBackward = 0.0, verifyInference = 0.0
+        /// What the prediction (`plan --hardware`) needs: the class of the layer's trusted work,
+        /// its FLOPs in tee-only mode, the values it reads and writes in a forward pass (the
+        /// work of memory-bound layers), and the weights and weight-gradient share that cross.
+        package var kernel = KernelClass.gemm
+        package var teeOnlyForward = 0.0, teeOnlyBackward = 0.0
+        package var elements = 0.0
+        package var weightBytes = 0.0
     }
     package struct Totals {
         package var trustedFlops: Double, untrustedFlops: Double, bytesCrossing: Double
@@ -28,6 +37,8 @@ package struct Plan {
     package let batch: Int
     /// `asym.verify`: the checks' FLOPs count in the trusted totals.
     package let verify: Bool
+    /// Model parameters (the optimizer's update touches each a few times per step).
+    package let parameters: Int
 
     package init(_ config: Config) throws {
         let model = try Model(config.model)
@@ -36,6 +47,7 @@ package struct Plan {
         name = config.name
         batch = config.data.batchSize
         verify = config.asym.verify
+        parameters = model.parameterCount
         let b = Double(batch)
         var first = true
         for p in placements {
@@ -43,6 +55,8 @@ package struct Plan {
             var row = Row(name: l.name, kind: l.kind.rawValue, placement: "trusted", rank: "-", trustedForward: 0,
                           untrustedForward: 0, trustedBackward: 0, untrustedBackward: 0, bytesCrossing: 0)
             let forward = Double(l.forwardFlops) * b
+            row.elements = b * Double(l.inputShape.reduce(1, *) + l.outputShape.reduce(1, *))
+            row.kernel = l is Conv2dLayer || l is LinearLayer || l is BasicBlock ? .gemm : .elementwise
             if let conv = l as? Conv2dLayer, p.side == .split, let s = p.settings {
                 let cost = SplitCost(geometry: conv.geometry, rank: s.maxRank, iterations: s.iterations, basis: s.basis, batch: batch)
                 row.placement = "split"
@@ -55,12 +69,17 @@ package struct Plan {
                 row.verifyForward = cost.verifyForward
                 row.verifyBackward = cost.verifyBackward
                 row.verifyInference = cost.verifyInference
+                row.kernel = .split
+                row.teeOnlyForward = cost.untrustedForward
+                row.teeOnlyBackward = cost.untrustedBackward
+                row.weightBytes = 2 * 4 * Double(conv.geometry.weightCount)
             } else {
                 row.trustedForward = forward
                 // GEMM layers: dW and (but for the first layer) dX; the others: about twice forward.
                 let gemm = l is Conv2dLayer || l is LinearLayer
                 row.trustedBackward = gemm ? (first ? forward : 2 * forward) : 2 * forward
             }
+            if row.placement == "trusted" { (row.teeOnlyForward, row.teeOnlyBackward) = (row.trustedForward, row.trustedBackward) }
             if l is Conv2dLayer || l is LinearLayer { first = false }
             rows.append(row)
         }
@@ -109,7 +128,10 @@ package struct Plan {
         return lines.joined(separator: "\n")
     }
 
-    package var json: String {
+    package var json: String { json(extra: []) }
+
+    /// The plan as one JSON object, with `extra` keys at the end (e.g. `prediction`).
+    package func json(extra: [(String, JSONValue)]) -> String {
         func totals(_ t: Totals) -> JSONValue {
             .object([("trusted_flops", .number(t.trustedFlops)), ("untrusted_flops", .number(t.untrustedFlops)),
                      ("trusted_share", .number(t.trustedShare)), ("bytes_crossing", .number(t.bytesCrossing))])
@@ -124,6 +146,7 @@ package struct Plan {
                               ("verify_inference_flops", .number(r.verifyInference))]).json
         }
         return "{\"basis\": \"\(basis.rawValue)\", \"batch\": \(batch), \"verify\": \(verify), \"layers\": [" + layers.joined(separator: ", ") + "], \"totals\": "
-            + JSONValue.object([("forward", totals(forward)), ("training", totals(training))]).json + "}"
+            + JSONValue.object([("forward", totals(forward)), ("training", totals(training))]).json
+            + extra.map { ", \"\($0.0)\": \($0.1.json)" }.joined() + "}"
     }
 }

@@ -28,6 +28,9 @@ struct ConfigOptions: ParsableArguments {
     var overrides: [String] = []
 
     func load() throws -> Config { try Config.load(path: config, overrides: overrides) }
+
+    /// The same options as command-line arguments (to hand them to a child process).
+    var arguments: [String] { ["--config", config] + overrides.flatMap { ["--set", $0] } }
 }
 
 struct Train: ParsableCommand {
@@ -88,11 +91,38 @@ struct Bench: ParsableCommand {
     var profile = false
     @Flag(help: "Print one JSON object.")
     var json = false
+    @Flag(help: "Measure this machine's rate per kernel class on the config's layers, and the MPI link between two ranks here; write a hardware file for `plan --hardware`.")
+    var calibrate = false
+    @Option(help: "The hardware file --calibrate writes.")
+    var output = "runs/hardware.yaml"
+    @Flag(name: .customLong("link-probe"), help: .hidden)
+    var linkProbe = false
 
     func run() throws {
         do {
             let config = try options.load()
             Commands.configureThreads(config)
+            if linkProbe {
+                let world = try Communicator.world()
+                if let r = try LinkProbe.measureLink(world) { print(LinkProbe.report(r)) }
+                Communicator.finalize()
+                return
+            }
+            if calibrate {
+                guard !Communicator.launchedByMPI else {
+                    throw ConfigError("bench --calibrate: run it without mpirun; it starts its own 2-rank link probe")
+                }
+                let c = try AsymTools.calibrate(config: config, steps: steps) {
+                    let r = try LinkProbe.measureBySpawning(binary: CommandLine.arguments[0],
+                                                            arguments: ["bench", "--link-probe"] + options.arguments)
+                    return (r.gbps, r.latencyMicroseconds)
+                }
+                try FileManager.default.createDirectory(atPath: (output as NSString).deletingLastPathComponent.isEmpty ? "."
+                                                        : (output as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try c.file.write(toFile: output, atomically: true, encoding: .utf8)
+                print(c.hardware.summary + "\nwrote \(output); use it with asymml plan --config ... --hardware \(output)")
+                return
+            }
             let r = try benchmark(config: config, steps: steps, profile: profile)
             print(json ? r.json : r.text)
         } catch { fail(error) }
@@ -103,13 +133,20 @@ struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show where every layer runs, the FLOPs on each side and the bytes that cross per step.")
     @OptionGroup var options: ConfigOptions
-    @Flag(help: "Print one JSON object with `layers` and `totals`.")
+    @Flag(help: "Print one JSON object with `layers` and `totals` (and `prediction` with --hardware).")
     var json = false
+    @Option(help: "Predict step times on this hardware: a file from `bench --calibrate` and/or key=value pairs, comma-separated: tee_gflops, accel_gflops, link_gbps (required), tee_split_gflops, tee_elementwise_gflops, link_latency_us.")
+    var hardware: String?
 
     func run() throws {
         do {
             let plan = try AsymTools.Plan(try options.load())
-            print(json ? plan.json : plan.table)
+            let prediction = try hardware.map { Prediction(plan: plan, hardware: try Hardware.parse($0)) }
+            if json {
+                print(plan.json(extra: prediction.map { [("prediction", $0.json)] } ?? []))
+            } else {
+                print(plan.table + (prediction.map { "\n\n" + $0.table } ?? ""))
+            }
         } catch { fail(error) }
     }
 }

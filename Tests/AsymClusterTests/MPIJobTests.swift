@@ -94,6 +94,27 @@ final class MPIJobTests: XCTestCase {
 
     /// Each layout trains `steps` steps and ends with the weights of one plain process over
     /// the same global batches, to 1e-4 relative.
+    /// `bench --calibrate` measures the kernel classes and, through its own 2-rank mpirun,
+    /// the link; `plan --hardware` reads the file it writes and predicts from it.
+    func testCalibrationFeedsThePlan() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/hardware.yaml"
+        let calibrate = try runJob([binary, "bench", "--calibrate", "--config", smoke, "--steps", "2", "--output", file])
+        XCTAssertEqual(calibrate.status, 0, calibrate.output)
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        print(text)
+        for key in ["tee_gflops", "tee_split_gflops", "tee_elementwise_gflops", "accel_gflops", "link_gbps", "link_latency_us"] {
+            let value = text.split(separator: "\n").first { $0.hasPrefix(key + ":") }.flatMap { Double($0.split(separator: " ")[1]) }
+            XCTAssertGreaterThan(value ?? 0, 0, key)
+        }
+        let plan = try runJob([binary, "plan", "--config", smoke, "--hardware", file + ",link_gbps=1"])
+        XCTAssertEqual(plan.status, 0, plan.output)
+        XCTAssertTrue(plan.output.contains("link 1 Gbit/s") && plan.output.contains("training step"), plan.output)
+        let underMPI = try runJob(mpirun(2, ["bench", "--calibrate", "--config", smoke, "--output", file]))
+        XCTAssertTrue(underMPI.output.contains("run it without mpirun"), underMPI.output)
+    }
+
     func testLayoutsTrainTheSameModelAsOneProcess() throws {
         setThreads(1)
         let overrides = ["train.max_steps=\(steps)", "train.threads=1"]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Checks `asymml plan --hardware` against a real run on this machine: calibrates the
+# kernel classes and the MPI link (`asymml bench --calibrate`), predicts the wall time of a
+# 1 trusted + 1 untrusted training step, runs that job (one thread per rank, synthetic data
+# of the config's shape) and prints both.
+#
+#   scripts/predict-vs-measured.sh CONFIG [STEPS] [--set KEY=VALUE ...]
+#
+# Extra --set options go to the calibration, the plan and the run alike (e.g.
+# --set asym.basis=batch). Timings on a shared machine are noisy: the measured figure is
+# the median over the log windows after the first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config="${1:?usage: scripts/predict-vs-measured.sh CONFIG [STEPS] [--set KEY=VALUE ...]}"; shift
+steps=24
+if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then steps="$1"; shift; fi
+bin=.build/release/asymml
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+common=(--config "$config" --set train.threads=1 "$@")
+
+"$bin" bench --calibrate "${common[@]}" --steps 4 --output "$work/hardware.yaml" | head -1
+"$bin" plan "${common[@]}" --hardware "$work/hardware.yaml" --json > "$work/plan.json"
+launch/local.sh -t 1 -u 1 -- train "${common[@]}" --set data.dataset=synthetic \
+  --set data.synthetic_test=256 --set train.max_steps="$steps" --set train.log_every=4 \
+  --run-dir "$work/run" > "$work/train.log" 2>&1 || { tail -5 "$work/train.log"; exit 1; }
+python3 - "$work/plan.json" "$work/run/metrics.jsonl" "$config" <<'PY'
+import json, statistics, sys
+plan = json.load(open(sys.argv[1]))
+rates = [json.loads(l)["samples_per_s"] for l in open(sys.argv[2]) if '"samples_per_s"' in l and '"loss"' in l]
+measured = plan["batch"] / statistics.median(rates[1:] or rates)
+p = plan["prediction"]["training"]
+predicted = p["wall_s"]["1"]
+print(f"{sys.argv[3]}: 1T+1U training step predicted {1e3*predicted:.1f} ms (trusted {1e3*p['trusted_s']:.1f}, "
+      f"untrusted {1e3*p['untrusted_s']:.1f}, link {1e3*p['link_s']:.1f}), measured {1e3*measured:.1f} ms "
+      f"(median of {max(1, len(rates) - 1)} windows): predicted/measured {predicted/measured:.2f}")
+PY
