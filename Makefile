@@ -10,7 +10,7 @@ PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hd
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps build train test bench bench-mpi bench-predict clean
+.PHONY: deps build train test bench bench-mpi bench-predict bench-hosts clean
 
 # Installs only the missing packages (with sudo when not root); does nothing otherwise.
 deps:
@@ -55,6 +55,11 @@ bench-mpi: build
 bench-predict: build
 	scripts/predict-vs-measured.sh configs/fmnist-cnn.yaml 40
 	scripts/predict-vs-measured.sh configs/vgg-cifar.yaml 16 --set data.synthetic_train=1536
+
+# vgg-cifar 1T+1U across two namespaced hosts (real TCP), the link shaped to 1 and 10
+# Gbit/s, next to plan --hardware's prediction (needs root: network namespaces).
+bench-hosts: build
+	scripts/bench-hosts.sh configs/vgg-cifar.yaml 12 1 10
 
 clean:
 	rm -rf .build
