@@ -74,9 +74,9 @@ package struct BenchmarkResult {
     }
 }
 
-/// Times `steps` training steps and inference batches per mode after two warm-up steps,
-/// and keeps the medians (timings on a shared machine are noisy; the median resists that).
-package func benchmark(config: Config, steps: Int, profile: Bool = false) throws -> BenchmarkResult {
+/// The config that `bench` and `bench --calibrate` time: synthetic data of the config's
+/// shape, enough for two warm-up and `steps` timed steps; no step limit; checks off.
+func timingConfig(_ config: Config, steps: Int) throws -> Config {
     guard steps >= 1 else { throw ConfigError("--steps: time at least 1 step, got \(steps)") }
     var c = config
     c.data.dataset = .synthetic
@@ -84,7 +84,15 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false) throws
     c.data.syntheticTest = c.data.batchSize
     c.data.classes = try Model(c.model).classes
     c.train.maxSteps = nil
-    c.asym.verify = false  // timed both ways below; the plan's bounds are those without checks
+    c.asym.verify = false
+    return c
+}
+
+/// Times `steps` training steps and inference batches per mode after two warm-up steps,
+/// and keeps the medians (timings on a shared machine are noisy; the median resists that).
+/// asym runs with the integrity checks off and on; the plan's bounds are those without.
+package func benchmark(config: Config, steps: Int, profile: Bool = false) throws -> BenchmarkResult {
+    let c = try timingConfig(config, steps: steps)
     let data = try DataSource(c)
     func time(_ mode: Mode, verify: Bool = false) throws -> ModeTiming {
         var m = c

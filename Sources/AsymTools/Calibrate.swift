@@ -27,14 +27,7 @@ package struct Calibration {
 
 package func calibrate(config: Config, steps: Int, link: () throws -> (gbps: Double, latencyMicroseconds: Double))
     throws -> Calibration {
-    guard steps >= 1 else { throw ConfigError("--steps: time at least 1 step, got \(steps)") }
-    var c = config
-    c.data.dataset = .synthetic
-    c.data.syntheticTrain = c.data.batchSize * (steps + 2)
-    c.data.syntheticTest = c.data.batchSize
-    c.data.classes = try Model(c.model).classes
-    c.train.maxSteps = nil
-    c.asym.verify = false
+    let c = try timingConfig(config, steps: steps)
     let plan = try Plan(c)
     let data = try DataSource(c)
 
