@@ -63,6 +63,9 @@ package final class SplitConvolution {
     package private(set) var lastResidualEnergy = 0.0
     /// Whether the last forward rebuilt U V instead of using combined kernels.
     package private(set) var lastRebuilt = false
+    /// Set when a ReLU follows this layer: the merge applies it (the ReLU layer then passes
+    /// its input through), which saves a pass over the output and the ReLU's own buffer.
+    package var fusedReLU = false
 
     private var residual: Tensor?, ut: Tensor?, v: Tensor?
     /// The buffers R was written to: one, except under `.recompute` with several passes per
@@ -165,6 +168,9 @@ package final class SplitConvolution {
                                 scratch: scratch, progress: { executor.progress() })
         let yT = scratch.buffer(4, count: batch * g.outputSize)
         lastRebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: perSample)
+        // Y_T's layout: samples in chunks of `lowChunk`, each chunk [Cout][samples][Po] as the
+        // GEMM leaves it (NCHW when it is 1), so no pass reorders it before the merge reads it.
+        var lowChunk = 1
         if rank == 0 {
             yT.update(repeating: 0, count: batch * g.outputSize)
         } else if lastRebuilt {
@@ -185,32 +191,49 @@ package final class SplitConvolution {
                           c: tmp, ldc: Cout * k2)
                 swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data)
             }
-            if perSample {
-                for s in 0..<batch {
-                    combineKernels(basis: s)
-                    conv2dForward(low, x: V.data + s * rank * P, batch: 1, weight: Wt.data, bias: nil,
-                                  y: yT + s * g.outputSize, scratch: scratch)
-                    executor.progress()
-                }
-            } else {
-                combineKernels(basis: 0)
-                conv2dForward(low, x: V.data, batch: batch, weight: Wt.data, bias: nil, y: yT, scratch: scratch)
+            // The checker merges NCHW shares; otherwise chunks of the conv kernels' size.
+            lowChunk = perSample || checker != nil ? 1 : chunkSamples(low)
+            if !perSample { combineKernels(basis: 0) }
+            for first in stride(from: 0, to: batch, by: lowChunk) {
+                let n = min(lowChunk, batch - first)
+                if perSample { combineKernels(basis: first) }
+                // conv(V, W~) by im2col and one GEMM, as conv2dForward computes it per chunk.
+                let columns = n * g.outPositions, col = scratch.buffer(0, count: low.patchSize * columns)
+                im2col(low, x: V.data + first * rank * P, samples: n, col: col)
+                BLAS.gemm(m: Cout, n: columns, k: low.patchSize, a: Wt.data, lda: low.patchSize, b: col, ldb: columns,
+                          c: yT + first * g.outputSize, ldc: columns)
+                if perSample { executor.progress() }
             }
         }
 
-        // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias). The result
-        // lives in the executor's per-layer buffer until this layer's next forward pass. The
-        // check merges as it goes (Y_U is read once); a recompute merges again.
+        // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias), and the ReLU
+        // after this layer when it is fused here. The result lives in the executor's per-layer
+        // buffer until this layer's next forward pass. The check merges as it goes (Y_U is
+        // read once); a recompute merges again.
         let y = executor.finishForward(layer: info.layer)
         if let checker {
             resolve(checker.checkOutputShare(y.data, adding: yT)) {
                 conv2dForward(g, x: R.data, batch: batch, weight: weight.data, bias: bias?.data, y: y.data, scratch: scratch)
                 accumulate(yT, into: y.data, count: y.count)
             }
+            if fusedReLU { reluForward(y.data, y.data, count: y.count) }
         } else {
-            accumulate(yT, into: y.data, count: y.count)
+            merge(yT, chunk: lowChunk, into: y.data, batch: batch)
         }
         return y
+    }
+
+    /// Y += Y_T, then max(Y, 0) with `fusedReLU`; Y_T in chunks of `chunk` samples, each
+    /// [Cout][samples][Po].
+    private func merge(_ low: UnsafePointer<Float>, chunk: Int, into y: UnsafeMutablePointer<Float>, batch: Int) {
+        let Cout = geometry.outChannels, Po = geometry.outPositions
+        parallelRanges(batch * Cout, grain: 16) { rows in
+            for row in rows {
+                let s = row / Cout, o = row % Cout, first = s - s % chunk, n = min(chunk, batch - first)
+                let from = low + first * Cout * Po + (o * n + s - first) * Po
+                if fusedReLU { addReLU(from, into: y + row * Po, count: Po) } else { accumulate(from, into: y + row * Po, count: Po) }
+            }
+        }
     }
 
     /// `weight` is needed only to check dX; without a checker it may be nil.
