@@ -50,7 +50,8 @@ package func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlace
         placements.append(LayerPlacement(layer: layer, side: .split,
                                          settings: SplitSettings(maxRank: rank, tau: tau, iterations: a.svdIterations,
                                                                  basis: a.basis, verify: a.verify,
-                                                                 onFailure: a.onVerifyFailure == .abort ? .report : .recompute)))
+                                                                 onFailure: a.onVerifyFailure == .abort ? .report : .recompute,
+                                                                 microbatches: a.microbatches)))
     }
     return placements
 }
