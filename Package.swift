@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymModel", "AsymTrain", "AsymKernels", "AsymData"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
-        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymModel", "AsymTrain", "AsymHDF5",
+        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymModel", "AsymSplit", "AsymTrain", "AsymHDF5",
                                                             .product(name: "Crypto", package: "swift-crypto")]),
     ],
     swiftLanguageModes: [.v5]

@@ -24,10 +24,10 @@ package final class AuditLog {
 
     /// One received message: its header and, for a payload, its size and energy (the sum of
     /// squares is what this rank can measure of a residual; it never sees X to compare with).
-    package func record(_ h: WireHeader, payload: Tensor?) {
+    package func record(_ h: WireHeader, payload: UnsafePointer<Float>?) {
         let kind = MessageKind(rawValue: h.kind).map(\.description) ?? "unknown"
         var line = "{\"step\": \(h.step), \"kind\": \"\(kind)\", \"layer\": \(h.layer), \"shape\": \(h.shape), \"count\": \(h.count)"
-        if let payload { line += String(format: ", \"sum_of_squares\": %.6g", sumOfSquares(payload.data, count: payload.count)) }
+        if let payload { line += String(format: ", \"sum_of_squares\": %.6g", sumOfSquares(payload, count: Int(h.count))) }
         handle.write((line + "}\n").data(using: .utf8)!)
     }
 

@@ -59,18 +59,3 @@ package struct ClusterLayout: Equatable {
         "\(trusted.count) trusted + \(untrusted.count) untrusted ranks, mode \(mode.rawValue)"
     }
 }
-
-/// Samples [lo, hi) of shard `index` when `total` samples are cut into `shards` contiguous
-/// parts whose boundaries are multiples of `alignment` (default `convChunkAlignment`, so that
-/// a shard's convolutions chunk its samples exactly as the whole batch would: the same
-/// samples give bit-identical results in every layout, see Conv2D.swift). The
-/// ceil(total / alignment) blocks (the last may be short) are shared as evenly as possible,
-/// shard sizes differing by at most one block; shards come in order and cover 0..<total.
-/// With fewer blocks than shards some shards are empty (the leading ones).
-package func shardRange(_ total: Int, shards: Int, index: Int, alignment: Int = convChunkAlignment) -> Range<Int> {
-    precondition(shards > 0 && (0..<shards).contains(index) && alignment > 0 && total >= 0)
-    let blocks = (total + alignment - 1) / alignment
-    let lo = min(total, blocks * index / shards * alignment)
-    let hi = min(total, blocks * (index + 1) / shards * alignment)
-    return lo..<hi
-}

@@ -41,19 +41,43 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     private var layers: [(info: SplitLayerInfo, weight: Tensor, bias: Tensor?)] = []
     private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:], perSampleShares: [Int: Tensor] = [:]
-    /// Each member's pending transfers: waited for one member at a time, so that a member
-    /// that does not answer is named alone.
+    /// Each member's pending control transfers: waited for one member at a time, so that a
+    /// member that does not answer is named alone.
     private var pending: [[Request]]
-    /// The replies the exchange in flight waits for: group member, its samples, the header
-    /// it must carry. Nil when no exchange is in flight (there is at most one).
-    private var inFlight: (kind: MessageKind, layer: Int, replies: [Reply])?
+    /// The exchanges in flight, oldest first: one per layer pass, or one per micro-batch.
+    private var flights: [Flight] = []
+    /// Per layer pass (reply kind and layer): each member's samples handed out so far in the
+    /// pass, which numbers the next micro-batch's `first` sample in that member's shard.
+    private var handedOut: [Int: [Int]] = [:]
     private struct Reply {
         let shard: Int, peer: Int, samples: Range<Int>, header: WireHeader, payload: UnsafePointer<Float>
-        /// Where its header lands in `receiveHeaders` (a member's second reply has its own).
+        /// Where its header lands in the flight's `receiveHeaders` (a member's second reply has its own).
         var headerSlot: Int
     }
-    /// Per member: the header sent, and the headers of up to two replies.
+    /// One exchange: the replies it waits for (group member, its samples, the header it must
+    /// carry), with its own requests per member and its own header buffers (per member: the
+    /// header sent, and the headers of up to two replies).
+    private final class Flight {
+        let kind: MessageKind, layer: Int, samples: Range<Int>
+        var replies: [Reply] = []
+        var requests: [[Request]]
+        let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
+        init(kind: MessageKind, layer: Int, samples: Range<Int>, members: Int) {
+            self.kind = kind; self.layer = layer; self.samples = samples
+            requests = Array(repeating: [], count: members)
+            sendHeaders = .allocate(byteCount: max(1, members) * WireHeader.size, alignment: 8)
+            receiveHeaders = .allocate(byteCount: 2 * max(1, members) * WireHeader.size, alignment: 8)
+        }
+        deinit {
+            sendHeaders.deallocate()
+            receiveHeaders.deallocate()
+        }
+    }
+    /// Per member: the header of a control message sent, and of its reply.
     private let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
+    /// The group's own compute and idle seconds of the last step, measured on the untrusted
+    /// ranks (the slowest member's), from their gradient shares.
+    package private(set) var untrustedLoad: (compute: Double, idle: Double)?
     /// The split layers' weights and biases, packed for `weights` messages.
     private var packedWeights: Tensor?
     /// Each member's weight-gradient shares, packed in layer order.
@@ -122,18 +146,27 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         return excluded + "; no untrusted rank is left: continuing tee-only (the split layers run on this trusted rank)"
     }
 
+    /// Micro-batches each go out as their own exchange, several in flight.
+    package var pipelines: Bool { fallback?.pipelines ?? true }
+
     package func startForward(_ r: Residual) {
         if let fallback { return fallback.startForward(r) }
         let g = layers[r.layer].info.geometry
-        let y = Tensor.reuse(outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
+        // The first micro-batch of a pass sizes the buffer; the others land in it.
+        let y = r.samples.lowerBound == 0 ? Tensor.reuse(outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
+            : outputs[r.layer]!
         outputs[r.layer] = y
         exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
-                 receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, batch: r.batch)
+                 receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, samples: r.samples)
     }
 
     package func finishForward(layer: Int) -> Tensor {
-        if let fallback { return fallback.finishForward(layer: layer) }
-        complete(.outputShare, layer: layer)
+        finishForward(layer: layer, samples: 0..<(outputs[layer]?.shape[0] ?? 0))
+    }
+
+    package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
+        if let fallback { return fallback.finishForward(layer: layer, samples: samples) }
+        complete(.outputShare, layer: layer, samples: samples)
         return outputs[layer]!
     }
 
@@ -151,7 +184,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     private func startBackward(_ d: OutputGradient, perSample: Bool) {
         if let fallback { return perSample ? fallback.startBackwardPerSample(d) : fallback.startBackward(d) }
         let g = layers[d.layer].info.geometry
-        let dx = Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
+        let dx = d.samples.lowerBound == 0 ? Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
+            : inputGrads[d.layer]!
         inputGrads[d.layer] = dx
         backwardBatch = d.batch
         var shares: (MessageKind, UnsafeMutablePointer<Float>, [Int])?
@@ -162,17 +196,25 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         }
         exchange(send: perSample ? .outputGradientPerSample : .outputGradient, d.tensor.data,
                  [g.outChannels, g.outHeight, g.outWidth],
-                 receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer, batch: d.batch)
+                 receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer,
+                 samples: d.samples)
     }
 
     package func finishBackward(layer: Int) -> Tensor {
-        if let fallback { return fallback.finishBackward(layer: layer) }
-        complete(.inputGradient, layer: layer)
+        finishBackward(layer: layer, samples: 0..<(inputGrads[layer]?.shape[0] ?? 0))
+    }
+
+    package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
+        if let fallback { return fallback.finishBackward(layer: layer, samples: samples) }
+        complete(.inputGradient, layer: layer, samples: samples)
         return inputGrads[layer]!
     }
 
     package func progress() {
-        fatalOnError { for s in pending.indices { try world.testAll(&pending[s]) } }
+        fatalOnError {
+            for s in pending.indices { try world.testAll(&pending[s]) }
+            for f in flights { for s in f.requests.indices { try world.testAll(&f.requests[s]) } }
+        }
     }
 
     /// Waits for each member's transfers in turn.
@@ -187,62 +229,75 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         return waitSeconds
     }
 
-    /// Sends shard s of `payload` (samples of `sampleShape`) to group member s, with its
-    /// header, and posts the receive of its reply straight into `reply` at the same samples.
+    /// Sends shard s of samples `samples` of `payload` (samples of `sampleShape`) to group
+    /// member s, with its header, and posts the receive of its reply straight into `reply` at
+    /// the same samples. A micro-batch (samples not from 0) is its own flight; its `first`
+    /// counts the member's samples handed out earlier in the same layer pass.
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
-                          then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int, batch: Int) {
-        precondition(inFlight == nil, "one exchange at a time: \(inFlight!.kind) of layer \(inFlight!.layer) is still in flight")
+                          then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int,
+                          samples: Range<Int>) {
+        precondition(!flights.contains { $0.kind == replyKind && $0.layer == layer && $0.samples.overlaps(samples) },
+                     "\(replyKind) of layer \(layer), samples \(samples), is already in flight")
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
-        var replies: [Reply] = []
+        let flight = Flight(kind: replyKind, layer: layer, samples: samples, members: group.count)
+        let pass = Int(replyKind.rawValue) << 32 | layer
+        if samples.lowerBound == 0 { handedOut[pass] = Array(repeating: 0, count: group.count) }
         fatalOnError {
-            for (s, samples) in shards(batch) {
-                let peer = group[s], n = samples.count
+            for (s, part) in shards(samples.count) {
+                let peer = group[s], n = part.count
                 if n == 0 { continue }  // a small (evaluation) batch leaves this member idle
-                let data = payload + samples.lowerBound * inSize
-                let header = WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + sampleShape,
-                                        payload: data, count: n * inSize)
-                header.encode(into: sendHeaders + s * WireHeader.size)
-                let target = reply + samples.lowerBound * outSize
-                pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
-                pending[s].append(try world.receiveFloats(target, count: n * outSize, from: peer, tag: wireTag))
-                pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
-                pending[s].append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
-                replies.append(Reply(shard: s, peer: peer, samples: samples,
-                                     header: WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
-                                                        shape: [n] + replyShape, payload: nil, count: n * outSize),
-                                     payload: target, headerSlot: s))
+                let lo = samples.lowerBound + part.lowerBound, first = handedOut[pass]![s]
+                handedOut[pass]![s] += n
+                let data = payload + lo * inSize
+                let sendHeader = flight.sendHeaders + s * WireHeader.size
+                WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + sampleShape, payload: data,
+                           count: n * inSize, first: first).encode(into: sendHeader)
+                let target = reply + lo * outSize
+                flight.requests[s].append(try world.receiveBytes(flight.receiveHeaders + s * WireHeader.size, count: WireHeader.size,
+                                                                 from: peer, tag: wireTag))
+                flight.requests[s].append(try world.receiveFloats(target, count: n * outSize, from: peer, tag: wireTag))
+                flight.requests[s].append(try world.sendBytes(sendHeader, count: WireHeader.size, to: peer, tag: wireTag))
+                flight.requests[s].append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
+                flight.replies.append(Reply(shard: s, peer: peer, samples: lo..<(lo + n),
+                                            header: WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
+                                                               shape: [n] + replyShape, payload: nil, count: n * outSize, first: first),
+                                            payload: target, headerSlot: s))
                 bytesSent += WireHeader.size + 4 * n * inSize
                 bytesReceived += WireHeader.size + 4 * n * outSize
                 if let (kind, buffer, shape) = second {
-                    let size = shape.reduce(1, *), slot = group.count + s, start = buffer + samples.lowerBound * size
-                    pending[s].append(try world.receiveBytes(receiveHeaders + slot * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
-                    pending[s].append(try world.receiveFloats(start, count: n * size, from: peer, tag: wireTag))
-                    replies.append(Reply(shard: s, peer: peer, samples: samples,
-                                         header: WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + shape,
-                                                            payload: nil, count: n * size),
-                                         payload: start, headerSlot: slot))
+                    let size = shape.reduce(1, *), slot = group.count + s, start = buffer + lo * size
+                    flight.requests[s].append(try world.receiveBytes(flight.receiveHeaders + slot * WireHeader.size,
+                                                                     count: WireHeader.size, from: peer, tag: wireTag))
+                    flight.requests[s].append(try world.receiveFloats(start, count: n * size, from: peer, tag: wireTag))
+                    flight.replies.append(Reply(shard: s, peer: peer, samples: lo..<(lo + n),
+                                                header: WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + shape,
+                                                                   payload: nil, count: n * size),
+                                                payload: start, headerSlot: slot))
                     bytesReceived += WireHeader.size + 4 * n * size
                 }
             }
         }
-        inFlight = (replyKind, layer, replies)
+        flights.append(flight)
     }
 
-    /// Waits for the exchange in flight and validates every reply's header and checksum.
-    private func complete(_ kind: MessageKind, layer: Int) {
-        guard let flight = inFlight, flight.kind == kind, flight.layer == layer else {
-            preconditionFailure("finishing \(kind) of layer \(layer), but the exchange in flight is \(String(describing: inFlight.map { ($0.kind, $0.layer) }))")
+    /// Waits for the exchange of `samples` in flight and validates every reply's header and checksum.
+    private func complete(_ kind: MessageKind, layer: Int, samples: Range<Int>) {
+        guard let index = flights.firstIndex(where: { $0.kind == kind && $0.layer == layer && $0.samples == samples }) else {
+            preconditionFailure("finishing \(kind) of layer \(layer), samples \(samples), but in flight are \(flights.map { ($0.kind, $0.layer, $0.samples) })")
         }
+        let flight = flights.remove(at: index)
         let t0 = DispatchTime.now().uptimeNanoseconds
         fatalOnError {
-            try waitForMembers(Set(flight.replies.map(\.shard)).sorted(), awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
+            for s in Set(flight.replies.map(\.shard)).sorted() {
+                try world.waitAll(&flight.requests[s], peer: untrustedName(group[s]),
+                                  awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
+            }
             for r in flight.replies {
-                try validate(WireHeader(decoding: receiveHeaders + r.headerSlot * WireHeader.size), expected: r.header,
+                try validate(WireHeader(decoding: flight.receiveHeaders + r.headerSlot * WireHeader.size), expected: r.header,
                              from: r.peer, payload: r.payload)
             }
         }
-        inFlight = nil
         waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
 
@@ -260,23 +315,27 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         if let fallback { return try fallback.collectGradientShares(body) }
         guard !group.isEmpty else { return }
         let total = layers.map(\.weight.count).reduce(0, +), step = currentStep()
-        if shareBuffers.count != group.count { shareBuffers = group.map { _ in Tensor(shape: [total]) } }
+        // Each share ends with the member's own compute and idle seconds of the step.
+        let values = total + UntrustedServer.loadValues
+        if shareBuffers.count != group.count { shareBuffers = group.map { _ in Tensor(shape: [values]) } }
         var replies: [Reply] = []
         for (s, samples) in shards(backwardBatch) where !samples.isEmpty {
             let peer = group[s]
             let header = WireHeader(kind: .stepEnd, step: step, layer: -1, shard: s, shape: [0], payload: nil, count: 0)
             header.encode(into: sendHeaders + s * WireHeader.size)
             pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
-            pending[s].append(try world.receiveFloats(shareBuffers[s].data, count: total, from: peer, tag: wireTag))
+            pending[s].append(try world.receiveFloats(shareBuffers[s].data, count: values, from: peer, tag: wireTag))
             pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
             replies.append(Reply(shard: s, peer: peer, samples: samples,
-                                 header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [total],
-                                                    payload: nil, count: total),
+                                 header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [values],
+                                                    payload: nil, count: values),
                                  payload: shareBuffers[s].data, headerSlot: s))
             bytesSent += WireHeader.size
-            bytesReceived += WireHeader.size + 4 * total
+            bytesReceived += WireHeader.size + 4 * values
         }
         try waitForMembers(replies.map(\.shard), awaiting: "its weight-gradient shares at step \(step)")
+        untrustedLoad = replies.isEmpty ? nil
+            : (replies.map { Double($0.payload[total]) }.max()!, replies.map { Double($0.payload[total + 1]) }.max()!)
         for r in replies {
             try validate(WireHeader(decoding: receiveHeaders + r.headerSlot * WireHeader.size), expected: r.header, from: r.peer,
                          payload: r.payload)

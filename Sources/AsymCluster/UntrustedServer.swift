@@ -27,6 +27,12 @@ package final class UntrustedServer {
     /// The step of the weights held: set by the trusted rank's `weights` messages.
     private var step: Int?
     private let audit: AuditLog?
+    /// Seconds spent waiting for the trusted rank's next message since the last step end
+    /// (the compute seconds come from the worker's clock).
+    private var idleSeconds = 0.0
+    /// Values after the shares in a `gradientShare` payload: this rank's compute and idle
+    /// seconds of the step, measured here (docs/DESIGN.md §4.2).
+    package static let loadValues = 2
 
     package init(world: Communicator, layout: ClusterLayout, config: Config, audit: AuditLog?) throws {
         self.world = world
@@ -41,7 +47,7 @@ package final class UntrustedServer {
             held += [weight] + (bias.map { [$0] } ?? [])
         }
         tensors = held
-        shares = Tensor(shape: [worker.weightCount])
+        shares = Tensor(shape: [worker.weightCount + UntrustedServer.loadValues])
         header = .allocate(byteCount: WireHeader.size, alignment: 8)
     }
 
@@ -50,9 +56,11 @@ package final class UntrustedServer {
     /// Serves until the trusted rank says shutdown.
     package func run() throws {
         while true {
+            let t0 = DispatchTime.now().uptimeNanoseconds
             requests.append(try world.receiveBytes(header, count: WireHeader.size, from: trustedRank, tag: wireTag))
             try world.waitAll(&requests, peer: "rank \(trustedRank) (trusted)",
                               awaiting: "its next message\(step.map { " (step \($0))" } ?? "")")
+            idleSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             let h = WireHeader(decoding: header)
             guard h.magic == WireHeader.magic, h.version == WireHeader.version, let kind = MessageKind(rawValue: h.kind) else {
                 throw protocolError(h, "not a valid asymml header")
@@ -103,51 +111,72 @@ package final class UntrustedServer {
         guard n > 0, h.shape.map(Int.init) == [n] + sampleShape, h.count == Int64(n * sampleShape.reduce(1, *)) else {
             throw protocolError(h, "shape does not match layer \(h.layer), \(forward ? "input" : "output") \(sampleShape)")
         }
-        // Residuals are kept per layer until that layer's backward pass.
+        // Residuals are kept per layer, at their place in the shard (`first`: micro-batches
+        // arrive one by one), until that layer's backward pass.
+        let first = Int(h.first), samples = first..<(first + n), size = sampleShape.reduce(1, *)
+        guard first >= 0, kind != .outputGradientPerSample || first == 0 else {
+            throw protocolError(h, "no micro-batch may start at sample \(first) here")
+        }
         let key = forward ? Int(h.layer) : -1 - Int(h.layer)
-        let input = Tensor.reuse(inputs[key], shape: [n] + sampleShape)
+        let input = grown(inputs[key], shape: [samples.upperBound] + sampleShape, keeping: forward ? first * size : 0)
         inputs[key] = input
-        try receivePayload(h, into: input)
+        try receivePayload(h, into: input, at: first * size)
         let layer = Int(h.layer)
         if forward {
-            let y = worker.forward(layer: layer, residual: input, batch: n)
-            try reply(.outputShare, layer: layer, shape: [n, g.outChannels, g.outHeight, g.outWidth], y)
+            let y = worker.forward(layer: layer, residual: input, samples: samples, batch: samples.upperBound)
+            try reply(.outputShare, layer: layer, shape: [n, g.outChannels, g.outHeight, g.outWidth], y, first: first)
         } else if kind == .outputGradientPerSample {
             let (dx, shares) = worker.backwardPerSample(layer: layer, outputGrad: input, batch: n)
             try reply(.inputGradient, layer: layer, shape: [n, g.inChannels, g.height, g.width], dx)
             try reply(.weightShares, layer: layer, shape: shares.shape, shares)
         } else {
-            let dx = worker.backward(layer: layer, outputGrad: input, batch: n)
-            try reply(.inputGradient, layer: layer, shape: [n, g.inChannels, g.height, g.width], dx)
+            let dx = worker.backward(layer: layer, outputGrad: input, samples: samples, batch: samples.upperBound)
+            try reply(.inputGradient, layer: layer, shape: [n, g.inChannels, g.height, g.width], dx, first: first)
         }
     }
 
-    /// The step's weight-gradient shares of every split layer, packed in layer order.
+    /// `tensor` with room for `shape`, its first `keeping` values kept when it must grow (the
+    /// residuals of earlier micro-batches of the same pass).
+    private func grown(_ tensor: Tensor?, shape: [Int], keeping: Int) -> Tensor {
+        guard let tensor, tensor.capacity < shape.reduce(1, *), keeping > 0 else { return Tensor.reuse(tensor, shape: shape) }
+        let bigger = Tensor(shape: shape)
+        bigger.data.update(from: tensor.data, count: keeping)
+        return bigger
+    }
+
+    /// The step's weight-gradient shares of every split layer, packed in layer order, then
+    /// this rank's compute and idle seconds of the step.
     private func sendShares() throws {
         var offset = 0
         worker.takeGradientShares { _, share in
             (shares.data + offset).update(from: share.data, count: share.count)
             offset += share.count
         }
+        shares[offset] = Float(worker.takeComputeSeconds())
+        shares[offset + 1] = Float(idleSeconds)
+        idleSeconds = 0
         try reply(.gradientShare, layer: -1, shape: [shares.count], shares)
     }
 
-    private func reply(_ kind: MessageKind, layer: Int, shape: [Int], _ result: Tensor) throws {
-        let h = WireHeader(kind: kind, step: step!, layer: layer, shard: shard, shape: shape, payload: result.data,
-                           count: result.count)
+    /// Sends `result` (from sample `first` on, as many values as `shape` holds) back.
+    private func reply(_ kind: MessageKind, layer: Int, shape: [Int], _ result: Tensor, first: Int = 0) throws {
+        let count = shape.reduce(1, *), data = result.data + first * (count / shape[0])
+        let h = WireHeader(kind: kind, step: step!, layer: layer, shard: shard, shape: shape, payload: data, count: count,
+                           first: first)
         h.encode(into: header)
         requests.append(try world.sendBytes(header, count: WireHeader.size, to: trustedRank, tag: wireTag))
-        requests.append(try world.sendFloats(result.data, count: result.count, to: trustedRank, tag: wireTag))
+        requests.append(try world.sendFloats(data, count: count, to: trustedRank, tag: wireTag))
         try world.waitAll(&requests, peer: "rank \(trustedRank) (trusted)", awaiting: "it to take the \(kind) of step \(step!)")
     }
 
-    /// Receives the payload that `h` announces into `tensor` and checks its checksum.
-    private func receivePayload(_ h: WireHeader, into tensor: Tensor) throws {
-        let count = Int(h.count)
-        requests.append(try world.receiveFloats(tensor.data, count: count, from: trustedRank, tag: wireTag))
+    /// Receives the payload that `h` announces into `tensor` from value `offset` on and checks
+    /// its checksum.
+    private func receivePayload(_ h: WireHeader, into tensor: Tensor, at offset: Int = 0) throws {
+        let count = Int(h.count), data = tensor.data + offset
+        requests.append(try world.receiveFloats(data, count: count, from: trustedRank, tag: wireTag))
         try world.waitAll(&requests, peer: "rank \(trustedRank) (trusted)", awaiting: "the payload of its \(h)")
-        guard payloadChecksum(tensor.data, count: count) == h.checksum else { throw protocolError(h, "payload checksum mismatch") }
-        audit?.record(h, payload: tensor)
+        guard payloadChecksum(data, count: count) == h.checksum else { throw protocolError(h, "payload checksum mismatch") }
+        audit?.record(h, payload: data)
     }
 
     private func protocolError(_ h: WireHeader, _ why: String) -> ProtocolError {

@@ -33,7 +33,7 @@ package enum MessageKind: UInt32, CustomStringConvertible {
 /// of the payload. 64 bytes, little-endian.
 package struct WireHeader: Equatable, CustomStringConvertible {
     package static let magic: UInt32 = 0x4C4D_5341  // "ASML" read as little-endian bytes
-    package static let version: UInt32 = 2
+    package static let version: UInt32 = 3
     package static let size = 64
 
     package var magic = WireHeader.magic
@@ -45,9 +45,14 @@ package struct WireHeader: Equatable, CustomStringConvertible {
     package var step: Int64
     package var count: Int64
     package var checksum: UInt64
+    /// The first sample of the payload within the shard (micro-batches, docs/DESIGN.md §4.3): a
+    /// reply carries its request's. Version 3 (the padding of version 2, which was 0).
+    package var first: Int32 = 0
 
-    package init(kind: MessageKind, step: Int, layer: Int, shard: Int, shape: [Int], payload: UnsafePointer<Float>?, count: Int) {
+    package init(kind: MessageKind, step: Int, layer: Int, shard: Int, shape: [Int], payload: UnsafePointer<Float>?, count: Int,
+                first: Int = 0) {
         self.kind = kind.rawValue
+        self.first = Int32(first)
         self.step = Int64(step)
         self.layer = Int32(layer)
         self.shard = Int32(shard)
@@ -62,7 +67,7 @@ package struct WireHeader: Equatable, CustomStringConvertible {
         func put<T>(_ v: T) { bytes.storeBytes(of: v, toByteOffset: o, as: T.self); o += MemoryLayout<T>.size }
         put(magic); put(version); put(kind); put(layer); put(shard)
         for s in shape { put(s) }
-        put(step); put(count); put(checksum)
+        put(step); put(count); put(checksum); put(first)
     }
 
     package init(decoding bytes: UnsafeRawPointer) {
@@ -71,12 +76,12 @@ package struct WireHeader: Equatable, CustomStringConvertible {
         magic = get(UInt32.self); version = get(UInt32.self); kind = get(UInt32.self)
         layer = get(Int32.self); shard = get(Int32.self)
         shape = (0..<4).map { _ in get(Int32.self) }
-        step = get(Int64.self); count = get(Int64.self); checksum = get(UInt64.self)
+        step = get(Int64.self); count = get(Int64.self); checksum = get(UInt64.self); first = get(Int32.self)
     }
 
     package var description: String {
         let k = MessageKind(rawValue: kind).map(\.description) ?? "unknown kind \(kind)"
-        return "\(k), step \(step), layer \(layer), shard \(shard), shape \(shape), \(count) values"
+        return "\(k), step \(step), layer \(layer), shard \(shard)\(first != 0 ? " from sample \(first)" : ""), shape \(shape), \(count) values"
     }
 
     /// Why `self` (received) is not `expected`, or nil when it is; the payload is checked
@@ -84,7 +89,8 @@ package struct WireHeader: Equatable, CustomStringConvertible {
     package func mismatch(expected e: WireHeader) -> String? {
         if magic != WireHeader.magic { return String(format: "bad magic 0x%08x (not an asymml message)", magic) }
         if version != WireHeader.version { return "protocol version \(version), expected \(WireHeader.version)" }
-        if kind != e.kind || step != e.step || layer != e.layer || shard != e.shard || shape != e.shape || count != e.count {
+        if kind != e.kind || step != e.step || layer != e.layer || shard != e.shard || shape != e.shape || count != e.count
+            || first != e.first {
             return "got [\(self)], expected [\(e)]"
         }
         return nil

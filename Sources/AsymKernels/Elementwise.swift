@@ -52,14 +52,26 @@ package func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<
 /// gradient of a convolution from its output gradient.
 package func accumulateChannelSums(_ y: UnsafePointer<Float>, batch: Int, channels: Int, positions: Int,
                                   into sums: UnsafeMutablePointer<Float>) {
+    // Eight partial sums per row: a single running float sum is one long dependency chain
+    // (an add's latency per element), and the compiler may not reorder it on its own.
     for s in 0..<batch {
         for c in 0..<channels {
             let row = y + (s * channels + c) * positions
-            var sum: Float = 0
-            for p in 0..<positions { sum += row[p] }
-            sums[c] += sum
+            var lanes = SIMD8<Float>(repeating: 0)
+            var tail: Float = 0
+            simd8(0..<positions, vector: { p in lanes += load8(row, p) }, scalar: { p in tail += row[p] })
+            sums[c] += lanes.sum() + tail
         }
     }
+}
+
+/// y = max(y + low, 0) over one row: the merge of a split convolution's two shares fused with
+/// the ReLU after it (one pass instead of a merge pass and a ReLU pass).
+package func addReLU(_ low: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+    simd8(0..<count, vector: { i in
+        let v = load8(y, i) + load8(low, i)
+        store8(v.replacing(with: 0, where: v .< 0), y, i)
+    }, scalar: { i in y[i] = max(y[i] + low[i], 0) })
 }
 
 /// Sum of squares, accumulated in double so that large maps do not lose precision.

@@ -7,7 +7,7 @@ package final class Tensor: @unchecked Sendable {
     package private(set) var shape: [Int]
     package private(set) var count: Int
     package private(set) var data: UnsafeMutablePointer<Float>
-    private var capacity: Int
+    package private(set) var capacity: Int
 
     /// A zero-filled tensor of the given shape.
     package init(shape: [Int]) {

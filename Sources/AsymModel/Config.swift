@@ -179,6 +179,9 @@ package struct AsymConfig: Equatable {
     /// Untrusted ranks log every buffer they receive to `auditDir/audit-rank-N.jsonl`.
     package var audit = false
     package var auditDir = "audit"
+    /// Micro-batches per split-layer pass: each crosses on its own, so both sides overlap
+    /// (docs/DESIGN.md §4.3); 1 sends whole batches.
+    package var microbatches = 1
 }
 
 package struct RankConfig: Equatable {
@@ -292,6 +295,7 @@ extension Config {
             try nr.finish()
         }
         c.asym.verify = try a.bool("verify", c.asym.verify)
+        c.asym.microbatches = try a.int("microbatches", c.asym.microbatches)
         c.asym.onVerifyFailure = try a.choice("on_verify_failure", c.asym.onVerifyFailure)
         c.asym.audit = try a.bool("audit", c.asym.audit)
         c.asym.auditDir = try a.string("audit_dir", c.asym.auditDir)
@@ -365,6 +369,9 @@ extension Config {
         try check(asym.rank.tau > 0 && asym.rank.tau < 1, "asym.rank.tau: must lie in (0, 1)")
         try check(cluster.trusted >= 1, "cluster.trusted: need at least one trusted rank")
         try check(asym.maskGroup >= 0, "asym.mask.inputs_per_group: must be >= 0 (0 turns masking off)")
+        try check(asym.microbatches >= 1, "asym.microbatches: must be at least 1 (1: whole batches)")
+        try check(asym.microbatches == 1 || (asym.maskGroup == 0 && asym.noiseStd == 0 && !asym.verify),
+                  "asym.microbatches: \(asym.microbatches) does not work with asym.mask, asym.residual_noise or asym.verify yet (each takes whole batches); set asym.microbatches: 1")
         try check(asym.maskNoise > 0, "asym.mask.noise_scale: must be positive")
         try check(asym.noiseStd >= 0 && asym.noiseClip > 0, "asym.residual_noise: needs std >= 0 and clip > 0")
         try check(cluster.timeoutSeconds > 0, "cluster.timeout_s: must be positive, got \(cluster.timeoutSeconds)")
@@ -472,6 +479,7 @@ extension Config {
                           ("mask", map([("inputs_per_group", n(asym.maskGroup)), ("noise_scale", f(asym.maskNoise))])),
                           ("residual_noise", map([("std", f(asym.noiseStd)), ("clip", f(asym.noiseClip))])),
                           ("verify", b(asym.verify)), ("on_verify_failure", s(asym.onVerifyFailure.rawValue)),
+                          ("microbatches", n(asym.microbatches)),
                           ("audit", b(asym.audit)), ("audit_dir", s(asym.auditDir))])),
             ("cluster", map([("trusted", n(cluster.trusted)), ("timeout_s", f(cluster.timeoutSeconds)),
                              ("encrypt", b(cluster.encrypt)), ("key_file", cluster.keyFile.map(s))])),

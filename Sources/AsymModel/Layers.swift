@@ -217,10 +217,14 @@ package final class ReLULayer: Layer {
     package var outputShape: [Int] { inputShape }
     private var output: Tensor?
     private var inputGrad: Tensor?
+    /// Set when the split convolution before it applies the ReLU in its merge: forward then
+    /// passes the (already rectified) input through, and backward masks dY in place.
+    package var fused = false
 
     init(name: String, input: [Int]) { self.name = name; inputShape = input }
 
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        if fused { output = x; return x }
         let y = Tensor.reuse(output, shape: x.shape)
         output = y
         reluForward(x.data, y.data, count: x.count)
@@ -229,8 +233,9 @@ package final class ReLULayer: Layer {
 
     package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         guard needInputGradient, let y = output else { return nil }
-        let dx = Tensor.reuse(inputGrad, shape: y.shape)
-        inputGrad = dx
+        // dY belongs to the next layer, which is done with it: fused layers keep no buffer.
+        let dx = fused ? dy : Tensor.reuse(inputGrad, shape: y.shape)
+        if !fused { inputGrad = dx }
         reluBackward(y: y.data, dy: dy.data, dx: dx.data, count: y.count)
         return dx
     }

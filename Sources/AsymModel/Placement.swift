@@ -50,7 +50,8 @@ package func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlace
         placements.append(LayerPlacement(layer: layer, side: .split,
                                          settings: SplitSettings(maxRank: rank, tau: tau, iterations: a.svdIterations,
                                                                  basis: a.basis, verify: a.verify,
-                                                                 onFailure: a.onVerifyFailure == .abort ? .report : .recompute)))
+                                                                 onFailure: a.onVerifyFailure == .abort ? .report : .recompute,
+                                                                 microbatches: a.microbatches)))
     }
     return placements
 }
@@ -69,10 +70,17 @@ extension Model {
     /// untrusted half. Returns the split layers in order.
     @discardableResult
     package func enableSplit(_ config: Config, executor: UntrustedExecutor) throws -> [Conv2dLayer] {
-        try splitConvolutions(config).map { conv, info, settings in
+        let split = try splitConvolutions(config).map { conv, info, settings in
             executor.register(info, weight: conv.weight.value, bias: conv.bias?.value)
             conv.split = SplitConvolution(info: info, settings: settings, executor: executor, scratch: scratch)
             return conv
         }
+        // A ReLU right after a split convolution runs inside its merge (one pass fewer).
+        for (conv, next) in zip(layers, layers.dropFirst()) {
+            guard let split = (conv as? Conv2dLayer)?.split, let relu = next as? ReLULayer else { continue }
+            split.fusedReLU = true
+            relu.fused = true
+        }
+        return split
     }
 }

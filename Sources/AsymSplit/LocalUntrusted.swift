@@ -101,13 +101,16 @@ package final class UntrustedWorker {
     /// The split layers' weight values in all (the size of their packed shares).
     package var weightCount: Int { slots.values.map(\.gradShare.count).reduce(0, +) }
 
-    /// Y_U = conv(R, W) + b for `batch` samples; keeps R for the backward pass.
-    package func forward(layer: Int, residual: Tensor, batch: Int) -> Tensor {
+    /// Y_U = conv(R, W) + b for the samples `samples` of `residual`, written at the same samples
+    /// of the layer's output ([batch, Cout, Ho, Wo], `batch` >= samples.upperBound; a micro-batch
+    /// fills its part, the rest is kept); keeps R for the backward pass of those samples.
+    package func forward(layer: Int, residual: Tensor, samples: Range<Int>, batch: Int) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var s = slots[layer]!
         let g = s.info.geometry
         let y = Tensor.reuse(s.output, shape: [batch, g.outChannels, g.outHeight, g.outWidth])
-        conv2dForward(g, x: residual.data, batch: batch, weight: s.weight.data, bias: s.bias?.data, y: y.data, scratch: scratch)
+        conv2dForward(g, x: residual.data + samples.lowerBound * g.inputSize, batch: samples.count, weight: s.weight.data,
+                      bias: s.bias?.data, y: y.data + samples.lowerBound * g.outputSize, scratch: scratch)
         s.output = y
         s.residual = residual
         count(since: t0)
@@ -116,15 +119,18 @@ package final class UntrustedWorker {
         return y
     }
 
-    /// dX = conv_transpose(dY, W); accumulates corr(R, dY) into the layer's gradient share.
-    package func backward(layer: Int, outputGrad dy: Tensor, batch: Int) -> Tensor {
+    /// dX = conv_transpose(dY, W) for the samples `samples` of `dy` (and of the residual of
+    /// the forward pass), written at those samples of dX ([batch, C, H, W]); accumulates
+    /// corr(R, dY) of those samples into the layer's gradient share.
+    package func backward(layer: Int, outputGrad dy: Tensor, samples: Range<Int>, batch: Int) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        backwardBatch = batch
+        backwardBatch = max(samples.upperBound, samples.lowerBound == 0 ? 0 : backwardBatch)
         var s = slots[layer]!
-        let g = s.info.geometry
+        let g = s.info.geometry, first = samples.lowerBound
         let dx = Tensor.reuse(s.inputGrad, shape: [batch, g.inChannels, g.height, g.width])
-        conv2dBackward(g, x: s.residual!.data, batch: batch, weight: s.weight.data, dy: dy.data,
-                       dWeight: s.gradShare.data, dBias: nil, dx: dx.data, scratch: scratch)
+        conv2dBackward(g, x: s.residual!.data + first * g.inputSize, batch: samples.count, weight: s.weight.data,
+                       dy: dy.data + first * g.outputSize, dWeight: s.gradShare.data, dBias: nil,
+                       dx: dx.data + first * g.inputSize, scratch: scratch)
         s.inputGrad = dx
         count(since: t0)
         tamper(dx, check: .inputGradient, slot: &s)
@@ -229,14 +235,17 @@ package final class LocalUntrusted: UntrustedExecutor {
         worker.register(info, weight: weight, bias: bias)
     }
 
+    /// Micro-batches run one after the other, each as soon as it is handed over.
+    package var pipelines: Bool { true }
+
     package func startForward(_ r: Residual) {
-        outputs[r.layer] = worker.forward(layer: r.layer, residual: r.tensor, batch: r.batch)
+        outputs[r.layer] = worker.forward(layer: r.layer, residual: r.tensor, samples: r.samples, batch: r.batch)
     }
 
     package func finishForward(layer: Int) -> Tensor { outputs[layer]! }
 
     package func startBackward(_ g: OutputGradient) {
-        inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, batch: g.batch)
+        inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, samples: g.samples, batch: g.batch)
     }
 
     package func finishBackward(layer: Int) -> Tensor { inputGrads[layer]! }

@@ -11,7 +11,11 @@ package struct Residual {
     /// R = X - U V, [batch, C, H, W].
     package let tensor: Tensor
     package let batch: Int
-    init(layer: Int, tensor: Tensor, batch: Int) { self.layer = layer; self.tensor = tensor; self.batch = batch }
+    /// The samples this message covers (a micro-batch, or the whole batch).
+    package let samples: Range<Int>
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil) {
+        self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
+    }
 }
 
 /// The gradient of a split layer's output, dL/dY, [batch, Cout, Ho, Wo].
@@ -19,8 +23,28 @@ package struct OutputGradient {
     package let layer: Int
     package let tensor: Tensor
     package let batch: Int
-    init(layer: Int, tensor: Tensor, batch: Int) { self.layer = layer; self.tensor = tensor; self.batch = batch }
+    /// The samples this message covers (a micro-batch, or the whole batch).
+    package let samples: Range<Int>
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil) {
+        self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
+    }
 }
+
+/// Samples [lo, hi) of shard `index` when `total` samples are cut into `shards` contiguous
+/// parts whose boundaries are multiples of `alignment` (default `convChunkAlignment`, so that
+/// a shard's convolutions chunk its samples exactly as the whole batch would: the same
+/// samples give bit-identical results in every layout, see Conv2D.swift). The
+/// ceil(total / alignment) blocks (the last may be short) are shared as evenly as possible,
+/// shard sizes differing by at most one block; shards come in order and cover 0..<total.
+/// With fewer blocks than shards some shards are empty (the leading ones).
+package func shardRange(_ total: Int, shards: Int, index: Int, alignment: Int = convChunkAlignment) -> Range<Int> {
+    precondition(shards > 0 && (0..<shards).contains(index) && alignment > 0 && total >= 0)
+    let blocks = (total + alignment - 1) / alignment
+    let lo = min(total, blocks * index / shards * alignment)
+    let hi = min(total, blocks * (index + 1) / shards * alignment)
+    return lo..<hi
+}
+
 
 /// What an untrusted side must know of one split layer: its shapes. Weights are replicated
 /// on every rank (the same optimizer step runs everywhere), so they are not messages.
@@ -38,7 +62,16 @@ package struct SplitLayerInfo: Equatable {
 ///
 /// Two-phase calls let the trusted side compute its low-rank share in between: `start*`
 /// hands the work over (a non-blocking send under MPI), `finish*` collects the result.
+/// Executors that `pipelines` also take micro-batches: several `start*` calls for one layer,
+/// each for its samples, then `finish*(layer:samples:)` for each, in the same order.
 package protocol UntrustedExecutor: AnyObject {
+    /// Whether `start*` accepts part of a batch (`Residual.samples`), several in flight.
+    var pipelines: Bool { get }
+    /// Returns Y_U for `layer` once the samples `samples` of it arrived (the whole batch's
+    /// tensor; other samples may still be in flight).
+    func finishForward(layer: Int, samples: Range<Int>) -> Tensor
+    /// Returns dX for `layer` once the samples `samples` of it arrived.
+    func finishBackward(layer: Int, samples: Range<Int>) -> Tensor
     /// Starts Y_U = conv(R, W) + b.
     func startForward(_ r: Residual)
     /// Returns Y_U for `layer`, [batch, Cout, Ho, Wo].
@@ -65,6 +98,9 @@ package protocol UntrustedExecutor: AnyObject {
     func publishWeights() throws
     /// Seconds the untrusted side spent computing since the last call (for the metrics).
     func takeComputeSeconds() -> Double
+    /// The untrusted side's own compute and idle seconds in the last step, measured there
+    /// (under MPI, the slowest group member's); nil where the executor cannot tell.
+    var untrustedLoad: (compute: Double, idle: Double)? { get }
     /// Lets pending transfers advance; the trusted side calls it between chunks of its own
     /// work (Open MPI moves a large message only while the sender is inside an MPI call).
     func progress()
@@ -80,6 +116,13 @@ package protocol UntrustedExecutor: AnyObject {
 
 extension UntrustedExecutor {
     package func progress() {}
+
+    package var untrustedLoad: (compute: Double, idle: Double)? { nil }
+
+    /// Executors that do not pipeline take whole batches only.
+    package var pipelines: Bool { false }
+    package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { finishForward(layer: layer) }
+    package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { finishBackward(layer: layer) }
 
     package func source(ofSample sample: Int, batch: Int) -> String { "the untrusted side" }
 

@@ -15,10 +15,12 @@ package struct SplitSettings: Equatable {
     /// Check every untrusted result (design §8); `onFailure` says what a failed check does.
     package var verify: Bool
     package var onFailure: IntegrityPolicy
+    /// Micro-batches per layer pass (`asym.microbatches`, docs/DESIGN.md §4.3).
+    package var microbatches: Int
     package init(maxRank: Int, tau: Double? = nil, iterations: Int = 2, basis: Basis = .sample, verify: Bool = false,
-                onFailure: IntegrityPolicy = .report) {
+                onFailure: IntegrityPolicy = .report, microbatches: Int = 1) {
         self.maxRank = maxRank; self.tau = tau; self.iterations = iterations; self.basis = basis
-        self.verify = verify; self.onFailure = onFailure
+        self.verify = verify; self.onFailure = onFailure; self.microbatches = microbatches
     }
 }
 
@@ -63,6 +65,9 @@ package final class SplitConvolution {
     package private(set) var lastResidualEnergy = 0.0
     /// Whether the last forward rebuilt U V instead of using combined kernels.
     package private(set) var lastRebuilt = false
+    /// Set when a ReLU follows this layer: the merge applies it (the ReLU layer then passes
+    /// its input through), which saves a pass over the output and the ReLU's own buffer.
+    package var fusedReLU = false
 
     private var residual: Tensor?, ut: Tensor?, v: Tensor?
     /// The buffers R was written to: one, except under `.recompute` with several passes per
@@ -127,20 +132,14 @@ package final class SplitConvolution {
         let V = Tensor.reuse(v, shape: [batch, rmax, g.height, g.width]); v = V
         let work = scratch.buffer(2, count: C)
 
-        // 1. The light SVD, per sample or for the whole batch.
+        // Micro-batches (docs/DESIGN.md §4.3): each one's residual leaves as soon as it is
+        // computed, so the untrusted side convolves it while the next one is decomposed, and
+        // each one's merge waits for its own result only. The integrity checks take whole batches.
+        let cuts = microbatches(batch)
+
+        // 1. The light SVD, per sample or for the whole batch, and the hand-over of R.
         var rank = 0, residualEnergy = 0.0, totalEnergy = 0.0
-        if perSample {
-            for s in 0..<batch {
-                let r = svd.decompose(x: x.data + s * C * P, blocks: 1, maxRank: rmax, tau: settings.tau, warmU: nil,
-                                      ut: U.data + s * rmax * C, v: V.data + s * rmax * P, residual: R.data + s * C * P,
-                                      scratch: work)
-                rank = max(rank, r.rank)
-                residualEnergy += r.residualEnergy
-                totalEnergy += r.totalEnergy
-            }
-            compact(U, rows: rmax, to: rank, rowSize: C, count: batch)
-            compact(V, rows: rmax, to: rank, rowSize: P, count: batch)
-        } else {
+        if !perSample {
             // The batch basis (docs/DESIGN.md §2): estimate U on a few samples, warm-started from the
             // last step's U, orthonormalise it, then project every sample with two GEMMs.
             let estimate = svd.decompose(x: x.data, blocks: min(batch, SplitConvolution.basisSamples), maxRank: rmax,
@@ -152,72 +151,127 @@ package final class SplitConvolution {
                 w.copy(from: U)
                 warmBasis = w
             }
-            (residualEnergy, totalEnergy) = svd.project(x: x.data, blocks: batch, ut: U.data, rank: rank, v: V.data,
-                                                         residual: R.data)
+        }
+        for cut in cuts {
+            if perSample {
+                for s in cut {
+                    let r = svd.decompose(x: x.data + s * C * P, blocks: 1, maxRank: rmax, tau: settings.tau, warmU: nil,
+                                          ut: U.data + s * rmax * C, v: V.data + s * rmax * P, residual: R.data + s * C * P,
+                                          scratch: work)
+                    rank = max(rank, r.rank)
+                    residualEnergy += r.residualEnergy
+                    totalEnergy += r.totalEnergy
+                }
+            } else {
+                let e = svd.project(x: x.data + cut.lowerBound * C * P, blocks: cut.count, ut: U.data, rank: rank,
+                                    v: V.data + cut.lowerBound * rank * P, residual: R.data + cut.lowerBound * C * P)
+                residualEnergy += e.residualEnergy
+                totalEnergy += e.totalEnergy
+            }
+            // 2. The residual goes to the untrusted side; the low-rank part stays here.
+            executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch, samples: cut))
+            executor.progress()
+        }
+        if perSample {
+            compact(U, rows: rmax, to: rank, rowSize: C, count: batch)
+            compact(V, rows: rmax, to: rank, rowSize: P, count: batch)
         }
         lastRank = rank
         lastResidualEnergy = totalEnergy > 0 ? residualEnergy / totalEnergy : 0
 
-        // 2. The residual goes to the untrusted side; the low-rank part stays here. The
-        // output check's probes come right after the hand-over, while R may still be in cache.
-        executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch))
+        // The output check's probes come right after the hand-over, while R may still be in cache.
         checker?.prepareForward(residual: R.data, batch: batch, weight: weight.data, bias: bias?.data, training: training,
                                 scratch: scratch, progress: { executor.progress() })
         let yT = scratch.buffer(4, count: batch * g.outputSize)
         lastRebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: perSample)
-        if rank == 0 {
-            yT.update(repeating: 0, count: batch * g.outputSize)
-        } else if lastRebuilt {
-            let L = rebuild(U, V, rank: rank, batch: batch)
-            conv2dForward(g, x: L.data, batch: batch, weight: weight.data, bias: nil, y: yT, scratch: scratch)
-        } else {
-            let k2 = g.kernel * g.kernel, Cout = g.outChannels
-            // One W~ buffer serves every sample: each sample's kernels are built right before
-            // its convolution (storing them all would cost batch * Cout * r * k^2 floats).
-            let Wt = Tensor.reuse(combined, shape: [Cout, rank, k2]); combined = Wt
+        let k2 = g.kernel * g.kernel, Cout = g.outChannels, low = g.with(inChannels: rank)
+        // Y_T's layout: samples in chunks of `lowChunk`, each chunk [Cout][samples][Po] as the
+        // GEMM leaves it (NCHW when it is 1), so no pass reorders it before the merge reads it.
+        // The checker merges NCHW shares. Chunks never straddle micro-batches (both align to 8).
+        let lowChunk = rank == 0 || lastRebuilt || perSample || checker != nil ? 1 : chunkSamples(low)
+        let L = lastRebuilt && rank > 0 ? rebuild(U, V, rank: rank, batch: batch) : nil
+        // One W~ buffer serves every sample: each sample's kernels are built right before
+        // its convolution (storing them all would cost batch * Cout * r * k^2 floats).
+        let Wt = Tensor.reuse(combined, shape: [Cout, rank, k2]); combined = Wt
+        func combineKernels(basis: Int) {
+            // W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
+            let tmp = scratch.buffer(3, count: rank * Cout * k2)
+            BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: permuted!.data, ldb: Cout * k2,
+                      c: tmp, ldc: Cout * k2)
+            swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data)
+        }
+        if rank > 0 && !lastRebuilt {
             let Wp = Tensor.reuse(permuted, shape: [C, Cout, k2]); permuted = Wp
             swapLeadingAxes(weight.data, a: Cout, b: C, inner: k2, into: Wp.data)
-            let low = g.with(inChannels: rank)
-            func combineKernels(basis: Int) {
-                // W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
-                let tmp = scratch.buffer(3, count: rank * Cout * k2)
-                BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: Wp.data, ldb: Cout * k2,
-                          c: tmp, ldc: Cout * k2)
-                swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data)
-            }
-            if perSample {
-                for s in 0..<batch {
-                    combineKernels(basis: s)
-                    conv2dForward(low, x: V.data + s * rank * P, batch: 1, weight: Wt.data, bias: nil,
-                                  y: yT + s * g.outputSize, scratch: scratch)
-                    executor.progress()
-                }
+            if !perSample { combineKernels(basis: 0) }
+        }
+        var merged: Tensor?
+        for cut in cuts {
+            let lowShare = yT + cut.lowerBound * g.outputSize
+            if rank == 0 {
+                lowShare.update(repeating: 0, count: cut.count * g.outputSize)
+            } else if let L {
+                conv2dForward(g, x: L.data + cut.lowerBound * C * P, batch: cut.count, weight: weight.data, bias: nil,
+                              y: lowShare, scratch: scratch)
             } else {
-                combineKernels(basis: 0)
-                conv2dForward(low, x: V.data, batch: batch, weight: Wt.data, bias: nil, y: yT, scratch: scratch)
+                for first in stride(from: cut.lowerBound, to: cut.upperBound, by: lowChunk) {
+                    let n = min(lowChunk, cut.upperBound - first)
+                    if perSample { combineKernels(basis: first) }
+                    // conv(V, W~) by im2col and one GEMM, as conv2dForward computes it per chunk.
+                    let columns = n * g.outPositions, col = scratch.buffer(0, count: low.patchSize * columns)
+                    im2col(low, x: V.data + first * rank * P, samples: n, col: col)
+                    BLAS.gemm(m: Cout, n: columns, k: low.patchSize, a: Wt.data, lda: low.patchSize, b: col, ldb: columns,
+                              c: yT + first * g.outputSize, ldc: columns)
+                    if perSample { executor.progress() }
+                }
             }
-        }
 
-        // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias). The result
-        // lives in the executor's per-layer buffer until this layer's next forward pass. The
-        // check merges as it goes (Y_U is read once); a recompute merges again.
-        let y = executor.finishForward(layer: info.layer)
-        if let checker {
-            resolve(checker.checkOutputShare(y.data, adding: yT)) {
-                conv2dForward(g, x: R.data, batch: batch, weight: weight.data, bias: bias?.data, y: y.data, scratch: scratch)
-                accumulate(yT, into: y.data, count: y.count)
+            // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias), and the ReLU
+            // after this layer when it is fused here. The result lives in the executor's per-layer
+            // buffer until this layer's next forward pass. The check merges as it goes (Y_U is
+            // read once); a recompute merges again.
+            let y = executor.finishForward(layer: info.layer, samples: cut)
+            if let checker {
+                resolve(checker.checkOutputShare(y.data, adding: yT)) {
+                    conv2dForward(g, x: R.data, batch: batch, weight: weight.data, bias: bias?.data, y: y.data, scratch: scratch)
+                    accumulate(yT, into: y.data, count: y.count)
+                }
+                if fusedReLU { reluForward(y.data, y.data, count: y.count) }
+            } else {
+                merge(yT, chunk: lowChunk, into: y.data, samples: cut)
             }
-        } else {
-            accumulate(yT, into: y.data, count: y.count)
+            merged = y
         }
-        return y
+        return merged!
+    }
+
+    /// The micro-batches of a batch (`settings.microbatches`, cut at multiples of
+    /// `convChunkAlignment`, so that every sample's convolutions are those of the whole
+    /// batch): one part when the executor does not pipeline or the results are checked.
+    private func microbatches(_ batch: Int) -> [Range<Int>] {
+        let parts = executor.pipelines && checker == nil ? settings.microbatches : 1
+        return (0..<parts).map { shardRange(batch, shards: parts, index: $0) }.filter { !$0.isEmpty }
+    }
+
+    /// Y += Y_T for the samples `samples`, then max(Y, 0) with `fusedReLU`; Y_T in chunks of
+    /// `chunk` samples, each [Cout][samples][Po] (no chunk straddles `samples`' ends).
+    private func merge(_ low: UnsafePointer<Float>, chunk: Int, into y: UnsafeMutablePointer<Float>, samples: Range<Int>) {
+        let Cout = geometry.outChannels, Po = geometry.outPositions
+        parallelRanges(samples.count * Cout, grain: 16) { rows in
+            for r in rows {
+                let row = samples.lowerBound * Cout + r, s = row / Cout, o = row % Cout
+                let first = s - s % chunk, n = min(chunk, samples.upperBound - first)
+                let from = low + first * Cout * Po + (o * n + s - first) * Po
+                if fusedReLU { addReLU(from, into: y + row * Po, count: Po) } else { accumulate(from, into: y + row * Po, count: Po) }
+            }
+        }
     }
 
     /// `weight` is needed only to check dX; without a checker it may be nil.
     package func backward(_ dy: Tensor, batch: Int, weight: Tensor? = nil, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, Cout = g.outChannels, k2 = g.kernel * g.kernel
-        let rank = lastRank
-        executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch))
+        let rank = lastRank, cuts = microbatches(batch)
+        for cut in cuts { executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch, samples: cut)) }
         if let checker {
             guard let weight else { preconditionFailure("layer \(info.layer): the input-gradient check needs the weight") }
             let kept = settings.onFailure == .recompute ? keepSharePass(dy, batch: batch) : nil
@@ -265,7 +319,8 @@ package final class SplitConvolution {
                 swapLeadingAxes(dWp.data, a: C, b: Cout, inner: k2, into: weightGrad.data, accumulate: true)
             }
         }
-        let dx = executor.finishBackward(layer: info.layer)
+        var dx: Tensor!
+        for cut in cuts { dx = executor.finishBackward(layer: info.layer, samples: cut) }
         if let checker, let weight {
             resolve(checker.checkInputGradient(dx.data)) {
                 conv2dBackward(g, x: dy.data, batch: batch, weight: weight.data, dy: dy.data, dWeight: nil, dBias: nil,

@@ -69,6 +69,8 @@ package final class Trainer {
     /// Seconds of the last step: total, and the part the untrusted side computed.
     package private(set) var lastStepSeconds = 0.0
     package private(set) var lastUntrustedSeconds = 0.0
+    /// The untrusted side's own compute and idle seconds of the last step, when it reports them.
+    package private(set) var lastUntrustedLoad: (compute: Double, idle: Double)?
 
     /// Where the trainer reports what it decided on its own (an excluded untrusted rank).
     package var log: (String) -> Void = { print($0) }
@@ -172,6 +174,7 @@ package final class Trainer {
         // The untrusted side computes the next step with the new weights of its layers.
         try untrusted?.publishWeights()
         lastUntrustedSeconds = untrusted?.takeComputeSeconds() ?? 0
+        lastUntrustedLoad = untrusted?.untrustedLoad
         lastStepSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         try collective?.stepApplied(step: position.step, parameters: model.parameters)
         model.profile?.endStep(trustedSeconds: lastStepSeconds - lastUntrustedSeconds)

@@ -45,7 +45,7 @@ package struct TrainingLoop {
                 throw ConfigError("training diverged at step \(step): the loss is \(loss); lower optimizer.lr")
             }
             let trusted = trainer.lastStepSeconds - trainer.lastUntrustedSeconds
-            window.add(loss: loss, trusted: trusted, untrusted: trainer.lastUntrustedSeconds)
+            window.add(loss: loss, trusted: trusted, untrusted: trainer.lastUntrustedSeconds, load: trainer.lastUntrustedLoad)
             epochWindow.add(loss: loss, trusted: trusted, untrusted: trainer.lastUntrustedSeconds)
             let asym = trainer.untrusted != nil
             bar.update(step: step, startStep: startStep, loss: window.loss, samplesPerSecond: window.rate(batch),
@@ -92,9 +92,12 @@ package struct TrainingLoop {
     /// Running sums over the steps since the last log line (or epoch).
     struct Window {
         var steps = 0, lossSum = 0.0, trustedSum = 0.0, untrustedSum = 0.0
+        /// The untrusted ranks' own compute and idle seconds, summed, when they report them.
+        var load: (compute: Double, idle: Double)?
         let start = Date()
-        mutating func add(loss: Double, trusted: Double, untrusted: Double) {
+        mutating func add(loss: Double, trusted: Double, untrusted: Double, load stepLoad: (compute: Double, idle: Double)? = nil) {
             steps += 1; lossSum += loss; trustedSum += trusted; untrustedSum += untrusted
+            if let stepLoad { load = ((load?.compute ?? 0) + stepLoad.compute, (load?.idle ?? 0) + stepLoad.idle) }
         }
         var n: Double { Double(max(steps, 1)) }
         var loss: Double { lossSum / n }
@@ -119,6 +122,11 @@ package struct TrainingLoop {
             fields += [("trusted_s", .number(window.trusted)), ("untrusted_s", .number(window.untrusted)),
                        ("bytes_to_untrusted", .int(trainer.bytesToUntrustedPerStep)),
                        ("residual_energy", .object(trainer.residualEnergies.map { ($0.0, .number($0.1)) }))]
+        }
+        if let load = window.load {
+            // Busy and idle per step of each role: the trusted rank's idle time is its wait.
+            line += String(format: " (untrusted rank busy %.0f ms, idle %.0f ms)", 1000 * load.compute / window.n, 1000 * load.idle / window.n)
+            fields += [("untrusted_compute_s", .number(load.compute / window.n)), ("untrusted_idle_s", .number(load.idle / window.n))]
         }
         run.say(line)
         run.record(fields)

@@ -1,5 +1,6 @@
 import AsymCluster
 import AsymKernels
+import AsymSplit
 import XCTest
 
 final class ShardRangeTests: XCTestCase {

@@ -2,6 +2,7 @@ import AsymCluster
 import AsymHDF5
 import AsymKernels
 import AsymModel
+import AsymSplit
 import AsymTrain
 import Crypto
 import Foundation

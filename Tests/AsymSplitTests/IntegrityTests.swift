@@ -154,7 +154,7 @@ final class ShardedUntrusted: UntrustedExecutor {
         let g = geometry!
         let y = Tensor(shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
         scatter(r.tensor, batch: r.batch, inSize: g.inputSize, outSize: g.outputSize, into: y) {
-            $0.forward(layer: r.layer, residual: $1, batch: $2)
+            $0.forward(layer: r.layer, residual: $1, samples: 0..<$2, batch: $2)
         }
         output = y
     }
@@ -163,7 +163,7 @@ final class ShardedUntrusted: UntrustedExecutor {
         let g = geometry!
         let dx = Tensor(shape: [d.batch, g.inChannels, g.height, g.width])
         scatter(d.tensor, batch: d.batch, inSize: g.outputSize, outSize: g.inputSize, into: dx) {
-            $0.backward(layer: d.layer, outputGrad: $1, batch: $2)
+            $0.backward(layer: d.layer, outputGrad: $1, samples: 0..<$2, batch: $2)
         }
         inputGrad = dx
     }

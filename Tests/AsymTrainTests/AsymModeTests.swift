@@ -41,6 +41,34 @@ final class AsymModeTests: XCTestCase {
 
     /// A residual network (batch norm, a stride-2 block with a projection shortcut, whose
     /// 3x3 and 1x1 convolutions are all split) trains the same model in asym mode as plain.
+    /// Micro-batches change when the halves run, never what they compute: every sample's
+    /// convolutions are chunked as in the whole batch and the shares add up in the same order,
+    /// so k = 2 and 4 give k = 1's model bit for bit, and that equals plain's up to rounding.
+    func testMicrobatchesTrainTheSameModel() throws {
+        setThreads(1)
+        let base = ["train.epochs=2", "data.batch_size=32", "asym.mode=asym"]
+        let plain = try Trainer(config: try smokeConfig(["train.epochs=2", "data.batch_size=32"]))
+        for _ in 0..<10 { try plain.step() }
+        for basis in ["sample", "batch"] {
+            var whole: Trainer?
+            for k in [1, 2, 4] {
+                let t = try Trainer(config: try smokeConfig(base + ["asym.basis=\(basis)", "asym.microbatches=\(k)"]))
+                for _ in 0..<10 { try t.step() }
+                _ = assertTensorsClose(t, plain, 1e-5, "basis \(basis), k = \(k)")
+                if let whole {
+                    for (p, q) in zip(t.model.parameters, whole.model.parameters) {
+                        XCTAssertEqual(p.value.buffer.map(\.bitPattern), q.value.buffer.map(\.bitPattern), "basis \(basis), k = \(k)")
+                    }
+                }
+                whole = whole ?? t
+            }
+        }
+        XCTAssertThrowsError(try smokeConfig(base + ["asym.microbatches=2", "asym.verify=true"])) {
+            XCTAssertTrue("\($0)".contains("asym.microbatches"), "\($0)")
+        }
+        XCTAssertThrowsError(try smokeConfig(base + ["asym.microbatches=0"]))
+    }
+
     func testResidualBlocksSplitExactly() throws {
         setThreads(1)
         var c = try smokeConfig(["train.epochs=2"])
