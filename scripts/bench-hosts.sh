@@ -51,7 +51,7 @@ med = lambda k: statistics.median(r[k] for r in rows if k in r) if any(k in r fo
 batch = plan["batch"]
 wall = batch / med("samples_per_s")
 p = plan["prediction"]["training"]
-own = med("untrusted_busy_s")
+own = med("untrusted_compute_s")
 q = json.load(open(sys.argv[4]))["prediction"]["training"]["wall_s"]["1"]
 gbps, latency = (float(x) for x in sys.argv[5].split(","))
 print(f"link {sys.argv[3]:>3} Gbit/s: wall {1e3*wall:7.1f} ms/step; predicted {1e3*p['wall_s']['1']:7.1f} at the shaped rate "

@@ -292,6 +292,29 @@ final class TrustBoundaryTests: XCTestCase {
         XCTAssertGreaterThan(accuracy ?? 0, 55, job.output)  // 64.7% here; chance is 10%
     }
 
+    /// The trusted rank's peak memory must not grow past a tee-only rank's (vgg-cifar, a few
+    /// steps on a small synthetic set, one thread): the enclave is the small machine. Today
+    /// they are about equal (the goal, half, needs the memory work of docs/DESIGN.md §13); the
+    /// bound, 10% over tee-only, catches any buffer the split adds back.
+    func testTrustedPeakMemoryStaysWithinTeeOnly() throws {
+        let vgg = repoRoot + "/configs/vgg-cifar.yaml"
+        let base = ["train.max_steps=3", "train.threads=1", "data.synthetic_train=256", "data.synthetic_test=64"]
+        func peaks(_ ranks: Int, _ mode: String) throws -> [Int] {
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let job = try runJob(mpirun(ranks, ["train", "--config", vgg, "--run-dir", dir] + args(base + ["asym.mode=\(mode)"])),
+                                 timeout: 300)
+            XCTAssertEqual(job.status, 0, job.output)
+            let line = job.output.split(separator: "\n").first { $0.hasPrefix("peak memory:") } ?? ""
+            print("\(mode), \(ranks) ranks: \(line)")
+            return line.split(separator: " ").compactMap { Int($0) }
+        }
+        let tee = try peaks(1, "tee-only"), asym = try peaks(2, "asym")
+        XCTAssertEqual(tee.count, 1); XCTAssertEqual(asym.count, 2)
+        guard let teeOnly = tee.first, let trusted = asym.first else { return }
+        XCTAssertLessThanOrEqual(Double(trusted), 1.1 * Double(teeOnly), "trusted \(trusted) MB against tee-only \(teeOnly) MB")
+    }
+
     /// A sealed gradient message opens only as the message it was: a flipped byte, a replay
     /// (an older message) or another sender's message fail, naming the sender.
     func testSealedMessagesRejectTamperingAndReplays() throws {
