@@ -567,9 +567,13 @@ final class IntegrityTests: XCTestCase {
     }
 
     private func untrustedOutput(_ l: VerifiedLayer) -> Tensor {
-        let y = Tensor(shape: l.dy.shape)
-        conv2dForward(l.geometry, x: l.residual().data, batch: l.batch, weight: l.weight.data,
-                      bias: l.bias.data, y: y.data, scratch: Scratch())
+        let y = Tensor(shape: l.dy.shape), r = l.residual()
+        // r must outlive the call: `.data` is a raw pointer, which does not keep its tensor alive
+        // (AddressSanitizer caught a use after free here when r was a temporary).
+        withExtendedLifetime(r) {
+            conv2dForward(l.geometry, x: r.data, batch: l.batch, weight: l.weight.data,
+                          bias: l.bias.data, y: y.data, scratch: Scratch())
+        }
         return y
     }
 
