@@ -3,7 +3,7 @@ SWIFT   ?= swift
 CONFIG  ?= configs/fmnist-cnn.yaml
 BIN     := .build/release/asymml
 # Debian packages the build and the default job need (pkg-config finds the C libraries).
-PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools \
+PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev libhdf5-dev hdf5-tools \
             zlib1g-dev dataset-fashion-mnist
 
 # Open MPI refuses to run as root unless told to; CI and containers run as root.
