@@ -1,4 +1,5 @@
 import CDNNL
+import Dispatch
 import Foundation
 
 /// Convolution primitives on oneDNN, cached by shape, with the reorders between the caller's
@@ -297,4 +298,26 @@ final class DNNLConvolution {
             runtime.run(reorder, from: o.memory, to: user)
         }
     }
+}
+
+/// The rate of one n x n x n sgemm in GFLOP/s, best of `repeats`, on OpenBLAS (pinned to its
+/// AVX2 kernels here) or on oneDNN's sgemm (the widest unit): `asymml bench` reports the
+/// training rate as a fraction of the better one, measured in the same run.
+package func sgemmRate(n: Int, onDNNL: Bool, repeats: Int = 3) -> Double {
+    let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n), b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+    let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+    defer { a.deallocate(); b.deallocate(); c.deallocate() }
+    for i in 0..<(n * n) { a[i] = Float(i % 7) - 3; b[i] = Float(i % 5) - 2 }
+    var best = Double.infinity
+    for _ in 0..<repeats {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        if onDNNL {
+            let no = CChar(UInt8(ascii: "N")), m = Int64(n)
+            _ = DNNLRuntime.shared.exclusive { dnnl_sgemm(no, no, m, m, m, 1, a, m, b, m, 0, c, m) }
+        } else {
+            BLAS.gemm(m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, c: c, ldc: n)
+        }
+        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+    return 2 * pow(Double(n), 3) / best / 1e9
 }

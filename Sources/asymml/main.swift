@@ -86,8 +86,10 @@ struct Bench: ParsableCommand {
     @OptionGroup var options: ConfigOptions
     @Option(help: "Timed steps (after two warm-up steps).")
     var steps = 20
-    @Flag(help: "Also print the trusted time of every layer (tee-only and asym).")
+    @Flag(help: "Also print the trusted time of every layer (plain, tee-only and asym) and each layer type's share.")
     var profile = false
+    @Flag(name: .customLong("plain-only"), help: "Time plain mode only (what scripts/torch_reference.py compares).")
+    var plainOnly = false
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -95,7 +97,7 @@ struct Bench: ParsableCommand {
         do {
             let config = try options.load()
             Commands.configureThreads(config)
-            let r = try benchmark(config: config, steps: steps, profile: profile)
+            let r = try benchmark(config: config, steps: steps, profile: profile, plainOnly: plainOnly)
             print(json ? r.json : r.text)
         } catch { fail(error) }
     }
