@@ -8,9 +8,9 @@ import Foundation
 /// oneDNN chooses its code at run time for the widest vector unit the CPU has (AVX-512 here,
 /// AVX2 elsewhere; `ONEDNN_MAX_CPU_ISA` caps it, read once at first use), where OpenBLAS is
 /// pinned to its Haswell kernels. Measured on the 2-core AVX-512 machine (oneDNN alone,
-/// 8-sample chunks): its blocked direct kernels ran 1.3-2.5x the rate of its own NCHW
-/// im2col + GEMM path, reorders included, so every primitive asks for the layouts it likes
-/// (`format_tag_any`) and converts at its edges; tensors between layers stay NCHW.
+/// 8-sample chunks, primitive time): its blocked direct kernels ran 1.3-5x the rate of its
+/// own NCHW im2col + GEMM path (design §10), so every primitive asks for the layouts it
+/// likes (`format_tag_any`) and converts at its edges; tensors between layers stay NCHW.
 ///
 /// Nothing is allocated per step: a primitive is built once per (pass, geometry, samples,
 /// bias, threads) and kept; the blocked copies and oneDNN's scratchpad live in grow-only
