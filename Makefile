@@ -3,7 +3,7 @@ SWIFT   ?= swift
 CONFIG  ?= configs/fmnist-cnn.yaml
 BIN     := .build/release/asymml
 # Debian packages the build and the default job need (pkg-config finds the C libraries).
-PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools \
+PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev libhdf5-dev hdf5-tools \
             zlib1g-dev dataset-fashion-mnist
 
 # Open MPI refuses to run as root unless told to; CI and containers run as root.
@@ -39,9 +39,12 @@ test: deps
 	$(SWIFT) test -c release
 	$(SWIFT) test --skip AsymClusterTests --skip AsymAttackTests
 
+# asymml alone (all modes), then side by side with PyTorch where it is installed.
 bench: build
 	$(BIN) bench --config configs/fmnist-cnn.yaml
 	$(BIN) bench --config configs/vgg-cifar.yaml
+	@if python3 -c 'import torch' 2>/dev/null; then python3 scripts/torch_reference.py; else \
+	  echo "PyTorch is not installed: for the side-by-side table, pip install torch --index-url https://download.pytorch.org/whl/cpu"; fi
 
 # vgg-cifar on this machine: 1 trusted + 1 untrusted rank in asym mode against one
 # tee-only rank, one OpenBLAS thread per rank (wall clock, bytes moved, peak memory).

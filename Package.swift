@@ -24,9 +24,11 @@ let package = Package(
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial"),
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // oneDNN: convolutions on the widest vector unit the CPU has (no pkg-config file).
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
 
-        // Tensors and the numeric kernels (forward and backward), on OpenBLAS.
-        .target(name: "AsymKernels", dependencies: ["CBLAS"], swiftSettings: fastMath),
+        // Tensors and the numeric kernels (forward and backward), on OpenBLAS and oneDNN.
+        .target(name: "AsymKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: fastMath),
         // The asymmetric split: light SVD, split convolutions, the untrusted executor API.
         .target(name: "AsymSplit", dependencies: ["AsymKernels"], swiftSettings: fastMath),
         // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
@@ -48,7 +50,7 @@ let package = Package(
         .target(name: "AsymAttack", dependencies: ["AsymModel", "AsymTrain", "AsymSplit", "AsymKernels", "AsymData"]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
-            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster", "AsymAttack", "AsymSplit",
+            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster", "AsymAttack", "AsymSplit", "AsymKernels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -1,4 +1,6 @@
-/// 2-D convolution (cross-correlation, as in PyTorch) on NCHW tensors by im2col + GEMM.
+/// 2-D convolution (cross-correlation, as in PyTorch) on NCHW tensors: on oneDNN's kernels
+/// (`DNNL.swift`, the default), or by im2col + OpenBLAS GEMM (`ASYMML_CONV=blas`, and any
+/// shape oneDNN cannot build a primitive for).
 ///
 /// For a chunk of `nb` samples, im2col lays the input patches out as a matrix
 /// `col[C*k*k, nb*P]` (P = Ho*Wo output positions), so one GEMM with the weight matrix
@@ -12,9 +14,47 @@
 /// a batch cut at multiples of `convChunkAlignment` (`shardRange` in AsymCluster) gives every
 /// sample the same chunk, at the same position, as the whole batch: its output (and its dX)
 /// is bit for bit the same, whatever the cut.
+///
+/// oneDNN keeps the same property the same way: forward and backward-data primitives are
+/// built for exactly `convChunkAlignment` samples and run chunk by chunk; a batch's last,
+/// shorter chunk gets a primitive of its own size, and since cuts fall on multiples of the
+/// alignment, only the batch's own last chunk is ever that short, in every cut alike. The
+/// weight gradient, a sum over samples whose rounding depends on the cut anyway, runs in
+/// chunks of `dnnlWeightChunk` samples (fewer, larger reductions).
+
+/// Which kernels run the convolutions.
+package enum ConvKernels: String, CaseIterable, Sendable {
+    case dnnl, blas
+
+    /// From `ASYMML_CONV` (unset or empty: dnnl).
+    package init(environment value: String?) throws {
+        guard let value, !value.isEmpty else { self = .dnnl; return }
+        guard let k = ConvKernels(rawValue: value) else {
+            throw KernelSettingError(description: "ASYMML_CONV: '\(value)' is not one of \(ConvKernels.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        self = k
+    }
+}
+
+package struct KernelSettingError: Error, CustomStringConvertible {
+    package let description: String
+}
+
+/// The kernels `conv2dForward` and `conv2dBackward` use (the CLI sets it from `ASYMML_CONV`).
+package nonisolated(unsafe) var convKernels = ConvKernels.dnnl
+
+/// Samples per oneDNN weight-gradient run: a multiple of `convChunkAlignment`.
+let dnnlWeightChunk = 8 * convChunkAlignment
+
+/// The vector unit oneDNN's kernels use in this process (avx2, avx512_core, ...).
+package var dnnlISA: String { DNNLRuntime.shared.isa }
+
+/// oneDNN primitives built plus buffers grown since the process started: constant over
+/// steady-state training steps.
+package var dnnlAllocations: Int { DNNLRuntime.shared.exclusive { DNNLRuntime.shared.allocations } }
 
 /// The shapes of one convolution.
-package struct ConvGeometry: Equatable, Sendable {
+package struct ConvGeometry: Hashable, Sendable {
     package var inChannels, height, width: Int
     package var outChannels, kernel, stride, padding: Int
 
@@ -166,6 +206,10 @@ private func gatherChannels(_ dy: UnsafePointer<Float>, out: UnsafeMutablePointe
 package func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           y: UnsafeMutablePointer<Float>, scratch: Scratch) {
+    if convKernels == .dnnl, dnnlChunks(.forward, g, batch: batch, chunk: convChunkAlignment, bias: bias != nil, { conv, b0, ready in
+        let xs = UnsafeRawPointer(x + b0 * g.inputSize), ys = UnsafeRawPointer(y + b0 * g.outputSize)
+        if let bias { conv.execute(weight, xs, ys, bias, firstReady: ready) } else { conv.execute(weight, xs, ys, firstReady: ready) }
+    }) { return }
     let P = g.outPositions, K = g.patchSize
     let chunk = chunkSamples(g), widest = min(chunk, batch)
     let col = scratch.buffer(0, count: K * widest * P)
@@ -207,6 +251,19 @@ package func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: I
                            weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                            dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
                            dx: UnsafeMutablePointer<Float>?, scratch: Scratch) {
+    var dWeight = dWeight, dx = dx
+    if convKernels == .dnnl {
+        if let d = dx, dnnlChunks(.backwardData, g, batch: batch, chunk: convChunkAlignment, { conv, b0, ready in
+            conv.execute(weight, dy + b0 * g.outputSize, d + b0 * g.inputSize, firstReady: ready)
+        }) { dx = nil }
+        if let d = dWeight, dnnlChunks(.backwardWeights, g, batch: batch, chunk: dnnlWeightChunk, { conv, b0, _ in
+            conv.execute(x + b0 * g.inputSize, dy + b0 * g.outputSize, d)
+        }) { dWeight = nil }
+        if dx == nil && dWeight == nil {
+            if let dBias { accumulateChannelSums(dy, batch: batch, channels: g.outChannels, positions: g.outPositions, into: dBias) }
+            return
+        }
+    }
     let P = g.outPositions, K = g.patchSize
     let chunk = chunkSamples(g), widest = min(chunk, batch)
     let col = scratch.buffer(0, count: K * widest * P)
@@ -238,5 +295,28 @@ package func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: I
             col2im(g, col: col, samples: nb, dx: dx + b0 * g.inputSize)
         }
         b0 += nb
+    }
+}
+
+/// Runs `body(primitive, firstSample, weightsReady)` over `batch` samples in chunks of
+/// `chunk` on oneDNN, the last, shorter chunk on a primitive of its own size. The weights are
+/// reordered once per call: `weightsReady` says a chunk may use the copy an earlier one made.
+/// Returns false, having run nothing, when oneDNN cannot build a primitive for the shapes.
+private func dnnlChunks(_ pass: ConvPass, _ g: ConvGeometry, batch: Int, chunk: Int, bias: Bool = false,
+                        _ body: (DNNLConvolution, Int, Bool) -> Void) -> Bool {
+    let runtime = DNNLRuntime.shared
+    return runtime.exclusive {
+        let tail = batch % chunk
+        let full = batch >= chunk ? runtime.convolution(pass, g, samples: chunk, bias: bias) : nil
+        let last = tail > 0 ? runtime.convolution(pass, g, samples: tail, bias: bias) : nil
+        if (batch >= chunk && full == nil) || (tail > 0 && last == nil) { return false }
+        var previous: DNNLConvolution?
+        for b0 in stride(from: 0, to: batch, by: chunk) {
+            let conv = batch - b0 >= chunk ? full! : last!
+            let ready = pass != .backwardWeights && previous.map { $0 === conv || conv.sameFirstLayout(as: $0) } ?? false
+            body(conv, b0, ready)
+            previous = conv
+        }
+        return true
     }
 }

@@ -4,6 +4,10 @@ package final class Scratch: @unchecked Sendable {
     private var buffers: [UnsafeMutablePointer<Float>] = []
     private var capacities: [Int] = []
 
+    /// Buffers allocated or grown by any scratch since the process started (a test checks
+    /// that steady-state training steps add none).
+    package nonisolated(unsafe) static var growths = 0
+
     package init() {}
 
     deinit { for b in buffers { b.deallocate() } }
@@ -18,6 +22,7 @@ package final class Scratch: @unchecked Sendable {
             buffers[slot].deallocate()
             buffers[slot] = .allocate(capacity: count)
             capacities[slot] = count
+            Scratch.growths += 1
         }
         return buffers[slot]
     }

@@ -47,6 +47,12 @@ package final class LayerProfile {
             lines.append(String(format: "  %@ %@ forward %7.2f  backward %7.2f", r.0.padding(toLength: 14, withPad: " ", startingAt: 0),
                                 r.1.padding(toLength: 15, withPad: " ", startingAt: 0), 1000 * r.2, 1000 * r.3))
         }
+        // Each layer type runs on one kind of kernel (conv: oneDNN or im2col + OpenBLAS,
+        // linear: OpenBLAS, the rest: the project's loops), so this is each path's share.
+        var byType: [String: Double] = [:]
+        for r in rows { byType[r.1, default: 0] += r.2 + r.3 }
+        lines.append("  share of step time by layer type: " + byType.sorted { $0.value > $1.value }
+            .map { String(format: "%@ %.0f%%", $0.key, 100 * $0.value / max(total, 1e-12)) }.joined(separator: ", "))
         return lines.joined(separator: "\n")
     }
 }

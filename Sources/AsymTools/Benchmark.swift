@@ -20,57 +20,82 @@ package struct ModeTiming {
     package var profile: String?
 }
 
-/// `asymml bench`: throughput of the plain model, and the trusted side's compute per step
-/// in tee-only and asym modes, the latter with the integrity checks off and on
-/// (`asym.verify`), all on synthetic data of the config's shape.
+/// `asymml bench`: throughput of the plain model (samples/s, GFLOP/s against an sgemm peak
+/// measured in the same run), and the trusted side's compute per step in tee-only and asym
+/// modes, the latter with the integrity checks off and on (`asym.verify`), all on synthetic
+/// data of the config's shape.
 package struct BenchmarkResult {
     package var batch: Int, threads: Int
     package var plain: ModeTiming
-    package var teeOnly: ModeTiming
-    package var asym: ModeTiming
+    /// Nil when `--plain-only`.
+    package var teeOnly: ModeTiming?
+    package var asym: ModeTiming?
     /// asym with `asym.verify: true` (the other timings run with the checks off).
-    package var asymVerified: ModeTiming
+    package var asymVerified: ModeTiming?
     package var plan: Plan
+    /// FLOPs of one plain training step and of one inference batch (the plan's count).
+    package var trainFlops: Double, inferFlops: Double
+    /// GFLOP/s of a 2048^3 sgemm on OpenBLAS and on oneDNN, measured in this run.
+    package var sgemmOpenBLAS: Double, sgemmDNNL: Double
 
     package var trainSamplesPerSecond: Double { Double(batch) / plain.trainStepSeconds }
     package var inferSamplesPerSecond: Double { Double(batch) / plain.inferBatchSeconds }
+    package var trainGFlops: Double { trainFlops / plain.trainStepSeconds / 1e9 }
+    package var inferGFlops: Double { inferFlops / plain.inferBatchSeconds / 1e9 }
+    package var sgemmPeak: Double { max(sgemmOpenBLAS, sgemmDNNL) }
     /// The speed-up that fast accelerators would give: tee-only trusted time over asym's.
-    package var trainingSpeedup: Double { teeOnly.trustedTrainSeconds / asym.trustedTrainSeconds }
-    package var inferenceSpeedup: Double { teeOnly.trustedInferSeconds / asym.trustedInferSeconds }
+    package var trainingSpeedup: Double? { teeOnly.flatMap { t in asym.map { t.trustedTrainSeconds / $0.trustedTrainSeconds } } }
+    package var inferenceSpeedup: Double? { teeOnly.flatMap { t in asym.map { t.trustedInferSeconds / $0.trustedInferSeconds } } }
     /// What the checks add to asym's trusted time: 0.15 is 15 % more.
-    package var verifyTrainingCost: Double { asymVerified.trustedTrainSeconds / asym.trustedTrainSeconds - 1 }
-    package var verifyInferenceCost: Double { asymVerified.trustedInferSeconds / asym.trustedInferSeconds - 1 }
+    package var verifyTrainingCost: Double? { asymVerified.flatMap { v in asym.map { v.trustedTrainSeconds / $0.trustedTrainSeconds - 1 } } }
+    package var verifyInferenceCost: Double? { asymVerified.flatMap { v in asym.map { v.trustedInferSeconds / $0.trustedInferSeconds - 1 } } }
 
     package var text: String {
-        let tb = 1 / plan.training.trustedShare, ib = 1 / plan.forward.trustedShare
-        return [
-            String(format: "%@: batch %d, %d threads", plan.name, batch, threads),
+        var lines = [
+            String(format: "%@: batch %d, %d threads, conv on %@ (oneDNN isa %@)", plan.name, batch, threads,
+                   convKernels.rawValue, dnnlISA),
             String(format: "  plain      training %8.1f samples/s (%6.1f ms/step)   inference %8.1f samples/s",
                    trainSamplesPerSecond, 1000 * plain.trainStepSeconds, inferSamplesPerSecond),
-            String(format: "  tee-only   trusted %7.1f ms/step training, %7.1f ms/batch inference",
-                   1000 * teeOnly.trustedTrainSeconds, 1000 * teeOnly.trustedInferSeconds),
-            String(format: "  asym       trusted %7.1f ms/step training, %7.1f ms/batch inference (basis %@)",
-                   1000 * asym.trustedTrainSeconds, 1000 * asym.trustedInferSeconds, plan.basis.rawValue),
-            String(format: "  asym+verify trusted %7.1f ms/step training (%+.1f%%), %7.1f ms/batch inference (%+.1f%%)",
-                   1000 * asymVerified.trustedTrainSeconds, 100 * verifyTrainingCost,
-                   1000 * asymVerified.trustedInferSeconds, 100 * verifyInferenceCost),
-            String(format: "  trusted-time speed-up over tee-only: training %.1fx of a %.1fx bound (%.0f%%), inference %.1fx of %.1fx (%.0f%%)",
-                   trainingSpeedup, tb, 100 * trainingSpeedup / tb, inferenceSpeedup, ib, 100 * inferenceSpeedup / ib),
-        ].joined(separator: "\n") + [teeOnly.profile, asym.profile].compactMap { $0.map { "\n" + $0 } }.joined()
+            String(format: "  plain      training %6.1f GFLOP/s (%.0f%% of sgemm peak), inference %6.1f GFLOP/s (%.0f%%); sgemm 2048^3: OpenBLAS %.1f, oneDNN %.1f GFLOP/s",
+                   trainGFlops, 100 * trainGFlops / sgemmPeak, inferGFlops, 100 * inferGFlops / sgemmPeak, sgemmOpenBLAS, sgemmDNNL),
+        ]
+        if let teeOnly, let asym, let trainingSpeedup, let inferenceSpeedup {
+            let tb = 1 / plan.training.trustedShare, ib = 1 / plan.forward.trustedShare
+            lines += [
+                String(format: "  tee-only   trusted %7.1f ms/step training, %7.1f ms/batch inference",
+                       1000 * teeOnly.trustedTrainSeconds, 1000 * teeOnly.trustedInferSeconds),
+                String(format: "  asym       trusted %7.1f ms/step training, %7.1f ms/batch inference (basis %@)",
+                       1000 * asym.trustedTrainSeconds, 1000 * asym.trustedInferSeconds, plan.basis.rawValue),
+                String(format: "  asym+verify trusted %7.1f ms/step training (%+.1f%%), %7.1f ms/batch inference (%+.1f%%)",
+                       1000 * (asymVerified?.trustedTrainSeconds ?? 0), 100 * (verifyTrainingCost ?? 0),
+                       1000 * (asymVerified?.trustedInferSeconds ?? 0), 100 * (verifyInferenceCost ?? 0)),
+                String(format: "  trusted-time speed-up over tee-only: training %.1fx of a %.1fx bound (%.0f%%), inference %.1fx of %.1fx (%.0f%%)",
+                       trainingSpeedup, tb, 100 * trainingSpeedup / tb, inferenceSpeedup, ib, 100 * inferenceSpeedup / ib),
+            ]
+        }
+        return lines.joined(separator: "\n") + [plain.profile, teeOnly?.profile, asym?.profile].compactMap { $0.map { "\n" + $0 } }.joined()
     }
 
     package var json: String {
-        JSONValue.object([
+        var fields: [(String, JSONValue)] = [
             ("config", .string(plan.name)), ("batch", .int(batch)), ("threads", .int(threads)),
+            ("conv_kernels", .string(convKernels.rawValue)), ("dnnl_isa", .string(dnnlISA)),
             ("train_samples_per_s", .number(trainSamplesPerSecond)), ("infer_samples_per_s", .number(inferSamplesPerSecond)),
-            ("trusted_s_per_step", .object([("tee-only", .number(teeOnly.trustedTrainSeconds)), ("asym", .number(asym.trustedTrainSeconds)),
-                                            ("asym-verify", .number(asymVerified.trustedTrainSeconds))])),
-            ("trusted_s_per_inference_batch", .object([("tee-only", .number(teeOnly.trustedInferSeconds)), ("asym", .number(asym.trustedInferSeconds)),
-                                                       ("asym-verify", .number(asymVerified.trustedInferSeconds))])),
-            ("verify_training_cost", .number(verifyTrainingCost)), ("verify_inference_cost", .number(verifyInferenceCost)),
-            ("training_speedup", .number(trainingSpeedup)), ("training_bound", .number(1 / plan.training.trustedShare)),
-            ("inference_speedup", .number(inferenceSpeedup)), ("inference_bound", .number(1 / plan.forward.trustedShare)),
-        ]).json
+            ("train_gflops", .number(trainGFlops)), ("infer_gflops", .number(inferGFlops)),
+            ("sgemm_gflops", .object([("openblas", .number(sgemmOpenBLAS)), ("dnnl", .number(sgemmDNNL))])),
+        ]
+        if let teeOnly, let asym, let trainingSpeedup, let inferenceSpeedup {
+            fields += [
+                ("trusted_s_per_step", .object([("tee-only", .number(teeOnly.trustedTrainSeconds)), ("asym", .number(asym.trustedTrainSeconds)),
+                                                ("asym-verify", .number(asymVerified?.trustedTrainSeconds ?? 0))])),
+                ("trusted_s_per_inference_batch", .object([("tee-only", .number(teeOnly.trustedInferSeconds)), ("asym", .number(asym.trustedInferSeconds)),
+                                                           ("asym-verify", .number(asymVerified?.trustedInferSeconds ?? 0))])),
+                ("verify_training_cost", .number(verifyTrainingCost ?? 0)), ("verify_inference_cost", .number(verifyInferenceCost ?? 0)),
+                ("training_speedup", .number(trainingSpeedup)), ("training_bound", .number(1 / plan.training.trustedShare)),
+                ("inference_speedup", .number(inferenceSpeedup)), ("inference_bound", .number(1 / plan.forward.trustedShare)),
+            ]
+        }
+        return JSONValue.object(fields).json
     }
 }
 
@@ -91,7 +116,8 @@ func timingConfig(_ config: Config, steps: Int) throws -> Config {
 /// Times `steps` training steps and inference batches per mode after two warm-up steps,
 /// and keeps the medians (timings on a shared machine are noisy; the median resists that).
 /// asym runs with the integrity checks off and on; the plan's bounds are those without.
-package func benchmark(config: Config, steps: Int, profile: Bool = false) throws -> BenchmarkResult {
+/// `plainOnly` skips tee-only and asym (the PyTorch comparison needs plain mode only).
+package func benchmark(config: Config, steps: Int, profile: Bool = false, plainOnly: Bool = false) throws -> BenchmarkResult {
     let c = try timingConfig(config, steps: steps)
     let data = try DataSource(c)
     func time(_ mode: Mode, verify: Bool = false) throws -> ModeTiming {
@@ -104,7 +130,7 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false) throws
         let trainer = try Trainer(config: m, data: data, executor: local)
         var step: [Double] = [], trusted: [Double] = []
         for i in 0..<(steps + 2) {
-            if profile && i == 2 && mode != .plain && !verify {
+            if profile && i == 2 && !verify {
                 trainer.model.profile = LayerProfile(layers: trainer.model.layers.count,
                                                      untrustedClock: { local.worker.totalSeconds })
             }
@@ -132,7 +158,10 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false) throws
         return ModeTiming(mode: mode, trainStepSeconds: median(step), inferBatchSeconds: median(infer),
                           trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted), profile: table)
     }
+    let plan = try Plan(c)
     return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time(.plain),
-                           teeOnly: try time(.teeOnly), asym: try time(.asym), asymVerified: try time(.asym, verify: true),
-                           plan: try Plan(c))
+                           teeOnly: plainOnly ? nil : try time(.teeOnly), asym: plainOnly ? nil : try time(.asym),
+                           asymVerified: plainOnly ? nil : try time(.asym, verify: true), plan: plan,
+                           trainFlops: plan.plainTrainingFlops, inferFlops: plan.plainForwardFlops,
+                           sgemmOpenBLAS: sgemmRate(n: 2048, onDNNL: false), sgemmDNNL: sgemmRate(n: 2048, onDNNL: true))
 }

@@ -85,6 +85,10 @@ package struct Plan {
         }
     }
 
+    /// The FLOPs of the plain model (every layer whole): one forward pass, one training step.
+    package var plainForwardFlops: Double { rows.map(\.teeOnlyForward).reduce(0, +) }
+    package var plainTrainingFlops: Double { rows.map { $0.teeOnlyForward + $0.teeOnlyBackward }.reduce(0, +) }
+
     /// The checks' FLOPs over all layers: per inference batch, per training step.
     package var verifyInference: Double { rows.map(\.verifyInference).reduce(0, +) }
     package var verifyTraining: Double { rows.map { $0.verifyForward + $0.verifyBackward }.reduce(0, +) }

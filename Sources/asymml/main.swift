@@ -3,6 +3,7 @@ import AsymTools
 import ArgumentParser
 import AsymAttack
 import AsymCluster
+import AsymKernels
 import AsymSplit
 import AsymTrain
 import Foundation
@@ -17,7 +18,8 @@ struct Asymml: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "asymml",
         abstract: "Train neural networks on private data with trusted and untrusted ranks (AsymML).",
-        subcommands: [Train.self, Evaluate.self, Plan.self, Bench.self, Inspect.self, Plot.self, Privacy.self, AttackCommand.self])
+        subcommands: [Train.self, Evaluate.self, Plan.self, Bench.self, Inspect.self, Plot.self, Privacy.self, AttackCommand.self,
+                      SelfTest.self])
 }
 
 struct ConfigOptions: ParsableArguments {
@@ -87,8 +89,10 @@ struct Bench: ParsableCommand {
     @OptionGroup var options: ConfigOptions
     @Option(help: "Timed steps (after two warm-up steps).")
     var steps = 20
-    @Flag(help: "Also print the trusted time of every layer (tee-only and asym).")
+    @Flag(help: "Also print the trusted time of every layer (plain, tee-only and asym) and each layer type's share.")
     var profile = false
+    @Flag(name: .customLong("plain-only"), help: "Time plain mode only (what scripts/torch_reference.py compares).")
+    var plainOnly = false
     @Flag(help: "Print one JSON object.")
     var json = false
     @Flag(help: "Measure this machine's rate per kernel class on the config's layers, and the MPI link between two ranks here; write a hardware file for `plan --hardware`.")
@@ -123,9 +127,23 @@ struct Bench: ParsableCommand {
                 print(c.hardware.summary + "\nwrote \(output); use it with asymml plan --config ... --hardware \(output)")
                 return
             }
-            let r = try benchmark(config: config, steps: steps, profile: profile)
+            let r = try benchmark(config: config, steps: steps, profile: profile, plainOnly: plainOnly)
             print(json ? r.json : r.text)
         } catch { fail(error) }
+    }
+}
+
+/// Hidden: the convolution kernels of this process (`ASYMML_CONV`, oneDNN capped by
+/// `ONEDNN_MAX_CPU_ISA`) against reference loops; a test runs it once per kernel path.
+struct SelfTest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "selftest", abstract: "Check this process's convolution kernels against reference loops.", shouldDisplay: false)
+
+    func run() throws {
+        let failures = checkConvolutionKernels()
+        print("conv kernels \(convKernels), oneDNN isa \(dnnlISA): \(failures.isEmpty ? "ok" : "\(failures.count) failures")")
+        for f in failures { print("  " + f) }
+        if !failures.isEmpty { throw ExitCode(1) }
     }
 }
 
@@ -218,4 +236,16 @@ struct AttackCommand: ParsableCommand {
 
 extension Role: ExpressibleByArgument {}
 
+// oneDNN's threads are libgomp's, which reads OMP_WAIT_POLICY once, as the process loads:
+// by default its idle workers spin, and they starve the other threads a rank runs between
+// convolutions (OpenBLAS, the element-wise kernels, MPI progress); on the shared 2-core
+// machine that made plain fmnist-cnn steps 2.5x slower. So unless the caller chose a policy,
+// the process restarts itself once with the passive one (execv returns only on failure, and
+// then the run goes on with the default).
+if ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] == nil {
+    setenv("OMP_WAIT_POLICY", "passive", 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
+}
+// ASYMML_CONV=blas|dnnl picks the convolution kernels for the whole process (design §10).
+do { convKernels = try ConvKernels(environment: ProcessInfo.processInfo.environment["ASYMML_CONV"]) } catch { fail(error) }
 Asymml.main()

@@ -6,6 +6,22 @@ import Foundation
 import XCTest
 
 final class TrainingTests: XCTestCase {
+    /// After the first steps, training allocates no kernel memory: no oneDNN primitive or
+    /// buffer, no scratch growth, in plain mode and in asym mode (trusted and in-process
+    /// untrusted sides alike).
+    func testSteadyStateStepsAllocateNoKernelMemory() throws {
+        setThreads(1)
+        for mode in ["plain", "asym"] {
+            let t = try Trainer(config: try smokeConfig(["asym.mode=\(mode)", "asym.rank=4"]))
+            for _ in 0..<2 { _ = try t.step() }
+            let before = (dnnlAllocations, Scratch.growths)
+            for _ in 0..<4 { _ = try t.step() }
+            XCTAssertGreaterThan(before.0, 0, "\(mode): the oneDNN path ran")
+            XCTAssertEqual(dnnlAllocations, before.0, "\(mode): oneDNN primitives or buffers")
+            XCTAssertEqual(Scratch.growths, before.1, "\(mode): scratch growths")
+        }
+    }
+
     /// A few hundred steps on the synthetic set reduce the loss and learn the task.
     func testTrainingReducesLossOnSyntheticData() throws {
         setThreads(1)
