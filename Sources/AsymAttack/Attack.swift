@@ -33,6 +33,17 @@ package enum Attack {
         package var best: Quality { ridge.psnr >= conv.psnr ? ridge : conv }
     }
 
+    /// The unmixing attack on a masked capture: FastICA per mask group, each sample paired
+    /// with its best-matching recovered source (see `unmix`), then the same label probe and
+    /// decoders on those sources. Keys "residual" and "output_gradient".
+    package struct Unmixing {
+        /// Mean over samples of the best |correlation| between a recovered source and the truth.
+        package var sourceCorrelation: [String: Double]
+        package var labelProbe: [String: Double]
+        /// Input reconstruction from the recovered residuals.
+        package var reconstruction: Reconstruction
+    }
+
     package struct Report {
         package var layer: String, layerIndex: Int
         package var residualShape: [Int], outputGradientShape: [Int]
@@ -51,6 +62,8 @@ package enum Attack {
         /// Median per-sample ||R|| of the decomposition, before noise or masking (the scale
         /// that `asym.residual_noise.clip` is measured against).
         package var medianResidualNorm: Double
+        /// With masking only.
+        package var unmixing: Unmixing?
         package var seconds: [(String, Double)]
         package var options: Options
     }
@@ -70,10 +83,11 @@ package enum Attack {
             ("residual", capture.residual, capture.residualTargets, receivedFit),
             ("output_gradient", capture.outputGradient, capture.outputGradientTargets, receivedFit),
             ("full", capture.full, identity, fit), ("raw_input", capture.images, identity, fit)]
-        var probe = try sources.map { name, f, targets, fitCount in
-            (name, try labelProbeAccuracy(f, labels: targets.map { capture.labels[$0] }, classes: capture.classes,
-                                          fitCount: fitCount, epochs: options.probeEpochs, seed: options.seed))
+        func probeAccuracy(_ f: Features, targets: [Int], fitCount: Int) throws -> Double {
+            try labelProbeAccuracy(f, labels: targets.map { capture.labels[$0] }, classes: capture.classes,
+                                   fitCount: fitCount, epochs: options.probeEpochs, seed: options.seed)
         }
+        var probe = try sources.map { ($0.0, try probeAccuracy($0.1, targets: $0.2, fitCount: $0.3)) }
         probe.append(("chance", 1 / Double(capture.classes)))
         let probeSeconds = clock.lap()
 
@@ -91,7 +105,7 @@ package enum Attack {
         let reconstructionSources: [(String, Features?, [Int], Int)] = [
             ("residual", capture.residual, capture.residualTargets, receivedFit),
             ("full", capture.full, identity, fit), ("noise", nil, identity, fit)]
-        let reconstruction = try reconstructionSources.map { name, f, targets, fitCount in
+        func reconstruct(_ name: String, _ f: Features?, _ targets: [Int], _ fitCount: Int) throws -> Reconstruction {
             let rows = Array(0..<min(fitCount, rf)) + Array(fitCount..<min(targets.count, fitCount + rh))
             let fitRows = min(fitCount, rf)
             let pixels = gather(allPixels, rows.map { targets[$0] })
@@ -111,15 +125,29 @@ package enum Attack {
                                   conv: score(try convDecode(inputs, targets: targetBlocks, fitCount: fitRows,
                                                              epochs: options.decoderEpochs, seed: options.seed)))
         }
+        let reconstruction = try reconstructionSources.map { try reconstruct($0.0, $0.1, $0.2, $0.3) }
         let reconstructionSeconds = clock.lap()
+
+        // Unmixing gives one recovered source per sample, so it splits at sample `fit`.
+        let unmixing = try capture.unmasked.map { truth in
+            let r = unmix(capture.residual, groups: capture.groups, truth: truth.residual, seed: options.seed)
+            let dy = unmix(capture.outputGradient, groups: capture.groups, truth: truth.outputGradient, seed: options.seed)
+            return Unmixing(sourceCorrelation: ["residual": r.meanCorrelation, "output_gradient": dy.meanCorrelation],
+                            labelProbe: ["residual": try probeAccuracy(r.features, targets: identity, fitCount: fit),
+                                         "output_gradient": try probeAccuracy(dy.features, targets: identity, fitCount: fit)],
+                            reconstruction: try reconstruct("unmixed_residual", r.features, identity, fit))
+        }
+        let unmixingSeconds = clock.lap()
         return Report(layer: capture.layerName, layerIndex: capture.layerIndex, residualShape: capture.residual.shape,
                       outputGradientShape: capture.outputGradient.shape, samples: n, fitCount: fit,
                       trainingSetSize: capture.trainingSetSize,
                       reconstructionFit: rf, reconstructionHeldOut: rh, residualEnergy: capture.residualEnergy, labelProbe: probe,
                       reconstruction: reconstruction, received: capture.residual.count, mask: capture.mask,
                       residualNoise: capture.residualNoise, medianResidualNorm: median(capture.residualNorms),
+                      unmixing: unmixing,
                       seconds: [("capture", captureSeconds), ("label_probe", probeSeconds),
-                                ("reconstruction", reconstructionSeconds), ("total", clock.total)],
+                                ("reconstruction", reconstructionSeconds)]
+                        + (unmixing == nil ? [] : [("unmixing", unmixingSeconds)]) + [("total", clock.total)],
                       options: options)
     }
 
@@ -177,7 +205,8 @@ extension Attack.Report {
             + (residualNoise.map { String(format: "\nresidual noise on: each residual clipped to norm %g, plus N(0, (%g x %g)^2) per value; the adversary holds the noisy residuals", $0.clip, $0.std, $0.clip) } ?? "")
             + (mask.map { "\nmasking on (K \($0.groupSize), noise scale \($0.noiseScale)): the adversary holds \(received) noisy combinations for \(samples) samples (K + 2 per group of K); "
                 + "each is labelled, and decoded towards the image of, the group's sample with the largest |mixing coefficient| in it; "
-                + "its fit / held-out split falls between groups. No unmixing (ICA) across a group's combinations is tried." } ?? "")
+                + "its fit / held-out split falls between groups. The unmixing attack runs FastICA on each group's K + 2 combinations "
+                + "and pairs every sample with its best-matching recovered source (sign and scale fitted to the truth)." } ?? "")
     }
 
     /// One aligned table: label probes, then reconstructions.
@@ -197,6 +226,16 @@ extension Attack.Report {
         for r in reconstruction {
             lines.append("  " + names[r.source]!.padding(toLength: 34, withPad: " ", startingAt: 0)
                          + [r.ridge.psnr, r.ridge.ssim, r.conv.psnr, r.conv.ssim].map { String(format: "%12.4f", $0) }.joined())
+        }
+        if let unmixing {
+            lines += ["", "unmixing (symmetric FastICA, logcosh, per mask group)   R            dY",
+                      "  " + "best |corr(source, truth)|".padding(toLength: 34, withPad: " ", startingAt: 0)
+                        + ["residual", "output_gradient"].map { String(format: "%13.4f", unmixing.sourceCorrelation[$0]!) }.joined(),
+                      "  " + "label probe on recovered sources".padding(toLength: 34, withPad: " ", startingAt: 0)
+                        + ["residual", "output_gradient"].map { String(format: "%13.4f", unmixing.labelProbe[$0]!) }.joined(),
+                      "  " + "reconstruction from recovered R".padding(toLength: 34, withPad: " ", startingAt: 0)
+                        + String(format: "  ridge %.2f dB (SSIM %.3f), conv %.2f dB (SSIM %.3f)", unmixing.reconstruction.ridge.psnr,
+                                 unmixing.reconstruction.ridge.ssim, unmixing.reconstruction.conv.psnr, unmixing.reconstruction.conv.ssim)]
         }
         lines.append("")
         lines.append("seconds: " + seconds.map { "\($0.0) " + String(format: "%.1f", $0.1) }.joined(separator: ", "))
@@ -232,6 +271,13 @@ extension Attack.Report {
         if let mask {
             object["masked"] = ["inputs_per_group": mask.groupSize, "noise_scale": mask.noiseScale, "received": received,
                                 "target": "the group's sample with the largest |mixing coefficient| in each combination"] as [String: Any]
+        }
+        if let unmixing {
+            object["unmixing"] = ["source_correlation": unmixing.sourceCorrelation, "label_probe": unmixing.labelProbe,
+                                  "psnr": ["residual": number(unmixing.reconstruction.best.psnr)],
+                                  "ssim": ["residual": number(unmixing.reconstruction.best.ssim)],
+                                  "method": "symmetric FastICA (logcosh) per mask group; each sample paired with its best-matching source, sign and scale fitted"]
+                as [String: Any]
         }
         if let residualNoise { object["residual_noise"] = ["std": residualNoise.std, "clip": residualNoise.clip] }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])

@@ -22,10 +22,12 @@ package struct Features {
     }
 }
 
-/// The in-process untrusted executor, with a tap on the messages of one split layer: it
-/// records exactly the tensors that an untrusted rank receives, nothing the trusted side keeps.
+/// A tap on the messages of one split layer, passed on to `inner` (by default the
+/// in-process untrusted executor). At the bottom of the stack it records exactly the
+/// tensors that an untrusted rank receives; above the masking layer, what masking hides.
 final class RecordingExecutor: UntrustedExecutor {
-    private let inner = LocalUntrusted()
+    private let inner: UntrustedExecutor
+    init(wrapping inner: UntrustedExecutor = LocalUntrusted()) { self.inner = inner }
     /// The split layer to record; set once the trainer has split its convolutions.
     var layer = -1
     private(set) var residuals: [Float] = []
@@ -56,7 +58,7 @@ final class RecordingExecutor: UntrustedExecutor {
     func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
         try inner.collectGradientShares(body)
     }
-    func publishWeights() {}
+    func publishWeights() throws { try inner.publishWeights() }
 }
 
 /// What the adversary holds for one split layer, plus the references it is judged against.
@@ -78,6 +80,9 @@ package struct Capture {
     /// Per received tensor, the first sample of its mask group (the sample itself without
     /// masking): the attacker's fit / held-out split falls between groups.
     package let groups: [Int]
+    /// With masking, the residuals and output gradients before it, one per sample in sample
+    /// order (the truth the unmixing attack is scored against; kept on the trusted side).
+    package let unmasked: (residual: Features, outputGradient: Features)?
     /// (K, sigma) of `asym.mask` when masking was on.
     package let mask: (groupSize: Int, noiseScale: Double)?
     /// (std, clip) of `asym.residual_noise` when it was on.
@@ -131,7 +136,8 @@ extension Capture {
         var plain = c
         plain.asym.maskGroup = 0
         plain.asym.noiseStd = 0  // both layers are already in the executor given to the trainer
-        let trainer = try Trainer(config: plain, executor: masking ?? underMask)
+        let truth = masking.map { RecordingExecutor(wrapping: $0) }
+        let trainer = try Trainer(config: plain, executor: truth ?? underMask)
         let splits = trainer.splitLayers
         guard let index = layerName.map({ name in splits.firstIndex { $0.name == name } }) ?? (splits.isEmpty ? nil : 0) else {
             let names = splits.map(\.name).joined(separator: ", ")
@@ -139,6 +145,7 @@ extension Capture {
                               ?? "model.layers: the model has no split convolution to attack")
         }
         recorder.layer = index
+        truth?.layer = index
         try Checkpoint.load(checkpoint, into: trainer, for: .evaluate)
         let batch = c.data.batchSize
         let n = min(samples, trainer.data.train.count) / batch * batch
@@ -191,12 +198,14 @@ extension Capture {
         }
         let geometry = conv.geometry
         let residual = Features(shape: conv.inputShape, values: recorder.residuals)
-        let outputGradient = Features(shape: [geometry.outChannels, geometry.outHeight, geometry.outWidth],
-                                      values: recorder.outputGradients)
+        let outputShape = [geometry.outChannels, geometry.outHeight, geometry.outWidth]
+        let outputGradient = Features(shape: outputShape, values: recorder.outputGradients)
         precondition(residual.count == groups.count && outputGradient.count == groups.count,
                      "recorded \(residual.count) residuals and \(outputGradient.count) output gradients for \(groups.count) messages")
         return Capture(layerName: conv.name, layerIndex: index, residual: residual, outputGradient: outputGradient,
                        residualTargets: residualTargets, outputGradientTargets: gradientTargets, groups: groups,
+                       unmasked: truth.map { (Features(shape: conv.inputShape, values: $0.residuals),
+                                              Features(shape: outputShape, values: $0.outputGradients)) },
                        mask: c.asym.maskGroup > 0 ? (c.asym.maskGroup, c.asym.maskNoise) : nil,
                        residualNoise: c.asym.noiseStd > 0 ? (c.asym.noiseStd, c.asym.noiseClip) : nil,
                        full: full, images: images, labels: labels, classes: trainer.model.classes,
