@@ -52,6 +52,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(shapes.contains("declares in: 65, but 64 features"), shapes)
         let batch = errorMessage { _ = try Trainer(config: try smokeConfig(), collective: TrustedRanks(count: 3)) }
         XCTAssertTrue(batch.contains("data.batch_size: 16 does not divide among 3 trusted ranks"), batch)
+        let masked = errorMessage { _ = try smokeConfig(["asym.verify=true", "asym.mask={inputs_per_group: 2}"]) }
+        XCTAssertTrue(masked.contains("asym.verify does not work with asym.mask"), masked)
         let none = errorMessage { _ = try smokeConfig(["data.train_samples=0"]) }
         XCTAssertTrue(none.contains("data.train_samples: must be positive"), none)
         let many = errorMessage { _ = try DataSource(try smokeConfig(["data.train_samples=100000"])) }
