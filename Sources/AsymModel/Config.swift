@@ -182,6 +182,10 @@ package struct AsymConfig: Equatable {
     /// Micro-batches per split-layer pass: each crosses on its own, so both sides overlap
     /// (docs/DESIGN.md §4.3); 1 sends whole batches.
     package var microbatches = 1
+
+    /// Whether the integrity checks can run: they take whole batches of residuals sent in the
+    /// clear (their tolerances cover neither masking's decoding nor residual noise).
+    package var checksApply: Bool { maskGroup == 0 && noiseStd == 0 && microbatches == 1 }
 }
 
 package struct RankConfig: Equatable {
@@ -372,10 +376,8 @@ extension Config {
         try check(asym.microbatches >= 1, "asym.microbatches: must be at least 1 (1: whole batches)")
         try check(asym.microbatches == 1 || (asym.maskGroup == 0 && asym.noiseStd == 0 && !asym.verify),
                   "asym.microbatches: \(asym.microbatches) does not work with asym.mask, asym.residual_noise or asym.verify yet (each takes whole batches); set asym.microbatches: 1")
-        // The checks' tolerances model the untrusted side's float32 rounding of what it was
-        // sent; decoded mixtures carry the decoding's rounding too (a false alarm at step 0),
-        // and noised residuals are not what the probes saw.
-        try check(!asym.verify || (asym.maskGroup == 0 && asym.noiseStd == 0),
+        // (Decoded mixtures carry the decoding's rounding too: a false alarm at step 0.)
+        try check(!asym.verify || asym.checksApply,
                   "asym.verify does not work with asym.mask or asym.residual_noise yet (the checks' tolerances do not cover decoding or noise); turn one of them off")
         try check(asym.maskNoise > 0, "asym.mask.noise_scale: must be positive")
         try check(asym.noiseStd >= 0 && asym.noiseClip > 0, "asym.residual_noise: needs std >= 0 and clip > 0")

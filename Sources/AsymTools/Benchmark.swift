@@ -163,11 +163,9 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false, plainO
                           trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted), profile: table)
     }
     let plan = try Plan(c)
-    // The checks run whole batches in the clear (not with masking, residual noise or micro-batches).
-    let verifiable = c.asym.maskGroup == 0 && c.asym.noiseStd == 0 && c.asym.microbatches == 1
     return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time(.plain),
                            teeOnly: plainOnly ? nil : try time(.teeOnly), asym: plainOnly ? nil : try time(.asym),
-                           asymVerified: plainOnly || !verifiable ? nil : try time(.asym, verify: true), plan: plan,
+                           asymVerified: plainOnly || !c.asym.checksApply ? nil : try time(.asym, verify: true), plan: plan,
                            trainFlops: plan.plainTrainingFlops, inferFlops: plan.plainForwardFlops,
                            sgemmOpenBLAS: sgemmRate(n: 2048, onDNNL: false), sgemmDNNL: sgemmRate(n: 2048, onDNNL: true))
 }

@@ -64,10 +64,10 @@ package func calibrate(config: Config, steps: Int, link: () throws -> (gbps: Dou
             gemm.work += r.teeOnlyForward + r.teeOnlyBackward; gemm.seconds += tee.layers[i]
             split.work += r.trustedForward + r.trustedBackward; split.seconds += asym.layers[i]
         case .elementwise:
-            elementwise.work += 3 * r.elements; elementwise.seconds += tee.layers[i]
+            elementwise.work += Prediction.elementwiseWork(r, training: true); elementwise.seconds += tee.layers[i]
         }
     }
-    elementwise.work += Prediction.updateTouches * Double(plan.parameters)
+    elementwise.work += Prediction.updateWork(plan)
     elementwise.seconds += tee.other
     let untrustedFlops = plan.rows.map { $0.untrustedForward + $0.untrustedBackward }.reduce(0, +)
     func rate(_ x: (work: Double, seconds: Double)) -> Double { x.work / max(x.seconds, 1e-9) / 1e9 }

@@ -78,8 +78,8 @@ package struct Plan {
                 // GEMM layers: dW and (but for the first layer) dX; the others: about twice forward.
                 let gemm = l is Conv2dLayer || l is LinearLayer
                 row.trustedBackward = gemm ? (first ? forward : 2 * forward) : 2 * forward
+                (row.teeOnlyForward, row.teeOnlyBackward) = (row.trustedForward, row.trustedBackward)
             }
-            if row.placement == "trusted" { (row.teeOnlyForward, row.teeOnlyBackward) = (row.trustedForward, row.trustedBackward) }
             if l is Conv2dLayer || l is LinearLayer { first = false }
             rows.append(row)
         }

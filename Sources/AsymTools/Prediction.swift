@@ -30,6 +30,18 @@ package struct Prediction {
     /// Values an SGD step with momentum touches per parameter (weight, gradient, velocity; read and write).
     package static let updateTouches = 5.0
 
+    /// The work of one pass of a memory-bound row: the values it reads and writes, once
+    /// forward, twice backward (its input gradient, from dY and what the forward kept).
+    package static func elementwiseWork(_ r: Plan.Row, backward: Bool) -> Double { (backward ? 2 : 1) * r.elements }
+
+    /// The same over a training step (forward and backward) or an inference pass.
+    package static func elementwiseWork(_ r: Plan.Row, training: Bool) -> Double {
+        elementwiseWork(r, backward: false) + (training ? elementwiseWork(r, backward: true) : 0)
+    }
+
+    /// The optimizer's update, as elementwise work.
+    package static func updateWork(_ plan: Plan) -> Double { updateTouches * Double(plan.parameters) }
+
     private func seconds(_ work: Double, _ kernel: Plan.KernelClass) -> Double {
         let rate: Double
         switch kernel {
@@ -46,7 +58,7 @@ package struct Prediction {
 
     /// One pass of the trusted work of `row` (forward, or backward in training).
     private func trustedPass(_ r: Plan.Row, backward: Bool, training: Bool) -> Double {
-        if r.kernel == .elementwise { return seconds((backward ? 2 : 1) * r.elements, .elementwise) }
+        if r.kernel == .elementwise { return seconds(Prediction.elementwiseWork(r, backward: backward), .elementwise) }
         let verify = plan.verify ? (backward ? r.verifyBackward : (training ? r.verifyForward : r.verifyInference)) : 0
         return seconds((backward ? r.trustedBackward : r.trustedForward) + verify, r.kernel)
     }
@@ -68,7 +80,7 @@ package struct Prediction {
             }
         }
         if training {
-            let update = seconds(Prediction.updateTouches * Double(plan.parameters), .elementwise)
+            let update = seconds(Prediction.updateWork(plan), .elementwise)
             t.trusted += update
             t.wall += update
         }
@@ -77,10 +89,10 @@ package struct Prediction {
 
     /// The same step on one tee-only rank: every layer whole, at the trusted rates.
     package func teeOnly(training: Bool) -> Double {
-        var total = training ? seconds(Prediction.updateTouches * Double(plan.parameters), .elementwise) : 0
+        var total = training ? seconds(Prediction.updateWork(plan), .elementwise) : 0
         for r in plan.rows {
             switch r.kernel {
-            case .elementwise: total += seconds((training ? 3 : 1) * r.elements, .elementwise)
+            case .elementwise: total += seconds(Prediction.elementwiseWork(r, training: training), .elementwise)
             case .gemm, .split: total += seconds(r.teeOnlyForward + (training ? r.teeOnlyBackward : 0), .gemm)
             }
         }

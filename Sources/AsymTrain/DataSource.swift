@@ -4,7 +4,7 @@ import Foundation
 
 /// Loads the train and test splits that a config names, checked against the model input.
 package struct DataSource {
-    package private(set) var train: Dataset
+    package let train: Dataset
     package let test: Dataset
 
     package static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
@@ -22,32 +22,35 @@ package struct DataSource {
             normalization = Normalization(mean: mean.map(Float.init), std: std.map(Float.init))
         }
         let input = config.model.input
+        let all: Dataset
         switch d.dataset {
         case .fashionMNIST:
             let dir = d.path ?? DataSource.defaultFashionMNIST
-            train = try loadIDX(directory: dir, split: .train, normalization: normalization)
+            all = try loadIDX(directory: dir, split: .train, normalization: normalization)
             test = try loadIDX(directory: dir, split: .test, normalization: normalization)
         case .cifar10:
             guard let dir = d.path else {
                 throw ConfigError("data.path: cifar10 needs the folder of data_batch_*.bin and test_batch.bin")
             }
-            train = try loadCIFAR10(directory: dir, split: .train, normalization: normalization)
+            all = try loadCIFAR10(directory: dir, split: .train, normalization: normalization)
             test = try loadCIFAR10(directory: dir, split: .test, normalization: normalization)
         case .synthetic:
             let seed = UInt64(truncatingIfNeeded: config.seed)
             // Synthetic samples are already about zero mean and unit variance: no normalisation.
-            train = try makeSynthetic(count: d.syntheticTrain, channels: input[0], height: input[1], width: input[2],
-                                      classes: d.classes, seed: seed, split: .train)
+            all = try makeSynthetic(count: d.syntheticTrain, channels: input[0], height: input[1], width: input[2],
+                                    classes: d.classes, seed: seed, split: .train)
             test = try makeSynthetic(count: d.syntheticTest, channels: input[0], height: input[1], width: input[2],
                                      classes: d.classes, seed: seed, split: .test)
         }
         if let n = d.trainSamples {
-            guard n <= train.count else {
-                throw ConfigError("data.train_samples: \(n) is more than the \(train.count) samples of \(train.name)")
+            guard n <= all.count else {
+                throw ConfigError("data.train_samples: \(n) is more than the \(all.count) samples of \(all.name)")
             }
-            train = Dataset(name: "\(train.name)[0..<\(n)]", channels: train.channels, height: train.height, width: train.width,
-                            classes: train.classes, images: Array(train.images.prefix(n * train.sampleSize)),
-                            labels: Array(train.labels.prefix(n)))
+            train = Dataset(name: "\(all.name)[0..<\(n)]", channels: all.channels, height: all.height, width: all.width,
+                            classes: all.classes, images: Array(all.images.prefix(n * all.sampleSize)),
+                            labels: Array(all.labels.prefix(n)))
+        } else {
+            train = all
         }
         let shape = [train.channels, train.height, train.width]
         guard shape == input else {

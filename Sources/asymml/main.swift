@@ -121,8 +121,8 @@ struct Bench: ParsableCommand {
                                                             arguments: ["bench", "--link-probe"] + options.arguments)
                     return (r.gbps, r.latencyMicroseconds)
                 }
-                try FileManager.default.createDirectory(atPath: (output as NSString).deletingLastPathComponent.isEmpty ? "."
-                                                        : (output as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                let folder = (output as NSString).deletingLastPathComponent
+                try FileManager.default.createDirectory(atPath: folder.isEmpty ? "." : folder, withIntermediateDirectories: true)
                 try c.file.write(toFile: output, atomically: true, encoding: .utf8)
                 print(c.hardware.summary + "\nwrote \(output); use it with asymml plan --config ... --hardware \(output)")
                 return
