@@ -30,7 +30,9 @@ let package = Package(
         // Tensors and the numeric kernels (forward and backward), on OpenBLAS and oneDNN.
         .target(name: "AsymKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: fastMath),
         // The asymmetric split: light SVD, split convolutions, the untrusted executor API.
-        .target(name: "AsymSplit", dependencies: ["AsymKernels"], swiftSettings: fastMath),
+        .target(name: "AsymSplit", dependencies: ["AsymKernels", .product(name: "Crypto", package: "swift-crypto"),
+                                                 .product(name: "_CryptoExtras", package: "swift-crypto")],
+                swiftSettings: fastMath),
         // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
         .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"]),
         // A small Swift wrapper over the HDF5 C library.
