@@ -112,6 +112,8 @@ package enum DistributedTraining {
         let channel = config.cluster.encrypt ? try SecureChannel(keyFile: config.cluster.keyFile, rank: trustedComm.rank) : nil
         let session = TrustedSession(world: world, trustedComm: trustedComm, layout: layout, channel: channel)
         let trainer = try Trainer(config: config, collective: session, executor: config.asym.mode == .asym ? session : nil)
+        trainer.model.residualsLeave()  // sent away: the session keeps no reference to them
+        session.arena = trainer.model.arena
         session.currentStep = { [unowned trainer] in trainer.position.step }
         if let checkpoint {
             let notes = try Checkpoint.load(checkpoint, into: trainer)

@@ -78,10 +78,10 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// The group's own compute and idle seconds of the last step, measured on the untrusted
     /// ranks (the slowest member's), from their gradient shares.
     package private(set) var untrustedLoad: (compute: Double, idle: Double)?
-    /// The split layers' weights and biases, packed for `weights` messages.
-    private var packedWeights: Tensor?
-    /// Each member's weight-gradient shares, packed in layer order.
-    private var shareBuffers: [Tensor] = []
+    /// Where the step ends' buffers come from: the split layers' weights and biases packed for
+    /// `weights` messages, and each member's weight-gradient shares packed in layer order. Set
+    /// to the model's arena, which holds no activation between steps (docs/DESIGN.md §10).
+    package var arena = ActivationArena()
     /// The local batch of the last backward pass, whose shards the shares cover.
     private var backwardBatch = 0
     private var waitSeconds = 0.0
@@ -153,7 +153,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         if let fallback { return fallback.startForward(r) }
         let g = layers[r.layer].info.geometry
         // The first micro-batch of a pass sizes the buffer; the others land in it.
-        let y = r.samples.lowerBound == 0 ? Tensor.reuse(outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
+        let y = r.samples.lowerBound == 0 ? Tensor.reuse(r.output ?? outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
             : outputs[r.layer]!
         outputs[r.layer] = y
         exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
@@ -184,7 +184,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     private func startBackward(_ d: OutputGradient, perSample: Bool) {
         if let fallback { return perSample ? fallback.startBackwardPerSample(d) : fallback.startBackward(d) }
         let g = layers[d.layer].info.geometry
-        let dx = d.samples.lowerBound == 0 ? Tensor.reuse(inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
+        let dx = d.samples.lowerBound == 0 ? Tensor.reuse(d.inputGrad ?? inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
             : inputGrads[d.layer]!
         inputGrads[d.layer] = dx
         backwardBatch = d.batch
@@ -317,7 +317,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let total = layers.map(\.weight.count).reduce(0, +), step = currentStep()
         // Each share ends with the member's own compute and idle seconds of the step.
         let values = total + UntrustedServer.loadValues
-        if shareBuffers.count != group.count { shareBuffers = group.map { _ in Tensor(shape: [values]) } }
+        var shareBuffers: [Tensor] = []
+        for _ in group { shareBuffers.append(arena.tensor(shape: [values], avoiding: shareBuffers)) }
         var replies: [Reply] = []
         for (s, samples) in shards(backwardBatch) where !samples.isEmpty {
             let peer = group[s]
@@ -351,8 +352,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     package func publishWeights() throws {
         guard !group.isEmpty else { return }
         let tensors = layers.flatMap { [$0.weight] + ($0.bias.map { [$0] } ?? []) }
-        let packed = Tensor.reuse(packedWeights, shape: [tensors.map(\.count).reduce(0, +)])
-        packedWeights = packed
+        let packed = arena.tensor(shape: [tensors.map(\.count).reduce(0, +)], avoiding: [])
         packed.pack(tensors)
         try sendToGroup(.weights, payload: packed, awaiting: "the weights of step \(currentStep())")
     }

@@ -24,13 +24,41 @@ package func reluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Fl
     }
 }
 
-/// dx = dy where the forward output was positive. `y` is the forward output.
-package func reluBackward(y: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+/// The bits of a ReLU's backward pass: bit i of `mask` (eight values a byte, lowest bit
+/// first) is set where the rectified output y[i] is positive, a 32nd of y's memory.
+package func reluMask(_ y: UnsafePointer<Float>, _ mask: UnsafeMutablePointer<UInt8>, count: Int) {
+    let weights = SIMD8<Int32>(1, 2, 4, 8, 16, 32, 64, 128)
+    parallelRanges((count + 7) / 8, grain: 1 << 12) { r in
+        for b in r {
+            let i = b * 8
+            if i + 8 <= count {
+                // Lanes are -1 (all bits) where y > 0: masking the weights leaves that lane's bit.
+                let positive = unsafeBitCast(.!(load8(y, i) .<= 0), to: SIMD8<Int32>.self)
+                mask[b] = UInt8((positive & weights).wrappedSum())
+            } else {
+                var bits: UInt8 = 0
+                for j in i..<count where !(y[j] <= 0) { bits |= 1 << UInt8(j - i) }
+                mask[b] = bits
+            }
+        }
+    }
+}
+
+/// dx = dy where the forward output was positive (`mask` from `reluMask`). In place is
+/// allowed (dx == dy).
+package func reluBackward(mask: UnsafePointer<UInt8>, dy: UnsafePointer<Float>,
                          dx: UnsafeMutablePointer<Float>, count: Int) {
-    parallelRanges(count, grain: 1 << 15) { r in
-        simd8(r, vector: { i in
-            store8(load8(dy, i).replacing(with: 0, where: load8(y, i) .<= 0), dx, i)
-        }, scalar: { i in dx[i] = y[i] > 0 ? dy[i] : 0 })
+    let weights = SIMD8<Int32>(1, 2, 4, 8, 16, 32, 64, 128)
+    parallelRanges((count + 7) / 8, grain: 1 << 12) { r in
+        for b in r {
+            let i = b * 8
+            if i + 8 <= count {
+                let off = (SIMD8<Int32>(repeating: Int32(mask[b])) & weights) .== 0
+                store8(load8(dy, i).replacing(with: 0, where: off), dx, i)
+            } else {
+                for j in i..<count { dx[j] = mask[b] & (1 << UInt8(j - i)) != 0 ? dy[j] : 0 }
+            }
+        }
     }
 }
 

@@ -12,9 +12,11 @@ package struct PoolGeometry: Equatable, Sendable {
     package var outputSize: Int { channels * outHeight * outWidth }
 }
 
-/// Max pooling; records in `argmax` the input offset (within its channel plane) of each maximum.
+/// Max pooling; records in `argmax` where in its window each maximum is (ki * kernel + kj, a
+/// byte: a quarter of an Int32 offset's memory; windows up to `maxPoolLargestKernel`).
 package func maxPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: Int,
-                           y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+                           y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<UInt8>) {
+    precondition(g.kernel <= maxPoolLargestKernel, "max pooling window \(g.kernel) is over \(maxPoolLargestKernel)")
     let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
     parallelRanges(batch * g.channels, grain: 16) { r in
         for bc in r {
@@ -22,31 +24,39 @@ package func maxPoolForward(_ g: PoolGeometry, x: UnsafePointer<Float>, batch: I
             for oh in 0..<Ho {
                 for ow in 0..<Wo {
                     // The first maximum wins ties, as in PyTorch.
-                    var at = oh * g.stride * g.width + ow * g.stride
-                    var best = xp[at]
+                    let corner = oh * g.stride * g.width + ow * g.stride
+                    var at = 0, best = xp[corner]
                     for ki in 0..<g.kernel {
-                        let row = (oh * g.stride + ki) * g.width + ow * g.stride
+                        let row = corner + ki * g.width
                         for kj in 0..<g.kernel where xp[row + kj] > best {
-                            best = xp[row + kj]; at = row + kj
+                            best = xp[row + kj]; at = ki * g.kernel + kj
                         }
                     }
                     yp[oh * Wo + ow] = best
-                    ap[oh * Wo + ow] = Int32(at)
+                    ap[oh * Wo + ow] = UInt8(at)
                 }
             }
         }
     }
 }
 
+/// The largest max-pooling window: the argmax is kept as a byte, the position in the window.
+package let maxPoolLargestKernel = 16
+
 /// Backward of max pooling: routes each output gradient to its argmax (dx zeroed here).
-package func maxPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
+package func maxPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>,
                             batch: Int, dx: UnsafeMutablePointer<Float>) {
-    let outPlane = g.outHeight * g.outWidth, plane = g.height * g.width
+    let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
     parallelRanges(batch * g.channels, grain: 16) { r in
         for bc in r {
-            let dxp = dx + bc * plane, dyp = dy + bc * outPlane, ap = argmax + bc * outPlane
+            let dxp = dx + bc * plane, dyp = dy + bc * Ho * Wo, ap = argmax + bc * Ho * Wo
             dxp.update(repeating: 0, count: plane)
-            for i in 0..<outPlane { dxp[Int(ap[i])] += dyp[i] }
+            for oh in 0..<Ho {
+                for ow in 0..<Wo {
+                    let at = Int(ap[oh * Wo + ow]), corner = oh * g.stride * g.width + ow * g.stride
+                    dxp[corner + at / g.kernel * g.width + at % g.kernel] += dyp[oh * Wo + ow]
+                }
+            }
         }
     }
 }

@@ -30,11 +30,23 @@ package final class StateBuffer {
     }
 }
 
+/// Where a layer in a model takes its buffers from (docs/DESIGN.md §10).
+package struct LayerMemory {
+    package let arena: ActivationArena
+    /// No backward pass reads this layer's output: it may share a buffer with other layers' outputs.
+    package let transientOutput: Bool
+    /// Nothing reads this layer's input once its forward pass is done: forward may overwrite it.
+    package let ownsInput: Bool
+}
+
 /// One layer of a model. Shapes exclude the batch dimension.
 ///
-/// `forward` returns a tensor the layer owns (reused from step to step); it stays valid until
-/// the layer's next forward. The layer remembers its input for `backward`, which returns the
-/// gradient of the input (nil when `needInputGradient` is false, e.g. for the first layer).
+/// `forward` returns a tensor reused from step to step. On its own (`memory` nil) a layer
+/// owns it, and it stays valid until the layer's next forward. In a model, outputs that no
+/// backward pass reads and every input gradient share the model's arena: each stays valid
+/// until the next layer's forward (backward) pass is done with it. A layer remembers what its
+/// `backward` needs of the forward pass (its input when `keepsInput`), and `backward` returns
+/// the gradient of the input (nil when `needInputGradient` is false, e.g. for the first layer).
 package protocol Layer: AnyObject {
     var name: String { get }
     var kind: LayerType { get }
@@ -48,6 +60,13 @@ package protocol Layer: AnyObject {
     var batchesTracked: Int64? { get set }
     /// Forward multiply-adds times two, per sample.
     var forwardFlops: Int { get }
+    /// Whether `backward` reads the input that `forward` got: its producer must keep it.
+    var keepsInput: Bool { get }
+    /// Whether `forward` returns its input's own buffer (flatten, an in-place ReLU): whoever
+    /// needs its output kept needs its input kept.
+    var passesInputThrough: Bool { get }
+    /// Set by the model (nil: the layer owns its buffers, as the parts of a block do).
+    var memory: LayerMemory? { get set }
     func initialize(_ initializer: inout Initializer)
     func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor
     func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor?
@@ -59,7 +78,45 @@ extension Layer {
     package var buffers: [StateBuffer] { [] }
     package var batchesTracked: Int64? { get { nil } set {} }
     package var forwardFlops: Int { 0 }
+    package var keepsInput: Bool { false }
+    package var passesInputThrough: Bool { false }
     package func initialize(_ initializer: inout Initializer) {}
+}
+
+/// A layer's output buffer: from the model's arena when no backward pass reads it (not the
+/// input's buffer), else the layer's own `own`.
+func outputBuffer(_ memory: LayerMemory?, _ own: inout Tensor?, shape: [Int], input: Tensor) -> Tensor {
+    if let memory, memory.transientOutput { return memory.arena.tensor(shape: shape, avoiding: [input]) }
+    let y = Tensor.reuse(own, shape: shape)
+    own = y
+    return y
+}
+
+/// A layer's input-gradient buffer: from the model's arena (not the output gradient's buffer),
+/// else the layer's own `own`.
+func gradientBuffer(_ memory: LayerMemory?, _ own: inout Tensor?, shape: [Int], outputGrad: Tensor) -> Tensor {
+    if let memory { return memory.arena.tensor(shape: shape, avoiding: [outputGrad]) }
+    let dx = Tensor.reuse(own, shape: shape)
+    own = dx
+    return dx
+}
+
+/// A grow-only byte buffer (ReLU masks, max-pooling argmaxes).
+final class ByteBuffer {
+    private(set) var bytes = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+    private var capacity = 1
+
+    deinit { bytes.deallocate() }
+
+    /// Room for at least `count` bytes (contents unspecified).
+    func reserve(_ count: Int) -> UnsafeMutablePointer<UInt8> {
+        if count > capacity {
+            bytes.deallocate()
+            bytes = .allocate(capacity: count)
+            capacity = count
+        }
+        return bytes
+    }
 }
 
 /// Weight initialisation from the project's seeded RNG (`model.init`).
@@ -111,6 +168,7 @@ package final class Conv2dLayer: Layer {
     package var rankOverride: Int?
     /// Set in asym mode when this convolution is split between trusted and untrusted sides.
     package var split: SplitConvolution?
+    package var memory: LayerMemory?
     private var input: Tensor?
     private var output: Tensor?
     private var inputGrad: Tensor?
@@ -132,6 +190,8 @@ package final class Conv2dLayer: Layer {
 
     package var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
     package var forwardFlops: Int { geometry.forwardFlops }
+    /// A split convolution keeps U and V of its input instead (its untrusted share has R).
+    package var keepsInput: Bool { split == nil }
 
     package func initialize(_ initializer: inout Initializer) {
         initializer.weight(weight.value, fanIn: geometry.patchSize)
@@ -139,19 +199,25 @@ package final class Conv2dLayer: Layer {
     }
 
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        let shape = batched(outputShape, batch)
+        if let split {
+            let into = memory.flatMap { $0.transientOutput ? $0.arena.tensor(shape: shape, avoiding: [x]) : nil }
+            return split.forward(x, batch: batch, weight: weight.value, bias: bias?.value, training: training, into: into,
+                                 overwritingInput: memory?.ownsInput == true)
+        }
         input = x
-        if let split { return split.forward(x, batch: batch, weight: weight.value, bias: bias?.value, training: training) }
-        let y = Tensor.reuse(output, shape: batched(outputShape, batch))
-        output = y
+        let y = outputBuffer(memory, &output, shape: shape, input: x)
         conv2dForward(geometry, x: x.data, batch: batch, weight: weight.value.data, bias: bias?.value.data,
                       y: y.data, scratch: scratch)
         return y
     }
 
     package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
-        if let split { return split.backward(dy, batch: batch, weight: weight.value, weightGrad: weight.grad, biasGrad: bias?.grad) }
-        let dx = needInputGradient ? Tensor.reuse(inputGrad, shape: batched(inputShape, batch)) : nil
-        inputGrad = dx ?? inputGrad
+        if let split {
+            let into = memory?.arena.tensor(shape: batched(inputShape, batch), avoiding: [dy])
+            return split.backward(dy, batch: batch, weight: weight.value, weightGrad: weight.grad, biasGrad: bias?.grad, into: into)
+        }
+        let dx = needInputGradient ? gradientBuffer(memory, &inputGrad, shape: batched(inputShape, batch), outputGrad: dy) : nil
         conv2dBackward(geometry, x: input!.data, batch: batch, weight: weight.value.data, dy: dy.data,
                        dWeight: weight.grad.data, dBias: bias?.grad.data, dx: dx?.data, scratch: scratch)
         return dx
@@ -167,6 +233,7 @@ package final class LinearLayer: Layer {
     package let weight: Parameter
     package let bias: Parameter?
     package let inputShape: [Int], outputShape: [Int]
+    package var memory: LayerMemory?
     private var input: Tensor?
     private var output: Tensor?
     private var inputGrad: Tensor?
@@ -183,6 +250,7 @@ package final class LinearLayer: Layer {
 
     package var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
     package var forwardFlops: Int { 2 * inFeatures * outFeatures }
+    package var keepsInput: Bool { true }
 
     package func initialize(_ initializer: inout Initializer) {
         initializer.weight(weight.value, fanIn: inFeatures)
@@ -191,16 +259,14 @@ package final class LinearLayer: Layer {
 
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         input = x
-        let y = Tensor.reuse(output, shape: [batch, outFeatures])
-        output = y
+        let y = outputBuffer(memory, &output, shape: [batch, outFeatures], input: x)
         linearForward(x: x.data, batch: batch, inFeatures: inFeatures, outFeatures: outFeatures,
                       weight: weight.value.data, bias: bias?.value.data, y: y.data)
         return y
     }
 
     package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
-        let dx = needInputGradient ? Tensor.reuse(inputGrad, shape: batched(inputShape, batch)) : nil
-        inputGrad = dx ?? inputGrad
+        let dx = needInputGradient ? gradientBuffer(memory, &inputGrad, shape: batched(inputShape, batch), outputGrad: dy) : nil
         linearBackward(x: input!.data, batch: batch, inFeatures: inFeatures, outFeatures: outFeatures,
                        weight: weight.value.data, dy: dy.data, dWeight: weight.grad.data,
                        dBias: bias?.grad.data, dx: dx?.data)
@@ -215,28 +281,39 @@ package final class ReLULayer: Layer {
     package let kind = LayerType.relu
     package let inputShape: [Int]
     package var outputShape: [Int] { inputShape }
+    package var memory: LayerMemory?
     private var output: Tensor?
     private var inputGrad: Tensor?
+    /// Bit i set where output i was positive: all that backward needs.
+    private let mask = ByteBuffer()
     /// Set when the split convolution before it applies the ReLU in its merge: forward then
-    /// passes the (already rectified) input through, and backward masks dY in place.
+    /// passes the (already rectified) input through.
     package var fused = false
+    /// Set when its input is its own to overwrite (the model's layers after the first, whose
+    /// input is the caller's; a block's): forward rectifies the input in place, and backward
+    /// masks dY in place (dY belongs to the next layer, which is done with it). Otherwise both
+    /// get buffers of their own.
+    package var inPlace = false
 
     init(name: String, input: [Int]) { self.name = name; inputShape = input }
 
+    package var passesInputThrough: Bool { fused || inPlace }
+
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
-        if fused { output = x; return x }
-        let y = Tensor.reuse(output, shape: x.shape)
-        output = y
-        reluForward(x.data, y.data, count: x.count)
+        var y = x
+        if !fused {
+            if !inPlace { y = Tensor.reuse(output, shape: x.shape); output = y }
+            reluForward(x.data, y.data, count: x.count)
+        }
+        if training { reluMask(y.data, mask.reserve((y.count + 7) / 8), count: y.count) }
         return y
     }
 
     package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
-        guard needInputGradient, let y = output else { return nil }
-        // dY belongs to the next layer, which is done with it: fused layers keep no buffer.
-        let dx = fused ? dy : Tensor.reuse(inputGrad, shape: y.shape)
-        if !fused { inputGrad = dx }
-        reluBackward(y: y.data, dy: dy.data, dx: dx.data, count: y.count)
+        guard needInputGradient else { return nil }
+        var dx = dy
+        if !passesInputThrough { dx = Tensor.reuse(inputGrad, shape: dy.shape); inputGrad = dx }
+        reluBackward(mask: mask.bytes, dy: dy.data, dx: dx.data, count: dy.count)
         return dx
     }
 }
@@ -247,6 +324,8 @@ package final class FlattenLayer: Layer {
     package let kind = LayerType.flatten
     package let inputShape: [Int]
     package var outputShape: [Int] { [inputShape.reduce(1, *)] }
+    package var memory: LayerMemory?
+    package var passesInputThrough: Bool { true }
 
     init(name: String, input: [Int]) { self.name = name; inputShape = input }
 
@@ -261,35 +340,29 @@ package final class PoolLayer: Layer {
     package let kind: LayerType  // .maxpool, .avgpool or .globalAvgpool
     package let geometry: PoolGeometry
     package let inputShape: [Int], outputShape: [Int]
+    package var memory: LayerMemory?
     private var output: Tensor?
     private var inputGrad: Tensor?
-    private var argmax: UnsafeMutablePointer<Int32>
-    private var argmaxCount = 0
+    private let argmax = ByteBuffer()
 
     init(name: String, kind: LayerType, input: [Int], kernel: Int, stride: Int) throws {
         guard kernel <= input[1], kernel <= input[2] else {
             throw ConfigError("layer '\(name)': pooling window \(kernel) does not fit its \(input[1])x\(input[2]) input")
+        }
+        guard kind != .maxpool || kernel <= maxPoolLargestKernel else {
+            throw ConfigError("layer '\(name)': max pooling windows go up to \(maxPoolLargestKernel), not \(kernel)")
         }
         self.name = name
         self.kind = kind
         geometry = PoolGeometry(channels: input[0], height: input[1], width: input[2], kernel: kernel, stride: stride)
         inputShape = input
         outputShape = [input[0], geometry.outHeight, geometry.outWidth]
-        argmax = .allocate(capacity: 1)
     }
 
-    deinit { argmax.deallocate() }
-
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
-        let y = Tensor.reuse(output, shape: batched(outputShape, batch))
-        output = y
+        let y = outputBuffer(memory, &output, shape: batched(outputShape, batch), input: x)
         if kind == .maxpool {
-            if argmaxCount < y.count {
-                argmax.deallocate()
-                argmax = .allocate(capacity: y.count)
-                argmaxCount = y.count
-            }
-            maxPoolForward(geometry, x: x.data, batch: batch, y: y.data, argmax: argmax)
+            maxPoolForward(geometry, x: x.data, batch: batch, y: y.data, argmax: argmax.reserve(y.count))
         } else {
             avgPoolForward(geometry, x: x.data, batch: batch, y: y.data)
         }
@@ -298,10 +371,9 @@ package final class PoolLayer: Layer {
 
     package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
         guard needInputGradient else { return nil }
-        let dx = Tensor.reuse(inputGrad, shape: batched(inputShape, batch))
-        inputGrad = dx
+        let dx = gradientBuffer(memory, &inputGrad, shape: batched(inputShape, batch), outputGrad: dy)
         if kind == .maxpool {
-            maxPoolBackward(geometry, dy: dy.data, argmax: argmax, batch: batch, dx: dx.data)
+            maxPoolBackward(geometry, dy: dy.data, argmax: argmax.bytes, batch: batch, dx: dx.data)
         } else {
             avgPoolBackward(geometry, dy: dy.data, batch: batch, dx: dx.data)
         }
@@ -320,6 +392,7 @@ package final class BatchNormLayer: Layer {
     package var batchesTracked: Int64? = 0
     package let inputShape: [Int]
     package var outputShape: [Int] { inputShape }
+    package var memory: LayerMemory?
     private var output: Tensor?
     private var xhat: Tensor?
     private var inputGrad: Tensor?
@@ -347,8 +420,7 @@ package final class BatchNormLayer: Layer {
     }
 
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
-        let y = Tensor.reuse(output, shape: x.shape)
-        output = y
+        let y = outputBuffer(memory, &output, shape: x.shape, input: x)
         if training {
             let h = Tensor.reuse(xhat, shape: x.shape)
             xhat = h
@@ -364,8 +436,7 @@ package final class BatchNormLayer: Layer {
     }
 
     package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
-        let dx = Tensor.reuse(inputGrad, shape: dy.shape)
-        inputGrad = dx
+        let dx = gradientBuffer(memory, &inputGrad, shape: dy.shape, outputGrad: dy)
         batchNormBackward(geometry, dy: dy.data, batch: batch, gamma: gamma.value.data, xhat: xhat!.data,
                           invStd: invStd.data, dGamma: gamma.grad.data, dBeta: beta.grad.data, dx: dx.data)
         return needInputGradient ? dx : nil
@@ -385,6 +456,7 @@ package final class BasicBlock: Layer {
     let conv2: Conv2dLayer, bn2: BatchNormLayer
     let shortcutConv: Conv2dLayer?, shortcutBN: BatchNormLayer?
     let outRelu: ReLULayer
+    package var memory: LayerMemory?
     private var sum: Tensor?
     private var inputGrad: Tensor?
 
@@ -395,6 +467,7 @@ package final class BasicBlock: Layer {
                                 bias: false, scratch: scratch)
         bn1 = BatchNormLayer(name: "\(name).bn1", input: conv1.outputShape)
         relu1 = ReLULayer(name: "\(name).relu1", input: conv1.outputShape)
+        relu1.inPlace = true  // on bn1's output
         conv2 = try Conv2dLayer(name: "\(name).conv2", input: conv1.outputShape, out: out, kernel: 3, stride: 1,
                                 padding: 1, bias: false, scratch: scratch)
         bn2 = BatchNormLayer(name: "\(name).bn2", input: conv2.outputShape)
@@ -409,6 +482,7 @@ package final class BasicBlock: Layer {
         }
         outputShape = conv2.outputShape
         outRelu = ReLULayer(name: "\(name).relu2", input: outputShape)
+        outRelu.inPlace = true  // on the sum
     }
 
     package var leaves: [Layer] {
@@ -416,6 +490,7 @@ package final class BasicBlock: Layer {
         return [conv1, bn1, conv2, bn2] + shortcut
     }
     package var forwardFlops: Int { leaves.map(\.forwardFlops).reduce(0, +) }
+    package var keepsInput: Bool { conv1.keepsInput || shortcutConv?.keepsInput == true }
 
     package func initialize(_ initializer: inout Initializer) { for l in leaves { l.initialize(&initializer) } }
 
@@ -450,8 +525,7 @@ package final class BasicBlock: Layer {
             dShort = needInputGradient ? dz : nil
         }
         guard needInputGradient, let dMain, let dShort else { return nil }
-        let dx = Tensor.reuse(inputGrad, shape: dMain.shape)
-        inputGrad = dx
+        let dx = gradientBuffer(memory, &inputGrad, shape: dMain.shape, outputGrad: dy)
         add(dMain.data, dShort.data, dx.data, count: dx.count)
         return dx
     }

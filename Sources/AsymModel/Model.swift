@@ -6,6 +6,9 @@ package final class Model {
     package let inputShape: [Int]
     package let classes: Int
     let scratch = Scratch()
+    /// Transient outputs and input gradients of the layers (docs/DESIGN.md §10); idle
+    /// between steps.
+    package let arena = ActivationArena()
     private var logitGrad: Tensor?
 
     package init(_ config: ModelConfig) throws {
@@ -24,6 +27,23 @@ package final class Model {
         leaves = built.flatMap(\.leaves)
         parameters = leaves.flatMap(\.parameters)
         classes = shape[0]
+        planMemory()
+    }
+
+    /// Gives the layers their buffers by liveness (docs/DESIGN.md §10): every input gradient
+    /// comes from the arena, and so does every output that no backward pass reads (the next
+    /// layer keeps no copy of its input, directly or through layers that pass it on). ReLUs
+    /// after the first layer work in place. Called again once convolutions split: a split
+    /// convolution keeps U and V, not its input.
+    func planMemory() {
+        var outputKept = false  // the last layer's output goes to the loss only
+        for (i, l) in layers.enumerated().reversed() {
+            (l as? ReLULayer)?.inPlace = i > 0
+            let inputKept = l.keepsInput || (l.passesInputThrough && outputKept)
+            // The first layer's input is the caller's.
+            l.memory = LayerMemory(arena: arena, transientOutput: !outputKept, ownsInput: i > 0 && !inputKept)
+            outputKept = inputKept
+        }
     }
 
     static func makeLayer(_ s: LayerSpec, input: [Int], scratch: Scratch) throws -> Layer {

@@ -72,7 +72,7 @@ extension Model {
     package func enableSplit(_ config: Config, executor: UntrustedExecutor) throws -> [Conv2dLayer] {
         let split = try splitConvolutions(config).map { conv, info, settings in
             executor.register(info, weight: conv.weight.value, bias: conv.bias?.value)
-            conv.split = SplitConvolution(info: info, settings: settings, executor: executor, scratch: scratch)
+            conv.split = SplitConvolution(info: info, settings: settings, executor: executor, scratch: scratch, arena: arena)
             return conv
         }
         // A ReLU right after a split convolution runs inside its merge (one pass fewer).
@@ -81,6 +81,14 @@ extension Model {
             split.fusedReLU = true
             relu.fused = true
         }
+        planMemory()
         return split
+    }
+
+    /// For an executor that keeps no reference to a residual once its layer's forward pass
+    /// ends (MPI sends it away): the split layers write R into the arena, over X where nothing
+    /// reads X later, instead of into buffers of their own (docs/DESIGN.md §10).
+    package func residualsLeave() {
+        for case let conv as Conv2dLayer in leaves { conv.split?.residualsLeave = true }
     }
 }

@@ -115,10 +115,13 @@ package struct LightSVD {
     /// With an orthonormal basis Q (`ut`, [rank][C]) for every block: V_i = Q X_i and
     /// R_i = X_i - Q^T V_i, as GEMMs. `v` gets [blocks][rank][P]. Returns ||R||^2 and ||X||^2.
     /// Block by block (a block stays in cache), and R's energy in the same pass that adds X;
-    /// ||X||^2 = ||R||^2 + ||V||^2 because R is orthogonal to Q.
+    /// ||X||^2 = ||R||^2 + ||V||^2 because R is orthogonal to Q. R may overwrite X (`residual`
+    /// == `x`) given `sample`, room for one block, where each block's R is formed first.
     package func project(x: UnsafePointer<Float>, blocks: Int, ut: UnsafePointer<Float>, rank: Int,
-                        v: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>) -> (residualEnergy: Double, totalEnergy: Double) {
+                        v: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>,
+                        sample: UnsafeMutablePointer<Float>? = nil) -> (residualEnergy: Double, totalEnergy: Double) {
         let C = channels, P = positions
+        precondition(sample != nil || UnsafePointer(residual) != x || rank == 0, "R over X needs room for a block")
         guard rank > 0 else {
             residual.update(from: x, count: blocks * C * P)
             let e = sumOfSquares(x, count: blocks * C * P)
@@ -127,9 +130,11 @@ package struct LightSVD {
         var residualEnergy = 0.0
         for i in 0..<blocks {
             let vi = v + i * rank * P, ri = residual + i * C * P, xi = x + i * C * P
+            let r = sample ?? ri
             BLAS.gemm(m: rank, n: P, k: C, a: ut, lda: C, b: xi, ldb: P, c: vi, ldc: P)
-            BLAS.gemm(transA: true, m: C, n: P, k: rank, alpha: -1, a: ut, lda: C, b: vi, ldb: P, c: ri, ldc: P)
-            residualEnergy += addAndSumSquares(xi, into: ri, count: C * P)
+            BLAS.gemm(transA: true, m: C, n: P, k: rank, alpha: -1, a: ut, lda: C, b: vi, ldb: P, c: r, ldc: P)
+            residualEnergy += addAndSumSquares(xi, into: r, count: C * P)
+            if sample != nil { ri.update(from: r, count: C * P) }
         }
         return (residualEnergy, residualEnergy + sumOfSquares(v, count: blocks * rank * P))
     }

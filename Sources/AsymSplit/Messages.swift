@@ -13,8 +13,12 @@ package struct Residual {
     package let batch: Int
     /// The samples this message covers (a micro-batch, or the whole batch).
     package let samples: Range<Int>
-    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil) {
+    /// Where the trusted side wants Y_U, [batch, Cout, Ho, Wo] (its own memory, never sent;
+    /// nil: the executor's buffer for the layer). Executors may ignore it.
+    package let output: Tensor?
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, output: Tensor? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
+        self.output = output
     }
 }
 
@@ -25,8 +29,11 @@ package struct OutputGradient {
     package let batch: Int
     /// The samples this message covers (a micro-batch, or the whole batch).
     package let samples: Range<Int>
-    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil) {
+    /// Where the trusted side wants dX, [batch, C, H, W] (as `Residual.output`).
+    package let inputGrad: Tensor?
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, inputGrad: Tensor? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
+        self.inputGrad = inputGrad
     }
 }
 

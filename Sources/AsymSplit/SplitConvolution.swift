@@ -57,8 +57,13 @@ package final class SplitConvolution {
     /// Shared with the model's other layers (they run one at a time): im2col buffers live
     /// once per model, not once per layer. Slots 0 and 1 belong to the conv kernels (the
     /// integrity checker borrows them between kernel calls); this class uses 2 (SVD work),
-    /// 3 (kernel temporaries) and 4 (the low-rank output).
+    /// 3 (kernel temporaries), 4 (the batch basis estimate's residual, then the projection's
+    /// sample when R overwrites X), 5 (the combined kernels W~ forward, the kernel gradients G
+    /// backward) and 6 (W reordered forward, the product U G backward).
     let scratch: Scratch
+    /// The model's arena (or one of its own): the low-rank output Y_T lives there during the
+    /// forward pass, and R too when `residualsLeave`.
+    let arena: ActivationArena
 
     /// The rank used in the last forward pass, and the residual energy ||R||^2 / ||X||^2.
     package private(set) var lastRank = 0
@@ -73,13 +78,14 @@ package final class SplitConvolution {
     /// The buffers R was written to: one, except under `.recompute` with several passes per
     /// share check (each pending pass keeps its R).
     private var residualBuffers: [Tensor] = []
+    /// Set when the executor keeps no reference to R once this layer's forward pass ends
+    /// (MPI): R then goes to the arena, or over X when the caller lets forward overwrite it,
+    /// instead of `residualBuffers` (except under `.recompute`, which keeps each pass's R).
+    package var residualsLeave = false
     private var rebuilt: Tensor?
     /// The batch basis of the last training step, which warm-starts the next one. Saved in
     /// checkpoints so that a resumed run continues exactly.
     package var warmBasis: Tensor?
-    private var combined: Tensor?  // W~ of one sample (or of the batch), [Cout][r][k*k]
-    private var permuted: Tensor?  // W as [C][Cout][k*k]
-    private var kernelGrads: Tensor?, gradProduct: Tensor?
 
     /// The integrity checks, when `settings.verify` is on.
     package let checker: IntegrityChecker?
@@ -99,9 +105,11 @@ package final class SplitConvolution {
     /// Per-sample kernel gradients are combined with U this many samples at a time.
     static let kernelChunk = 8
 
-    package init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor, scratch: Scratch = Scratch()) {
+    package init(info: SplitLayerInfo, settings: SplitSettings, executor: UntrustedExecutor, scratch: Scratch = Scratch(),
+                 arena: ActivationArena = ActivationArena()) {
         self.info = info
         self.scratch = scratch
+        self.arena = arena
         self.settings = settings
         self.executor = executor
         let g = info.geometry
@@ -122,11 +130,15 @@ package final class SplitConvolution {
     }
 
     /// `training` passes update the warm-start basis; evaluation passes only read it. `bias`
-    /// is the layer's bias (which the untrusted side adds); the output check needs it.
-    package func forward(_ x: Tensor, batch: Int, weight: Tensor, bias: Tensor? = nil, training: Bool = true) -> Tensor {
+    /// is the layer's bias (which the untrusted side adds); the output check needs it. `into`
+    /// is where the caller wants Y (not `x`); an executor may keep Y in a buffer of its own
+    /// instead, so use the tensor returned. `overwritingInput`: nothing reads `x` once this
+    /// pass is done, so R may take its place when `residualsLeave`.
+    package func forward(_ x: Tensor, batch: Int, weight: Tensor, bias: Tensor? = nil, training: Bool = true,
+                         into output: Tensor? = nil, overwritingInput: Bool = false) -> Tensor {
         precondition(checker == nil || (bias != nil) == info.hasBias, "layer \(info.layer): the output check needs the bias")
         let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
-        let R = residualBuffer(shape: x.shape); residual = R
+        let R = residualBuffer(x, output: output, overwritingInput: overwritingInput); residual = R
         let bases = perSample ? batch : 1
         let U = Tensor.reuse(ut, shape: [bases, rmax, C]); ut = U
         let V = Tensor.reuse(v, shape: [batch, rmax, g.height, g.width]); v = V
@@ -141,9 +153,11 @@ package final class SplitConvolution {
         var rank = 0, residualEnergy = 0.0, totalEnergy = 0.0
         if !perSample {
             // The batch basis (docs/DESIGN.md §2): estimate U on a few samples, warm-started from the
-            // last step's U, orthonormalise it, then project every sample with two GEMMs.
-            let estimate = svd.decompose(x: x.data, blocks: min(batch, SplitConvolution.basisSamples), maxRank: rmax,
-                                         tau: settings.tau, warmU: warmBasis?.data, ut: U.data, v: V.data, residual: R.data,
+            // last step's U, orthonormalise it, then project every sample with two GEMMs (the
+            // estimate's residual is dropped: the projection computes R).
+            let estimated = min(batch, SplitConvolution.basisSamples)
+            let estimate = svd.decompose(x: x.data, blocks: estimated, maxRank: rmax, tau: settings.tau, warmU: warmBasis?.data,
+                                         ut: U.data, v: V.data, residual: scratch.buffer(4, count: estimated * C * P),
                                          scratch: work)
             rank = svd.orthonormalize(U.data, rows: estimate.rank)
             if training {
@@ -164,12 +178,13 @@ package final class SplitConvolution {
                 }
             } else {
                 let e = svd.project(x: x.data + cut.lowerBound * C * P, blocks: cut.count, ut: U.data, rank: rank,
-                                    v: V.data + cut.lowerBound * rank * P, residual: R.data + cut.lowerBound * C * P)
+                                    v: V.data + cut.lowerBound * rank * P, residual: R.data + cut.lowerBound * C * P,
+                                    sample: R === x ? scratch.buffer(4, count: C * P) : nil)
                 residualEnergy += e.residualEnergy
                 totalEnergy += e.totalEnergy
             }
             // 2. The residual goes to the untrusted side; the low-rank part stays here.
-            executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch, samples: cut))
+            executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch, samples: cut, output: output))
             executor.progress()
         }
         if perSample {
@@ -182,7 +197,7 @@ package final class SplitConvolution {
         // The output check's probes come right after the hand-over, while R may still be in cache.
         checker?.prepareForward(residual: R.data, batch: batch, weight: weight.data, bias: bias?.data, training: training,
                                 scratch: scratch, progress: { executor.progress() })
-        let yT = scratch.buffer(4, count: batch * g.outputSize)
+        let yT = arena.tensor(shape: [batch * g.outputSize], avoiding: [x, R, output]).data
         lastRebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: perSample)
         let k2 = g.kernel * g.kernel, Cout = g.outChannels, low = g.with(inChannels: rank)
         // Y_T's layout: samples in chunks of `lowChunk`, each chunk [Cout][samples][Po] as the
@@ -192,17 +207,19 @@ package final class SplitConvolution {
         let L = lastRebuilt && rank > 0 ? rebuild(U, V, rank: rank, batch: batch) : nil
         // One W~ buffer serves every sample: each sample's kernels are built right before
         // its convolution (storing them all would cost batch * Cout * r * k^2 floats).
-        let Wt = Tensor.reuse(combined, shape: [Cout, rank, k2]); combined = Wt
+        // W~ is [Cout][r][k*k]; Wp is W as [C][Cout][k*k].
+        let combinedKernels = rank > 0 && !lastRebuilt
+        let Wt = scratch.buffer(5, count: combinedKernels ? Cout * rank * k2 : 0)
+        let Wp = scratch.buffer(6, count: combinedKernels ? C * Cout * k2 : 0)
         func combineKernels(basis: Int) {
             // W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
             let tmp = scratch.buffer(3, count: rank * Cout * k2)
-            BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: permuted!.data, ldb: Cout * k2,
+            BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: Wp, ldb: Cout * k2,
                       c: tmp, ldc: Cout * k2)
-            swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt.data)
+            swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt)
         }
-        if rank > 0 && !lastRebuilt {
-            let Wp = Tensor.reuse(permuted, shape: [C, Cout, k2]); permuted = Wp
-            swapLeadingAxes(weight.data, a: Cout, b: C, inner: k2, into: Wp.data)
+        if combinedKernels {
+            swapLeadingAxes(weight.data, a: Cout, b: C, inner: k2, into: Wp)
             if !perSample { combineKernels(basis: 0) }
         }
         var merged: Tensor?
@@ -220,7 +237,7 @@ package final class SplitConvolution {
                     // conv(V, W~) by im2col and one GEMM, as conv2dForward computes it per chunk.
                     let columns = n * g.outPositions, col = scratch.buffer(0, count: low.patchSize * columns)
                     im2col(low, x: V.data + first * rank * P, samples: n, col: col)
-                    BLAS.gemm(m: Cout, n: columns, k: low.patchSize, a: Wt.data, lda: low.patchSize, b: col, ldb: columns,
+                    BLAS.gemm(m: Cout, n: columns, k: low.patchSize, a: Wt, lda: low.patchSize, b: col, ldb: columns,
                               c: yT + first * g.outputSize, ldc: columns)
                     if perSample { executor.progress() }
                 }
@@ -267,11 +284,15 @@ package final class SplitConvolution {
         }
     }
 
-    /// `weight` is needed only to check dX; without a checker it may be nil.
-    package func backward(_ dy: Tensor, batch: Int, weight: Tensor? = nil, weightGrad: Tensor, biasGrad: Tensor?) -> Tensor {
+    /// `weight` is needed only to check dX; without a checker it may be nil. `into` is where
+    /// the caller wants dX (not `dy`); as in `forward`, use the tensor returned.
+    package func backward(_ dy: Tensor, batch: Int, weight: Tensor? = nil, weightGrad: Tensor, biasGrad: Tensor?,
+                          into inputGrad: Tensor? = nil) -> Tensor {
         let g = geometry, C = g.inChannels, P = g.height * g.width, Cout = g.outChannels, k2 = g.kernel * g.kernel
         let rank = lastRank, cuts = microbatches(batch)
-        for cut in cuts { executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch, samples: cut)) }
+        for cut in cuts {
+            executor.startBackward(OutputGradient(layer: info.layer, tensor: dy, batch: batch, samples: cut, inputGrad: inputGrad))
+        }
         if let checker {
             guard let weight else { preconditionFailure("layer \(info.layer): the input-gradient check needs the weight") }
             let kept = settings.onFailure == .recompute ? keepSharePass(dy, batch: batch) : nil
@@ -291,32 +312,32 @@ package final class SplitConvolution {
                 let bases = perSample ? batch : 1
                 let chunk = min(bases, SplitConvolution.kernelChunk)
                 let low = g.with(inChannels: rank)
-                let G = Tensor.reuse(kernelGrads, shape: [chunk, Cout, rank, k2]); kernelGrads = G
-                let dWp = Tensor.reuse(gradProduct, shape: [C, Cout, k2]); gradProduct = dWp
+                // G is [chunk][Cout][r][k*k]; dWp is [C][Cout][k*k].
+                let G = scratch.buffer(5, count: chunk * Cout * rank * k2), dWp = scratch.buffer(6, count: C * Cout * k2)
                 var first = 0
                 while first < bases {
                     let n = min(chunk, bases - first)
-                    G.zero()
+                    G.update(repeating: 0, count: chunk * Cout * rank * k2)
                     if perSample {
                         for i in 0..<n {
                             let s = first + i
-                            conv2dBackward(low, x: v!.data + s * rank * P, batch: 1, weight: G.data, dy: dy.data + s * g.outputSize,
-                                           dWeight: G.data + i * Cout * rank * k2, dBias: nil, dx: nil, scratch: scratch)
+                            conv2dBackward(low, x: v!.data + s * rank * P, batch: 1, weight: G, dy: dy.data + s * g.outputSize,
+                                           dWeight: G + i * Cout * rank * k2, dBias: nil, dx: nil, scratch: scratch)
                             executor.progress()
                         }
                     } else {
-                        conv2dBackward(low, x: v!.data, batch: batch, weight: G.data, dy: dy.data,
-                                       dWeight: G.data, dBias: nil, dx: nil, scratch: scratch)
+                        conv2dBackward(low, x: v!.data, batch: batch, weight: G, dy: dy.data,
+                                       dWeight: G, dBias: nil, dx: nil, scratch: scratch)
                     }
                     let Gp = scratch.buffer(3, count: n * rank * Cout * k2)
                     for i in 0..<n {
-                        swapLeadingAxes(G.data + i * Cout * rank * k2, a: Cout, b: rank, inner: k2, into: Gp + i * rank * Cout * k2)
+                        swapLeadingAxes(G + i * Cout * rank * k2, a: Cout, b: rank, inner: k2, into: Gp + i * rank * Cout * k2)
                     }
                     BLAS.gemm(transA: true, m: C, n: Cout * k2, k: n * rank, a: ut!.data + first * rank * C, lda: C,
-                              b: Gp, ldb: Cout * k2, beta: first == 0 ? 0 : 1, c: dWp.data, ldc: Cout * k2)
+                              b: Gp, ldb: Cout * k2, beta: first == 0 ? 0 : 1, c: dWp, ldc: Cout * k2)
                     first += n
                 }
-                swapLeadingAxes(dWp.data, a: C, b: Cout, inner: k2, into: weightGrad.data, accumulate: true)
+                swapLeadingAxes(dWp, a: C, b: Cout, inner: k2, into: weightGrad.data, accumulate: true)
             }
         }
         var dx: Tensor!
@@ -394,9 +415,14 @@ package final class SplitConvolution {
         return copy
     }
 
-    /// A buffer for this pass's R: one that no pending share pass keeps for a recompute (with
-    /// one pass per share check, always the same one).
-    private func residualBuffer(shape: [Int]) -> Tensor {
+    /// A buffer for this pass's R: X itself or one of the arena's when R leaves and X may be
+    /// overwritten, else one that no pending share pass keeps for a recompute (with one pass
+    /// per share check, always the same one).
+    private func residualBuffer(_ x: Tensor, output: Tensor?, overwritingInput: Bool) -> Tensor {
+        let shape = x.shape
+        if residualsLeave && (settings.onFailure != .recompute || checker == nil) {
+            return overwritingInput ? x : arena.tensor(shape: shape, avoiding: [x, output])
+        }
         let kept = sharePasses.prefix(sharePassCount)
         let free = residualBuffers.first { buffer in !kept.contains { $0.residual === buffer } }
         let buffer = free ?? Tensor(shape: shape)

@@ -81,7 +81,8 @@ package final class Trainer {
     package let localBatch: Int
     private let images: Tensor
     private let labels: UnsafeMutablePointer<Int32>
-    private let packedGradients: Tensor
+    /// The gradients packed for their sum across trusted ranks (none with one rank: no sum).
+    private let packedGradients: Tensor?
 
     /// `executor` is the untrusted half in asym mode (default: in this process).
     package init(config: Config, data: DataSource? = nil, collective: Collective? = nil,
@@ -114,7 +115,7 @@ package final class Trainer {
         localBatch = config.data.batchSize / shards
         images = Tensor(shape: [localBatch] + config.model.input)
         labels = .allocate(capacity: max(localBatch, config.data.batchSize))
-        packedGradients = Tensor(shape: [model.parameterCount])
+        packedGradients = shards > 1 ? Tensor(shape: [model.parameterCount]) : nil
         for conv in splitLayers where config.asym.verify {
             conv.split!.failureHandler = { [unowned self] in self.integrityFailures.append($0) }
         }
@@ -165,7 +166,7 @@ package final class Trainer {
         // The untrusted weight-gradient shares reach this rank, and are checked, before any sum.
         try untrusted?.addGradientShares(into: splitGrads, verifiedBy: splitConvolutions)
         try handleIntegrityFailures(batch: localBatch)
-        if let collective {
+        if let collective, let packedGradients {
             try model.parameters.map(\.grad).withPacked(packedGradients) { try collective.sumGradients($0, count: $1) }
         }
         optimizer.apply(learningRate: lr, to: model.parameters)

@@ -29,13 +29,23 @@ final class OpTests: XCTestCase {
     func testReluGradients() {
         let x = randomTensor([2, 3, 4, 4], seed: 4)
         let y = Tensor(shape: x.shape)
+        var mask = [UInt8](repeating: 0, count: (x.count + 7) / 8)
         checkGradients("relu", inputs: [x], forward: {
-            reluForward(x.data, y.data, count: x.count); return y
+            reluForward(x.data, y.data, count: x.count); reluMask(y.data, &mask, count: x.count); return y
         }, backward: { dy in
             let dx = Tensor(shape: x.shape)
-            reluBackward(y: y.data, dy: dy.data, dx: dx.data, count: x.count)
+            reluBackward(mask: mask, dy: dy.data, dx: dx.data, count: x.count)
             return [dx]
         })
+        // 11 values: one full byte of bits and a partial one; zero, -0 and NaN outputs as
+        // y <= 0 decides (NaN passes the gradient). Backward runs in place.
+        let out: [Float] = [1, 0, -0.0, 2, .nan, 3, 0, 0.5, 0, 7, 0]
+        var bits = [UInt8](repeating: 0xFF, count: 2)
+        reluMask(out, &bits, count: out.count)
+        XCTAssertEqual(bits, [0b1011_1001, 0b0000_0010])
+        let d = Tensor(shape: [11], values: (1...11).map(Float.init))
+        reluBackward(mask: bits, dy: d.data, dx: d.data, count: 11)
+        XCTAssertEqual(d.array, [1, 0, 0, 4, 5, 6, 0, 8, 0, 10, 0])
     }
 
     func testPoolingGradients() {
@@ -43,7 +53,7 @@ final class OpTests: XCTestCase {
             let g = PoolGeometry(channels: 3, height: 7, width: 6, kernel: k, stride: s)
             let x = randomTensor([2, 3, 7, 6], seed: 5)
             let y = Tensor(shape: [2, 3, g.outHeight, g.outWidth])
-            var argmax = [Int32](repeating: 0, count: y.count)
+            var argmax = [UInt8](repeating: 0, count: y.count)
             checkGradients("maxpool k\(k) s\(s)", inputs: [x], forward: {
                 maxPoolForward(g, x: x.data, batch: 2, y: y.data, argmax: &argmax); return y
             }, backward: { dy in
@@ -63,10 +73,10 @@ final class OpTests: XCTestCase {
         let g = PoolGeometry(channels: 1, height: 2, width: 4, kernel: 2, stride: 2)
         let x = Tensor(shape: [1, 1, 2, 4], values: [1, 5, 2, 0, 3, 4, 8, 7])
         let y = Tensor(shape: [1, 1, 1, 2])
-        var argmax = [Int32](repeating: 0, count: 2)
+        var argmax = [UInt8](repeating: 0, count: 2)
         maxPoolForward(g, x: x.data, batch: 1, y: y.data, argmax: &argmax)
         XCTAssertEqual(y.array, [5, 8])
-        XCTAssertEqual(argmax, [1, 6])
+        XCTAssertEqual(argmax, [1, 2])  // where in each 2x2 window
     }
 
     func testBatchNormGradientsAndRunningStatistics() {

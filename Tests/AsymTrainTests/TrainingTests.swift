@@ -22,6 +22,32 @@ final class TrainingTests: XCTestCase {
         }
     }
 
+    /// The layers share buffers by liveness (docs/DESIGN.md §10) without changing a value:
+    /// steps give bit-identical parameters whether the layers share the model's arena or each
+    /// owns its buffers (as before the arena), in plain and asym mode. The plan keeps exactly
+    /// the outputs that a backward pass reads: an input that a plain convolution or the linear
+    /// layer keeps (through in-place ReLUs and flatten); a split convolution keeps U and V instead.
+    func testSharedBuffersChangeNoValue() throws {
+        setThreads(1)
+        // smoke: conv1 relu conv2 relu maxpool conv3 relu flatten fc; asym splits conv2 and conv3.
+        let kept = ["plain": [true, true, false, false, true, true, true, true, false],
+                    "asym": [false, false, false, false, false, true, true, true, false]]
+        for mode in ["plain", "asym"] {
+            let shared = try Trainer(config: try smokeConfig(["asym.mode=\(mode)"]))
+            let own = try Trainer(config: try smokeConfig(["asym.mode=\(mode)"]))
+            XCTAssertEqual(shared.model.layers.map { !$0.memory!.transientOutput }, kept[mode], mode)
+            for l in own.model.layers {
+                l.memory = nil
+                (l as? ReLULayer)?.inPlace = false
+            }
+            for _ in 0..<3 {
+                _ = try shared.step()
+                _ = try own.step()
+            }
+            XCTAssertEqual(modelValues(shared), modelValues(own), mode)
+        }
+    }
+
     /// A few hundred steps on the synthetic set reduce the loss and learn the task.
     func testTrainingReducesLossOnSyntheticData() throws {
         setThreads(1)
