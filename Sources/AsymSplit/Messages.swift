@@ -13,8 +13,11 @@ package struct Residual {
     package let batch: Int
     /// The samples this message covers (a micro-batch, or the whole batch).
     package let samples: Range<Int>
-    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil) {
+    /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
+    package let placement: Placement?
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, placement: Placement? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
+        self.placement = placement
     }
 }
 
@@ -25,9 +28,20 @@ package struct OutputGradient {
     package let batch: Int
     /// The samples this message covers (a micro-batch, or the whole batch).
     package let samples: Range<Int>
-    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil) {
+    /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
+    package let placement: Placement?
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, placement: Placement? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
+        self.placement = placement
     }
+}
+
+/// Where the rows of one message go (spread masking, docs/DESIGN.md §9): rows `parts[j]` to
+/// untrusted group member j, instead of `shardRange`'s equal contiguous shards. `groups[r]`
+/// is the mask group of row r (for the trusted side's audit of the placement).
+package struct Placement: Equatable {
+    package let parts: [Range<Int>]
+    package let groups: [Int]
 }
 
 /// Samples [lo, hi) of shard `index` when `total` samples are cut into `shards` contiguous
@@ -67,6 +81,10 @@ package struct SplitLayerInfo: Equatable {
 package protocol UntrustedExecutor: AnyObject {
     /// Whether `start*` accepts part of a batch (`Residual.samples`), several in flight.
     var pipelines: Bool { get }
+    /// The untrusted ranks that share each message, which a message's `Placement` must have
+    /// one part for; nil where the untrusted side runs in this process and ignores placement.
+    /// Wrappers pass their inner executor's on.
+    var members: Int? { get }
     /// Returns Y_U for `layer` once the samples `samples` of it arrived (the whole batch's
     /// tensor; other samples may still be in flight).
     func finishForward(layer: Int, samples: Range<Int>) -> Tensor
@@ -121,6 +139,7 @@ extension UntrustedExecutor {
 
     /// Executors that do not pipeline take whole batches only.
     package var pipelines: Bool { false }
+    package var members: Int? { nil }
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { finishForward(layer: layer) }
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { finishBackward(layer: layer) }
 
