@@ -17,10 +17,10 @@ package enum Attack {
         package var reconstructionFit = 768
         package var reconstructionHeldOut = 512
         package var seed = 0
-        /// With `asym.mask.spread`: the untrusted rank (0 ..< `untrustedRanks`) whose view is
-        /// attacked (nil: 0), or, with `colluding`, what all of them received together.
+        /// With `asym.mask.spread`: the untrusted rank (0, 1 or 2 of the three a group spreads
+        /// over) whose view is attacked (nil: 0), or, with `colluding`, what all three received
+        /// together. (With more ranks a rank sees fewer groups, not more of one.)
         package var rankView: Int?
-        package var untrustedRanks = 3
         package var colluding = false
         package init() {}
     }
@@ -85,7 +85,7 @@ package enum Attack {
         }
         let view = spread && !options.colluding ? options.rankView ?? 0 : options.rankView
         let capture = try Capture.run(config: config, checkpoint: checkpoint, layerName: options.layer, samples: options.samples,
-                                  rankView: view, untrustedRanks: options.untrustedRanks)
+                                  rankView: view)
         let captureSeconds = clock.lap()
         let n = capture.labels.count, fit = n / 2
         let identity = Array(0..<n)

@@ -155,7 +155,7 @@ extension Capture {
             throw ConfigError("--rank-view: needs asym.mask.spread (without it the transport sends each mask group whole to one rank, which is the view attacked by default)")
         }
         guard untrustedRanks >= 3, (0..<untrustedRanks).contains(rankView ?? 0) else {
-            throw ConfigError("--rank-view \(rankView ?? 0) of --untrusted-ranks \(untrustedRanks): spread needs at least 3 untrusted ranks, and the view one of them (0 ..< \(untrustedRanks))")
+            throw ConfigError("--rank-view \(rankView ?? 0): the view must be one of the \(untrustedRanks) untrusted ranks (0 ..< \(untrustedRanks)), and spread needs at least 3")
         }
         let recorder = RecordingExecutor()
         if spread { recorder.ranks = untrustedRanks; recorder.view = rankView }

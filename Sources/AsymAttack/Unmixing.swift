@@ -139,7 +139,8 @@ package struct Unmixed {
 }
 
 /// Runs FastICA on every mask group of `received` (the combinations that crossed, in group
-/// order, with `groups[j]` the first sample of combination j's group) and pairs the recovered
+/// order, with `groups[j]` the first sample of combination j's group; every group of the
+/// capture present, as a group's size is where the next one starts) and pairs the recovered
 /// sources with `truth`, the tensors before masking, one per sample. A group of k samples
 /// mixes k + p sources (p = 1 noise vector, or k with `spread`); FastICA looks for as many as
 /// the group's received combinations can hold: k + 1 from the k + 2 of a whole group, k from

@@ -220,11 +220,9 @@ struct AttackCommand: ParsableCommand {
     var layer: String?
     @Option(help: "Training samples to capture (whole batches); half fit the attacker's models, half test them.")
     var samples = 3072
-    @Option(help: "With asym.mask.spread: play this one untrusted rank (default 0), holding only its combinations.")
+    @Option(help: "With asym.mask.spread: play this one of the 3 untrusted ranks (0, 1 or 2; default 0), holding only its combinations.")
     var rankView: Int?
-    @Option(help: "With asym.mask.spread: the untrusted ranks the combinations are placed over (at least 3).")
-    var untrustedRanks = 3
-    @Flag(help: "With asym.mask.spread: attack what every untrusted rank received together (colluding ranks).")
+    @Flag(help: "With asym.mask.spread: attack what all 3 untrusted ranks received together (colluding ranks).")
     var colluding = false
     @Flag(help: "Print one JSON object.")
     var json = false
@@ -235,7 +233,6 @@ struct AttackCommand: ParsableCommand {
             o.layer = layer
             o.samples = samples
             o.rankView = rankView
-            o.untrustedRanks = untrustedRanks
             o.colluding = colluding
             let report = try Attack.run(config: try options.load(), checkpoint: checkpoint, options: o)
             print(json ? report.json : report.table)
