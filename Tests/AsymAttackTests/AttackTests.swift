@@ -38,6 +38,20 @@ extension XCTestCase {
     }
 }
 
+extension XCTestCase {
+    /// `smallConfig` (its threads set) masked with K and `noise`, and an untrained checkpoint.
+    func maskedSmallConfig(K: Int, noise: Double, spread: Bool = false) throws -> (Config, String) {
+        try requireFashionMNIST()
+        var config = try smallConfig()
+        Commands.configureThreads(config)
+        let path = try initialCheckpoint(config)
+        config.asym.maskGroup = K
+        config.asym.maskNoise = noise
+        config.asym.maskSpread = spread
+        return (config, path)
+    }
+}
+
 func requireFashionMNIST() throws {
     try XCTSkipUnless(FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz"),
                       "Fashion-MNIST is not installed at \(fashionMNIST) (make test installs it)")
@@ -259,12 +273,7 @@ final class UnmixingTests: XCTestCase {
     /// On a masked capture (K = 2, noise 3) unmixing pairs every sample with one recovered
     /// source, far closer to the truth than any single combination is.
     func testUnmixingAMaskedCapture() throws {
-        try requireFashionMNIST()
-        var config = try smallConfig()
-        Commands.configureThreads(config)
-        let path = try initialCheckpoint(config)
-        config.asym.maskGroup = 2
-        config.asym.maskNoise = 3
+        let (config, path) = try maskedSmallConfig(K: 2, noise: 3)
         let capture = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: 128)
         let truth = try XCTUnwrap(capture.unmasked)
         XCTAssertEqual(truth.residual.count, 128)
@@ -286,13 +295,7 @@ final class UnmixingTests: XCTestCase {
     /// the samples far worse than from a whole group, while the three ranks' views together
     /// (colluding, 3K per group) still unmix like an unspread group.
     func testSpreadRankViewResistsUnmixingThatCollusionDoesNot() throws {
-        try requireFashionMNIST()
-        var config = try smallConfig()
-        Commands.configureThreads(config)
-        let path = try initialCheckpoint(config)
-        config.asym.maskGroup = 2
-        config.asym.maskNoise = 3
-        config.asym.maskSpread = true
+        let (config, path) = try maskedSmallConfig(K: 2, noise: 3, spread: true)
         let n = 128
         var correlations: [String: Double] = [:]
         for (name, view, ranks) in [("rank 0 of 3", Optional(0), 3), ("rank 3 of 4", 3, 4), ("colluding", nil, 3)] {

@@ -7,48 +7,45 @@ private func submatrix(_ m: [Float], width: Int, rows: [Int], columns: Range<Int
     rows.map { r in columns.map { Double(m[r * width + $0]) } }
 }
 
-/// The smallest distance of a row, scaled to unit length, from the span of the rows before it
-/// (Gram-Schmidt): 0 when the rows are linearly dependent, i.e. some combination of them is
-/// zero; independent of each row's scale (the backward rows carry secret weights 1/g).
-private func smallestGramSchmidtResidual(_ rows: [[Double]]) -> Double {
-    var basis: [[Double]] = [], smallest = Double.infinity
+/// Gram-Schmidt on `rows`: an orthonormal basis of their span and, per row, its distance from
+/// the span of the rows before it (0 when it depends on them).
+private func gramSchmidt(_ rows: [[Double]]) -> (basis: [[Double]], residuals: [Double]) {
+    var basis: [[Double]] = [], residuals: [Double] = []
     for row in rows {
-        let length = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        var v = row.map { $0 / max(length, 1e-300) }
-        for _ in 0..<2 {
-            for e in basis {
-                let d = zip(v, e).reduce(0) { $0 + $1.0 * $1.1 }
-                for c in v.indices { v[c] -= d * e[c] }
-            }
-        }
+        var v = row
+        for _ in 0..<2 { v = remainder(v, basis) }
         let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        smallest = min(smallest, norm)
-        basis.append(v.map { $0 / max(norm, 1e-300) })
+        residuals.append(norm)
+        if norm > 1e-9 { basis.append(v.map { $0 / norm }) }
     }
-    return smallest
+    return (basis, residuals)
+}
+
+/// `v` less its projection on the orthonormal `basis`.
+private func remainder(_ v: [Double], _ basis: [[Double]]) -> [Double] {
+    var v = v
+    for e in basis {
+        let d = zip(v, e).reduce(0) { $0 + $1.0 * $1.1 }
+        for c in v.indices { v[c] -= d * e[c] }
+    }
+    return v
+}
+
+/// The smallest distance of a row, scaled to unit length, from the span of the rows before it:
+/// 0 when the rows are linearly dependent, i.e. some combination of them is zero; independent
+/// of each row's scale (the backward rows carry secret weights 1/g).
+private func smallestGramSchmidtResidual(_ rows: [[Double]]) -> Double {
+    gramSchmidt(rows.map { row in
+        let length = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        return row.map { $0 / max(length, 1e-300) }
+    }).residuals.min()!
 }
 
 /// ||t - proj(t)|| / ||t||: how far `t` lies from the span of `rows` (least squares).
 private func distanceFromSpan(_ t: ArraySlice<Float>, _ rows: [ArraySlice<Float>]) -> Double {
-    var basis: [[Double]] = []
-    for row in rows {
-        var v = row.map(Double.init)
-        for _ in 0..<2 {
-            for e in basis {
-                let d = zip(v, e).reduce(0) { $0 + $1.0 * $1.1 }
-                for c in v.indices { v[c] -= d * e[c] }
-            }
-        }
-        let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        if norm > 1e-9 { basis.append(v.map { $0 / norm }) }
-    }
-    var r = t.map(Double.init)
-    let total = r.reduce(0) { $0 + $1 * $1 }.squareRoot()
-    for e in basis {
-        let d = zip(r, e).reduce(0) { $0 + $1.0 * $1.1 }
-        for c in r.indices { r[c] -= d * e[c] }
-    }
-    return r.reduce(0) { $0 + $1 * $1 }.squareRoot() / total
+    let basis = gramSchmidt(rows.map { $0.map(Double.init) }).basis
+    let r = remainder(remainder(t.map(Double.init), basis), basis)
+    return (r.reduce(0) { $0 + $1 * $1 } / t.reduce(0) { $0 + Double($1) * Double($1) }).squareRoot()
 }
 
 final class SpreadMaskingTests: XCTestCase {
@@ -131,9 +128,10 @@ final class SpreadMaskingTests: XCTestCase {
         }
     }
 
-    /// What one member receives of a group leaves every sample's residual and dY well off its
-    /// span (the noise cannot be cancelled), whereas a whole unspread group's span holds every
-    /// sample exactly (what the unmixing attack exploits).
+    /// What one member receives of a group (noise 3, the default) leaves every sample's
+    /// residual and dY well off its span (the noise cannot be cancelled; 0.69-0.81 in six
+    /// runs), whereas a whole unspread group's span holds every sample exactly (what the
+    /// unmixing attack exploits).
     func testNoMemberSpanHoldsASample() {
         setThreads(1)
         var rng = RNG(seed: 33)
@@ -145,7 +143,7 @@ final class SpreadMaskingTests: XCTestCase {
         func rows(_ t: [Float], _ r: [Int], _ size: Int) -> [ArraySlice<Float>] { r.map { t[($0 * size)..<(($0 + 1) * size)] } }
         for spread in [false, true] {
             let recorder = RecordingExecutor()
-            let mask = masked(g, settings: settings, K: K, sigma: 1, x: x, dy: dy, w: w, b: b, batch: batch,
+            let mask = masked(g, settings: settings, K: K, sigma: 3, x: x, dy: dy, w: w, b: b, batch: batch,
                               spread: spread, under: recorder).1
             var nearest = Double.infinity
             for (index, group) in mask.lastMixing(layer: 0).enumerated() {
@@ -161,7 +159,7 @@ final class SpreadMaskingTests: XCTestCase {
                 }
             }
             if spread {
-                XCTAssertGreaterThan(nearest, 0.3, "a member's combinations come close to a sample")
+                XCTAssertGreaterThan(nearest, 0.4, "a member's combinations come close to a sample")
             } else {
                 XCTAssertLessThan(nearest, 1e-3, "a whole group's span holds its samples")
             }
