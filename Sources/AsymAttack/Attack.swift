@@ -213,15 +213,18 @@ struct Stopwatch {
 }
 
 extension Attack.Report {
+    /// The combinations of one group the adversary holds.
+    private var perGroup: String { spread.map { $0.view == nil ? "3K" : "K" } ?? "K + 2" }
+
     private var headline: String {
         "asymml attack: layer \(layer) (split layer \(layerIndex)); the adversary holds R \(residualShape) forward and dY \(outputGradientShape) backward per sample\n"
             + "samples: the first \(samples) of \(trainingSetSize) training samples (a subsample), \(fitCount) to fit the attacker's models, \(samples - fitCount) held out; "
             + String(format: "residual energy ||R||^2/||X||^2 %.4f, median per-sample ||R|| %.4g (before noise or masking)",
                      residualEnergy, medianResidualNorm)
             + (residualNoise.map { String(format: "\nresidual noise on: each residual clipped to norm %g, plus N(0, (%g x %g)^2) per value; the adversary holds the noisy residuals", $0.clip, $0.std, $0.clip) } ?? "")
-            + (mask.map { "\nmasking on (K \($0.groupSize), noise scale \($0.noiseScale)): the adversary holds \(received) noisy combinations for \(samples) samples (K + 2 per group of K); "
+            + (mask.map { "\nmasking on (K \($0.groupSize), noise scale \($0.noiseScale)): the adversary holds \(received) noisy combinations for \(samples) samples (\(perGroup) per group of K); "
                 + "each is labelled, and decoded towards the image of, the group's sample with the largest |mixing coefficient| in it; "
-                + "its fit / held-out split falls between groups. The unmixing attack runs FastICA on each group's K + 2 combinations "
+                + "its fit / held-out split falls between groups. The unmixing attack runs FastICA on each group's \(perGroup) combinations "
                 + "and pairs every sample with its best-matching recovered source (sign and scale fitted to the truth)." } ?? "")
             + (spread.map { s in "\nspread on: each group of K crosses as 3K combinations (K noise vectors per side) placed over \(s.ranks) untrusted ranks, K per rank; "
                 + (s.view.map { "the adversary is untrusted rank \($0) of \(s.ranks) and holds only its K combinations of each group (FastICA looks for K sources in them)" }
