@@ -17,6 +17,11 @@ package enum Attack {
         package var reconstructionFit = 768
         package var reconstructionHeldOut = 512
         package var seed = 0
+        /// With `asym.mask.spread`: the untrusted rank (0, 1 or 2 of the three a group spreads
+        /// over) whose view is attacked (nil: 0), or, with `colluding`, what all three received
+        /// together. (With more ranks a rank sees fewer groups, not more of one.)
+        package var rankView: Int?
+        package var colluding = false
         package init() {}
     }
 
@@ -62,6 +67,9 @@ package enum Attack {
         /// Median per-sample ||R|| of the decomposition, before noise or masking (the scale
         /// that `asym.residual_noise.clip` is measured against).
         package var medianResidualNorm: Double
+        /// With spread masking: the untrusted ranks, and the one whose view was attacked (nil:
+        /// all of them, colluding).
+        package var spread: (ranks: Int, view: Int?)?
         /// With masking only.
         package var unmixing: Unmixing?
         package var seconds: [(String, Double)]
@@ -71,7 +79,13 @@ package enum Attack {
     package static func run(config: Config, checkpoint: String, options: Options) throws -> Report {
         Commands.configureThreads(config)
         var clock = Stopwatch()
-        let capture = try Capture.run(config: config, checkpoint: checkpoint, layerName: options.layer, samples: options.samples)
+        let spread = config.asym.maskGroup > 0 && config.asym.maskSpread
+        guard !options.colluding || (spread && options.rankView == nil) else {
+            throw ConfigError("--colluding: needs asym.mask.spread, and no --rank-view (it attacks what every untrusted rank received together)")
+        }
+        let view = spread && !options.colluding ? options.rankView ?? 0 : options.rankView
+        let capture = try Capture.run(config: config, checkpoint: checkpoint, layerName: options.layer, samples: options.samples,
+                                  rankView: view)
         let captureSeconds = clock.lap()
         let n = capture.labels.count, fit = n / 2
         let identity = Array(0..<n)
@@ -130,8 +144,10 @@ package enum Attack {
 
         // Unmixing gives one recovered source per sample, so it splits at sample `fit`.
         let unmixing = try capture.unmasked.map { truth in
-            let r = unmix(capture.residual, groups: capture.groups, truth: truth.residual, seed: options.seed)
-            let dy = unmix(capture.outputGradient, groups: capture.groups, truth: truth.outputGradient, seed: options.seed)
+            let spread = capture.spread != nil
+            let r = unmix(capture.residual, groups: capture.groups, truth: truth.residual, spread: spread, seed: options.seed)
+            let dy = unmix(capture.outputGradient, groups: capture.groups, truth: truth.outputGradient, spread: spread,
+                           seed: options.seed)
             return Unmixing(sourceCorrelation: ["residual": r.meanCorrelation, "output_gradient": dy.meanCorrelation],
                             labelProbe: ["residual": try probeAccuracy(r.features, targets: identity, fitCount: fit),
                                          "output_gradient": try probeAccuracy(dy.features, targets: identity, fitCount: fit)],
@@ -144,7 +160,7 @@ package enum Attack {
                       reconstructionFit: rf, reconstructionHeldOut: rh, residualEnergy: capture.residualEnergy, labelProbe: probe,
                       reconstruction: reconstruction, received: capture.residual.count, mask: capture.mask,
                       residualNoise: capture.residualNoise, medianResidualNorm: median(capture.residualNorms),
-                      unmixing: unmixing,
+                      spread: capture.spread, unmixing: unmixing,
                       seconds: [("capture", captureSeconds), ("label_probe", probeSeconds),
                                 ("reconstruction", reconstructionSeconds)]
                         + (unmixing == nil ? [] : [("unmixing", unmixingSeconds)]) + [("total", clock.total)],
@@ -197,16 +213,22 @@ struct Stopwatch {
 }
 
 extension Attack.Report {
+    /// The combinations of one group the adversary holds.
+    private var perGroup: String { spread.map { $0.view == nil ? "3K" : "K" } ?? "K + 2" }
+
     private var headline: String {
         "asymml attack: layer \(layer) (split layer \(layerIndex)); the adversary holds R \(residualShape) forward and dY \(outputGradientShape) backward per sample\n"
             + "samples: the first \(samples) of \(trainingSetSize) training samples (a subsample), \(fitCount) to fit the attacker's models, \(samples - fitCount) held out; "
             + String(format: "residual energy ||R||^2/||X||^2 %.4f, median per-sample ||R|| %.4g (before noise or masking)",
                      residualEnergy, medianResidualNorm)
             + (residualNoise.map { String(format: "\nresidual noise on: each residual clipped to norm %g, plus N(0, (%g x %g)^2) per value; the adversary holds the noisy residuals", $0.clip, $0.std, $0.clip) } ?? "")
-            + (mask.map { "\nmasking on (K \($0.groupSize), noise scale \($0.noiseScale)): the adversary holds \(received) noisy combinations for \(samples) samples (K + 2 per group of K); "
+            + (mask.map { "\nmasking on (K \($0.groupSize), noise scale \($0.noiseScale)): the adversary holds \(received) noisy combinations for \(samples) samples (\(perGroup) per group of K); "
                 + "each is labelled, and decoded towards the image of, the group's sample with the largest |mixing coefficient| in it; "
-                + "its fit / held-out split falls between groups. The unmixing attack runs FastICA on each group's K + 2 combinations "
+                + "its fit / held-out split falls between groups. The unmixing attack runs FastICA on each group's \(perGroup) combinations "
                 + "and pairs every sample with its best-matching recovered source (sign and scale fitted to the truth)." } ?? "")
+            + (spread.map { s in "\nspread on: each group of K crosses as 3K combinations (K noise vectors per side) placed over \(s.ranks) untrusted ranks, K per rank; "
+                + (s.view.map { "the adversary is untrusted rank \($0) of \(s.ranks) and holds only its K combinations of each group (FastICA looks for K sources in them)" }
+                   ?? "the adversary holds what all \(s.ranks) ranks received (colluding: FastICA looks for 2K sources in each group's 3K)") } ?? "")
     }
 
     /// One aligned table: label probes, then reconstructions.
@@ -280,6 +302,9 @@ extension Attack.Report {
                 as [String: Any]
         }
         if let residualNoise { object["residual_noise"] = ["std": residualNoise.std, "clip": residualNoise.clip] }
+        if let spread {
+            object["spread"] = ["untrusted_ranks": spread.ranks, "rank_view": spread.view.map { $0 as Any } ?? "all (colluding)"] as [String: Any]
+        }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }

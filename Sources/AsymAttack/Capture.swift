@@ -30,25 +30,37 @@ final class RecordingExecutor: UntrustedExecutor {
     init(wrapping inner: UntrustedExecutor = LocalUntrusted()) { self.inner = inner }
     /// The split layer to record; set once the trainer has split its convolutions.
     var layer = -1
+    /// The untrusted ranks it stands for (spread masking places its combinations over them;
+    /// nil: the inner executor's), and the one whose part of each message it records (nil: all).
+    var ranks: Int?
+    var view: Int?
     private(set) var residuals: [Float] = []
     private(set) var outputGradients: [Float] = []
 
     func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { inner.register(info, weight: weight, bias: bias) }
 
+    /// The rows of `t` that member `view` receives (all of them without a view or a placement).
+    private func received(_ t: Tensor, _ placement: Placement?) -> Slice<UnsafeMutableBufferPointer<Float>> {
+        let all = t.buffer
+        guard let view, let placement else { return all[...] }
+        let size = t.count / t.shape[0], rows = placement.parts[view]
+        return all[(rows.lowerBound * size)..<(rows.upperBound * size)]
+    }
+
     func startForward(_ r: Residual) {
-        if r.layer == layer { residuals += r.tensor.buffer }
+        if r.layer == layer { residuals += received(r.tensor, r.placement) }
         inner.startForward(r)
     }
 
     func finishForward(layer: Int) -> Tensor { inner.finishForward(layer: layer) }
 
     func startBackward(_ g: OutputGradient) {
-        if g.layer == layer { outputGradients += g.tensor.buffer }
+        if g.layer == layer { outputGradients += received(g.tensor, g.placement) }
         inner.startBackward(g)
     }
 
     func startBackwardPerSample(_ g: OutputGradient) {
-        if g.layer == layer { outputGradients += g.tensor.buffer }
+        if g.layer == layer { outputGradients += received(g.tensor, g.placement) }
         inner.startBackwardPerSample(g)
     }
 
@@ -59,6 +71,7 @@ final class RecordingExecutor: UntrustedExecutor {
         try inner.collectGradientShares(body)
     }
     func publishWeights() throws { try inner.publishWeights() }
+    var members: Int? { ranks ?? inner.members }
 }
 
 /// What the adversary holds for one split layer, plus the references it is judged against.
@@ -68,7 +81,9 @@ package struct Capture {
     package let layerIndex: Int
     /// Received by the untrusted side, exactly as it crossed: R forward, dY backward (after
     /// residual noise when the config asks for it). With masking, these are the K + 2 noisy
-    /// combinations of every group of K samples, B (K + 2) / K per batch of B.
+    /// combinations of every group of K samples, B (K + 2) / K per batch of B; with spread,
+    /// the 3K of every group (all ranks together) or, for one rank's view, its K of each
+    /// group. In group order (a group's combinations together).
     package let residual: Features
     package let outputGradient: Features
     /// Per received tensor, the sample whose label (and image) it is judged against: the
@@ -85,6 +100,9 @@ package struct Capture {
     package let unmasked: (residual: Features, outputGradient: Features)?
     /// (K, sigma) of `asym.mask` when masking was on.
     package let mask: (groupSize: Int, noiseScale: Double)?
+    /// With `asym.mask.spread`: the untrusted ranks the combinations were placed over, and the
+    /// one whose view this is (nil: what all of them together received, colluding).
+    package let spread: (ranks: Int, view: Int?)?
     /// (std, clip) of `asym.residual_noise` when it was on.
     package let residualNoise: (std: Double, clip: Double)?
     /// References the adversary never sees: the layer's whole input X = U V + R, and the raw
@@ -124,15 +142,29 @@ extension Capture {
     /// The privacy layers the config asks for sit above the recorder in training's order
     /// (`Trainer.protect`: residual noise under masking), so it records what crosses. The
     /// masking layer is built here, not by the trainer, to read its secret mixing per batch.
-    package static func run(config: Config, checkpoint: String, layerName: String?, samples: Int) throws -> Capture {
+    ///
+    /// With `asym.mask.spread` the combinations are placed over `untrustedRanks` ranks as
+    /// training places them, and `rankView` picks the one rank whose rows are recorded (nil:
+    /// every rank's, as if they colluded).
+    package static func run(config: Config, checkpoint: String, layerName: String?, samples: Int,
+                            rankView: Int? = nil, untrustedRanks: Int = 3) throws -> Capture {
         var c = config
         c.asym.mode = .asym
+        let spread = c.asym.maskGroup > 0 && c.asym.maskSpread
+        guard rankView == nil || spread else {
+            throw ConfigError("--rank-view: needs asym.mask.spread (without it the transport sends each mask group whole to one rank, which is the view attacked by default)")
+        }
+        guard untrustedRanks >= 3, (0..<untrustedRanks).contains(rankView ?? 0) else {
+            throw ConfigError("--rank-view \(rankView ?? 0): the view must be one of the \(untrustedRanks) untrusted ranks (0 ..< \(untrustedRanks)), and spread needs at least 3")
+        }
         let recorder = RecordingExecutor()
+        if spread { recorder.ranks = untrustedRanks; recorder.view = rankView }
         var noiseOnly = c.asym
         noiseOnly.maskGroup = 0
         let underMask = Trainer.protect(recorder, noiseOnly)
         let masking = c.asym.maskGroup > 0
-            ? MaskingExecutor(wrapping: underMask, groupSize: c.asym.maskGroup, noiseScale: Float(c.asym.maskNoise)) : nil
+            ? MaskingExecutor(wrapping: underMask, groupSize: c.asym.maskGroup, noiseScale: Float(c.asym.maskNoise), spread: spread)
+            : nil
         var plain = c
         plain.asym.maskGroup = 0
         plain.asym.noiseStd = 0  // both layers are already in the executor given to the trainer
@@ -157,6 +189,8 @@ extension Capture {
         var labels = [Int32](repeating: 0, count: n)
         var full = Features(shape: conv.inputShape), images = Features(shape: c.model.input)
         var residualTargets: [Int] = [], gradientTargets: [Int] = [], groups: [Int] = []
+        // The recorded rows in group order (they were recorded in message order).
+        var order: [Int] = []
         var residualSquares = 0.0, fullSquares = 0.0, norms: [Double] = []
         for start in stride(from: 0, to: n, by: batch) {
             labels.withUnsafeMutableBufferPointer { l in
@@ -175,21 +209,29 @@ extension Capture {
             }
             if let masking {
                 // Row j of a group's mixing is combination j; its target is the column (sample)
-                // of largest magnitude, the noise column k excluded.
-                func dominant(_ mix: [Float], row j: Int, samples k: Int) -> Int {
-                    (0..<k).max { abs(mix[j * (k + 1) + $0]) < abs(mix[j * (k + 1) + $1]) }!
+                // of largest magnitude, the noise columns k..<k+p excluded.
+                func dominant(_ mix: [Float], row j: Int, samples k: Int, width: Int) -> Int {
+                    (0..<k).max { abs(mix[j * width + $0]) < abs(mix[j * width + $1]) }!
                 }
                 var s0 = start
+                var sent: [(row: Int, first: Int, residual: Int, gradient: Int)] = []
                 for group in masking.lastMixing(layer: index) {
-                    let k = group.samples
-                    for j in 0..<(k + 2) {
-                        residualTargets.append(s0 + dominant(group.forward, row: j, samples: k))
-                        gradientTargets.append(s0 + dominant(group.backward, row: j, samples: k))
-                        groups.append(s0)
+                    let k = group.samples, width = k + group.noiseSources
+                    for j in 0..<group.combinations where recorder.view == nil || group.members?[j] == recorder.view {
+                        sent.append((group.rows[j], s0, s0 + dominant(group.forward, row: j, samples: k, width: width),
+                                     s0 + dominant(group.backward, row: j, samples: k, width: width)))
                     }
                     s0 += k
                 }
                 precondition(s0 == start + batch, "mask groups cover \(s0 - start) of \(batch) samples")
+                sent.sort { $0.row < $1.row }
+                let base = order.count  // rows recorded before this batch
+                for i in sent.indices.sorted(by: { (sent[$0].first, sent[$0].row) < (sent[$1].first, sent[$1].row) }) {
+                    order.append(base + i)
+                    residualTargets.append(sent[i].residual)
+                    gradientTargets.append(sent[i].gradient)
+                    groups.append(sent[i].first)
+                }
             } else {
                 residualTargets += start..<(start + batch)
                 gradientTargets += start..<(start + batch)
@@ -197,9 +239,14 @@ extension Capture {
             }
         }
         let geometry = conv.geometry
-        let residual = Features(shape: conv.inputShape, values: recorder.residuals)
         let outputShape = [geometry.outChannels, geometry.outHeight, geometry.outWidth]
-        let outputGradient = Features(shape: outputShape, values: recorder.outputGradients)
+        func inGroupOrder(_ values: [Float], _ shape: [Int]) -> Features {
+            let f = Features(shape: shape, values: values)
+            guard masking != nil, order != Array(order.indices), f.count == order.count else { return f }
+            return Features(shape: shape, values: order.flatMap { f.values[($0 * f.sampleSize)..<(($0 + 1) * f.sampleSize)] })
+        }
+        let residual = inGroupOrder(recorder.residuals, conv.inputShape)
+        let outputGradient = inGroupOrder(recorder.outputGradients, outputShape)
         precondition(residual.count == groups.count && outputGradient.count == groups.count,
                      "recorded \(residual.count) residuals and \(outputGradient.count) output gradients for \(groups.count) messages")
         return Capture(layerName: conv.name, layerIndex: index, residual: residual, outputGradient: outputGradient,
@@ -207,6 +254,7 @@ extension Capture {
                        unmasked: truth.map { (Features(shape: conv.inputShape, values: $0.residuals),
                                               Features(shape: outputShape, values: $0.outputGradients)) },
                        mask: c.asym.maskGroup > 0 ? (c.asym.maskGroup, c.asym.maskNoise) : nil,
+                       spread: spread ? (untrustedRanks, rankView) : nil,
                        residualNoise: c.asym.noiseStd > 0 ? (c.asym.noiseStd, c.asym.noiseClip) : nil,
                        full: full, images: images, labels: labels, classes: trainer.model.classes,
                        trainingSetSize: trainer.data.train.count,

@@ -138,18 +138,24 @@ package struct Unmixed {
     package var meanCorrelation: Double { correlations.reduce(0, +) / Double(max(correlations.count, 1)) }
 }
 
-/// Runs FastICA on every mask group of `received` (the combinations that crossed, with
-/// `groups[j]` the first sample of combination j's group; a group of k samples sends k + 2
-/// combinations of k + 1 sources) and pairs the recovered sources with `truth`, the
-/// tensors before masking, one per sample.
-package func unmix(_ received: Features, groups: [Int], truth: Features, seed: Int = 0) -> Unmixed {
+/// Runs FastICA on every mask group of `received` (the combinations that crossed, in group
+/// order, with `groups[j]` the first sample of combination j's group; every group of the
+/// capture present, as a group's size is where the next one starts) and pairs the recovered
+/// sources with `truth`, the tensors before masking, one per sample. A group of k samples
+/// mixes k + p sources (p = 1 noise vector, or k with `spread`); FastICA looks for as many as
+/// the group's received combinations can hold: k + 1 from the k + 2 of a whole group, k from
+/// one rank's k combinations of a spread group (fewer observations than sources: the best it
+/// can do is the k most non-Gaussian directions of that span).
+package func unmix(_ received: Features, groups: [Int], truth: Features, spread: Bool = false, seed: Int = 0) -> Unmixed {
     let size = truth.sampleSize
     var out = Unmixed(features: Features(shape: truth.shape, values: [Float](repeating: 0, count: truth.values.count)),
                       correlations: [Double](repeating: 0, count: truth.count))
     var j0 = 0
     while j0 < groups.count {
         let first = groups[j0]
-        let L = groups[j0...].prefix { $0 == first }.count, k = L - 2, m = k + 1
+        let L = groups[j0...].prefix { $0 == first }.count
+        let k = (j0 + L < groups.count ? groups[j0 + L] : truth.count) - first
+        let m = min(L, k + (spread ? k : 1))
         let sources = received.values.withUnsafeBufferPointer {
             FastICA.separate($0.baseAddress! + j0 * size, rows: L, positions: size, sources: m,
                              seed: UInt64(truncatingIfNeeded: seed &+ first))

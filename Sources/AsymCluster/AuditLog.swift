@@ -9,8 +9,9 @@ package final class AuditLog {
     private let handle: FileHandle
     package let path: String
 
-    package init(folder: String, rank: Int) throws {
-        path = "\(folder)/audit-rank-\(rank).jsonl"
+    /// `audit-rank-N.jsonl`, or with `name` "placement" the trusted rank's `placement-rank-N.jsonl`.
+    package init(folder: String, rank: Int, name: String = "audit") throws {
+        path = "\(folder)/\(name)-rank-\(rank).jsonl"
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
@@ -29,6 +30,14 @@ package final class AuditLog {
         var line = "{\"step\": \(h.step), \"kind\": \"\(kind)\", \"layer\": \(h.layer), \"shape\": \(h.shape), \"count\": \(h.count)"
         if let payload { line += String(format: ", \"sum_of_squares\": %.6g", sumOfSquares(payload, count: Int(h.count))) }
         handle.write((line + "}\n").data(using: .utf8)!)
+    }
+
+    /// On a trusted rank: the rows of a placed message that went to untrusted rank `member`
+    /// (spread masking), with the mask group of each row.
+    package func recordPlacement(kind: MessageKind, step: Int, layer: Int, member: Int, rows: Range<Int>, groups: [Int]) {
+        let line = "{\"step\": \(step), \"kind\": \"\(kind)\", \"layer\": \(layer), \"member\": \(member), "
+            + "\"rows\": [\(rows.lowerBound), \(rows.upperBound)], \"groups\": \(groups)}\n"
+        handle.write(line.data(using: .utf8)!)
     }
 
     /// A collective this rank took part in (what it received from it).

@@ -67,6 +67,10 @@ package enum DistributedTraining {
             guard config.data.batchSize / T >= widest else {
                 throw ConfigError("data.batch_size: \(config.data.batchSize / T) samples per trusted rank cannot be split among \(widest) untrusted ranks")
             }
+            let narrowest = (0..<T).map { layout.group(ofTrusted: $0).count }.min()!
+            if config.asym.maskGroup > 0 && config.asym.maskSpread && narrowest < 3 {
+                throw ConfigError("asym.mask.spread: needs at least 3 untrusted ranks per trusted rank, but a trusted rank here has \(narrowest) (\(layout.summary)): each group of k samples crosses as 3k combinations with k noise vectors per side, and a rank that got more than k of them could combine them free of noise; start more untrusted ranks (launch/local.sh -u \(3 * T)) or set asym.mask.spread=false")
+            }
         }
         configureThreads(config)
         var audit: AuditLog?
@@ -111,6 +115,9 @@ package enum DistributedTraining {
 
         let channel = config.cluster.encrypt ? try SecureChannel(keyFile: config.cluster.keyFile, rank: trustedComm.rank) : nil
         let session = TrustedSession(world: world, trustedComm: trustedComm, layout: layout, channel: channel)
+        if config.asym.audit && config.asym.maskGroup > 0 && config.asym.maskSpread {
+            session.placementAudit = try AuditLog(folder: config.asym.auditDir, rank: world.rank, name: "placement")
+        }
         let trainer = try Trainer(config: config, collective: session, executor: config.asym.mode == .asym ? session : nil)
         trainer.model.residualsLeave()  // sent away: the session keeps no reference to them
         session.arena = trainer.model.arena

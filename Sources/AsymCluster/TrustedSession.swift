@@ -120,6 +120,22 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         active.enumerated().map { ($1, shardRange(batch, shards: active.count, index: $0)) }
     }
 
+    /// The active members with their rows of a message: its placement's parts (spread
+    /// masking), or contiguous shards of `count`.
+    private func shards(_ count: Int, placement: Placement?) -> [(member: Int, samples: Range<Int>)] {
+        guard let placement else { return shards(count) }
+        precondition(placement.parts.count == active.count && placement.parts.last?.upperBound == count,
+                     "a placement of \(placement.parts) for \(active.count) members and \(count) rows")
+        return Array(zip(active, placement.parts))
+    }
+
+    /// Each message spreads over the active members (a `Placement` has one part per member).
+    package var members: Int? { fallback == nil ? active.count : nil }
+
+    /// With `asym.audit`: where every row of a placed message went, one JSON line per member
+    /// and message, with the mask group of each row (docs/DESIGN.md §9).
+    package var placementAudit: AuditLog?
+
     package func source(ofSample sample: Int, batch: Int) -> String {
         guard let m = shards(batch).first(where: { $0.samples.contains(sample) })?.member else { return "the trusted side" }
         return untrustedName(group[m])
@@ -157,7 +173,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             : outputs[r.layer]!
         outputs[r.layer] = y
         exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
-                 receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, samples: r.samples)
+                 receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, samples: r.samples,
+                 placement: r.placement)
     }
 
     package func finishForward(layer: Int) -> Tensor {
@@ -197,7 +214,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         exchange(send: perSample ? .outputGradientPerSample : .outputGradient, d.tensor.data,
                  [g.outChannels, g.outHeight, g.outWidth],
                  receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer,
-                 samples: d.samples)
+                 samples: d.samples, placement: d.placement)
     }
 
     package func finishBackward(layer: Int) -> Tensor {
@@ -236,7 +253,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
                           then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int,
-                          samples: Range<Int>) {
+                          samples: Range<Int>, placement: Placement? = nil) {
         precondition(!flights.contains { $0.kind == replyKind && $0.layer == layer && $0.samples.overlaps(samples) },
                      "\(replyKind) of layer \(layer), samples \(samples), is already in flight")
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
@@ -244,9 +261,13 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let pass = Int(replyKind.rawValue) << 32 | layer
         if samples.lowerBound == 0 { handedOut[pass] = Array(repeating: 0, count: group.count) }
         fatalOnError {
-            for (s, part) in shards(samples.count) {
+            for (s, part) in shards(samples.count, placement: placement) {
                 let peer = group[s], n = part.count
                 if n == 0 { continue }  // a small (evaluation) batch leaves this member idle
+                if let placement {
+                    placementAudit?.recordPlacement(kind: kind, step: step, layer: layer, member: peer, rows: part,
+                                                    groups: Array(placement.groups[part]))
+                }
                 let lo = samples.lowerBound + part.lowerBound, first = handedOut[pass]![s]
                 handedOut[pass]![s] += n
                 let data = payload + lo * inSize

@@ -169,6 +169,9 @@ package struct AsymConfig: Equatable {
     package var maskGroup = 0
     /// The mixtures' noise, relative to the RMS of the group's residuals (or dY).
     package var maskNoise = 3.0
+    /// Spread masking: K noise vectors per side, 3K combinations per group, at most K of them
+    /// on any untrusted rank (needs 3 untrusted ranks per trusted rank; docs/DESIGN.md §9).
+    package var maskSpread = false
     /// Residual noise after 3LegRace (not exact): clip each residual to `noiseClip` and add
     /// N(0, (noiseStd * noiseClip)^2); std 0 is off.
     package var noiseStd = 0.0
@@ -290,6 +293,7 @@ extension Config {
             var mr = try ConfigReader(mn, path: "asym.mask")
             c.asym.maskGroup = try mr.int("inputs_per_group", 2)
             c.asym.maskNoise = try mr.float("noise_scale", c.asym.maskNoise)
+            c.asym.maskSpread = try mr.bool("spread", c.asym.maskSpread)
             try mr.finish()
         }
         if let nn = a.raw("residual_noise") {
@@ -380,6 +384,7 @@ extension Config {
         try check(!asym.verify || asym.checksApply,
                   "asym.verify does not work with asym.mask or asym.residual_noise yet (the checks' tolerances do not cover decoding or noise); turn one of them off")
         try check(asym.maskNoise > 0, "asym.mask.noise_scale: must be positive")
+        try check(!asym.maskSpread || asym.maskGroup > 0, "asym.mask.spread: needs masking on (asym.mask.inputs_per_group >= 1)")
         try check(asym.noiseStd >= 0 && asym.noiseClip > 0, "asym.residual_noise: needs std >= 0 and clip > 0")
         try check(cluster.timeoutSeconds > 0, "cluster.timeout_s: must be positive, got \(cluster.timeoutSeconds)")
         try check(!cluster.encrypt || cluster.keyFile != nil,
@@ -483,7 +488,8 @@ extension Config {
                           ("rank", map([("policy", s(asym.rank.policy.rawValue)), ("value", n(asym.rank.value)),
                                         ("max", n(asym.rank.max)), ("tau", f(asym.rank.tau))])),
                           ("svd_iterations", n(asym.svdIterations)), ("basis", s(asym.basis.rawValue)),
-                          ("mask", map([("inputs_per_group", n(asym.maskGroup)), ("noise_scale", f(asym.maskNoise))])),
+                          ("mask", map([("inputs_per_group", n(asym.maskGroup)), ("noise_scale", f(asym.maskNoise)),
+                                        ("spread", b(asym.maskSpread))])),
                           ("residual_noise", map([("std", f(asym.noiseStd)), ("clip", f(asym.noiseClip))])),
                           ("verify", b(asym.verify)), ("on_verify_failure", s(asym.onVerifyFailure.rawValue)),
                           ("microbatches", n(asym.microbatches)),

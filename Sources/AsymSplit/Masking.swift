@@ -33,12 +33,26 @@ import Darwin
 /// choice) or the trusted side would have to compute corr(n, m) itself (a full correlation).
 /// The pair weights g stay secret: with them the untrusted side could pick the combinations
 /// of its d~ that are free of noise (those orthogonal to diag(1/g) z).
+///
+/// **Spread** (`asym.mask.spread`, docs/DESIGN.md §9): one rank that sees a whole group sees
+/// every R_i as a direction of its span, which blind source separation finds. With spread,
+/// a group has p = k forward noise vectors n_1..n_k (U = Q[:, k..<2k]) and p' = k backward ones
+/// (Z = Q[:, 2k..<3k], N~ = [Q[:, 0..<k] + Z W | Z], W a fresh k x k matrix), L = 3k
+/// combinations, and its three blocks of k rows go to three different untrusted ranks.
+/// Decoding is the same: M = Q[:, 0..<2k] has orthonormal columns, N's left inverse gives dX,
+/// and M^T N~ = diag(I_k, 0_k) (Q's columns are orthonormal: data^T Z = 0, U^T (data + Z W) = 0,
+/// U^T Z = 0), so every cross term of the weight gradient cancels again. Q is built
+/// (`spreadBasis`) so that every block's k x k noise submatrices (U_b forward, Z_b backward) are
+/// invertible with singular values 1/sqrt(3) (1/sqrt(6) or 2/sqrt(6) on one dimension when k
+/// is odd): any combination of one rank's k rows carries noise, in every direction alike.
 package final class MaskingExecutor: UntrustedExecutor {
     package let inner: UntrustedExecutor
     /// K, the samples mixed together (a last, smaller group takes the rest of the batch).
     package let groupSize: Int
     /// sigma: noise standard deviation relative to the RMS of the group's residuals (or dY).
     package let noiseScale: Float
+    /// Whether each group crosses as 3k combinations spread over three untrusted ranks.
+    package let spread: Bool
     /// Seconds spent encoding and decoding (trusted work), since creation.
     package private(set) var codingSeconds = 0.0
 
@@ -48,6 +62,8 @@ package final class MaskingExecutor: UntrustedExecutor {
         var batch = 0
         var groups: [GroupMask] = []
         var encodedResidual: Tensor?, output: Tensor?, encodedGrad: Tensor?, inputGrad: Tensor?
+        /// Where the combinations of the last forward pass went (spread only); backward follows it.
+        var placement: Placement?
         /// The decoded share sum_i corr(R_i, dY_i) of dW, summed over the step's backward passes.
         let share: Tensor
         init(bias: Tensor?, weightShape: [Int]) {
@@ -59,11 +75,20 @@ package final class MaskingExecutor: UntrustedExecutor {
     private var layers: [Int: LayerState] = [:]
     private var noise: Tensor?
 
-    package init(wrapping inner: UntrustedExecutor, groupSize: Int, noiseScale: Float) {
+    package init(wrapping inner: UntrustedExecutor, groupSize: Int, noiseScale: Float, spread: Bool = false) {
         precondition(groupSize >= 1, "mask groups need at least one sample")
         self.inner = inner
         self.groupSize = groupSize
         self.noiseScale = noiseScale
+        self.spread = spread
+    }
+
+    /// Spread needs three untrusted ranks at least; in one process (no member count) the
+    /// combinations are placed for three, and the local executor computes them all.
+    private var spreadMembers: Int {
+        let m = inner.members ?? 3
+        precondition(m >= 3, "asym.mask.spread needs at least 3 untrusted ranks, the executor has \(m)")
+        return m
     }
 
     package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
@@ -71,15 +96,15 @@ package final class MaskingExecutor: UntrustedExecutor {
         inner.register(info, weight: weight, bias: bias)
     }
 
-    /// Read-only, for measuring leakage (`asymml attack`), never sent anywhere: the secret
-    /// mixing of the last message on `layer`, one entry per group in batch order, with k (the
-    /// group's samples) and two L x (k + 1) row-major matrices, L = k + 2, whose row j gives
-    /// combination j as sent: `forward` = M = Q[:, 0...k] (x~_j = sum_i M[j,i] R_i + M[j,k] n)
-    /// and `backward` = N = diag(1/g) N~ (d~_j = sum_i N[j,i] dY_i + N[j,k] m; empty before
-    /// the first backward pass). Column k multiplies the noise. Both stay valid until the
-    /// next forward pass on `layer` draws new groups.
-    package func lastMixing(layer: Int) -> [(samples: Int, forward: [Float], backward: [Float])] {
-        layers[layer]?.groups.map { ($0.samples, $0.forwardMix, $0.backwardMix) } ?? []
+    /// Read-only, for measuring leakage (`asymml attack`) and tests, never sent anywhere: the
+    /// secret mixing of the last message on `layer`, one entry per group in batch order (see
+    /// `GroupMixing`). It stays valid until the next forward pass on `layer` draws new groups.
+    package func lastMixing(layer: Int) -> [GroupMixing] {
+        layers[layer]?.groups.map {
+            GroupMixing(samples: $0.samples, noiseSources: $0.noiseSources, forward: $0.forwardMix, backward: $0.backwardMix,
+                        members: $0.blocks.count > 1 ? $0.blocks.flatMap { b in Array(repeating: b.member, count: b.combinations.count) } : nil,
+                        rows: $0.blocks.flatMap { b in (0..<b.combinations.count).map { b.row + $0 } })
+        } ?? []
     }
 
     /// The group sizes of a batch: K each, the last one smaller when K does not divide it.
@@ -92,11 +117,19 @@ package final class MaskingExecutor: UntrustedExecutor {
         let st = layers[r.layer]!
         var stream = MaskStream()
         st.batch = r.batch
-        st.groups = MaskingExecutor.groupSizes(batch: r.batch, groupSize: groupSize).map { GroupMask(samples: $0, &stream) }
+        st.groups = MaskingExecutor.groupSizes(batch: r.batch, groupSize: groupSize).map { GroupMask(samples: $0, spread: spread, &stream) }
+        var placement: Placement?
+        if spread {
+            placement = MaskingExecutor.place(&st.groups, members: spreadMembers)
+        } else {
+            var row = 0  // group after group, as the transport shards them
+            for g in st.groups.indices { st.groups[g].blocks[0].row = row; row += st.groups[g].combinations }
+        }
         let encoded = encode(r.tensor, groups: st.groups, mixes: st.groups.map(\.forwardMix), reuse: st.encodedResidual, &stream)
         st.encodedResidual = encoded
+        st.placement = placement
         codingSeconds += seconds(since: t0)
-        inner.startForward(Residual(layer: r.layer, tensor: encoded, batch: encoded.shape[0]))
+        inner.startForward(Residual(layer: r.layer, tensor: encoded, batch: encoded.shape[0], placement: placement))
     }
 
     package func finishForward(layer: Int) -> Tensor {
@@ -120,7 +153,8 @@ package final class MaskingExecutor: UntrustedExecutor {
         let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix), reuse: st.encodedGrad, &stream)
         st.encodedGrad = encoded
         codingSeconds += seconds(since: t0)
-        inner.startBackwardPerSample(OutputGradient(layer: g.layer, tensor: encoded, batch: encoded.shape[0]))
+        inner.startBackwardPerSample(OutputGradient(layer: g.layer, tensor: encoded, batch: encoded.shape[0],
+                                                    placement: st.placement))
     }
 
     package func finishBackward(layer: Int) -> Tensor {
@@ -130,14 +164,14 @@ package final class MaskingExecutor: UntrustedExecutor {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let dx = decode(dxMixed, groups: st.groups, unmixes: st.groups.map(\.backwardUnmix), batch: st.batch, reuse: st.inputGrad)
         st.inputGrad = dx
-        // share += sum_j g_j corr(x~_j, d~_j), group by group.
-        var c0 = 0
+        // share += sum_j g_j corr(x~_j, d~_j), group by group, block by block.
         for group in st.groups {
-            group.pairWeights.withUnsafeBufferPointer {
-                BLAS.gemv(trans: true, m: group.combinations, n: st.weightCount, a: shares.data + c0 * st.weightCount,
-                          lda: st.weightCount, x: $0.baseAddress!, beta: 1, y: st.share.data)
+            for block in group.blocks {
+                group.pairWeights.withUnsafeBufferPointer {
+                    BLAS.gemv(trans: true, m: block.combinations.count, n: st.weightCount, a: shares.data + block.row * st.weightCount,
+                              lda: st.weightCount, x: $0.baseAddress! + block.combinations.lowerBound, beta: 1, y: st.share.data)
+                }
             }
-            c0 += group.combinations
         }
         codingSeconds += seconds(since: t0)
         return dx
@@ -164,42 +198,73 @@ package final class MaskingExecutor: UntrustedExecutor {
         try inner.exclude(sourcesOfSamples: samples, batch: batch)
     }
 
-    /// The combinations of every group: out[L, size] = mix[:, 0..<k] x[k, size] + mix[:, k] noise,
-    /// with fresh noise of standard deviation sigma times the group's RMS.
+    /// The combinations of every group: out[L, size] = mix[:, 0..<k] x[k, size] + mix[:, k..<k+p]
+    /// noise[p, size], with p fresh noise vectors of standard deviation sigma times the group's
+    /// RMS; each block of combinations lands at its row of the message.
     private func encode(_ x: Tensor, groups: [GroupMask], mixes: [[Float]], reuse: Tensor?,
                         _ stream: inout MaskStream) -> Tensor {
         let size = x.count / x.shape[0]
         let total = groups.reduce(0) { $0 + $1.combinations }
         let out = Tensor.reuse(reuse, shape: [total] + x.shape.dropFirst())
-        let n = Tensor.reuse(noise, shape: [size]); noise = n
-        var s0 = 0, c0 = 0
+        let n = Tensor.reuse(noise, shape: [groups.map(\.noiseSources).max() ?? 1, size]); noise = n
+        var s0 = 0
         for (group, mix) in zip(groups, mixes) {
-            let k = group.samples, L = group.combinations, src = x.data + s0 * size
-            stream.fillNormal(n.data, count: size, scale: noiseScale * rms(src, count: k * size))
-            let noiseColumn = (0..<L).map { mix[$0 * (k + 1) + k] }
+            let k = group.samples, p = group.noiseSources, src = x.data + s0 * size
+            stream.fillNormal(n.data, count: p * size, scale: noiseScale * rms(src, count: k * size))
             mix.withUnsafeBufferPointer { m in
-                BLAS.gemm(m: L, n: size, k: k, a: m.baseAddress!, lda: k + 1, b: src, ldb: size, c: out.data + c0 * size, ldc: size)
+                for block in group.blocks {
+                    let a = m.baseAddress! + block.combinations.lowerBound * (k + p), c = out.data + block.row * size
+                    BLAS.gemm(m: block.combinations.count, n: size, k: k, a: a, lda: k + p, b: src, ldb: size, c: c, ldc: size)
+                    BLAS.gemm(m: block.combinations.count, n: size, k: p, a: a + k, lda: k + p, b: n.data, ldb: size,
+                              beta: 1, c: c, ldc: size)
+                }
             }
-            BLAS.ger(m: L, n: size, alpha: 1, x: noiseColumn, y: n.data, a: out.data + c0 * size, lda: size)
-            s0 += k; c0 += L
+            s0 += k
         }
         return out
     }
 
-    /// The samples of every group: out[k, size] = unmix[k, L] y[L, size].
+    /// The samples of every group: out[k, size] = unmix[k, L] y[L, size], summed block by block
+    /// (each block's results sit at its rows of the message).
     private func decode(_ y: Tensor, groups: [GroupMask], unmixes: [[Float]], batch: Int, reuse: Tensor?) -> Tensor {
         let size = y.count / y.shape[0]
         let out = Tensor.reuse(reuse, shape: [batch] + y.shape.dropFirst())
-        var s0 = 0, c0 = 0
+        var s0 = 0
         for (group, unmix) in zip(groups, unmixes) {
             let k = group.samples, L = group.combinations
             unmix.withUnsafeBufferPointer { u in
-                BLAS.gemm(m: k, n: size, k: L, a: u.baseAddress!, lda: L, b: y.data + c0 * size, ldb: size,
-                          c: out.data + s0 * size, ldc: size)
+                for (b, block) in group.blocks.enumerated() {
+                    BLAS.gemm(m: k, n: size, k: block.combinations.count, a: u.baseAddress! + block.combinations.lowerBound, lda: L,
+                              b: y.data + block.row * size, ldb: size, beta: b == 0 ? 0 : 1, c: out.data + s0 * size, ldc: size)
+                }
             }
-            s0 += k; c0 += L
+            s0 += k
         }
         return out
+    }
+
+    /// Spread placement: block b of group g goes to member (3 g + b) mod `members`, so a member
+    /// gets at most one block (k combinations) of any group and groups rotate over the members
+    /// when there are more than three. The message holds member 0's rows first, then member
+    /// 1's, each in group order; sets every block's row and returns the parts.
+    static func place(_ groups: inout [GroupMask], members: Int) -> Placement {
+        var counts = [Int](repeating: 0, count: members)
+        for (g, group) in groups.enumerated() {
+            for (b, block) in group.blocks.enumerated() { counts[(3 * g + b) % members] += block.combinations.count }
+        }
+        var next = [0] + (0..<members).map { counts[0...$0].reduce(0, +) }
+        let parts = (0..<members).map { next[$0]..<next[$0 + 1] }
+        var rowGroups = [Int](repeating: 0, count: next[members])
+        for g in groups.indices {
+            for b in groups[g].blocks.indices {
+                let member = (3 * g + b) % members, n = groups[g].blocks[b].combinations.count
+                groups[g].blocks[b].member = member
+                groups[g].blocks[b].row = next[member]
+                for r in next[member]..<(next[member] + n) { rowGroups[r] = g }
+                next[member] += n
+            }
+        }
+        return Placement(parts: parts, groups: rowGroups)
     }
 
     /// Each combination's output carried the bias once, so sample i's decoded output carries it
@@ -226,49 +291,126 @@ package final class MaskingExecutor: UntrustedExecutor {
     private func seconds(since t0: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
 }
 
+/// The secret mixing of one group as `MaskingExecutor.lastMixing` shows it: k samples, p noise
+/// sources per side, and two L x (k + p) row-major matrices whose row j gives combination j:
+/// `forward` = M (x~_j = sum_i M[j,i] R_i + sum_c M[j,k+c] n_c) and `backward` = N =
+/// diag(1/g) N~ (d~_j likewise with dY and m; empty before the first backward pass). Columns
+/// k..<k+p multiply the noise. Without spread p = 1 and L = k + 2; with spread p = k and L = 3k.
+package struct GroupMixing {
+    package let samples: Int
+    package let noiseSources: Int
+    package let forward: [Float], backward: [Float]
+    /// Per combination, the untrusted group member it goes to (spread only; nil: the whole
+    /// group goes where the transport's contiguous shards put it).
+    package let members: [Int]?
+    /// Per combination, its row in the message as sent.
+    package let rows: [Int]
+    package var combinations: Int { rows.count }
+}
+
 /// The secret mixing of one group (see `MaskingExecutor`); row-major Float matrices for the GEMMs.
 struct GroupMask {
-    /// k, the samples of the group; L = k + 2 combinations cross.
+    /// k, the samples of the group.
     let samples: Int
-    var combinations: Int { samples + 2 }
+    /// p = p', the noise vectors per side: 1, or k with spread.
+    let noiseSources: Int
+    /// L = k + 2 combinations cross (k + p + p'), 3k with spread.
+    var combinations: Int { samples + 2 * noiseSources }
     /// Q, L x L orthogonal, in double precision (the backward mixing is built from it).
     private let q: [Double]
-    /// M = Q[:, 0...k], L x (k + 1): columns 0..<k mix the residuals, column k the noise.
+    /// M = Q[:, 0..<k+p], L x (k + p): columns 0..<k mix the residuals, k..<k+p the noise.
     let forwardMix: [Float]
     /// M^T's first k rows, k x L.
     let forwardUnmix: [Float]
-    /// N = diag(1/g) [Q[:, 0..<k] + z w^T | z], L x (k + 1); its left inverse's first k rows; g.
+    /// N = diag(1/g) [Q[:, 0..<k] + Z W | Z], Z = Q[:, k+p..<L], L x (k + p); its left
+    /// inverse's first k rows; g.
     private(set) var backwardMix: [Float] = []
     private(set) var backwardUnmix: [Float] = []
     private(set) var pairWeights: [Float] = []
 
-    init(samples k: Int, _ stream: inout MaskStream) {
+    /// Consecutive combinations that go to one untrusted member, at consecutive rows of the
+    /// message from `row` on: one block of L without spread, three of k with it.
+    struct Block {
+        let combinations: Range<Int>
+        var member = 0, row = 0
+    }
+    var blocks: [Block]
+
+    init(samples k: Int, spread: Bool = false, _ stream: inout MaskStream) {
         samples = k
-        let L = k + 2
-        let q = maskingBasis(samples: k, &stream)
+        noiseSources = spread ? k : 1
+        let p = noiseSources, L = k + 2 * p
+        let q = spread ? spreadBasis(samples: k, &stream) : maskingBasis(samples: k, &stream)
         self.q = q
-        forwardMix = (0..<L).flatMap { j in (0...k).map { Float(q[j * L + $0]) } }
+        forwardMix = (0..<L).flatMap { j in (0..<(k + p)).map { Float(q[j * L + $0]) } }
         forwardUnmix = (0..<k).flatMap { i in (0..<L).map { Float(q[$0 * L + i]) } }
+        blocks = spread ? (0..<3).map { Block(combinations: ($0 * k)..<(($0 + 1) * k)) } : [Block(combinations: 0..<L)]
     }
 
-    /// Draws the backward pass's fresh pair weights g (random sign, magnitude in [1/2, 2]) and w.
+    /// Draws the backward pass's fresh pair weights g (random sign, magnitude in [1/2, 2]) and
+    /// W (p x k; w^T when p = 1): N(0, 1) entries without spread, N(0, 1/k) with it, so that
+    /// Z W adds as much to a row as the data columns do.
     mutating func drawBackward(_ stream: inout MaskStream) {
-        let k = samples, L = combinations
+        let k = samples, p = noiseSources, L = combinations
         let g = (0..<L).map { _ in
             (stream.next() & 1 == 0 ? 1.0 : -1.0) * exp2(2 * Double(stream.next() >> 11) * 0x1p-53 - 1)
         }
-        let w = (0..<k).map { _ in stream.normal() }
-        var n = [Double](repeating: 0, count: L * (k + 1))
+        let scale = p == 1 ? 1 : 1 / Double(k).squareRoot()
+        let w = (0..<(p * k)).map { _ in stream.normal() * scale }
+        var n = [Double](repeating: 0, count: L * (k + p))
         for j in 0..<L {
-            let z = q[j * L + k + 1]
-            for i in 0..<k { n[j * (k + 1) + i] = (q[j * L + i] + z * w[i]) / g[j] }
-            n[j * (k + 1) + k] = z / g[j]
+            for i in 0..<k {
+                let zw = (0..<p).reduce(0.0) { $0 + q[j * L + k + p + $1] * w[$1 * k + i] }
+                n[j * (k + p) + i] = (q[j * L + i] + zw) / g[j]
+            }
+            for c in 0..<p { n[j * (k + p) + k + c] = q[j * L + k + p + c] / g[j] }
         }
-        let plus = leftInverse(n, rows: L, cols: k + 1)
+        let plus = leftInverse(n, rows: L, cols: k + p)
         backwardMix = n.map(Float.init)
         backwardUnmix = plus[0..<(k * L)].map(Float.init)
         pairWeights = g.map(Float.init)
     }
+}
+
+/// Q for a spread group of k samples: a random 3k x 3k orthogonal matrix (row-major) whose
+/// forward-noise columns U = Q[:, k..<2k] and backward-noise columns Z = Q[:, 2k..<3k] are, in
+/// each block b of k rows, U_b = H_b / sqrt(3) and Z_b = H_b P D_b S / sqrt(3): H_b, P, S fresh
+/// random orthogonal k x k matrices, D_b the rotation by 120 b degrees in each of the floor(k/2)
+/// planes and, when k is odd, beta_b on the last axis, beta a random order of (1, 1, -2)/sqrt(2).
+/// U^T U = sum_b H_b^T H_b / 3 = I, Z^T Z = sum_b D_b^T D_b / 3 = I and U^T Z = P (sum_b D_b) S
+/// / 3 = 0 (three rotations by 0, 120, 240 degrees, and 1 + 1 - 2, sum to zero), so Q's
+/// columns stay orthonormal; every U_b and Z_b is invertible with singular values 1/sqrt(3)
+/// (Z_b's last one 1/sqrt(6) or 2/sqrt(6) when k is odd). The data columns are a random
+/// orthonormal completion. For k = 1 this is `maskingBasis`'s structure (L = 3).
+func spreadBasis(samples k: Int, _ stream: inout MaskStream) -> [Double] {
+    let L = 3 * k
+    func orthogonal() -> [Double] { orthonormalized((0..<(k * k)).map { _ in stream.normal() }, n: k, order: Array(0..<k)) }
+    func product(_ a: [Double], _ b: [Double]) -> [Double] {
+        (0..<(k * k)).map { e in (0..<k).reduce(0.0) { $0 + a[e / k * k + $1] * b[$1 * k + e % k] } }
+    }
+    let h = (0..<3).map { _ in orthogonal() }, p = orthogonal(), s = orthogonal()
+    var beta = [1.0, 1.0, -2.0].map { $0 / 2.0.squareRoot() }
+    beta.swapAt(2, Int(stream.next() % 3))
+    var a = (0..<(L * L)).map { _ in stream.normal() }
+    for b in 0..<3 {
+        var d = [Double](repeating: 0, count: k * k)
+        let angle = 2 * Double.pi * Double(b) / 3
+        for plane in 0..<(k / 2) {
+            let i = 2 * plane
+            d[i * k + i] = cos(angle); d[i * k + i + 1] = -sin(angle)
+            d[(i + 1) * k + i] = sin(angle); d[(i + 1) * k + i + 1] = cos(angle)
+        }
+        if k % 2 == 1 { d[k * k - 1] = beta[b] }
+        let z = product(product(product(h[b], p), d), s)
+        for r in 0..<k {
+            for c in 0..<k {
+                a[(b * k + r) * L + k + c] = h[b][r * k + c] / 3.0.squareRoot()
+                a[(b * k + r) * L + 2 * k + c] = z[r * k + c] / 3.0.squareRoot()
+            }
+        }
+    }
+    // Gram-Schmidt leaves U and Z as they are (up to rounding) and completes the data columns.
+    return orthonormalized(a, n: L, order: Array(k..<L) + Array(0..<k))
 }
 
 /// Q for a group of k samples: a random L x L orthogonal matrix (L = k + 2, row-major) whose

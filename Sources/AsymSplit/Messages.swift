@@ -16,9 +16,12 @@ package struct Residual {
     /// Where the trusted side wants Y_U, [batch, Cout, Ho, Wo] (its own memory, never sent;
     /// nil: the executor's buffer for the layer). Executors may ignore it.
     package let output: Tensor?
-    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, output: Tensor? = nil) {
+    /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
+    package let placement: Placement?
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, output: Tensor? = nil,
+         placement: Placement? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
-        self.output = output
+        self.output = output; self.placement = placement
     }
 }
 
@@ -31,10 +34,21 @@ package struct OutputGradient {
     package let samples: Range<Int>
     /// Where the trusted side wants dX, [batch, C, H, W] (as `Residual.output`).
     package let inputGrad: Tensor?
-    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, inputGrad: Tensor? = nil) {
+    /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
+    package let placement: Placement?
+    init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, inputGrad: Tensor? = nil,
+         placement: Placement? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
-        self.inputGrad = inputGrad
+        self.inputGrad = inputGrad; self.placement = placement
     }
+}
+
+/// Where the rows of one message go (spread masking, docs/DESIGN.md §9): rows `parts[j]` to
+/// untrusted group member j, instead of `shardRange`'s equal contiguous shards. `groups[r]`
+/// is the mask group of row r (for the trusted side's audit of the placement).
+package struct Placement: Equatable {
+    package let parts: [Range<Int>]
+    package let groups: [Int]
 }
 
 /// Samples [lo, hi) of shard `index` when `total` samples are cut into `shards` contiguous
@@ -74,6 +88,10 @@ package struct SplitLayerInfo: Equatable {
 package protocol UntrustedExecutor: AnyObject {
     /// Whether `start*` accepts part of a batch (`Residual.samples`), several in flight.
     var pipelines: Bool { get }
+    /// The untrusted ranks that share each message, which a message's `Placement` must have
+    /// one part for; nil where the untrusted side runs in this process and ignores placement.
+    /// Wrappers pass their inner executor's on.
+    var members: Int? { get }
     /// Returns Y_U for `layer` once the samples `samples` of it arrived (the whole batch's
     /// tensor; other samples may still be in flight).
     func finishForward(layer: Int, samples: Range<Int>) -> Tensor
@@ -128,6 +146,7 @@ extension UntrustedExecutor {
 
     /// Executors that do not pipeline take whole batches only.
     package var pipelines: Bool { false }
+    package var members: Int? { nil }
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { finishForward(layer: layer) }
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { finishBackward(layer: layer) }
 

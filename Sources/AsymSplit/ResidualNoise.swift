@@ -48,10 +48,11 @@ package final class ResidualNoiseExecutor: UntrustedExecutor {
             let scale = norm > clip ? clip / norm : 1
             for i in 0..<size { y[i] += scale * x[i] }
         }
-        inner.startForward(Residual(layer: r.layer, tensor: out, batch: r.batch))
+        inner.startForward(Residual(layer: r.layer, tensor: out, batch: r.batch, placement: r.placement))
     }
 
     package func finishForward(layer: Int) -> Tensor { inner.finishForward(layer: layer) }
+    package var members: Int? { inner.members }
     package func startBackward(_ g: OutputGradient) { inner.startBackward(g) }
     package func finishBackward(layer: Int) -> Tensor { inner.finishBackward(layer: layer) }
     package func startBackwardPerSample(_ g: OutputGradient) { inner.startBackwardPerSample(g) }

@@ -128,7 +128,9 @@ package final class Trainer {
     package static func protect(_ executor: UntrustedExecutor, _ a: AsymConfig) -> UntrustedExecutor {
         var e = executor
         if a.noiseStd > 0 { e = ResidualNoiseExecutor(wrapping: e, std: Float(a.noiseStd), clip: Float(a.noiseClip)) }
-        if a.maskGroup > 0 { e = MaskingExecutor(wrapping: e, groupSize: a.maskGroup, noiseScale: Float(a.maskNoise)) }
+        if a.maskGroup > 0 {
+            e = MaskingExecutor(wrapping: e, groupSize: a.maskGroup, noiseScale: Float(a.maskNoise), spread: a.maskSpread)
+        }
         return e
     }
 

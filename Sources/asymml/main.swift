@@ -220,6 +220,10 @@ struct AttackCommand: ParsableCommand {
     var layer: String?
     @Option(help: "Training samples to capture (whole batches); half fit the attacker's models, half test them.")
     var samples = 3072
+    @Option(help: "With asym.mask.spread: play this one of the 3 untrusted ranks (0, 1 or 2; default 0), holding only its combinations.")
+    var rankView: Int?
+    @Flag(help: "With asym.mask.spread: attack what all 3 untrusted ranks received together (colluding ranks).")
+    var colluding = false
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -228,6 +232,8 @@ struct AttackCommand: ParsableCommand {
             var o = Attack.Options()
             o.layer = layer
             o.samples = samples
+            o.rankView = rankView
+            o.colluding = colluding
             let report = try Attack.run(config: try options.load(), checkpoint: checkpoint, options: o)
             print(json ? report.json : report.table)
         } catch { fail(error) }

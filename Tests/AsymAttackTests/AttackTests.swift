@@ -38,6 +38,20 @@ extension XCTestCase {
     }
 }
 
+extension XCTestCase {
+    /// `smallConfig` (its threads set) masked with K and `noise`, and an untrained checkpoint.
+    func maskedSmallConfig(K: Int, noise: Double, spread: Bool = false) throws -> (Config, String) {
+        try requireFashionMNIST()
+        var config = try smallConfig()
+        Commands.configureThreads(config)
+        let path = try initialCheckpoint(config)
+        config.asym.maskGroup = K
+        config.asym.maskNoise = noise
+        config.asym.maskSpread = spread
+        return (config, path)
+    }
+}
+
 func requireFashionMNIST() throws {
     try XCTSkipUnless(FileManager.default.fileExists(atPath: fashionMNIST + "/train-labels-idx1-ubyte.gz"),
                       "Fashion-MNIST is not installed at \(fashionMNIST) (make test installs it)")
@@ -259,12 +273,7 @@ final class UnmixingTests: XCTestCase {
     /// On a masked capture (K = 2, noise 3) unmixing pairs every sample with one recovered
     /// source, far closer to the truth than any single combination is.
     func testUnmixingAMaskedCapture() throws {
-        try requireFashionMNIST()
-        var config = try smallConfig()
-        Commands.configureThreads(config)
-        let path = try initialCheckpoint(config)
-        config.asym.maskGroup = 2
-        config.asym.maskNoise = 3
+        let (config, path) = try maskedSmallConfig(K: 2, noise: 3)
         let capture = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: 128)
         let truth = try XCTUnwrap(capture.unmasked)
         XCTAssertEqual(truth.residual.count, 128)
@@ -279,5 +288,37 @@ final class UnmixingTests: XCTestCase {
         }.reduce(0, +) / Double(capture.residualTargets.count)
         XCTAssertGreaterThan(r.meanCorrelation, 0.9)
         XCTAssertGreaterThan(r.meanCorrelation, direct + 0.3, "unmixed \(r.meanCorrelation), one combination \(direct)")
+    }
+
+    /// Spread masking (K = 2, noise 3): one untrusted rank's view holds K combinations of each
+    /// group (B per batch), in group order, targets inside the group; FastICA on it recovers
+    /// the samples far worse than from a whole group, while the three ranks' views together
+    /// (colluding, 3K per group) still unmix like an unspread group.
+    func testSpreadRankViewResistsUnmixingThatCollusionDoesNot() throws {
+        let (config, path) = try maskedSmallConfig(K: 2, noise: 3, spread: true)
+        let n = 128
+        var correlations: [String: Double] = [:]
+        for (name, view, ranks) in [("rank 0 of 3", Optional(0), 3), ("rank 3 of 4", 3, 4), ("colluding", nil, 3)] {
+            let capture = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: n, rankView: view,
+                                          untrustedRanks: ranks)
+            // Of 4 ranks, each gets 2 combinations of 3 groups in 4 (the groups rotate).
+            let perGroup = view == nil ? 6 : 2, received = n / 2 * perGroup * 3 / ranks
+            XCTAssertEqual(capture.residual.count, received, name)
+            XCTAssertEqual(capture.outputGradient.count, received, name)
+            for j in capture.groups.indices {
+                XCTAssertTrue((capture.groups[j]..<(capture.groups[j] + 2)).contains(capture.residualTargets[j]), name)
+                XCTAssertEqual(capture.groups.filter { $0 == capture.groups[j] }.count, perGroup, name)
+            }
+            guard ranks == 3 else { continue }  // unmixing needs every group (k comes from the next group's first sample)
+            XCTAssertEqual(capture.groups, (0..<received).map { $0 / perGroup * 2 }, name)
+            let truth = try XCTUnwrap(capture.unmasked)
+            correlations[name] = unmix(capture.residual, groups: capture.groups, truth: truth.residual, spread: true).meanCorrelation
+        }
+        print("spread, K = 2, noise 3: mean best |corr| of unmixed R with the truth \(correlations)")
+        XCTAssertGreaterThan(correlations["colluding"]!, 0.9)
+        XCTAssertLessThan(correlations["rank 0 of 3"]!, 0.8)
+        XCTAssertThrowsError(try Capture.run(config: config, checkpoint: path, layerName: nil, samples: n, rankView: 3)) {
+            XCTAssertTrue("\($0)".contains("--rank-view 3: the view must be one of the 3 untrusted ranks"), "\($0)")
+        }
     }
 }

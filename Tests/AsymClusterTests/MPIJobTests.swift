@@ -271,6 +271,21 @@ final class MPIJobTests: XCTestCase {
         XCTAssertTrue(cluster.output.contains("1 trusted + 2 untrusted ranks, mode asym"), cluster.output)
     }
 
+    /// Spread masking needs 3 untrusted ranks per trusted rank: with 1 or 2 the job ends at
+    /// once with a config error that says why.
+    func testSpreadMaskingWithFewerThanThreeUntrustedRanksIsRejected() throws {
+        for ranks in [2, 3] {
+            let job = try runJob(mpirun(ranks, ["train", "--config", smoke, "--run-dir", temporaryFolder(), "--set", "asym.mode=asym",
+                                                "--set", "asym.mask={inputs_per_group: 2, spread: true}", "--set", "train.threads=1"]),
+                                 timeout: 60)
+            XCTAssertNotEqual(job.status, 0)
+            XCTAssertTrue(job.output.contains("asym.mask.spread: needs at least 3 untrusted ranks per trusted rank, but a trusted rank here has \(ranks - 1)"),
+                          job.output)
+            XCTAssertTrue(job.output.contains("free of noise"), job.output)
+            XCTAssertFalse(job.output.contains("step "), "no step ran: \(job.output)")
+        }
+    }
+
     func testWorldThatDoesNotFitIsRejected() throws {
         let job = try runJob(mpirun(2, ["train", "--config", smoke, "--run-dir", temporaryFolder(), "--set", "asym.mode=asym",
                                         "--set", "cluster.trusted=2", "--set", "train.threads=1"]), timeout: 60)

@@ -230,6 +230,69 @@ final class TrustBoundaryTests: XCTestCase {
         }
     }
 
+    /// Spread masking under MPI (1T+3U with K = 2, 1T+4U with K = 1, the groups rotating):
+    /// the model equals plain training's per tensor, and no untrusted rank receives more than
+    /// K combinations of any mask group. The trusted rank's placement audit names the mask
+    /// group of every row it sent to each member; it must agree, message by message, with
+    /// the row counts each untrusted rank logged itself, place every group's 3K combinations
+    /// exactly once, and give no member more than K of a group.
+    func testSpreadMaskingIsExactAndPlacesAtMostKPerRank() throws {
+        setThreads(1)
+        let base = ["train.max_steps=4", "train.threads=1", "data.shuffle=false"]
+        let plain = try Trainer(config: try Config.load(path: smoke, overrides: base))
+        for _ in 0..<4 { try plain.step() }
+        for (untrusted, K) in [(3, 2), (4, 1)] {
+            let dir = temporaryFolder(), audit = temporaryFolder()
+            defer { for d in [dir, audit] { try? FileManager.default.removeItem(atPath: d) } }
+            let job = try runJob(mpirun(1 + untrusted, ["train", "--config", smoke, "--run-dir", dir] + args(base + [
+                "asym.mode=asym", "asym.mask={inputs_per_group: \(K), noise_scale: 3, spread: true}", "asym.audit=true",
+                "asym.audit_dir=\(audit)"])))
+            XCTAssertEqual(job.status, 0, job.output)
+            guard job.status == 0 else { continue }
+            let worst = try tensorDifferences("\(dir)/checkpoints/step-00000004.h5", plain.model).max { $0.1 < $1.1 }!
+            print("spread masked, 1T+\(untrusted)U, K = \(K): worst tensor against plain \(worst.0) \(worst.1)")
+            XCTAssertLessThanOrEqual(worst.1, 1e-5, worst.0)
+
+            func entries(_ file: String) throws -> [[String: Any]] {
+                try String(contentsOfFile: "\(audit)/\(file)", encoding: .utf8).split(separator: "\n").map {
+                    try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+                }
+            }
+            let placed = try entries("placement-rank-0.jsonl")
+            // Per message the rows of every group over all members. A message's lines come
+            // together, one per member in rank order (evaluation sends several at one step).
+            var perMessage: [(key: String, counts: [Int: Int])] = []
+            var previous: (key: String, member: Int)?
+            for e in placed {
+                let groups = e["groups"] as! [Int], rows = e["rows"] as! [Int], member = e["member"] as! Int
+                XCTAssertEqual(groups.count, rows[1] - rows[0])
+                let counts = Dictionary(grouping: groups, by: { $0 }).mapValues(\.count)
+                XCTAssertLessThanOrEqual(counts.values.max() ?? 0, K, "member \(member) got more than K of a group: \(e)")
+                let key = "\(e["step"]!) \(e["kind"]!) \(e["layer"]!)"
+                if previous == nil || previous!.key != key || previous!.member >= member { perMessage.append((key, [:])) }
+                previous = (key, member)
+                for (g, n) in counts { perMessage[perMessage.count - 1].counts[g, default: 0] += n }
+            }
+            XCTAssertGreaterThan(perMessage.count, 8)
+            for (key, counts) in perMessage {
+                // Training batches of 16: every group of K has all its 3K combinations placed once.
+                if key.contains("per-sample") { XCTAssertEqual(counts.count, 16 / K, key) }
+                for (g, n) in counts { XCTAssertEqual(n, 3 * K, "\(key), group \(g)") }
+            }
+            // Each untrusted rank logged exactly the rows the placement sent it, message by message.
+            for rank in 1...untrusted {
+                let received = try entries("audit-rank-\(rank).jsonl").filter {
+                    ["residual", "output gradient (per-sample shares)"].contains($0["kind"] as? String ?? "")
+                }.map { "\($0["kind"]!) \($0["layer"]!) \(($0["shape"] as! [Int])[0])" }
+                let sent = placed.filter { $0["member"] as! Int == rank }.map {
+                    "\($0["kind"]!) \($0["layer"]!) \(($0["rows"] as! [Int])[1] - ($0["rows"] as! [Int])[0])"
+                }
+                XCTAssertEqual(received, sent, "untrusted rank \(rank)")
+                XCTAssertGreaterThan(received.count, 8)
+            }
+        }
+    }
+
     /// Verified offload under MPI: each injected fault kind, on 1T+2U and on 1T+1U, ends the
     /// job naming the rank, layer, kind and step; under `recompute` the faulty rank is
     /// excluded (on 1T+1U the trusted rank goes on alone) and the job ends with the weights of

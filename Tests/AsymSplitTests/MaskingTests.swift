@@ -5,14 +5,20 @@ import Foundation
 import XCTest
 
 /// Keeps a copy of everything the untrusted side receives, then lets the local executor run it.
+/// It can stand for `members` untrusted ranks (spread masking then places for them) and keeps
+/// each message's placement.
 final class RecordingExecutor: UntrustedExecutor {
     let local = LocalUntrusted()
     var residuals: [[Float]] = [], outputGrads: [[Float]] = []
+    var placements: [Placement?] = [], backwardPlacements: [Placement?] = []
+    var members: Int?
     func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { local.register(info, weight: weight, bias: bias) }
-    func startForward(_ r: Residual) { residuals.append(r.tensor.array); local.startForward(r) }
+    func startForward(_ r: Residual) { residuals.append(r.tensor.array); placements.append(r.placement); local.startForward(r) }
     func finishForward(layer: Int) -> Tensor { local.finishForward(layer: layer) }
     func startBackward(_ g: OutputGradient) { outputGrads.append(g.tensor.array); local.startBackward(g) }
-    func startBackwardPerSample(_ g: OutputGradient) { outputGrads.append(g.tensor.array); local.startBackwardPerSample(g) }
+    func startBackwardPerSample(_ g: OutputGradient) {
+        outputGrads.append(g.tensor.array); backwardPlacements.append(g.placement); local.startBackwardPerSample(g)
+    }
     func finishBackward(layer: Int) -> Tensor { local.finishBackward(layer: layer) }
     func finishWeightShares(layer: Int) -> Tensor { local.finishWeightShares(layer: layer) }
     func takeComputeSeconds() -> Double { local.takeComputeSeconds() }
@@ -51,8 +57,8 @@ func unmasked(_ g: ConvGeometry, settings: SplitSettings, x: Tensor, dy: Tensor,
 }
 
 func masked(_ g: ConvGeometry, settings: SplitSettings, K: Int, sigma: Float, x: Tensor, dy: Tensor, w: Tensor, b: Tensor,
-            batch: Int) -> (SplitResults, MaskingExecutor) {
-    let mask = MaskingExecutor(wrapping: LocalUntrusted(), groupSize: K, noiseScale: sigma)
+            batch: Int, spread: Bool = false, under inner: UntrustedExecutor = LocalUntrusted()) -> (SplitResults, MaskingExecutor) {
+    let mask = MaskingExecutor(wrapping: inner, groupSize: K, noiseScale: sigma, spread: spread)
     let results = runSplit(g, settings: settings, executor: mask, x: x, dy: dy, w: w, b: b,
                            batch: batch).0
     return (results, mask)

@@ -24,6 +24,10 @@ final class AsymModeTests: XCTestCase {
             // Masked offload (exact): K samples cross as K+2 noisy mixtures.
             ["asym.mode=asym", "asym.mask={inputs_per_group: 2, noise_scale: 3}"],
             ["asym.mode=asym", "asym.basis=batch", "asym.mask={inputs_per_group: 4, noise_scale: 3}"],
+            // Spread (exact): 3K mixtures with K noise vectors per side, placed for 3 ranks.
+            ["asym.mode=asym", "asym.mask={inputs_per_group: 1, noise_scale: 3, spread: true}"],
+            ["asym.mode=asym", "asym.basis=batch", "asym.mask={inputs_per_group: 3, noise_scale: 3, spread: true}"],
+            ["asym.mode=asym", "asym.mask={inputs_per_group: 2, noise_scale: 10, spread: true}"],  // the scale that hides labels
             // Residual noise with std 0 is off: exact.
             ["asym.mode=asym", "asym.residual_noise={std: 0, clip: 1}"],
         ]

@@ -54,6 +54,12 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(batch.contains("data.batch_size: 16 does not divide among 3 trusted ranks"), batch)
         let masked = errorMessage { _ = try smokeConfig(["asym.verify=true", "asym.mask={inputs_per_group: 2}"]) }
         XCTAssertTrue(masked.contains("asym.verify does not work with asym.mask"), masked)
+        let spreadAlone = errorMessage { _ = try smokeConfig(["asym.mask={inputs_per_group: 0, spread: true}"]) }
+        XCTAssertTrue(spreadAlone.contains("asym.mask.spread: needs masking on"), spreadAlone)
+        let spread = try smokeConfig(["asym.mask.spread=true"])  // inputs_per_group defaults to 2 with a mask key
+        XCTAssertEqual([spread.asym.maskGroup, spread.asym.maskSpread ? 1 : 0], [2, 1])
+        XCTAssertTrue(spread.yaml.contains("spread: true"), spread.yaml)
+        XCTAssertFalse(try smokeConfig().asym.maskSpread)
         let none = errorMessage { _ = try smokeConfig(["data.train_samples=0"]) }
         XCTAssertTrue(none.contains("data.train_samples: must be positive"), none)
         let many = errorMessage { _ = try DataSource(try smokeConfig(["data.train_samples=100000"])) }
