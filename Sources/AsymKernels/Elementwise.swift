@@ -48,13 +48,15 @@ package func reluMask(_ y: UnsafePointer<Float>, _ mask: UnsafeMutablePointer<UI
 /// allowed (dx == dy).
 package func reluBackward(mask: UnsafePointer<UInt8>, dy: UnsafePointer<Float>,
                          dx: UnsafeMutablePointer<Float>, count: Int) {
-    let weights = SIMD8<Int32>(1, 2, 4, 8, 16, 32, 64, 128)
+    let lanes = SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7)
     parallelRanges((count + 7) / 8, grain: 1 << 12) { r in
         for b in r {
             let i = b * 8
             if i + 8 <= count {
-                let off = (SIMD8<Int32>(repeating: Int32(mask[b])) & weights) .== 0
-                store8(load8(dy, i).replacing(with: 0, where: off), dx, i)
+                // Each lane's bit, spread to all 32 bits, masks dy's bits: integer operations
+                // only (a SIMD comparison and select here compile to a scalar loop, 10x slower).
+                let keep = 0 &- ((SIMD8<UInt32>(repeating: UInt32(mask[b])) &>> lanes) & 1)
+                store8(unsafeBitCast(unsafeBitCast(load8(dy, i), to: SIMD8<UInt32>.self) & keep, to: SIMD8<Float>.self), dx, i)
             } else {
                 for j in i..<count { dx[j] = mask[b] & (1 << UInt8(j - i)) != 0 ? dy[j] : 0 }
             }
