@@ -10,7 +10,7 @@ import Darwin
 ///
 /// Each file is a run of 3073-byte records: one label byte (0-9), then 3072 pixel bytes,
 /// the red, green and blue 32x32 planes in turn, which is already NCHW. Images come out as
-/// count x 3 x 32 x 32, normalised by `normalization` (nil: pixel / 255). Throws `DataError`
+/// count x 3 x 32 x 32 bytes, normalised per batch by `normalization` (nil: pixel / 255). Throws `DataError`
 /// for a missing file, a size that is not a whole number of records, or a label above 9.
 package func loadCIFAR10(directory: String, split: Split, normalization: Normalization?) throws -> Dataset {
     let (channels, side, classes) = (3, 32, 10)
@@ -33,7 +33,7 @@ package func loadCIFAR10(directory: String, split: Split, normalization: Normali
         }
     }
 
-    // Read and check every file before converting any, so the output is allocated once.
+    // Read and check every file before copying any, so the output is allocated once.
     var files: [[UInt8]] = []
     for path in paths {
         let bytes = try readWholeFile(path, advice: advice)
@@ -55,25 +55,17 @@ package func loadCIFAR10(directory: String, split: Split, normalization: Normali
     let count = files.reduce(0) { $0 + $1.count / recordSize }
 
     var labels = [Int32](repeating: 0, count: count)
-    let images = [Float](unsafeUninitializedCapacity: count * channels * plane) { out, initialized in
-        table.withUnsafeBufferPointer { table in
-            var n = 0
-            for bytes in files {
-                bytes.withUnsafeBufferPointer { bytes in
-                    for record in 0..<bytes.count / recordSize {
-                        let base = bytes.baseAddress! + record * recordSize
-                        labels[n] = Int32(base[0])
-                        for c in 0..<channels {
-                            convertPixels(base + 1 + c * plane, count: plane, table: table.baseAddress! + c * 256,
-                                          into: out.baseAddress! + (n * channels + c) * plane)
-                        }
-                        n += 1
-                    }
-                }
-            }
+    var pixels: [UInt8] = []
+    pixels.reserveCapacity(count * channels * plane)
+    var n = 0
+    for bytes in files {
+        for record in 0..<bytes.count / recordSize {
+            let base = record * recordSize
+            labels[n] = Int32(bytes[base])
+            pixels.append(contentsOf: bytes[(base + 1)..<(base + recordSize)])
+            n += 1
         }
-        initialized = count * channels * plane
     }
     return Dataset(name: "\(lastPathComponent(directory))/\(split.rawValue)", channels: channels, height: side,
-                   width: side, classes: classes, images: images, labels: labels)
+                   width: side, classes: classes, pixels: .bytes(pixels, table: table), labels: labels)
 }

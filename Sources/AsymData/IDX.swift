@@ -2,8 +2,8 @@
 /// `train-images-idx3-ubyte.gz` and `train-labels-idx1-ubyte.gz` for `.train`,
 /// `t10k-images-idx3-ubyte.gz` and `t10k-labels-idx1-ubyte.gz` for `.test`.
 ///
-/// The files may be gzip or plain (zlib reads both). Images come out as count x 1 x rows x cols,
-/// normalised by `normalization` (nil: pixel / 255); there are 10 classes. Throws `DataError`
+/// The files may be gzip or plain (zlib reads both). Images come out as count x 1 x rows x cols
+/// bytes, normalised per batch by `normalization` (nil: pixel / 255); there are 10 classes. Throws `DataError`
 /// for a missing file, a wrong magic number, a header that disagrees with the file's size,
 /// image and label counts that differ, or a label outside 0..<10.
 package func loadIDX(directory: String, split: Split, normalization: Normalization?) throws -> Dataset {
@@ -38,17 +38,9 @@ package func loadIDX(directory: String, split: Split, normalization: Normalizati
         labels[i] = Int32(label)
     }
 
-    let pixels = count * rows * cols
-    let images = [Float](unsafeUninitializedCapacity: pixels) { out, initialized in
-        imageBytes.withUnsafeBufferPointer { bytes in
-            table.withUnsafeBufferPointer { table in
-                convertPixels(bytes.baseAddress! + 16, count: pixels, table: table.baseAddress!, into: out.baseAddress!)
-            }
-        }
-        initialized = pixels
-    }
+    let pixels = Array(imageBytes[16..<(16 + count * rows * cols)])
     return Dataset(name: "\(lastPathComponent(directory))/\(split.rawValue)", channels: 1, height: rows,
-                   width: cols, classes: classes, images: images, labels: labels)
+                   width: cols, classes: classes, pixels: .bytes(pixels, table: table), labels: labels)
 }
 
 /// Checks an IDX file's header against its size and returns the dimension sizes.

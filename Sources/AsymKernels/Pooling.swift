@@ -47,14 +47,17 @@ package let maxPoolLargestKernel = 16
 package func maxPoolBackward(_ g: PoolGeometry, dy: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>,
                             batch: Int, dx: UnsafeMutablePointer<Float>) {
     let Ho = g.outHeight, Wo = g.outWidth, plane = g.height * g.width
-    parallelRanges(batch * g.channels, grain: 16) { r in
-        for bc in r {
-            let dxp = dx + bc * plane, dyp = dy + bc * Ho * Wo, ap = argmax + bc * Ho * Wo
-            dxp.update(repeating: 0, count: plane)
-            for oh in 0..<Ho {
-                for ow in 0..<Wo {
-                    let at = Int(ap[oh * Wo + ow]), corner = oh * g.stride * g.width + ow * g.stride
-                    dxp[corner + at / g.kernel * g.width + at % g.kernel] += dyp[oh * Wo + ow]
+    // Each window position's offset from the window's corner, in the input plane.
+    let offsets = (0..<g.kernel * g.kernel).map { $0 / g.kernel * g.width + $0 % g.kernel }
+    offsets.withUnsafeBufferPointer { offsets in
+        parallelRanges(batch * g.channels, grain: 16) { r in
+            for bc in r {
+                let dxp = dx + bc * plane, dyp = dy + bc * Ho * Wo, ap = argmax + bc * Ho * Wo
+                dxp.update(repeating: 0, count: plane)
+                for oh in 0..<Ho {
+                    for ow in 0..<Wo {
+                        dxp[oh * g.stride * g.width + ow * g.stride + offsets[Int(ap[oh * Wo + ow])]] += dyp[oh * Wo + ow]
+                    }
                 }
             }
         }

@@ -46,9 +46,7 @@ package struct DataSource {
             guard n <= all.count else {
                 throw ConfigError("data.train_samples: \(n) is more than the \(all.count) samples of \(all.name)")
             }
-            train = Dataset(name: "\(all.name)[0..<\(n)]", channels: all.channels, height: all.height, width: all.width,
-                            classes: all.classes, images: Array(all.images.prefix(n * all.sampleSize)),
-                            labels: Array(all.labels.prefix(n)))
+            train = all.prefix(n)
         } else {
             train = all
         }

@@ -355,10 +355,11 @@ final class TrustBoundaryTests: XCTestCase {
         XCTAssertGreaterThan(accuracy ?? 0, 55, job.output)  // 64.7% here; chance is 10%
     }
 
-    /// The trusted rank's peak memory must not grow past a tee-only rank's (vgg-cifar, a few
-    /// steps on a small synthetic set, one thread): the enclave is the small machine. Today
-    /// they are about equal (the goal, half, needs the memory work of docs/DESIGN.md §13); the
-    /// bound, 10% over tee-only, catches any buffer the split adds back.
+    /// The trusted rank's peak memory stays small (vgg-cifar, a few steps on a small synthetic
+    /// set, one thread): the enclave is the small machine. Measured 167 MB trusted against
+    /// 170 MB tee-only (both about 380 MB before the liveness arena, docs/DESIGN.md §10, which
+    /// shrank tee-only too). Bounds: 5% over tee-only catches any buffer the split adds back
+    /// (per-layer R, Y or dX would cost 37-44 MB), and 200 MB catches the arena undone.
     func testTrustedPeakMemoryStaysWithinTeeOnly() throws {
         let vgg = repoRoot + "/configs/vgg-cifar.yaml"
         let base = ["train.max_steps=3", "train.threads=1", "data.synthetic_train=256", "data.synthetic_test=64"]
@@ -375,7 +376,8 @@ final class TrustBoundaryTests: XCTestCase {
         let tee = try peaks(1, "tee-only"), asym = try peaks(2, "asym")
         XCTAssertEqual(tee.count, 1); XCTAssertEqual(asym.count, 2)
         guard let teeOnly = tee.first, let trusted = asym.first else { return }
-        XCTAssertLessThanOrEqual(Double(trusted), 1.1 * Double(teeOnly), "trusted \(trusted) MB against tee-only \(teeOnly) MB")
+        XCTAssertLessThanOrEqual(Double(trusted), 1.05 * Double(teeOnly), "trusted \(trusted) MB against tee-only \(teeOnly) MB")
+        XCTAssertLessThanOrEqual(trusted, 200, "trusted \(trusted) MB")
     }
 
     /// A sealed gradient message opens only as the message it was: a flipped byte, a replay

@@ -22,6 +22,16 @@ final class CIFAR10Tests: XCTestCase {
                 }
             }
         }
+        // The set keeps the pixel bytes, a quarter of the floats; gather normalises a batch of them.
+        guard case .bytes(let bytes, _) = data.pixels else { return XCTFail("CIFAR-10 pixels should stay bytes") }
+        XCTAssertEqual(bytes.count, 3 * 3072)
+        let batch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * 3072), labels = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+        defer { batch.deallocate(); labels.deallocate() }
+        data.gather(indices: [Int32(2), 0], images: batch, labels: labels)
+        let images = data.images
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: batch, count: 3072)), Array(images[(2 * 3072)..<(3 * 3072)]))
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: batch + 3072, count: 3072)), Array(images[0..<3072]))
+        XCTAssertEqual([labels[0], labels[1]], [7, 3])
     }
 
     func testTestSplitAndSingleValueNormalization() throws {
