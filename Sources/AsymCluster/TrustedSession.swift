@@ -40,7 +40,12 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     let channel: SecureChannel?
 
     private var layers: [(info: SplitLayerInfo, weight: Tensor, bias: Tensor?)] = []
-    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:], perSampleShares: [Int: Tensor] = [:]
+    private var outputs: [Int: Tensor] = [:], inputGrads: [Int: Tensor] = [:]
+    /// Masked runs' per-combination weight-gradient shares, [batch, weight shape], of the layer
+    /// whose backward pass is in flight. One buffer serves every layer (the masking layer
+    /// decodes a layer's shares in its finishBackward, before the next layer's start): the
+    /// largest layer's shares rather than all of them (vgg-cifar at K = 2 holds 604 MB, not 1.7 GB).
+    private var perSampleShares: Tensor?
     /// Each member's pending control transfers: waited for one member at a time, so that a
     /// member that does not answer is named alone.
     private var pending: [[Request]]
@@ -195,7 +200,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     package func finishWeightShares(layer: Int) -> Tensor {
         if let fallback { return fallback.finishWeightShares(layer: layer) }
-        return perSampleShares[layer]!
+        return perSampleShares!
     }
 
     private func startBackward(_ d: OutputGradient, perSample: Bool) {
@@ -207,8 +212,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         backwardBatch = d.batch
         var shares: (MessageKind, UnsafeMutablePointer<Float>, [Int])?
         if perSample {
-            let t = Tensor.reuse(perSampleShares[d.layer], shape: [d.batch] + layers[d.layer].weight.shape)
-            perSampleShares[d.layer] = t
+            let t = Tensor.reuse(perSampleShares, shape: [d.batch] + layers[d.layer].weight.shape)
+            perSampleShares = t
             shares = (.weightShares, t.data, layers[d.layer].weight.shape)
         }
         exchange(send: perSample ? .outputGradientPerSample : .outputGradient, d.tensor.data,
