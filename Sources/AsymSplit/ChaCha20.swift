@@ -129,7 +129,7 @@ package struct MaskStream: RandomNumberGenerator {
     /// cosine need polynomials on [-pi/4, pi/4) only). Cosines go to out[0..<8], sines to
     /// out[8..<16]. Only vector adds, multiplies and selects (the compiler turns SIMD square
     /// roots and calls into scalar loops): ln by its series, the square root by Newton steps on
-    /// 1/sqrt, all accurate to about 1e-7 relative (`MaskingTests.testVectorBoxMullerMatchesLibm`).
+    /// 1/sqrt, all accurate to about 1e-7 relative (`MaskStreamTests.testVectorBoxMullerMatchesLibm`).
     @inline(__always)
     package static func boxMuller(_ w1: SIMD8<UInt32>, _ w2: SIMD8<UInt32>, scale: Float, into out: UnsafeMutablePointer<Float>) {
         typealias V = SIMD8<Float>
@@ -151,7 +151,7 @@ package struct MaskStream: RandomNumberGenerator {
         y = y * (1.5 - 0.5 * x * y * y)
         y = y * (1.5 - 0.5 * x * y * y)
         y = y * (1.5 - 0.5 * x * y * y)
-        let r = scale * x * y  // x = 0 (u1 = 1) gives 0 * huge guess * ... = 0: y stays finite
+        let r = scale * x * y  // u1 = 1 gives x = -0, a finite guess y and r = 0
         let a = (V(SIMD8<Int32>(truncatingIfNeeded: w2 & 0xFF_FFFF)) * 0x1p-24 - 0.5) * (Float.pi / 2)
         let a2 = a * a
         var sinA = a2 * (1.0 / 362_880) - (1.0 / 5040)

@@ -89,17 +89,6 @@ final class MaskingTests: XCTestCase {
                                0xD19C_12B5, 0xB94E_16DE, 0xE883_D0CB, 0x4E3C_50A2])
     }
 
-    /// The keystream's normal values have mean 0 and the requested spread.
-    func testMaskStreamNormals() {
-        var stream = MaskStream()
-        let n = 100_003, t = Tensor(shape: [n])
-        stream.fillNormal(t.data, count: n, scale: 3)
-        let mean = t.array.reduce(0, +) / Float(n)
-        let sd = (t.array.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(n)).squareRoot()
-        XCTAssertLessThan(abs(mean), 0.05)
-        XCTAssertEqual(sd, 3, accuracy: 0.05)
-    }
-
     /// Masked forward, dX and weight gradient equal the unmasked ones per tensor, through
     /// SplitConvolution, for group sizes that do and do not divide the batch, both bases.
     func testMaskedSplitEqualsUnmasked() {
