@@ -22,8 +22,14 @@ package final class UntrustedServer {
     private let shares: Tensor
     private var inputs: [Int: Tensor] = [:]
     private let header: UnsafeMutableRawPointer
-    /// Pending transfers, reused from message to message.
+    /// Pending receives, reused from message to message.
     private var requests: [Request] = []
+    /// Replies still on their way: this rank goes on to the next message while the trusted
+    /// rank takes them (it takes a reply only when it next calls into MPI, often after its own
+    /// compute), so each keeps its result tensor and its header buffer alive until done.
+    private var outgoing: [(requests: [Request], result: Tensor, header: UnsafeMutableRawPointer)] = []
+    /// Header buffers of finished replies, for reuse.
+    private var spareHeaders: [UnsafeMutableRawPointer] = []
     /// The step of the weights held: set by the trusted rank's `weights` messages.
     private var step: Int?
     private let audit: AuditLog?
@@ -51,7 +57,10 @@ package final class UntrustedServer {
         header = .allocate(byteCount: WireHeader.size, alignment: 8)
     }
 
-    deinit { header.deallocate() }
+    deinit {
+        header.deallocate()
+        for h in spareHeaders + outgoing.map(\.header) { h.deallocate() }
+    }
 
     /// Serves until the trusted rank says shutdown.
     package func run() throws {
@@ -77,9 +86,11 @@ package final class UntrustedServer {
                 try serve(kind, h)
             case .stepEnd:
                 audit?.record(h, payload: nil)
+                try finishReplies()
                 try sendShares()
             case .shutdown:
                 audit?.record(h, payload: nil)
+                try finishReplies()
                 return
             default:
                 throw protocolError(h, "an untrusted rank never receives \(kind)")
@@ -118,7 +129,7 @@ package final class UntrustedServer {
             throw protocolError(h, "no micro-batch may start at sample \(first) here")
         }
         let key = forward ? Int(h.layer) : -1 - Int(h.layer)
-        let input = grown(inputs[key], shape: [samples.upperBound] + sampleShape, keeping: forward ? first * size : 0)
+        let input = Tensor.grown(inputs[key], shape: [samples.upperBound] + sampleShape, keeping: forward ? first * size : 0)
         inputs[key] = input
         try receivePayload(h, into: input, at: first * size)
         let layer = Int(h.layer)
@@ -135,15 +146,6 @@ package final class UntrustedServer {
         }
     }
 
-    /// `tensor` with room for `shape`, its first `keeping` values kept when it must grow (the
-    /// residuals of earlier micro-batches of the same pass).
-    private func grown(_ tensor: Tensor?, shape: [Int], keeping: Int) -> Tensor {
-        guard let tensor, tensor.capacity < shape.reduce(1, *), keeping > 0 else { return Tensor.reuse(tensor, shape: shape) }
-        let bigger = Tensor(shape: shape)
-        bigger.data.update(from: tensor.data, count: keeping)
-        return bigger
-    }
-
     /// The step's weight-gradient shares of every split layer, packed in layer order, then
     /// this rank's compute and idle seconds of the step.
     private func sendShares() throws {
@@ -156,17 +158,35 @@ package final class UntrustedServer {
         shares[offset + 1] = Float(idleSeconds)
         idleSeconds = 0
         try reply(.gradientShare, layer: -1, shape: [shares.count], shares)
+        try finishReplies()
     }
 
-    /// Sends `result` (from sample `first` on, as many values as `shape` holds) back.
+    /// Sends `result` (from sample `first` on, as many values as `shape` holds) back, without
+    /// waiting for the trusted rank to take it (`finishReplies` waits).
     private func reply(_ kind: MessageKind, layer: Int, shape: [Int], _ result: Tensor, first: Int = 0) throws {
         let count = shape.reduce(1, *), data = result.data + first * (count / shape[0])
         let h = WireHeader(kind: kind, step: step!, layer: layer, shard: shard, shape: shape, payload: data, count: count,
                            first: first)
-        h.encode(into: header)
-        requests.append(try world.sendBytes(header, count: WireHeader.size, to: trustedRank, tag: wireTag))
-        requests.append(try world.sendFloats(data, count: count, to: trustedRank, tag: wireTag))
-        try world.waitAll(&requests, peer: "rank \(trustedRank) (trusted)", awaiting: "it to take the \(kind) of step \(step!)")
+        let buffer = spareHeaders.popLast() ?? .allocate(byteCount: WireHeader.size, alignment: 8)
+        h.encode(into: buffer)
+        let sent = [try world.sendBytes(buffer, count: WireHeader.size, to: trustedRank, tag: wireTag),
+                    try world.sendFloats(data, count: count, to: trustedRank, tag: wireTag)]
+        outgoing.append((sent, result, buffer))
+        // Drop the replies already taken, oldest first (MPI delivers them in order).
+        while !outgoing.isEmpty, try world.testAll(&outgoing[0].requests) {
+            spareHeaders.append(outgoing.removeFirst().header)
+        }
+    }
+
+    /// Waits until the trusted rank has taken every reply: before the step's shares (whose
+    /// buffers the next step reuses) and before shutting down.
+    private func finishReplies() throws {
+        for i in outgoing.indices {
+            try world.waitAll(&outgoing[i].requests, peer: "rank \(trustedRank) (trusted)",
+                              awaiting: "it to take the replies of step \(step.map(String.init) ?? "-")")
+            spareHeaders.append(outgoing[i].header)
+        }
+        outgoing.removeAll(keepingCapacity: true)
     }
 
     /// Receives the payload that `h` announces into `tensor` from value `offset` on and checks

@@ -28,8 +28,9 @@ package final class Tensor: @unchecked Sendable {
 
     deinit { data.deallocate() }
 
-    /// Returns `tensor` reshaped to `shape`, reusing its buffer when it is large enough, or a
-    /// new tensor otherwise. The contents are unspecified; callers overwrite them.
+    /// Returns `tensor` reshaped to `shape`, reusing its buffer when it is large enough, or
+    /// giving it a new buffer otherwise (the old one is freed). The contents are unspecified;
+    /// callers overwrite them.
     package static func reuse(_ tensor: Tensor?, shape: [Int]) -> Tensor {
         guard let t = tensor else { return Tensor(shape: shape) }
         let n = shape.reduce(1, *)
@@ -42,6 +43,16 @@ package final class Tensor: @unchecked Sendable {
         t.shape = shape
         t.count = n
         return t
+    }
+
+    /// Like `reuse`, for a buffer that fills in parts (micro-batches): the first `keeping`
+    /// values stay, and when it must grow, a new tensor takes their copy while the old one is
+    /// left as it was, for whoever still reads it (a reply still being sent).
+    package static func grown(_ tensor: Tensor?, shape: [Int], keeping: Int) -> Tensor {
+        guard let tensor, tensor.capacity < shape.reduce(1, *), keeping > 0 else { return reuse(tensor, shape: shape) }
+        let bigger = Tensor(shape: shape)
+        bigger.data.update(from: tensor.data, count: keeping)
+        return bigger
     }
 
     /// Reinterprets the same values under another shape with the same element count.

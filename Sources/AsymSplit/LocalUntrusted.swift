@@ -108,7 +108,8 @@ package final class UntrustedWorker {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var s = slots[layer]!
         let g = s.info.geometry
-        let y = Tensor.reuse(s.output, shape: [batch, g.outChannels, g.outHeight, g.outWidth])
+        let y = Tensor.grown(s.output, shape: [batch, g.outChannels, g.outHeight, g.outWidth],
+                             keeping: samples.lowerBound * g.outputSize)
         conv2dForward(g, x: residual.data + samples.lowerBound * g.inputSize, batch: samples.count, weight: s.weight.data,
                       bias: s.bias?.data, y: y.data + samples.lowerBound * g.outputSize, scratch: scratch)
         s.output = y
@@ -127,7 +128,7 @@ package final class UntrustedWorker {
         backwardBatch = max(samples.upperBound, samples.lowerBound == 0 ? 0 : backwardBatch)
         var s = slots[layer]!
         let g = s.info.geometry, first = samples.lowerBound
-        let dx = Tensor.reuse(s.inputGrad, shape: [batch, g.inChannels, g.height, g.width])
+        let dx = Tensor.grown(s.inputGrad, shape: [batch, g.inChannels, g.height, g.width], keeping: first * g.inputSize)
         conv2dBackward(g, x: s.residual!.data + first * g.inputSize, batch: samples.count, weight: s.weight.data,
                        dy: dy.data + first * g.outputSize, dWeight: s.gradShare.data, dBias: nil,
                        dx: dx.data + first * g.inputSize, scratch: scratch)

@@ -123,14 +123,18 @@ final class MPIJobTests: XCTestCase {
         let expected = reference.model.parameters.flatMap(\.value.array)
         let scale = expected.map(abs).max()!
 
-        let layouts: [(ranks: Int, trusted: Int, mode: String)] = [(2, 1, "asym"), (3, 1, "asym"), (4, 2, "asym"), (2, 2, "plain")]
+        // Micro-batches pipeline only over MPI: each goes out as its own message while the
+        // untrusted rank answers earlier ones without waiting for them to be taken.
+        let layouts: [(ranks: Int, trusted: Int, mode: String, microbatches: Int)] =
+            [(2, 1, "asym", 1), (3, 1, "asym", 1), (4, 2, "asym", 1), (2, 2, "plain", 1), (2, 1, "asym", 4), (3, 1, "asym", 2)]
         for layout in layouts {
             let dir = temporaryFolder()
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let args = ["train", "--config", smoke, "--run-dir", dir, "--set", "asym.mode=\(layout.mode)",
-                        "--set", "cluster.trusted=\(layout.trusted)"] + overrides.flatMap { ["--set", $0] }
+                        "--set", "cluster.trusted=\(layout.trusted)", "--set", "asym.microbatches=\(layout.microbatches)"]
+                + overrides.flatMap { ["--set", $0] }
             let job = try runJob(mpirun(layout.ranks, args))
-            let name = "\(layout.trusted)T+\(layout.ranks - layout.trusted)U \(layout.mode)"
+            let name = "\(layout.trusted)T+\(layout.ranks - layout.trusted)U \(layout.mode), \(layout.microbatches) micro-batches"
             XCTAssertEqual(job.status, 0, "\(name): \(job.output)")
             guard job.status == 0 else { continue }
             let got = try checkpointWeights("\(dir)/checkpoints/step-\(String(format: "%08d", steps)).h5", reference.model)

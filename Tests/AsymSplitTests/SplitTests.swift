@@ -71,6 +71,33 @@ final class SplitTests: XCTestCase {
     }
 
     /// The energy policy stops at the first rank whose residual energy is within tau.
+    /// An untrusted worker fed micro-batches: each fills its samples of the layer's output and
+    /// input gradient, and when the first pass grows those buffers, the earlier samples stay,
+    /// in the new buffer and in the old one (an MPI reply may still be sending from it).
+    /// Micro-batches are cut at multiples of `convChunkAlignment`, so the results equal the
+    /// whole batch's bit for bit.
+    func testWorkerMicroBatchesKeepEarlierSamples() {
+        setThreads(1)
+        var rng = RNG(seed: 5)
+        let g = ConvGeometry(inChannels: 3, height: 6, width: 6, outChannels: 4, kernel: 3, stride: 1, padding: 1)
+        let cut = convChunkAlignment, batch = 2 * cut
+        let w = randomTensor([4, 3, 3, 3], &rng), b = randomTensor([4], &rng)
+        let r = randomTensor([batch, 3, 6, 6], &rng), dy = randomTensor([batch, 4, 6, 6], &rng)
+        let whole = UntrustedWorker(), parts = UntrustedWorker()
+        for worker in [whole, parts] { worker.register(SplitLayerInfo(layer: 0, geometry: g, hasBias: true), weight: w, bias: b) }
+        let y = whole.forward(layer: 0, residual: r, samples: 0..<batch, batch: batch).array
+        let dx = whole.backward(layer: 0, outputGrad: dy, samples: 0..<batch, batch: batch).array
+
+        let first = parts.forward(layer: 0, residual: r, samples: 0..<cut, batch: cut), sent = first.array
+        let both = parts.forward(layer: 0, residual: r, samples: cut..<batch, batch: batch)
+        XCTAssertEqual(Array(first.array.prefix(cut * g.outputSize)), sent, "the first micro-batch's output changed under its reply")
+        XCTAssertEqual(both.array, y, "micro-batched output differs from the whole batch's")
+        let firstGrad = parts.backward(layer: 0, outputGrad: dy, samples: 0..<cut, batch: cut), sentGrad = firstGrad.array
+        let bothGrad = parts.backward(layer: 0, outputGrad: dy, samples: cut..<batch, batch: batch)
+        XCTAssertEqual(Array(firstGrad.array.prefix(cut * g.inputSize)), sentGrad, "the first micro-batch's dX changed under its reply")
+        XCTAssertEqual(bothGrad.array, dx, "micro-batched dX differs from the whole batch's")
+    }
+
     func testEnergyPolicyMeetsItsThreshold() {
         var rng = RNG(seed: 12)
         let (C, P) = (16, 49)
