@@ -19,10 +19,12 @@ package struct SplitCost {
         let full = 2 * Cout * C * k2 * Po * b
         let bases = basis == .sample ? b : 1
         // Light SVD per component: the start channel, (2q + 1) matrix-vector products, the
-        // deflation and the energy check, each a pass of 2*C*P.
-        // The batch basis runs it on a few samples, then projects all: V = Q X, R = X - Q^T V.
-        let estimated = basis == .sample ? b : min(b, Double(SplitConvolution.basisSamples))
-        let svd = rank * (4 * Double(q) + 8) * C * P * estimated + (basis == .sample ? 0 : 4 * rank * C * P * b + 4 * C * P * b)
+        // deflation and the energy check, each a pass of 2*C*P. The batch basis instead refines
+        // the last step's U on a few samples (q rounds of two GEMMs, `LightSVD.refine`), then
+        // projects all: V = Q X, R = X - Q^T V.
+        let refined = min(b, Double(SplitConvolution.refinedSamples))
+        let svd = basis == .sample ? rank * (4 * Double(q) + 8) * C * P * b
+            : 4 * Double(q) * rank * C * P * refined + 4 * rank * C * P * b + 4 * C * P * b
         let kernels = 2 * Cout * C * k2 * rank * bases
         let combined = kernels + 2 * Cout * rank * k2 * Po * b
         let rebuild = 2 * C * rank * P * b + full

@@ -112,6 +112,35 @@ package struct LightSVD {
         return kept
     }
 
+    /// Subspace iteration from a warm basis (the batch basis, between training steps): with
+    /// Q the `rows` rows of `ut` ([rows][C], row j is u_j), `iterations` rounds of
+    /// Q <- orth(Q X X^T) over the `blocks` blocks, each round two GEMMs per block rather than
+    /// `decompose`'s matrix-vector products per component. `projections` holds Q X_i
+    /// ([blocks][rows][P]) and `product` Q X X^T ([rows][C]). Leaves Q orthonormal and returns
+    /// the rows kept (`orthonormalize` drops dependent ones).
+    package func refine(x: UnsafePointer<Float>, blocks: Int, ut: UnsafeMutablePointer<Float>, rows: Int,
+                        projections: UnsafeMutablePointer<Float>, product: UnsafeMutablePointer<Float>) -> Int {
+        let C = channels, P = positions
+        var rank = orthonormalize(ut, rows: rows)
+        for _ in 0..<iterations where rank > 0 {
+            for i in 0..<blocks {
+                BLAS.gemm(m: rank, n: P, k: C, a: ut, lda: C, b: x + i * C * P, ldb: P, c: projections + i * rank * P, ldc: P)
+            }
+            for i in 0..<blocks {
+                BLAS.gemm(transB: true, m: rank, n: C, k: P, a: projections + i * rank * P, lda: P, b: x + i * C * P, ldb: P,
+                          beta: i == 0 ? 0 : 1, c: product, ldc: C)
+            }
+            ut.update(from: product, count: rank * C)
+            rank = orthonormalize(ut, rows: rank)
+        }
+        return rank
+    }
+
+    /// Whether each of the first `rows` rows of `ut` ([rows][C]) has a non-zero value.
+    package func rowsAreNonZero(_ ut: UnsafePointer<Float>, rows: Int) -> Bool {
+        (0..<rows).allSatisfy { j in BLAS.dot(channels, ut + j * channels, ut + j * channels) > 0 }
+    }
+
     /// With an orthonormal basis Q (`ut`, [rank][C]) for every block: V_i = Q X_i and
     /// R_i = X_i - Q^T V_i, as GEMMs. `v` gets [blocks][rank][P]. Returns ||R||^2 and ||X||^2.
     /// Block by block (a block stays in cache), and R's energy in the same pass that adds X;

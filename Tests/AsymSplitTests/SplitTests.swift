@@ -98,6 +98,46 @@ final class SplitTests: XCTestCase {
         XCTAssertEqual(bothGrad.array, dx, "micro-batched dX differs from the whole batch's")
     }
 
+    /// The batch basis between steps: subspace iteration from a warm basis (a perturbed copy of
+    /// the true one) leaves Q orthonormal and as little residual energy as the greedy light
+    /// SVD, on maps that share one channel subspace.
+    func testRefiningAWarmBasisMatchesTheGreedySVD() {
+        setThreads(1)
+        var rng = RNG(seed: 21)
+        let (B, C, P, r) = (8, 48, 100, 5)
+        let basis = randomTensor([C, r], &rng), x = Tensor(shape: [B, C, P])
+        for b in 0..<B {
+            let v = randomTensor([r, P], &rng)
+            BLAS.gemm(m: C, n: P, k: r, a: basis.data, lda: r, b: v.data, ldb: P, c: x.data + b * C * P, ldc: P)
+        }
+        for i in 0..<x.count { x[i] += 0.05 * rng.normal() }
+        let svd = LightSVD(channels: C, positions: P, iterations: 2)
+        let ut = Tensor(shape: [r, C]), v = Tensor(shape: [B, r, P]), res = Tensor(shape: [B, C, P]), work = Tensor(shape: [C])
+        func residualRatio(_ q: Tensor, rank: Int) -> Double {
+            let e = svd.project(x: x.data, blocks: B, ut: q.data, rank: rank, v: v.data, residual: res.data)
+            return e.residualEnergy / e.totalEnergy
+        }
+        let greedy = svd.decompose(x: x.data, blocks: B, maxRank: r, tau: nil, warmU: nil, ut: ut.data, v: v.data,
+                                   residual: res.data, scratch: work.data)
+        let greedyRatio = residualRatio(ut, rank: svd.orthonormalize(ut.data, rows: greedy.rank))
+
+        let warm = Tensor(shape: [r, C])
+        for j in 0..<r { for c in 0..<C { warm[j * C + c] = basis[c * r + j] + 0.5 * rng.normal() } }
+        let rank = svd.refine(x: x.data, blocks: B, ut: warm.data, rows: r, projections: v.data, product: Tensor(shape: [r, C]).data)
+        XCTAssertEqual(rank, r)
+        var worst: Float = 0
+        for i in 0..<r {
+            for j in 0..<r {
+                let dot = BLAS.dot(C, warm.data + i * C, warm.data + j * C)
+                worst = max(worst, abs(dot - (i == j ? 1 : 0)))
+            }
+        }
+        XCTAssertLessThan(worst, 1e-5, "Q Q^T differs from I")
+        let refinedRatio = residualRatio(warm, rank: rank)
+        print("residual energy: greedy \(greedyRatio), refined warm basis \(refinedRatio); |Q Q^T - I| \(worst)")
+        XCTAssertLessThan(refinedRatio, greedyRatio * 1.001 + 1e-6)
+    }
+
     func testEnergyPolicyMeetsItsThreshold() {
         var rng = RNG(seed: 12)
         let (C, P) = (16, 49)
