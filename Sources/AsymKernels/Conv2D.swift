@@ -58,6 +58,20 @@ package struct ConvBlocks: Hashable, Sendable {
     package static let nchw = ConvBlocks(input: 1, output: 1)
 }
 
+/// Copies maps `x` [batch, channels, positions] from channel blocks of `from` into channel
+/// blocks of `to` in `y` (1: NCHW; see `ConvBlocks`): value (s, c, p) of a layout in blocks
+/// of b is at s*C*P + (c - c%b)*P + p*b + c%b.
+package func convertChannelBlocks(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                                  channels: Int, positions: Int, from: Int, to: Int) {
+    precondition(channels % from == 0 && channels % to == 0, "\(channels) channels in blocks of \(from) and \(to)")
+    @inline(__always) func at(_ sc: Int, _ p: Int, _ b: Int) -> Int { (sc - sc % b) * positions + p * b + sc % b }
+    parallelRanges(batch * channels, grain: 16) { r in
+        for sc in r {
+            for p in 0..<positions { y[at(sc, p, to)] = x[at(sc, p, from)] }
+        }
+    }
+}
+
 /// The vector unit oneDNN's kernels use in this process (avx2, avx512_core, ...).
 package var dnnlISA: String { DNNLRuntime.shared.isa }
 

@@ -29,18 +29,10 @@ package func referenceConv2d(_ g: ConvGeometry, x: UnsafePointer<Float>, weight:
     return y
 }
 
-/// Maps `x` [batch, channels, positions] copied from channel blocks of `from` into channel
-/// blocks of `to` (1: NCHW; see `ConvBlocks`): value (s, c, p) of a layout in blocks of b is
-/// at s*C*P + (c - c%b)*P + p*b + c%b.
+/// `convertChannelBlocks` on an array of whole samples.
 package func reblockMaps(_ x: [Float], channels: Int, positions: Int, from: Int, to: Int) -> [Float] {
-    precondition(channels % from == 0 && channels % to == 0 && x.count % (channels * positions) == 0)
-    func index(_ s: Int, _ c: Int, _ p: Int, _ b: Int) -> Int { (s * channels + c - c % b) * positions + p * b + c % b }
     var y = x
-    for s in 0..<x.count / (channels * positions) {
-        for c in 0..<channels {
-            for p in 0..<positions { y[index(s, c, p, to)] = x[index(s, c, p, from)] }
-        }
-    }
+    convertChannelBlocks(x, &y, batch: x.count / (channels * positions), channels: channels, positions: positions, from: from, to: to)
     return y
 }
 

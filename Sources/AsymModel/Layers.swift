@@ -321,19 +321,38 @@ package final class ReLULayer: Layer {
     }
 }
 
-/// Flatten changes only the per-sample shape: the NCHW buffer already is [batch, C*H*W].
+/// Flatten changes only the per-sample shape: an NCHW buffer already is [batch, C*H*W]. A
+/// channel-blocked map (`Model.planLayouts`) is copied into NCHW order, its gradient back.
 package final class FlattenLayer: Layer {
     package let name: String
     package let kind = LayerType.flatten
     package let inputShape: [Int]
     package var outputShape: [Int] { [inputShape.reduce(1, *)] }
     package var memory: LayerMemory?
-    package var passesInputThrough: Bool { true }
+    /// The channel block of its input map (1: NCHW).
+    package internal(set) var block = 1
+    private var output: Tensor?
+    private var inputGrad: Tensor?
 
     init(name: String, input: [Int]) { self.name = name; inputShape = input }
 
-    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor { x }
-    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? { dy }
+    package var passesInputThrough: Bool { block == 1 }
+
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        guard block > 1 else { return x }
+        let y = outputBuffer(memory, &output, shape: batched(outputShape, batch), input: x)
+        convertChannelBlocks(x.data, y.data, batch: batch, channels: inputShape[0], positions: outputShape[0] / inputShape[0],
+                             from: block, to: 1)
+        return y
+    }
+
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        guard block > 1 else { return dy }
+        let dx = gradientBuffer(memory, &inputGrad, shape: batched(inputShape, batch), outputGrad: dy)
+        convertChannelBlocks(dy.data, dx.data, batch: batch, channels: inputShape[0], positions: outputShape[0] / inputShape[0],
+                             from: 1, to: block)
+        return dx
+    }
 }
 
 // MARK: - Pooling
