@@ -1,6 +1,7 @@
-/// 2-D convolution (cross-correlation, as in PyTorch) on NCHW tensors: on oneDNN's kernels
-/// (`DNNL.swift`, the default), or by im2col + OpenBLAS GEMM (`ASYMML_CONV=blas`, and any
-/// shape oneDNN cannot build a primitive for).
+/// 2-D convolution (cross-correlation, as in PyTorch) on NCHW tensors (channel-blocked ones
+/// too on oneDNN, `ConvBlocks`): on oneDNN's kernels (`DNNL.swift`, the default), or by
+/// im2col + OpenBLAS GEMM (`ASYMML_CONV=blas`, and any shape oneDNN cannot build a
+/// primitive for).
 ///
 /// For a chunk of `nb` samples, im2col lays the input patches out as a matrix
 /// `col[C*k*k, nb*P]` (P = Ho*Wo output positions), so one GEMM with the weight matrix
@@ -44,7 +45,7 @@ package struct KernelSettingError: Error, CustomStringConvertible {
 /// The kernels `conv2dForward` and `conv2dBackward` use (the CLI sets it from `ASYMML_CONV`).
 package nonisolated(unsafe) var convKernels = ConvKernels.dnnl
 
-/// Whether models keep maps channel-blocked between oneDNN convolutions (`Model.planLayouts`;
+/// Whether models keep maps channel-blocked after oneDNN convolutions (`Model.planLayouts`;
 /// the CLI clears it when `ASYMML_BLOCKED=0`, which gives bit-identical results, slower).
 package nonisolated(unsafe) var blockedMaps = true
 
@@ -228,7 +229,8 @@ private func gatherChannels(_ dy: UnsafePointer<Float>, out: UnsafeMutablePointe
     }
 }
 
-/// y = conv(x, w) + bias for a batch. x: [batch, C, H, W], w: [Cout, C, k, k], y: [batch, Cout, Ho, Wo].
+/// y = conv(x, w) + bias for a batch. x: [batch, C, H, W], w: [Cout, C, k, k], y: [batch, Cout, Ho, Wo];
+/// x and y in the layouts `blocks`.
 package func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           y: UnsafeMutablePointer<Float>, scratch: Scratch, blocks: ConvBlocks = .nchw) {

@@ -89,8 +89,8 @@ package func checkConvolutionKernels() -> [String] {
                 runs.append((y.array, dx.array, dw.array))
             }
             if runs[0].y.map(\.bitPattern) != runs[1].y.map(\.bitPattern) { failures.append("\(name): output depends on the batch cut") }
-            failures += checkBlockedMaps(g, x: x, w: w, b: b, dy: dy, batch: batch, name: name)
             if runs[0].dx.map(\.bitPattern) != runs[1].dx.map(\.bitPattern) { failures.append("\(name): dX depends on the batch cut") }
+            failures += checkBlockedMaps(g, x: x, w: w, b: b, dy: dy, batch: batch, name: name)
             let reference = referenceConv2d(g, x: x.data, weight: w.data, bias: b.data, batch: batch)
             let scale = reference.map(abs).max() ?? 1
             let error = zip(runs[0].y, reference).map { abs($0 - $1) }.max() ?? 0
