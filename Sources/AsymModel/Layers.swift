@@ -386,7 +386,7 @@ package final class PoolLayer: Layer {
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         let y = outputBuffer(memory, &output, shape: batched(outputShape, batch), input: x)
         if kind == .maxpool {
-            maxPoolForward(geometry, x: x.data, batch: batch, y: y.data, argmax: argmax.reserve(y.count), block: block)
+            maxPoolForward(geometry, x: x.data, batch: batch, y: y.data, argmax: training ? argmax.reserve(y.count) : nil, block: block)
         } else {
             avgPoolForward(geometry, x: x.data, batch: batch, y: y.data)
         }

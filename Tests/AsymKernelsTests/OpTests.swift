@@ -82,7 +82,7 @@ final class OpTests: XCTestCase {
     /// Max pooling on channel-blocked maps (as the model keeps them between oneDNN
     /// convolutions) gives exactly the NCHW kernel's output, argmax and dX, the layouts
     /// converted: overlapping windows, uneven edges, and values with many ties (the first
-    /// maximum wins in both), on 1 and 2 threads.
+    /// maximum wins in both), on 1 and 2 threads; without an argmax, the same output.
     func testBlockedMaxPoolingMatchesNCHW() {
         defer { setThreads(1) }
         for threads in [1, 2] {
@@ -106,6 +106,10 @@ final class OpTests: XCTestCase {
                         maxPoolBackward(g, dy: blocked(dy, g.outHeight * g.outWidth), argmax: argmax, batch: batch, dx: &dx, block: b)
                         let positions = g.outHeight * g.outWidth
                         let argmaxNCHW = nchw(argmax.map(Float.init), positions).map { UInt8($0) }
+                        // Without an argmax (inference), the same maxima.
+                        var inferred = [Float](repeating: 0, count: dy.count)
+                        maxPoolForward(g, x: blocked(x, g.height * g.width), batch: batch, y: &inferred, argmax: nil, block: b)
+                        XCTAssertEqual(inferred.map(\.bitPattern), y.map(\.bitPattern), name)
                         return (nchw(y, positions), argmaxNCHW, nchw(dx, g.height * g.width))
                     }
                     let blocked = pool(block), plain = pool(1)
