@@ -1,6 +1,7 @@
-/// 2-D convolution (cross-correlation, as in PyTorch) on NCHW tensors: on oneDNN's kernels
-/// (`DNNL.swift`, the default), or by im2col + OpenBLAS GEMM (`ASYMML_CONV=blas`, and any
-/// shape oneDNN cannot build a primitive for).
+/// 2-D convolution (cross-correlation, as in PyTorch) on NCHW tensors (channel-blocked ones
+/// too on oneDNN, `ConvBlocks`): on oneDNN's kernels (`DNNL.swift`, the default), or by
+/// im2col + OpenBLAS GEMM (`ASYMML_CONV=blas`, and any shape oneDNN cannot build a
+/// primitive for).
 ///
 /// For a chunk of `nb` samples, im2col lays the input patches out as a matrix
 /// `col[C*k*k, nb*P]` (P = Ho*Wo output positions), so one GEMM with the weight matrix
@@ -43,6 +44,34 @@ package struct KernelSettingError: Error, CustomStringConvertible {
 
 /// The kernels `conv2dForward` and `conv2dBackward` use (the CLI sets it from `ASYMML_CONV`).
 package nonisolated(unsafe) var convKernels = ConvKernels.dnnl
+
+/// Whether models keep maps channel-blocked after oneDNN convolutions (`Model.planLayouts`;
+/// the CLI clears it when `ASYMML_BLOCKED=0`, which gives bit-identical results, slower).
+package nonisolated(unsafe) var blockedMaps = true
+
+/// The layouts of a convolution's input and output maps, as channel blocks: 1 is NCHW, and
+/// b > 1 is [N][C/b][H][W][b] (oneDNN's nChw8c, nChw16c) with b dividing C. A sample takes
+/// C*H*W floats either way, so chunks of samples start where they do in NCHW. Only the
+/// oneDNN path takes blocked maps.
+package struct ConvBlocks: Hashable, Sendable {
+    package var input, output: Int
+    package init(input: Int, output: Int) { self.input = input; self.output = output }
+    package static let nchw = ConvBlocks(input: 1, output: 1)
+}
+
+/// Copies maps `x` [batch, channels, positions] from channel blocks of `from` into channel
+/// blocks of `to` in `y` (1: NCHW; see `ConvBlocks`): value (s, c, p) of a layout in blocks
+/// of b is at s*C*P + (c - c%b)*P + p*b + c%b.
+package func convertChannelBlocks(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                                  channels: Int, positions: Int, from: Int, to: Int) {
+    precondition(channels % from == 0 && channels % to == 0, "\(channels) channels in blocks of \(from) and \(to)")
+    @inline(__always) func at(_ sc: Int, _ p: Int, _ b: Int) -> Int { (sc - sc % b) * positions + p * b + sc % b }
+    parallelRanges(batch * channels, grain: 16) { r in
+        for sc in r {
+            for p in 0..<positions { y[at(sc, p, to)] = x[at(sc, p, from)] }
+        }
+    }
+}
 
 /// The vector unit oneDNN's kernels use in this process (avx2, avx512_core, ...).
 package var dnnlISA: String { DNNLRuntime.shared.isa }
@@ -200,14 +229,16 @@ private func gatherChannels(_ dy: UnsafePointer<Float>, out: UnsafeMutablePointe
     }
 }
 
-/// y = conv(x, w) + bias for a batch. x: [batch, C, H, W], w: [Cout, C, k, k], y: [batch, Cout, Ho, Wo].
+/// y = conv(x, w) + bias for a batch. x: [batch, C, H, W], w: [Cout, C, k, k], y: [batch, Cout, Ho, Wo];
+/// x and y in the layouts `blocks`.
 package func conv2dForward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                          y: UnsafeMutablePointer<Float>, scratch: Scratch) {
-    if convKernels == .dnnl, dnnlChunks(.forward, g, batch: batch, chunk: convChunkAlignment, bias: bias != nil, { conv, b0, ready in
+                          y: UnsafeMutablePointer<Float>, scratch: Scratch, blocks: ConvBlocks = .nchw) {
+    if convKernels == .dnnl, dnnlChunks(.forward, g, batch: batch, chunk: convChunkAlignment, bias: bias != nil, blocks: blocks, { conv, b0, ready in
         let xs = UnsafeRawPointer(x + b0 * g.inputSize), ys = UnsafeRawPointer(y + b0 * g.outputSize)
         if let bias { conv.execute(weight, xs, ys, bias, firstReady: ready) } else { conv.execute(weight, xs, ys, firstReady: ready) }
     }) { return }
+    precondition(blocks == .nchw, "channel-blocked maps need the oneDNN path")
     let P = g.outPositions, K = g.patchSize
     let chunk = chunkSamples(g), widest = min(chunk, batch)
     let col = scratch.buffer(0, count: K * widest * P)
@@ -244,24 +275,27 @@ private func addChannelBias(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointe
 /// accumulates .grad); writes `dx` when it is given (the first layer needs none). The chunks
 /// are those of the forward pass, so each sample's dx is as independent of the batch cut as
 /// its output; `dWeight` and `dBias` are sums over the samples, added chunk by chunk, whose
-/// rounding does depend on the cut.
+/// rounding does depend on the cut. x and dx have the layout `blocks.input`, dy `blocks.output`.
 package func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int,
                            weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                            dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
-                           dx: UnsafeMutablePointer<Float>?, scratch: Scratch) {
+                           dx: UnsafeMutablePointer<Float>?, scratch: Scratch, blocks: ConvBlocks = .nchw) {
     var dWeight = dWeight, dx = dx
     if convKernels == .dnnl {
-        if let d = dx, dnnlChunks(.backwardData, g, batch: batch, chunk: convChunkAlignment, { conv, b0, ready in
+        if let d = dx, dnnlChunks(.backwardData, g, batch: batch, chunk: convChunkAlignment, blocks: blocks, { conv, b0, ready in
             conv.execute(weight, dy + b0 * g.outputSize, d + b0 * g.inputSize, firstReady: ready)
         }) { dx = nil }
-        if let d = dWeight, dnnlChunks(.backwardWeights, g, batch: batch, chunk: convChunkAlignment, { conv, b0, _ in
+        if let d = dWeight, dnnlChunks(.backwardWeights, g, batch: batch, chunk: convChunkAlignment, blocks: blocks, { conv, b0, _ in
             conv.execute(x + b0 * g.inputSize, dy + b0 * g.outputSize, d)
         }) { dWeight = nil }
         if dx == nil && dWeight == nil {
-            if let dBias { accumulateChannelSums(dy, batch: batch, channels: g.outChannels, positions: g.outPositions, into: dBias) }
+            if let dBias {
+                accumulateChannelSums(dy, batch: batch, channels: g.outChannels, positions: g.outPositions, block: blocks.output, into: dBias)
+            }
             return
         }
     }
+    precondition(blocks == .nchw, "channel-blocked maps need the oneDNN path")
     let P = g.outPositions, K = g.patchSize
     let chunk = chunkSamples(g), widest = min(chunk, batch)
     let col = scratch.buffer(0, count: K * widest * P)
@@ -301,12 +335,12 @@ package func conv2dBackward(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: I
 /// reordered once per call: `weightsReady` says a chunk may use the copy an earlier one made.
 /// Returns false, having run nothing, when oneDNN cannot build a primitive for the shapes.
 private func dnnlChunks(_ pass: ConvPass, _ g: ConvGeometry, batch: Int, chunk: Int, bias: Bool = false,
-                        _ body: (DNNLConvolution, Int, Bool) -> Void) -> Bool {
+                        blocks: ConvBlocks, _ body: (DNNLConvolution, Int, Bool) -> Void) -> Bool {
     let runtime = DNNLRuntime.shared
     return runtime.exclusive {
         let tail = batch % chunk
-        let full = batch >= chunk ? runtime.convolution(pass, g, samples: chunk, bias: bias) : nil
-        let last = tail > 0 ? runtime.convolution(pass, g, samples: tail, bias: bias) : nil
+        let full = batch >= chunk ? runtime.convolution(pass, g, samples: chunk, bias: bias, blocks: blocks) : nil
+        let last = tail > 0 ? runtime.convolution(pass, g, samples: tail, bias: bias, blocks: blocks) : nil
         if (batch >= chunk && full == nil) || (tail > 0 && last == nil) { return false }
         var previous: DNNLConvolution?
         for b0 in stride(from: 0, to: batch, by: chunk) {

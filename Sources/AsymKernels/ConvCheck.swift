@@ -29,6 +29,13 @@ package func referenceConv2d(_ g: ConvGeometry, x: UnsafePointer<Float>, weight:
     return y
 }
 
+/// `convertChannelBlocks` on an array of whole samples.
+package func reblockMaps(_ x: [Float], channels: Int, positions: Int, from: Int, to: Int) -> [Float] {
+    var y = x
+    convertChannelBlocks(x, &y, batch: x.count / (channels * positions), channels: channels, positions: positions, from: from, to: to)
+    return y
+}
+
 /// Odd shapes (strides, paddings, kernels, a padding wider than the kernel's reach) that
 /// every convolution path is checked on.
 package let convCheckShapes = [
@@ -43,7 +50,8 @@ package let convCheckShapes = [
 /// Checks `convKernels` on odd and real-sized shapes, with 1 and 2 threads: the forward pass
 /// against `referenceConv2d`; dX and dW through the adjoint identities
 /// <dy, conv(x, w)> = <dX, x> = <dW, w> (bias-free); and each sample's output and dX bit for
-/// bit the same whatever cut at multiples of `convChunkAlignment` the batch is run in.
+/// bit the same whatever cut at multiples of `convChunkAlignment` the batch is run in; on
+/// oneDNN, channel-blocked maps where it picks them (`checkBlockedMaps`).
 /// Returns one line per failure (none: all passed).
 package func checkConvolutionKernels() -> [String] {
     let shapes = convCheckShapes + [
@@ -82,6 +90,7 @@ package func checkConvolutionKernels() -> [String] {
             }
             if runs[0].y.map(\.bitPattern) != runs[1].y.map(\.bitPattern) { failures.append("\(name): output depends on the batch cut") }
             if runs[0].dx.map(\.bitPattern) != runs[1].dx.map(\.bitPattern) { failures.append("\(name): dX depends on the batch cut") }
+            failures += checkBlockedMaps(g, x: x, w: w, b: b, dy: dy, batch: batch, name: name)
             let reference = referenceConv2d(g, x: x.data, weight: w.data, bias: b.data, batch: batch)
             let scale = reference.map(abs).max() ?? 1
             let error = zip(runs[0].y, reference).map { abs($0 - $1) }.max() ?? 0
@@ -96,4 +105,31 @@ package func checkConvolutionKernels() -> [String] {
         }
     }
     return failures
+}
+
+/// On oneDNN, where it picks channel-blocked maps for `g`: the convolution on maps in those
+/// layouts gives exactly the NCHW results (output, dX, dW, and the bias gradient from blocked
+/// dY), the layouts converted.
+private func checkBlockedMaps(_ g: ConvGeometry, x: Tensor, w: Tensor, b: Tensor, dy: Tensor, batch: Int, name: String) -> [String] {
+    let blocks = dnnlPreferredBlocks(g, bias: true)
+    // Its direct kernels work on blocked maps: with whole blocks of 16 (or 8) channels on
+    // both sides, NCHW would mean that models lose the reorders saved.
+    let whole = convKernels == .dnnl && g.inChannels % 16 == 0 && g.outChannels % 16 == 0
+    if whole && (blocks.input == 1 || blocks.output == 1) { return ["\(name): oneDNN picks blocks \(blocks)"] }
+    guard blocks != .nchw else { return [] }
+    func run(_ blocks: ConvBlocks) -> [[Float]] {
+        let xs = reblockMaps(x.array, channels: g.inChannels, positions: g.height * g.width, from: 1, to: blocks.input)
+        let dys = reblockMaps(dy.array, channels: g.outChannels, positions: g.outPositions, from: 1, to: blocks.output)
+        var y = [Float](repeating: 0, count: dy.count), dx = [Float](repeating: 0, count: x.count)
+        var dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: b.count)
+        let scratch = Scratch()
+        conv2dForward(g, x: xs, batch: batch, weight: w.data, bias: b.data, y: &y, scratch: scratch, blocks: blocks)
+        conv2dBackward(g, x: xs, batch: batch, weight: w.data, dy: dys, dWeight: &dw, dBias: &db, dx: &dx, scratch: scratch, blocks: blocks)
+        return [reblockMaps(y, channels: g.outChannels, positions: g.outPositions, from: blocks.output, to: 1),
+                reblockMaps(dx, channels: g.inChannels, positions: g.height * g.width, from: blocks.input, to: 1), dw, db]
+    }
+    let blocked = run(blocks), plain = run(.nchw)
+    return zip(["output", "dX", "dW", "dBias"], zip(blocked, plain)).compactMap { what, pair in
+        pair.0.map(\.bitPattern) == pair.1.map(\.bitPattern) ? nil : "\(name): \(what) on maps in blocks \(blocks) differs from NCHW"
+    }
 }

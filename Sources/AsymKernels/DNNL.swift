@@ -10,10 +10,13 @@ import Foundation
 /// pinned to its Haswell kernels. Measured on the 2-core AVX-512 machine (oneDNN alone,
 /// 8-sample chunks, primitive time): its blocked direct kernels ran 1.3-5x the rate of its
 /// own NCHW im2col + GEMM path (design §10), so every primitive asks for the layouts it
-/// likes (`format_tag_any`) and converts at its edges; tensors between layers stay NCHW.
+/// likes (`format_tag_any`) and converts at its edges. A caller may hand over and take back
+/// its maps channel-blocked (`ConvBlocks`) instead of NCHW: when that is the layout oneDNN
+/// picked, the reorder of that operand is skipped (a model keeps the maps between its
+/// convolutions that way, see `Model.planLayouts`).
 ///
 /// Nothing is allocated per step: a primitive is built once per (pass, geometry, samples,
-/// bias, threads) and kept; the blocked copies and oneDNN's scratchpad live in grow-only
+/// bias, map layouts, threads) and kept; the blocked copies and oneDNN's scratchpad live in grow-only
 /// buffers shared by all primitives (calls run one at a time, under a lock). `allocations`
 /// counts both, so a test can show that steady-state steps add none.
 final class DNNLRuntime: @unchecked Sendable {
@@ -47,8 +50,9 @@ final class DNNLRuntime: @unchecked Sendable {
 
     /// The primitive for these shapes, built on first use; nil when oneDNN cannot run it
     /// (the caller then uses the OpenBLAS path).
-    func convolution(_ pass: ConvPass, _ g: ConvGeometry, samples: Int, bias: Bool = false) -> DNNLConvolution? {
-        let key = DNNLConvolution.Key(pass: pass, geometry: g, samples: samples, bias: bias, threads: kernelThreads)
+    func convolution(_ pass: ConvPass, _ g: ConvGeometry, samples: Int, bias: Bool = false,
+                     blocks: ConvBlocks = .nchw) -> DNNLConvolution? {
+        let key = DNNLConvolution.Key(pass: pass, geometry: g, samples: samples, bias: bias, blocks: blocks, threads: kernelThreads)
         if let known = cache[key] { return known }
         let built = engine.flatMap { DNNLConvolution(key, engine: $0, runtime: self) }
         if built != nil { allocations += 1 }
@@ -108,7 +112,7 @@ package enum ConvPass: Hashable, Sendable {
 /// One oneDNN convolution primitive for a fixed number of samples, and its operands.
 final class DNNLConvolution {
     struct Key: Hashable {
-        var pass: ConvPass, geometry: ConvGeometry, samples: Int, bias: Bool, threads: Int
+        var pass: ConvPass, geometry: ConvGeometry, samples: Int, bias: Bool, blocks: ConvBlocks, threads: Int
     }
 
     /// How an operand meets the caller's array.
@@ -151,8 +155,9 @@ final class DNNLConvolution {
         // The right padding that makes oneDNN's output size ours (negative: unused input rows).
         let padR: [Int64] = [Int64((g.outHeight - 1) * g.stride + g.kernel - g.height - g.padding),
                              Int64((g.outWidth - 1) * g.stride + g.kernel - g.width - g.padding)]
-        let userSrc = Self.md(src, dnnl_nchw), userWeights = Self.md(weights, dnnl_oihw)
-        let userDst = Self.md(dst, dnnl_nchw), userBias = Self.md([Int64(g.outChannels)], dnnl_x)
+        guard let srcTag = Self.mapTag(block: key.blocks.input), let dstTag = Self.mapTag(block: key.blocks.output) else { return nil }
+        let userSrc = Self.md(src, srcTag), userWeights = Self.md(weights, dnnl_oihw)
+        let userDst = Self.md(dst, dstTag), userBias = Self.md([Int64(g.outChannels)], dnnl_x)
         var anySrc = Self.md(src, dnnl_format_tag_any), anyWeights = Self.md(weights, dnnl_format_tag_any)
         var anyDst = Self.md(dst, dnnl_format_tag_any), biasMd = userBias
 
@@ -222,6 +227,29 @@ final class DNNLConvolution {
         var md = dnnl_memory_desc_t()
         dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims, dnnl_f32, tag)
         return md
+    }
+
+    /// oneDNN's name for maps in channel blocks of `block` (1: NCHW); nil for blocks it has no tag for.
+    private static func mapTag(block: Int) -> dnnl_format_tag_t? {
+        switch block {
+        case 1: dnnl_nchw
+        case 8: dnnl_nChw8c
+        case 16: dnnl_nChw16c
+        default: nil
+        }
+    }
+
+    /// The channel block of the layout oneDNN picked for map operand `arg`: 8 or 16 when it
+    /// is nChw8c or nChw16c and the block divides the channels (so that a sample takes C*H*W
+    /// floats, as in NCHW), else 1.
+    func mapBlock(_ arg: Int32) -> Int {
+        guard var inner = operands.first(where: { $0.arg == arg })?.md, inner.ndims == 4 else { return 1 }
+        let dims = withUnsafeBytes(of: inner.dims) { Array($0.bindMemory(to: Int64.self).prefix(4)) }
+        for block in [16, 8] where dims[1] % Int64(block) == 0 {
+            var blocked = Self.md(dims, Self.mapTag(block: block)!)
+            if dnnl_memory_desc_equal(&inner, &blocked) != 0 { return block }
+        }
+        return 1
     }
 
     /// An operand in layout `inner`; a reorder from or to the caller's layout `user` when they
@@ -297,6 +325,18 @@ final class DNNLConvolution {
             dnnl_memory_set_data_handle(user, UnsafeMutableRawPointer(mutating: arrays[i]))
             runtime.run(reorder, from: o.memory, to: user)
         }
+    }
+}
+
+/// The channel blocks of the layouts oneDNN picks for this convolution's input and output
+/// maps (see `DNNLConvolution.mapBlock`); NCHW on the OpenBLAS path or where oneDNN cannot
+/// run the shapes. A model keeps a map blocked where its producer and consumer agree.
+package func dnnlPreferredBlocks(_ g: ConvGeometry, bias: Bool) -> ConvBlocks {
+    guard convKernels == .dnnl else { return .nchw }
+    let runtime = DNNLRuntime.shared
+    return runtime.exclusive {
+        guard let conv = runtime.convolution(.forward, g, samples: convChunkAlignment, bias: bias) else { return .nchw }
+        return ConvBlocks(input: conv.mapBlock(DNNL_ARG_SRC), output: conv.mapBlock(DNNL_ARG_DST))
     }
 }
 

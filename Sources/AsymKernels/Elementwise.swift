@@ -83,10 +83,12 @@ package func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<
     }
 }
 
-/// sums[c] += the sum of channel c of NCHW `y` [batch, channels, positions]: the bias
-/// gradient of a convolution from its output gradient.
+/// sums[c] += the sum of channel c of `y` [batch, channels, positions], NCHW or in channel
+/// blocks of `block` (see `ConvBlocks`): the bias gradient of a convolution from its output
+/// gradient. Both layouts add the same terms in the same order.
 package func accumulateChannelSums(_ y: UnsafePointer<Float>, batch: Int, channels: Int, positions: Int,
-                                  into sums: UnsafeMutablePointer<Float>) {
+                                  block: Int = 1, into sums: UnsafeMutablePointer<Float>) {
+    if block > 1 { return accumulateBlockedChannelSums(y, batch: batch, channels: channels, positions: positions, block: block, into: sums) }
     // Eight partial sums per row: a single running float sum is one long dependency chain
     // (an add's latency per element), and the compiler may not reorder it on its own.
     for s in 0..<batch {
@@ -96,6 +98,38 @@ package func accumulateChannelSums(_ y: UnsafePointer<Float>, batch: Int, channe
             var tail: Float = 0
             simd8(0..<positions, vector: { p in lanes += load8(row, p) }, scalar: { p in tail += row[p] })
             sums[c] += lanes.sum() + tail
+        }
+    }
+}
+
+/// `accumulateChannelSums` over maps in channel blocks of `b`, with NCHW's eight partial sums
+/// per channel (position p in sum p % 8), its scalar tail and its final additions, kept for
+/// the b channels of a block side by side.
+private func accumulateBlockedChannelSums(_ y: UnsafePointer<Float>, batch: Int, channels: Int, positions: Int,
+                                          block b: Int, into sums: UnsafeMutablePointer<Float>) {
+    precondition(channels % b == 0, "\(channels) channels in blocks of \(b)")
+    let whole = positions - positions % 8
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 9 * b) { buffer in
+        // partial[j * b + l]: lane l's partial sum j; tail[l]: its tail.
+        let partial = buffer.baseAddress!, tail = partial + 8 * b
+        for s in 0..<batch {
+            for c0 in stride(from: 0, to: channels, by: b) {
+                let group = y + (s * channels + c0) * positions
+                partial.update(repeating: 0, count: 9 * b)
+                for p in 0..<whole {
+                    let sum = partial + p % 8 * b, row = group + p * b
+                    for l in 0..<b { sum[l] += row[l] }
+                }
+                for p in whole..<positions {
+                    let row = group + p * b
+                    for l in 0..<b { tail[l] += row[l] }
+                }
+                for l in 0..<b {
+                    var lanes = SIMD8<Float>()
+                    for j in 0..<8 { lanes[j] = partial[j * b + l] }
+                    sums[c0 + l] += lanes.sum() + tail[l]
+                }
+            }
         }
     }
 }

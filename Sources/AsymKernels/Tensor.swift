@@ -1,4 +1,5 @@
-/// A dense float32 tensor in row-major (NCHW for feature maps) order.
+/// A dense float32 tensor in row-major (NCHW for feature maps) order; inside a model, maps
+/// between oneDNN convolutions are channel-blocked instead (`ConvBlocks`).
 ///
 /// A final class over one manually owned buffer: kernels read and write it through raw
 /// pointers with no copy-on-write checks, and layers keep their tensors between steps so

@@ -168,6 +168,8 @@ package final class Conv2dLayer: Layer {
     package var rankOverride: Int?
     /// Set in asym mode when this convolution is split between trusted and untrusted sides.
     package var split: SplitConvolution?
+    /// The layouts of its input and output maps, and of their gradients (`Model.planLayouts`).
+    package internal(set) var blocks = ConvBlocks.nchw
     package var memory: LayerMemory?
     private var input: Tensor?
     private var output: Tensor?
@@ -208,7 +210,7 @@ package final class Conv2dLayer: Layer {
         input = x
         let y = outputBuffer(memory, &output, shape: shape, input: x)
         conv2dForward(geometry, x: x.data, batch: batch, weight: weight.value.data, bias: bias?.value.data,
-                      y: y.data, scratch: scratch)
+                      y: y.data, scratch: scratch, blocks: blocks)
         return y
     }
 
@@ -219,7 +221,7 @@ package final class Conv2dLayer: Layer {
         }
         let dx = needInputGradient ? gradientBuffer(memory, &inputGrad, shape: batched(inputShape, batch), outputGrad: dy) : nil
         conv2dBackward(geometry, x: input!.data, batch: batch, weight: weight.value.data, dy: dy.data,
-                       dWeight: weight.grad.data, dBias: bias?.grad.data, dx: dx?.data, scratch: scratch)
+                       dWeight: weight.grad.data, dBias: bias?.grad.data, dx: dx?.data, scratch: scratch, blocks: blocks)
         return dx
     }
 }
@@ -284,7 +286,8 @@ package final class ReLULayer: Layer {
     package var memory: LayerMemory?
     private var output: Tensor?
     private var inputGrad: Tensor?
-    /// Bit i set where output i was positive: all that backward needs.
+    /// Bit i set where output i was positive: all that backward needs (in the order of the
+    /// map's values, whatever its layout).
     private let mask = ByteBuffer()
     /// Set when the split convolution before it applies the ReLU in its merge: forward then
     /// passes the (already rectified) input through.
@@ -318,19 +321,38 @@ package final class ReLULayer: Layer {
     }
 }
 
-/// Flatten changes only the per-sample shape: the NCHW buffer already is [batch, C*H*W].
+/// Flatten changes only the per-sample shape: an NCHW buffer already is [batch, C*H*W]. A
+/// channel-blocked map (`Model.planLayouts`) is copied into NCHW order, its gradient back.
 package final class FlattenLayer: Layer {
     package let name: String
     package let kind = LayerType.flatten
     package let inputShape: [Int]
     package var outputShape: [Int] { [inputShape.reduce(1, *)] }
     package var memory: LayerMemory?
-    package var passesInputThrough: Bool { true }
+    /// The channel block of its input map (1: NCHW).
+    package internal(set) var block = 1
+    private var output: Tensor?
+    private var inputGrad: Tensor?
 
     init(name: String, input: [Int]) { self.name = name; inputShape = input }
 
-    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor { x }
-    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? { dy }
+    package var passesInputThrough: Bool { block == 1 }
+
+    package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
+        guard block > 1 else { return x }
+        let y = outputBuffer(memory, &output, shape: batched(outputShape, batch), input: x)
+        convertChannelBlocks(x.data, y.data, batch: batch, channels: inputShape[0], positions: outputShape[0] / inputShape[0],
+                             from: block, to: 1)
+        return y
+    }
+
+    package func backward(_ dy: Tensor, batch: Int, needInputGradient: Bool) -> Tensor? {
+        guard block > 1 else { return dy }
+        let dx = gradientBuffer(memory, &inputGrad, shape: batched(inputShape, batch), outputGrad: dy)
+        convertChannelBlocks(dy.data, dx.data, batch: batch, channels: inputShape[0], positions: outputShape[0] / inputShape[0],
+                             from: 1, to: block)
+        return dx
+    }
 }
 
 // MARK: - Pooling
@@ -341,6 +363,8 @@ package final class PoolLayer: Layer {
     package let geometry: PoolGeometry
     package let inputShape: [Int], outputShape: [Int]
     package var memory: LayerMemory?
+    /// The channel block of its maps (max pooling only; `Model.planLayouts`).
+    package internal(set) var block = 1
     private var output: Tensor?
     private var inputGrad: Tensor?
     private let argmax = ByteBuffer()
@@ -362,7 +386,7 @@ package final class PoolLayer: Layer {
     package func forward(_ x: Tensor, batch: Int, training: Bool) -> Tensor {
         let y = outputBuffer(memory, &output, shape: batched(outputShape, batch), input: x)
         if kind == .maxpool {
-            maxPoolForward(geometry, x: x.data, batch: batch, y: y.data, argmax: argmax.reserve(y.count))
+            maxPoolForward(geometry, x: x.data, batch: batch, y: y.data, argmax: training ? argmax.reserve(y.count) : nil, block: block)
         } else {
             avgPoolForward(geometry, x: x.data, batch: batch, y: y.data)
         }
@@ -373,7 +397,7 @@ package final class PoolLayer: Layer {
         guard needInputGradient else { return nil }
         let dx = gradientBuffer(memory, &inputGrad, shape: batched(inputShape, batch), outputGrad: dy)
         if kind == .maxpool {
-            maxPoolBackward(geometry, dy: dy.data, argmax: argmax.bytes, batch: batch, dx: dx.data)
+            maxPoolBackward(geometry, dy: dy.data, argmax: argmax.bytes, batch: batch, dx: dx.data, block: block)
         } else {
             avgPoolBackward(geometry, dy: dy.data, batch: batch, dx: dx.data)
         }

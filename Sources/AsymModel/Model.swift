@@ -27,7 +27,42 @@ package final class Model {
         leaves = built.flatMap(\.leaves)
         parameters = leaves.flatMap(\.parameters)
         classes = shape[0]
+        planLayouts()
         planMemory()
+    }
+
+    /// Keeps maps channel-blocked after plain oneDNN convolutions that pick that layout
+    /// (`ConvBlocks`), so that oneDNN need not reorder them on every call: a convolution
+    /// writes its output blocked when the next layer that depends on the layout is a plain
+    /// convolution that picks the same layout for its input, or flatten (which copies the
+    /// map into NCHW order, after pooling made it smaller), through ReLUs (element-wise) and
+    /// max pooling (which has a blocked kernel). Every other map stays NCHW: the model's input
+    /// and output, and what linear, batch norm, blocks, average pooling and split
+    /// convolutions read. Gradients take their map's layout; the results are bit-identical
+    /// to all-NCHW ones (`blockedMaps` off). Called again once convolutions split.
+    func planLayouts() {
+        for l in layers {
+            (l as? Conv2dLayer)?.blocks = .nchw
+            (l as? PoolLayer)?.block = 1
+            (l as? FlattenLayer)?.block = 1
+        }
+        guard blockedMaps else { return }
+        for (i, l) in layers.enumerated() {
+            guard let conv = l as? Conv2dLayer, conv.split == nil else { continue }
+            let between = layers[(i + 1)...].prefix { $0 is ReLULayer || ($0 as? PoolLayer)?.kind == .maxpool }
+            let block = dnnlPreferredBlocks(conv.geometry, bias: conv.bias != nil).output
+            guard block > 1 else { continue }
+            switch layers.dropFirst(i + 1 + between.count).first {
+            case let next as Conv2dLayer where next.split == nil && dnnlPreferredBlocks(next.geometry, bias: next.bias != nil).input == block:
+                next.blocks.input = block
+            case let flatten as FlattenLayer:
+                flatten.block = block
+            default:
+                continue
+            }
+            conv.blocks.output = block
+            for case let pool as PoolLayer in between { pool.block = block }
+        }
     }
 
     /// Gives the layers their buffers by liveness (docs/DESIGN.md §10): every input gradient

@@ -81,6 +81,7 @@ extension Model {
             split.fusedReLU = true
             relu.fused = true
         }
+        planLayouts()
         planMemory()
         return split
     }

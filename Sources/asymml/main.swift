@@ -254,4 +254,6 @@ if ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] == nil {
 }
 // ASYMML_CONV=blas|dnnl picks the convolution kernels for the whole process (design §10).
 do { convKernels = try ConvKernels(environment: ProcessInfo.processInfo.environment["ASYMML_CONV"]) } catch { fail(error) }
+// ASYMML_BLOCKED=0 keeps every map NCHW between oneDNN convolutions (same results, slower).
+blockedMaps = ProcessInfo.processInfo.environment["ASYMML_BLOCKED"] != "0"
 Asymml.main()

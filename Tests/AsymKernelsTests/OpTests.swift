@@ -79,6 +79,64 @@ final class OpTests: XCTestCase {
         XCTAssertEqual(argmax, [1, 2])  // where in each 2x2 window
     }
 
+    /// Max pooling on channel-blocked maps (as the model keeps them between oneDNN
+    /// convolutions) gives exactly the NCHW kernel's output, argmax and dX, the layouts
+    /// converted: overlapping windows, uneven edges, and values with many ties (the first
+    /// maximum wins in both), on 1 and 2 threads; without an argmax, the same output.
+    func testBlockedMaxPoolingMatchesNCHW() {
+        defer { setThreads(1) }
+        for threads in [1, 2] {
+            setThreads(threads)
+            for block in [8, 16] {
+                for (k, s) in [(2, 2), (3, 2), (3, 1)] {
+                    let g = PoolGeometry(channels: 32, height: 9, width: 7, kernel: k, stride: s), batch = 3
+                    let name = "block \(block) k\(k) s\(s) threads \(threads)"
+                    let x = randomTensor([batch, g.channels, g.height, g.width], seed: 9).array.map { ($0 * 2).rounded() }
+                    let dy = randomTensor([batch, g.channels, g.outHeight, g.outWidth], seed: 10).array
+                    func pool(_ b: Int) -> (y: [Float], argmax: [UInt8], dx: [Float]) {
+                        func blocked(_ v: [Float], _ positions: Int) -> [Float] {
+                            reblockMaps(v, channels: g.channels, positions: positions, from: 1, to: b)
+                        }
+                        func nchw(_ v: [Float], _ positions: Int) -> [Float] {
+                            reblockMaps(v, channels: g.channels, positions: positions, from: b, to: 1)
+                        }
+                        var y = [Float](repeating: 0, count: dy.count), dx = [Float](repeating: 0, count: x.count)
+                        var argmax = [UInt8](repeating: 0, count: dy.count)
+                        maxPoolForward(g, x: blocked(x, g.height * g.width), batch: batch, y: &y, argmax: &argmax, block: b)
+                        maxPoolBackward(g, dy: blocked(dy, g.outHeight * g.outWidth), argmax: argmax, batch: batch, dx: &dx, block: b)
+                        let positions = g.outHeight * g.outWidth
+                        let argmaxNCHW = nchw(argmax.map(Float.init), positions).map { UInt8($0) }
+                        // Without an argmax (inference), the same maxima.
+                        var inferred = [Float](repeating: 0, count: dy.count)
+                        maxPoolForward(g, x: blocked(x, g.height * g.width), batch: batch, y: &inferred, argmax: nil, block: b)
+                        XCTAssertEqual(inferred.map(\.bitPattern), y.map(\.bitPattern), name)
+                        return (nchw(y, positions), argmaxNCHW, nchw(dx, g.height * g.width))
+                    }
+                    let blocked = pool(block), plain = pool(1)
+                    XCTAssertEqual(blocked.y.map(\.bitPattern), plain.y.map(\.bitPattern), name)
+                    XCTAssertEqual(blocked.argmax, plain.argmax, name)
+                    XCTAssertEqual(blocked.dx.map(\.bitPattern), plain.dx.map(\.bitPattern), name)
+                }
+            }
+        }
+    }
+
+    /// A convolution's bias gradient from channel-blocked dY is exactly the NCHW one (the same
+    /// partial sums in the same order), with and without a tail of positions past a multiple of 8.
+    func testBlockedChannelSumsMatchNCHW() {
+        for block in [8, 16] {
+            for positions in [48, 49, 3] {
+                let (batch, channels) = (3, 32)
+                let y = randomTensor([batch, channels, positions], seed: 11).array
+                let blocked = reblockMaps(y, channels: channels, positions: positions, from: 1, to: block)
+                var plainSums = [Float](repeating: 0.5, count: channels), blockedSums = plainSums
+                accumulateChannelSums(y, batch: batch, channels: channels, positions: positions, into: &plainSums)
+                accumulateChannelSums(blocked, batch: batch, channels: channels, positions: positions, block: block, into: &blockedSums)
+                XCTAssertEqual(blockedSums.map(\.bitPattern), plainSums.map(\.bitPattern), "block \(block) positions \(positions)")
+            }
+        }
+    }
+
     func testBatchNormGradientsAndRunningStatistics() {
         let (n, c, p) = (3, 2, 5)
         let g = BatchNormGeometry(channels: c, positions: p, momentum: 0.1)
