@@ -123,7 +123,10 @@ final class SplitTests: XCTestCase {
 
         let warm = Tensor(shape: [r, C])
         for j in 0..<r { for c in 0..<C { warm[j * C + c] = basis[c * r + j] + 0.5 * rng.normal() } }
-        let rank = svd.refine(x: x.data, blocks: B, ut: warm.data, rows: r, projections: v.data, product: Tensor(shape: [r, C]).data)
+        let product = Tensor(shape: [r, C])
+        let rank = withExtendedLifetime(product) {
+            svd.refine(x: x.data, blocks: B, ut: warm.data, rows: r, projections: v.data, product: product.data)
+        }
         XCTAssertEqual(rank, r)
         var worst: Float = 0
         for i in 0..<r {
