@@ -86,7 +86,6 @@ package final class UntrustedServer {
                 try serve(kind, h)
             case .stepEnd:
                 audit?.record(h, payload: nil)
-                try finishReplies()
                 try sendShares()
             case .shutdown:
                 audit?.record(h, payload: nil)
@@ -178,8 +177,8 @@ package final class UntrustedServer {
         }
     }
 
-    /// Waits until the trusted rank has taken every reply: before the step's shares (whose
-    /// buffers the next step reuses) and before shutting down.
+    /// Waits until the trusted rank has taken every reply: once the step's shares are sent
+    /// (the next step reuses the result buffers) and before shutting down.
     private func finishReplies() throws {
         for i in outgoing.indices {
             try world.waitAll(&outgoing[i].requests, peer: "rank \(trustedRank) (trusted)",

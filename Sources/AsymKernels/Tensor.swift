@@ -51,6 +51,7 @@ package final class Tensor: @unchecked Sendable {
     /// left as it was, for whoever still reads it (a reply still being sent).
     package static func grown(_ tensor: Tensor?, shape: [Int], keeping: Int) -> Tensor {
         guard let tensor, tensor.capacity < shape.reduce(1, *), keeping > 0 else { return reuse(tensor, shape: shape) }
+        precondition(keeping <= tensor.capacity, "keeping \(keeping) values of a buffer of \(tensor.capacity)")
         let bigger = Tensor(shape: shape)
         bigger.data.update(from: tensor.data, count: keeping)
         return bigger
