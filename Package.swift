@@ -29,42 +29,59 @@ let package = Package(
 
         // Tensors and the numeric kernels (forward and backward), on OpenBLAS and oneDNN.
         .target(name: "AsymKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: fastMath),
-        // The asymmetric split: light SVD, split convolutions, the untrusted executor API.
-        .target(name: "AsymSplit", dependencies: ["AsymKernels", .product(name: "Crypto", package: "swift-crypto"),
-                                                 .product(name: "_CryptoExtras", package: "swift-crypto")],
+        // The one source of secret randomness: keystreams under keys from the system CSPRNG.
+        .target(name: "AsymSecrets", dependencies: ["AsymKernels", .product(name: "Crypto", package: "swift-crypto"),
+                                                   .product(name: "_CryptoExtras", package: "swift-crypto")],
                 swiftSettings: fastMath),
+        // Freivalds-style checks of what untrusted ranks return (docs/DESIGN.md §8).
+        .target(name: "AsymIntegrity", dependencies: ["AsymKernels", "AsymSecrets"], swiftSettings: fastMath),
+        // The asymmetric split: light SVD, split convolutions, the untrusted executor API.
+        .target(name: "AsymSplit", dependencies: ["AsymKernels", "AsymIntegrity"], swiftSettings: fastMath),
+        // What crosses, hidden: masking (exact) and residual noise (not exact), as executor wrappers.
+        .target(name: "AsymPrivacy", dependencies: ["AsymKernels", "AsymSplit", "AsymSecrets"], swiftSettings: fastMath),
         // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
         .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"]),
         // A small Swift wrapper over the HDF5 C library.
         .target(name: "AsymHDF5", dependencies: ["CHDF5", "CZlib"]),
-        // The model: config (YAML), layers, models, placement, the optimizer and schedules.
+        // The model: config (YAML) and its feature rules, layers, models, placement, the
+        // optimizer and schedules, and the collective seam between trusted replicas.
         .target(name: "AsymModel", dependencies: ["AsymKernels", "AsymSplit", "Yams"]),
         // Training: the trainer, the training loop, data sources, checkpoints, the run folder.
-        .target(name: "AsymTrain", dependencies: ["AsymModel", "AsymKernels", "AsymSplit", "AsymData", "AsymHDF5", "AsymViz"]),
+        .target(name: "AsymTrain", dependencies: ["AsymModel", "AsymKernels", "AsymSplit", "AsymIntegrity", "AsymPrivacy", "AsymData", "AsymHDF5",
+                                                 "AsymViz"]),
         // Tools around training: plan (costs), bench (timings) and pictures (plots, privacy).
         .target(name: "AsymTools", dependencies: ["AsymModel", "AsymTrain", "AsymKernels", "AsymSplit", "AsymData", "AsymViz"]),
         // Pictures and TensorBoard: PNG writing, line charts, scalar event files.
         .target(name: "AsymViz", dependencies: ["CZlib"]),
-        // The MPI runtime: roles, the wire protocol, remote untrusted execution, reduction.
-        .target(name: "AsymCluster", dependencies: ["CMPI", "AsymModel", "AsymTrain", "AsymSplit", "AsymKernels",
+        // The MPI transport: roles, the wire protocol, remote untrusted execution, reduction.
+        .target(name: "AsymCluster", dependencies: ["CMPI", "AsymModel", "AsymSplit", "AsymKernels",
                                                    .product(name: "Crypto", package: "swift-crypto")]),
+        // Running a job: one process or one rank of an MPI job, the run folder, resume.
+        .target(name: "AsymRun", dependencies: ["AsymModel", "AsymTrain", "AsymCluster", "AsymSplit", "AsymKernels", "AsymHDF5"]),
         // asymml attack: what an untrusted rank can learn from the tensors it receives.
-        .target(name: "AsymAttack", dependencies: ["AsymModel", "AsymTrain", "AsymSplit", "AsymKernels", "AsymData"]),
+        .target(name: "AsymAttack", dependencies: ["AsymModel", "AsymTrain", "AsymSplit", "AsymPrivacy", "AsymKernels", "AsymData"]),
         // The command-line interface.
         .executableTarget(name: "asymml", dependencies: [
-            "AsymModel", "AsymTrain", "AsymTools", "AsymCluster", "AsymAttack", "AsymSplit", "AsymKernels",
+            "AsymModel", "AsymTrain", "AsymTools", "AsymRun", "AsymCluster", "AsymAttack", "AsymSplit", "AsymKernels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        .testTarget(name: "AsymKernelsTests", dependencies: ["AsymKernels"]),
-        .testTarget(name: "AsymSplitTests", dependencies: ["AsymSplit"]),
+        // Inputs that several test targets share (random and low-rank feature maps).
+        .target(name: "AsymTestSupport", dependencies: ["AsymKernels"], path: "Tests/AsymTestSupport"),
+        .testTarget(name: "AsymKernelsTests", dependencies: ["AsymKernels", "AsymTestSupport"]),
+        .testTarget(name: "AsymSecretsTests", dependencies: ["AsymSecrets", "AsymKernels"]),
+        .testTarget(name: "AsymIntegrityTests", dependencies: ["AsymTestSupport", "AsymIntegrity", "AsymSplit", "AsymKernels"]),
+        .testTarget(name: "AsymSplitTests", dependencies: ["AsymTestSupport", "AsymSplit", "AsymKernels"]),
+        .testTarget(name: "AsymPrivacyTests", dependencies: ["AsymTestSupport", "AsymPrivacy", "AsymSplit", "AsymKernels"]),
         .testTarget(name: "AsymDataTests", dependencies: ["AsymData"]),
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
-        .testTarget(name: "AsymTrainTests", dependencies: ["AsymModel", "AsymTrain", "AsymTools", "AsymViz", "AsymSplit", "AsymKernels"]),
+        .testTarget(name: "AsymModelTests", dependencies: ["AsymTestSupport", "AsymModel", "AsymKernels"]),
+        .testTarget(name: "AsymTrainTests", dependencies: ["AsymTestSupport", "AsymModel", "AsymTrain", "AsymRun", "AsymTools", "AsymViz", "AsymSplit", "AsymPrivacy", "AsymKernels"]),
+        .testTarget(name: "AsymToolsTests", dependencies: ["AsymTestSupport", "AsymTools", "AsymModel"]),
         .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymModel", "AsymTrain", "AsymKernels", "AsymData"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),
         // Starts real mpirun jobs of the built executable (make test builds it first).
-        .testTarget(name: "AsymClusterTests", dependencies: ["AsymCluster", "AsymModel", "AsymSplit", "AsymTrain", "AsymHDF5",
+        .testTarget(name: "AsymClusterTests", dependencies: ["AsymTestSupport", "AsymCluster", "AsymModel", "AsymSplit", "AsymTrain", "AsymHDF5",
                                                             .product(name: "Crypto", package: "swift-crypto")]),
     ],
     swiftLanguageModes: [.v5]

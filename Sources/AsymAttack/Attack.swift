@@ -77,11 +77,11 @@ package enum Attack {
     }
 
     package static func run(config: Config, checkpoint: String, options: Options) throws -> Report {
-        Commands.configureThreads(config)
+        configureThreads(config)
         var clock = Stopwatch()
         let spread = config.asym.maskGroup > 0 && config.asym.maskSpread
         guard !options.colluding || (spread && options.rankView == nil) else {
-            throw ConfigError("--colluding: needs asym.mask.spread, and no --rank-view (it attacks what every untrusted rank received together)")
+            throw UsageError("--colluding: needs asym.mask.spread, and no --rank-view (it attacks what every untrusted rank received together)")
         }
         let view = spread && !options.colluding ? options.rankView ?? 0 : options.rankView
         let capture = try Capture.run(config: config, checkpoint: checkpoint, layerName: options.layer, samples: options.samples,
@@ -186,7 +186,7 @@ package enum Attack {
     static func downsampling(image: [Int], map: [Int]) throws -> Int {
         let f = image[1] / map[1]
         guard f >= 1, image[1] == f * map[1], image[2] == f * map[2] else {
-            throw ConfigError("--layer: its \(map[1])x\(map[2]) map does not tile the \(image[1])x\(image[2]) input evenly; the decoders need a whole factor")
+            throw UsageError("--layer: its \(map[1])x\(map[2]) map does not tile the \(image[1])x\(image[2]) input evenly; the decoders need a whole factor")
         }
         return f
     }

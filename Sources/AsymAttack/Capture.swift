@@ -1,5 +1,6 @@
 import AsymKernels
 import AsymSplit
+import AsymPrivacy
 import AsymModel
 import AsymTrain
 
@@ -25,8 +26,8 @@ package struct Features {
 /// A tap on the messages of one split layer, passed on to `inner` (by default the
 /// in-process untrusted executor). At the bottom of the stack it records exactly the
 /// tensors that an untrusted rank receives; above the masking layer, what masking hides.
-final class RecordingExecutor: UntrustedExecutor {
-    private let inner: UntrustedExecutor
+final class RecordingExecutor: ExecutorWrapper {
+    let inner: UntrustedExecutor
     init(wrapping inner: UntrustedExecutor = LocalUntrusted()) { self.inner = inner }
     /// The split layer to record; set once the trainer has split its convolutions.
     var layer = -1
@@ -37,10 +38,8 @@ final class RecordingExecutor: UntrustedExecutor {
     private(set) var residuals: [Float] = []
     private(set) var outputGradients: [Float] = []
 
-    func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { inner.register(info, weight: weight, bias: bias) }
-
     /// The rows of `t` that member `view` receives (all of them without a view or a placement).
-    private func received(_ t: Tensor, _ placement: Placement?) -> Slice<UnsafeMutableBufferPointer<Float>> {
+    private func received(_ t: Tensor, _ placement: RowPlacement?) -> Slice<UnsafeMutableBufferPointer<Float>> {
         let all = t.buffer
         guard let view, let placement else { return all[...] }
         let size = t.count / t.shape[0], rows = placement.parts[view]
@@ -52,8 +51,6 @@ final class RecordingExecutor: UntrustedExecutor {
         inner.startForward(r)
     }
 
-    func finishForward(layer: Int) -> Tensor { inner.finishForward(layer: layer) }
-
     func startBackward(_ g: OutputGradient) {
         if g.layer == layer { outputGradients += received(g.tensor, g.placement) }
         inner.startBackward(g)
@@ -64,14 +61,9 @@ final class RecordingExecutor: UntrustedExecutor {
         inner.startBackwardPerSample(g)
     }
 
-    func finishBackward(layer: Int) -> Tensor { inner.finishBackward(layer: layer) }
-    func finishWeightShares(layer: Int) -> Tensor { inner.finishWeightShares(layer: layer) }
-    func takeComputeSeconds() -> Double { inner.takeComputeSeconds() }
-    func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
-        try inner.collectGradientShares(body)
-    }
-    func publishWeights() throws { try inner.publishWeights() }
     var members: Int? { ranks ?? inner.members }
+    /// Whole batches: each message's rows are recorded as they cross.
+    var pipelines: Bool { false }
 }
 
 /// What the adversary holds for one split layer, plus the references it is judged against.
@@ -150,12 +142,13 @@ extension Capture {
                             rankView: Int? = nil, untrustedRanks: Int = 3) throws -> Capture {
         var c = config
         c.asym.mode = .asym
+        c.asym.microbatches = 1  // the recorder takes each message whole
         let spread = c.asym.maskGroup > 0 && c.asym.maskSpread
         guard rankView == nil || spread else {
-            throw ConfigError("--rank-view: needs asym.mask.spread (without it the transport sends each mask group whole to one rank, which is the view attacked by default)")
+            throw UsageError("--rank-view: needs asym.mask.spread (without it the transport sends each mask group whole to one rank, which is the view attacked by default)")
         }
         guard untrustedRanks >= 3, (0..<untrustedRanks).contains(rankView ?? 0) else {
-            throw ConfigError("--rank-view \(rankView ?? 0): the view must be one of the \(untrustedRanks) untrusted ranks (0 ..< \(untrustedRanks)), and spread needs at least 3")
+            throw UsageError("--rank-view \(rankView ?? 0): the view must be one of the \(untrustedRanks) untrusted ranks (0 ..< \(untrustedRanks)), and spread needs at least 3")
         }
         let recorder = RecordingExecutor()
         if spread { recorder.ranks = untrustedRanks; recorder.view = rankView }
@@ -173,7 +166,7 @@ extension Capture {
         let splits = trainer.splitLayers
         guard let index = layerName.map({ name in splits.firstIndex { $0.name == name } }) ?? (splits.isEmpty ? nil : 0) else {
             let names = splits.map(\.name).joined(separator: ", ")
-            throw ConfigError(layerName.map { "--layer: '\($0)' is not a split layer; the split layers are: \(names)" }
+            throw UsageError(layerName.map { "--layer: '\($0)' is not a split layer; the split layers are: \(names)" }
                               ?? "model.layers: the model has no split convolution to attack")
         }
         recorder.layer = index
@@ -182,7 +175,7 @@ extension Capture {
         let batch = c.data.batchSize
         let n = min(samples, trainer.data.train.count) / batch * batch
         guard n >= 2 * batch else {
-            throw ConfigError("--samples: \(samples) gives fewer than two batches of \(batch); the probes need a half to fit and a half to test")
+            throw UsageError("--samples: \(samples) gives fewer than two batches of \(batch); the probes need a half to fit and a half to test")
         }
         let conv = trainer.splitLayers[index]
         let input = Tensor(shape: [batch] + c.model.input)

@@ -15,10 +15,10 @@ package final class AuditLog {
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
-            throw ConfigError("asym.audit_dir: cannot create \(folder) (\(error.localizedDescription))")
+            throw FileError("asym.audit_dir: cannot create \(folder) (\(error.localizedDescription))")
         }
         guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
-            throw ConfigError("asym.audit_dir: cannot write \(path)")
+            throw FileError("asym.audit_dir: cannot write \(path)")
         }
         handle = h
     }

@@ -22,7 +22,7 @@ package final class SecureChannel {
     /// `keyFile` holds 32 bytes: raw, or 64 hexadecimal digits (a trailing newline is fine).
     package init(keyFile: String?, rank: Int) throws {
         guard let keyFile, let data = FileManager.default.contents(atPath: keyFile) else {
-            throw ConfigError("cluster.key_file: cannot read '\(keyFile ?? "")'; every trusted rank needs the same 32-byte key (e.g. head -c 32 /dev/urandom > key)")
+            throw FileError("cluster.key_file: cannot read '\(keyFile ?? "")'; every trusted rank needs the same 32-byte key (e.g. head -c 32 /dev/urandom > key)")
         }
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if data.count == 32 {
@@ -75,7 +75,7 @@ package final class SecureChannel {
             let plain = try AES.GCM.open(box, using: key)
             plain.withUnsafeBytes { accumulate($0.bindMemory(to: Float.self).baseAddress!, into: sum, count: count) }
         } catch {
-            throw ProtocolError(description: "encrypted gradient sum: the message from trusted rank \(sender) failed authentication (tampered, replayed or sealed with another key)")
+            throw ProtocolError("encrypted gradient sum: the message from trusted rank \(sender) failed authentication (tampered, replayed or sealed with another key)")
         }
     }
 

@@ -1,7 +1,6 @@
 import AsymKernels
 import AsymModel
 import AsymSplit
-import AsymTrain
 import Dispatch
 
 /// The MPI tag of every message between a trusted rank and its untrusted group.
@@ -12,6 +11,7 @@ let replicaCheckInterval = 50
 /// Raised when a message breaks the protocol: the job must end (the caller aborts).
 package struct ProtocolError: Error, CustomStringConvertible {
     package let description: String
+    package init(_ message: String) { description = message }
 }
 
 /// A trusted rank's view of the cluster: the untrusted executor over MPI (residuals out,
@@ -127,14 +127,14 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     /// The active members with their rows of a message: its placement's parts (spread
     /// masking), or contiguous shards of `count`.
-    private func shards(_ count: Int, placement: Placement?) -> [(member: Int, samples: Range<Int>)] {
+    private func shards(_ count: Int, placement: RowPlacement?) -> [(member: Int, samples: Range<Int>)] {
         guard let placement else { return shards(count) }
         precondition(placement.parts.count == active.count && placement.parts.last?.upperBound == count,
                      "a placement of \(placement.parts) for \(active.count) members and \(count) rows")
         return Array(zip(active, placement.parts))
     }
 
-    /// Each message spreads over the active members (a `Placement` has one part per member).
+    /// Each message spreads over the active members (a `RowPlacement` has one part per member).
     package var members: Int? { fallback == nil ? active.count : nil }
 
     /// With `asym.audit`: where every row of a placed message went, one JSON line per member
@@ -153,11 +153,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let culprits = Set(samples.compactMap { s in current.first { $0.samples.contains(s) }?.member }).sorted()
         guard !culprits.isEmpty else { return "nothing to exclude: the trusted side computed those samples" }
         active.removeAll { culprits.contains($0) }
-        for m in culprits {
-            let header = WireHeader(kind: .shutdown, step: currentStep(), layer: -1, shard: m, shape: [0], payload: nil, count: 0)
-            header.encode(into: sendHeaders + m * WireHeader.size)
-            pending[m].append(try world.sendBytes(sendHeaders + m * WireHeader.size, count: WireHeader.size, to: group[m], tag: wireTag))
-        }
+        for m in culprits { try sendControl(.shutdown, to: m) }
         try waitForMembers(culprits, awaiting: "its shutdown to be taken")
         let excluded = culprits.map { untrustedName(group[$0]) }.joined(separator: " and ") + " excluded for the rest of the run"
         guard active.isEmpty else { return excluded + "; its samples go to the other \(active.count)" }
@@ -180,10 +176,6 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
                  receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, samples: r.samples,
                  placement: r.placement)
-    }
-
-    package func finishForward(layer: Int) -> Tensor {
-        finishForward(layer: layer, samples: 0..<(outputs[layer]?.shape[0] ?? 0))
     }
 
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
@@ -222,10 +214,6 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                  samples: d.samples, placement: d.placement)
     }
 
-    package func finishBackward(layer: Int) -> Tensor {
-        finishBackward(layer: layer, samples: 0..<(inputGrads[layer]?.shape[0] ?? 0))
-    }
-
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
         if let fallback { return fallback.finishBackward(layer: layer, samples: samples) }
         complete(.inputGradient, layer: layer, samples: samples)
@@ -258,7 +246,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
                           then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int,
-                          samples: Range<Int>, placement: Placement? = nil) {
+                          samples: Range<Int>, placement: RowPlacement? = nil) {
         precondition(!flights.contains { $0.kind == replyKind && $0.layer == layer && $0.samples.overlaps(samples) },
                      "\(replyKind) of layer \(layer), samples \(samples), is already in flight")
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
@@ -329,9 +317,9 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     private func validate(_ got: WireHeader, expected: WireHeader, from peer: Int, payload: UnsafePointer<Float>) throws {
         let origin = "wire protocol: rank \(world.rank) (trusted) received from \(untrustedName(peer))"
-        if let why = got.mismatch(expected: expected) { throw ProtocolError(description: "\(origin): \(why)") }
+        if let why = got.mismatch(expected: expected) { throw ProtocolError("\(origin): \(why)") }
         if payloadChecksum(payload, count: Int(got.count)) != got.checksum {
-            throw ProtocolError(description: "\(origin): payload checksum mismatch for [\(got)]")
+            throw ProtocolError("\(origin): payload checksum mismatch for [\(got)]")
         }
     }
 
@@ -348,16 +336,13 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         var replies: [Reply] = []
         for (s, samples) in shards(backwardBatch) where !samples.isEmpty {
             let peer = group[s]
-            let header = WireHeader(kind: .stepEnd, step: step, layer: -1, shard: s, shape: [0], payload: nil, count: 0)
-            header.encode(into: sendHeaders + s * WireHeader.size)
             pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
             pending[s].append(try world.receiveFloats(shareBuffers[s].data, count: values, from: peer, tag: wireTag))
-            pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
+            try sendControl(.stepEnd, to: s)
             replies.append(Reply(shard: s, peer: peer, samples: samples,
                                  header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [values],
                                                     payload: nil, count: values),
                                  payload: shareBuffers[s].data, headerSlot: s))
-            bytesSent += WireHeader.size
             bytesReceived += WireHeader.size + 4 * values
         }
         try waitForMembers(replies.map(\.shard), awaiting: "its weight-gradient shares at step \(step)")
@@ -390,17 +375,21 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     }
 
     private func sendToGroup(_ kind: MessageKind, payload: Tensor?, awaiting what: String) throws {
-        let count = payload?.count ?? 0
-        for s in active {
-            let peer = group[s]
-            let header = WireHeader(kind: kind, step: currentStep(), layer: -1, shard: s, shape: [count],
-                                    payload: payload?.data, count: count)
-            header.encode(into: sendHeaders + s * WireHeader.size)
-            pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: peer, tag: wireTag))
-            if let payload { pending[s].append(try world.sendFloats(payload.data, count: count, to: peer, tag: wireTag)) }
-            bytesSent += WireHeader.size + 4 * count
-        }
+        for s in active { try sendControl(kind, to: s, payload: payload) }
         try waitForMembers(active, awaiting: "\(what) to be taken")
+    }
+
+    /// Sends group member s a control message of the current step, not about one layer: its
+    /// header, then `payload` (the weights) where there is one. The transfers join the
+    /// member's pending requests, which the caller waits for.
+    private func sendControl(_ kind: MessageKind, to s: Int, payload: Tensor? = nil) throws {
+        let count = payload?.count ?? 0
+        let header = WireHeader(kind: kind, step: currentStep(), layer: -1, shard: s, shape: [count],
+                                payload: payload?.data, count: count)
+        header.encode(into: sendHeaders + s * WireHeader.size)
+        pending[s].append(try world.sendBytes(sendHeaders + s * WireHeader.size, count: WireHeader.size, to: group[s], tag: wireTag))
+        if let payload { pending[s].append(try world.sendFloats(payload.data, count: count, to: group[s], tag: wireTag)) }
+        bytesSent += WireHeader.size + 4 * count
     }
 
     // MARK: Collective (trusted ranks only)
@@ -440,6 +429,6 @@ func verifyReplicas(_ comm: Communicator, tensors: [Tensor], what: String) throw
     for t in tensors { sum = sum &* 31 &+ payloadChecksum(t.data, count: t.count) }
     // Compared as doubles of the two 32-bit halves, which doubles hold exactly.
     if try !comm.allAgree([Double(sum >> 32), Double(sum & 0xFFFF_FFFF)]) {
-        throw ProtocolError(description: "replicas diverged: the checksums of the \(what) differ across trusted ranks (rank \(comm.rank) has \(String(sum, radix: 16)))")
+        throw ProtocolError("replicas diverged: the checksums of the \(what) differ across trusted ranks (rank \(comm.rank) has \(String(sum, radix: 16)))")
     }
 }

@@ -199,6 +199,6 @@ package final class UntrustedServer {
     }
 
     private func protocolError(_ h: WireHeader, _ why: String) -> ProtocolError {
-        ProtocolError(description: "wire protocol: rank \(world.rank) (untrusted) received from rank \(trustedRank) (trusted): \(why): [\(h)]")
+        ProtocolError("wire protocol: rank \(world.rank) (untrusted) received from rank \(trustedRank) (trusted): \(why): [\(h)]")
     }
 }

@@ -1,4 +1,5 @@
 import AsymKernels
+import AsymSecrets
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -71,27 +72,6 @@ package func threadCPUSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
-/// Secret random vectors for the checks, from the operating system's CSPRNG (arc4random_buf:
-/// the getrandom system call on Linux, glibc 2.36 or later; the kernel's generator on Darwin):
-/// a rank that could predict them could forge results that pass, so the training RNG (seeded,
-/// replicated) must never be used here. One request fills a whole vector.
-package struct SecretRandom {
-    package init() {}
-
-    /// Fills `p` with values of random sign and magnitude uniform in [1, 2). A magnitude of at
-    /// least 1 makes any single corrupted value show in the combination at full size; a
-    /// continuous magnitude leaves a forger no cancellation to aim at.
-    package mutating func fillSigned(_ p: UnsafeMutablePointer<Float>, count: Int) {
-        guard count > 0 else { return }
-        let raw = UnsafeMutableRawPointer(p)
-        arc4random_buf(raw, count * MemoryLayout<Float>.size)
-        for i in 0..<count {
-            let w = raw.load(fromByteOffset: 4 * i, as: UInt32.self)
-            p[i] = Float(bitPattern: (w & 0x8000_0000) | 0x3F80_0000 | (w & 0x007F_FFFF))
-        }
-    }
 }
 
 /// The float32 rounding allowed in one compared value (design §8).
@@ -184,7 +164,7 @@ private func weightedNorm(_ v: UnsafePointer<Float>, _ m: UnsafePointer<Float>, 
 package final class IntegrityChecker {
     let layer: Int
     let geometry: ConvGeometry
-    private var random = SecretRandom()
+    private var random = SecretStream()
     /// The secret vectors of the latest messages: s (Cout), t (C), z (C*k*k).
     private let s: Tensor, t: Tensor, z: Tensor
     /// s^T W ([C][k*k]); the forward probe's taps as a matrix over input channels,
@@ -241,7 +221,7 @@ package final class IntegrityChecker {
         return body()
     }
 
-    init(layer: Int, geometry g: ConvGeometry) {
+    package init(layer: Int, geometry g: ConvGeometry) {
         self.layer = layer
         geometry = g
         let k2 = g.kernel * g.kernel
@@ -276,7 +256,7 @@ package final class IntegrityChecker {
     /// probes conv(R, s^T W) + s.b and q = conv(R, z) and the patch norms of R. Call it
     /// after handing R over, while the untrusted side computes; `progress` runs between chunks
     /// of samples (to let transfers advance).
-    func prepareForward(residual r: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
+    package func prepareForward(residual r: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
                         bias b: UnsafePointer<Float>?, training: Bool, scratch: Scratch, progress: () -> Void = {}) {
         let g = geometry, C = g.inChannels, K = g.patchSize, k2 = g.kernel * g.kernel, Cout = g.outChannels
         let HW = g.height * g.width, P = g.outPositions
@@ -344,7 +324,7 @@ package final class IntegrityChecker {
 
     /// Checks Y_U ([batch, Cout, P]) against the forward probe and, sample by sample while
     /// it is in cache, adds the trusted share: y becomes Y_U + low, checked or not.
-    func checkOutputShare(_ y: UnsafeMutablePointer<Float>, adding low: UnsafePointer<Float>) -> IntegrityFailure? {
+    package func checkOutputShare(_ y: UnsafeMutablePointer<Float>, adding low: UnsafePointer<Float>) -> IntegrityFailure? {
         let g = geometry
         return compareCombinations(of: y, rows: g.outChannels, length: g.outPositions, weights: s.data, inner: g.patchSize,
                                    check: .outputShare, section: .compareOutput, merge: (low, y))
@@ -357,7 +337,7 @@ package final class IntegrityChecker {
     /// while dY is in cache, also adds dY's channel sums to `biasGrad` (the same sums, in the
     /// same order, as accumulateChannelSums over the batch) and copies dY to `copy`.
     /// `progress` runs between chunks of samples.
-    func prepareBackward(outputGrad dy: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
+    package func prepareBackward(outputGrad dy: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
                          biasGrad: UnsafeMutablePointer<Float>?, copy: UnsafeMutablePointer<Float>?, scratch: Scratch,
                          progress: () -> Void = {}) {
         let g = geometry, C = g.inChannels, Cout = g.outChannels, K = g.patchSize, k2 = g.kernel * g.kernel
@@ -437,7 +417,7 @@ package final class IntegrityChecker {
     }
 
     /// Checks dX ([batch, C, H, W]) against the backward probe.
-    func checkInputGradient(_ dx: UnsafePointer<Float>) -> IntegrityFailure? {
+    package func checkInputGradient(_ dx: UnsafePointer<Float>) -> IntegrityFailure? {
         let g = geometry
         return compareCombinations(of: dx, rows: g.inChannels, length: g.height * g.width, weights: t.data,
                                    inner: g.outChannels * g.kernel * g.kernel, check: .inputGradient,
@@ -448,13 +428,13 @@ package final class IntegrityChecker {
 
     /// The samples whose share terms were gathered since the last share check (the largest
     /// batch of those passes); 0 when no training pass is pending.
-    var shareSamples: Int { filterDrawn ? samplePasses.count : 0 }
+    package var shareSamples: Int { filterDrawn ? samplePasses.count : 0 }
 
     /// Checks the share of samples `samples` of G ([Cout, C*k*k], summed over the passes since
     /// the last check) per output channel: G z against sum over those samples of
     /// sum_p q dY. Every sample must be checked exactly once (one range per untrusted rank, or
     /// all at once) before `finishShareChecks`.
-    func checkGradientShare(_ share: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
+    package func checkGradientShare(_ share: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
         precondition(filterDrawn, "layer \(layer): no training pass since the last weight-gradient share check")
         precondition(samples.lowerBound >= 0 && samples.upperBound <= samplePasses.count,
                      "layer \(layer): share of samples \(samples) outside the batch 0..<\(samplePasses.count)")
@@ -464,7 +444,7 @@ package final class IntegrityChecker {
     }
 
     /// Retires z after every sample's share was checked: the next training pass draws a new one.
-    func finishShareChecks() {
+    package func finishShareChecks() {
         precondition(filterDrawn, "layer \(layer): no training pass since the last weight-gradient share check")
         if let n = checkedSamples.firstIndex(of: false) {
             preconditionFailure("layer \(layer): the weight-gradient share of sample \(n) was not checked")

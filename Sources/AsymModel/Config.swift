@@ -185,10 +185,6 @@ package struct AsymConfig: Equatable {
     /// Micro-batches per split-layer pass: each crosses on its own, so both sides overlap
     /// (docs/DESIGN.md §4.3); 1 sends whole batches.
     package var microbatches = 1
-
-    /// Whether the integrity checks can run: they take whole batches of residuals sent in the
-    /// clear (their tolerances cover neither masking's decoding nor residual noise).
-    package var checksApply: Bool { maskGroup == 0 && noiseStd == 0 && microbatches == 1 }
 }
 
 package struct RankConfig: Equatable {
@@ -213,7 +209,7 @@ extension Config {
     /// Reads a config file, applies `key.path=value` overrides, and validates every key.
     package static func load(path: String, overrides: [String] = []) throws -> Config {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ConfigError("config \(path): cannot read the file; check the path (configs/ has examples)")
+            throw FileError("config \(path): cannot read the file; check the path (configs/ has examples)")
         }
         return try parse(yaml: text, source: path, overrides: overrides)
     }
@@ -378,13 +374,7 @@ extension Config {
         try check(cluster.trusted >= 1, "cluster.trusted: need at least one trusted rank")
         try check(asym.maskGroup >= 0, "asym.mask.inputs_per_group: must be >= 0 (0 turns masking off)")
         try check(asym.microbatches >= 1, "asym.microbatches: must be at least 1 (1: whole batches)")
-        try check(asym.microbatches == 1 || (asym.maskGroup == 0 && asym.noiseStd == 0 && !asym.verify),
-                  "asym.microbatches: \(asym.microbatches) does not work with asym.mask, asym.residual_noise or asym.verify yet (each takes whole batches); set asym.microbatches: 1")
-        // (Decoded mixtures carry the decoding's rounding too: a false alarm at step 0.)
-        try check(!asym.verify || asym.checksApply,
-                  "asym.verify does not work with asym.mask or asym.residual_noise yet (the checks' tolerances do not cover decoding or noise); turn one of them off")
         try check(asym.maskNoise > 0, "asym.mask.noise_scale: must be positive")
-        try check(!asym.maskSpread || asym.maskGroup > 0, "asym.mask.spread: needs masking on (asym.mask.inputs_per_group >= 1)")
         try check(asym.noiseStd >= 0 && asym.noiseClip > 0, "asym.residual_noise: needs std >= 0 and clip > 0")
         try check(cluster.timeoutSeconds > 0, "cluster.timeout_s: must be positive, got \(cluster.timeoutSeconds)")
         try check(!cluster.encrypt || cluster.keyFile != nil,
@@ -393,6 +383,7 @@ extension Config {
         for l in model.layers {
             try check(names.insert(l.name).inserted, "model.layers: the name '\(l.name)' is used twice")
         }
+        try FeatureRules.check(self, launch: nil)
     }
 }
 

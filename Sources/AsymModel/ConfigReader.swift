@@ -1,11 +1,5 @@
 import Yams
 
-/// A user mistake in a config file or an override, reported as one line that names the key.
-package struct ConfigError: Error, CustomStringConvertible {
-    package let description: String
-    package init(_ message: String) { description = message }
-}
-
 /// Reads one YAML mapping with typed accessors. Every key that a reader did not ask for is
 /// an error (`finish()`), so a typo never silently falls back to a default.
 struct ConfigReader {

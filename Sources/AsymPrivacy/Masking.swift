@@ -1,4 +1,6 @@
 import AsymKernels
+import AsymSecrets
+import AsymSplit
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -45,7 +47,7 @@ import Darwin
 /// (`spreadBasis`) so that every block's k x k noise submatrices (U_b forward, Z_b backward) are
 /// invertible with singular values 1/sqrt(3) (1/sqrt(6) or 2/sqrt(6) on one dimension when k
 /// is odd): any combination of one rank's k rows carries noise, in every direction alike.
-package final class MaskingExecutor: UntrustedExecutor {
+package final class MaskingExecutor: ExecutorWrapper {
     package let inner: UntrustedExecutor
     /// K, the samples mixed together (a last, smaller group takes the rest of the batch).
     package let groupSize: Int
@@ -63,7 +65,7 @@ package final class MaskingExecutor: UntrustedExecutor {
         var groups: [GroupMask] = []
         var encodedResidual: Tensor?, output: Tensor?, encodedGrad: Tensor?, inputGrad: Tensor?
         /// Where the combinations of the last forward pass went (spread only); backward follows it.
-        var placement: Placement?
+        var placement: RowPlacement?
         /// The decoded share sum_i corr(R_i, dY_i) of dW, summed over the step's backward passes.
         let share: Tensor
         init(bias: Tensor?, weightShape: [Int]) {
@@ -115,10 +117,10 @@ package final class MaskingExecutor: UntrustedExecutor {
     package func startForward(_ r: Residual) {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let st = layers[r.layer]!
-        var stream = MaskStream()
+        var stream = SecretStream()
         st.batch = r.batch
         st.groups = MaskingExecutor.groupSizes(batch: r.batch, groupSize: groupSize).map { GroupMask(samples: $0, spread: spread, &stream) }
-        var placement: Placement?
+        var placement: RowPlacement?
         if spread {
             placement = MaskingExecutor.place(&st.groups, members: spreadMembers)
         } else {
@@ -129,12 +131,15 @@ package final class MaskingExecutor: UntrustedExecutor {
         st.encodedResidual = encoded
         st.placement = placement
         codingSeconds += seconds(since: t0)
-        inner.startForward(Residual(layer: r.layer, tensor: encoded, batch: encoded.shape[0], placement: placement))
+        inner.startForward(r.crossing(as: encoded, placement: placement))
     }
 
-    package func finishForward(layer: Int) -> Tensor {
+    /// Whole batches only: a mask group's combinations cross together.
+    package var pipelines: Bool { false }
+
+    package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
         let st = layers[layer]!
-        let out = inner.finishForward(layer: layer)
+        let out = inner.finishForward(layer: layer, samples: 0..<st.encodedResidual!.shape[0])
         let t0 = DispatchTime.now().uptimeNanoseconds
         let y = decode(out, groups: st.groups, unmixes: st.groups.map(\.forwardUnmix), batch: st.batch, reuse: st.output)
         st.output = y
@@ -148,18 +153,17 @@ package final class MaskingExecutor: UntrustedExecutor {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let st = layers[g.layer]!
         precondition(g.batch == st.batch, "backward batch \(g.batch) after a forward of \(st.batch)")
-        var stream = MaskStream()
+        var stream = SecretStream()
         for i in st.groups.indices { st.groups[i].drawBackward(&stream) }
         let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix), reuse: st.encodedGrad, &stream)
         st.encodedGrad = encoded
         codingSeconds += seconds(since: t0)
-        inner.startBackwardPerSample(OutputGradient(layer: g.layer, tensor: encoded, batch: encoded.shape[0],
-                                                    placement: st.placement))
+        inner.startBackwardPerSample(g.crossing(as: encoded, placement: st.placement))
     }
 
-    package func finishBackward(layer: Int) -> Tensor {
+    package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
         let st = layers[layer]!
-        let dxMixed = inner.finishBackward(layer: layer)
+        let dxMixed = inner.finishBackward(layer: layer, samples: 0..<st.encodedGrad!.shape[0])
         let shares = inner.finishWeightShares(layer: layer)
         let t0 = DispatchTime.now().uptimeNanoseconds
         let dx = decode(dxMixed, groups: st.groups, unmixes: st.groups.map(\.backwardUnmix), batch: st.batch, reuse: st.inputGrad)
@@ -177,14 +181,15 @@ package final class MaskingExecutor: UntrustedExecutor {
         return dx
     }
 
-    package func takeComputeSeconds() -> Double { inner.takeComputeSeconds() }
     /// The local batch of the last backward pass (the samples the decoded shares cover).
     private var backwardBatch = 0
-    package func progress() { inner.progress() }
-
     /// Hands every layer's decoded weight-gradient share to `body` and zeroes it. The shares
     /// are decoded here from the per-combination correlations, so they cover the whole batch.
     package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
+        // The inner executor's step end still runs: its shares are not used (they would be
+        // sums over combinations), but under MPI it is the exchange that carries each
+        // untrusted rank's own compute and idle time of the step (`untrustedLoad`).
+        try inner.collectGradientShares { _, _, _ in }
         for layer in layers.keys.sorted() {
             let st = layers[layer]!
             try body(layer, st.share.data, 0..<backwardBatch)
@@ -192,17 +197,12 @@ package final class MaskingExecutor: UntrustedExecutor {
         }
     }
 
-    package func publishWeights() throws { try inner.publishWeights() }
-    package func source(ofSample sample: Int, batch: Int) -> String { inner.source(ofSample: sample, batch: batch) }
-    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
-        try inner.exclude(sourcesOfSamples: samples, batch: batch)
-    }
 
     /// The combinations of every group: out[L, size] = mix[:, 0..<k] x[k, size] + mix[:, k..<k+p]
     /// noise[p, size], with p fresh noise vectors of standard deviation sigma times the group's
     /// RMS; each block of combinations lands at its row of the message.
     private func encode(_ x: Tensor, groups: [GroupMask], mixes: [[Float]], reuse: Tensor?,
-                        _ stream: inout MaskStream) -> Tensor {
+                        _ stream: inout SecretStream) -> Tensor {
         let size = x.count / x.shape[0]
         let total = groups.reduce(0) { $0 + $1.combinations }
         let out = Tensor.reuse(reuse, shape: [total] + x.shape.dropFirst())
@@ -247,7 +247,7 @@ package final class MaskingExecutor: UntrustedExecutor {
     /// gets at most one block (k combinations) of any group and groups rotate over the members
     /// when there are more than three. The message holds member 0's rows first, then member
     /// 1's, each in group order; sets every block's row and returns the parts.
-    static func place(_ groups: inout [GroupMask], members: Int) -> Placement {
+    static func place(_ groups: inout [GroupMask], members: Int) -> RowPlacement {
         var counts = [Int](repeating: 0, count: members)
         for (g, group) in groups.enumerated() {
             for (b, block) in group.blocks.enumerated() { counts[(3 * g + b) % members] += block.combinations.count }
@@ -264,7 +264,7 @@ package final class MaskingExecutor: UntrustedExecutor {
                 next[member] += n
             }
         }
-        return Placement(parts: parts, groups: rowGroups)
+        return RowPlacement(parts: parts, groups: rowGroups)
     }
 
     /// Each combination's output carried the bias once, so sample i's decoded output carries it
@@ -336,7 +336,7 @@ struct GroupMask {
     }
     var blocks: [Block]
 
-    init(samples k: Int, spread: Bool = false, _ stream: inout MaskStream) {
+    init(samples k: Int, spread: Bool = false, _ stream: inout SecretStream) {
         samples = k
         noiseSources = spread ? k : 1
         let p = noiseSources, L = k + 2 * p
@@ -350,7 +350,7 @@ struct GroupMask {
     /// Draws the backward pass's fresh pair weights g (random sign, magnitude in [1/2, 2]) and
     /// W (p x k; w^T when p = 1): N(0, 1) entries without spread, N(0, 1/k) with it, so that
     /// Z W adds as much to a row as the data columns do.
-    mutating func drawBackward(_ stream: inout MaskStream) {
+    mutating func drawBackward(_ stream: inout SecretStream) {
         let k = samples, p = noiseSources, L = combinations
         let g = (0..<L).map { _ in
             (stream.next() & 1 == 0 ? 1.0 : -1.0) * exp2(2 * Double(stream.next() >> 11) * 0x1p-53 - 1)
@@ -382,7 +382,7 @@ struct GroupMask {
 /// columns stay orthonormal; every U_b and Z_b is invertible with singular values 1/sqrt(3)
 /// (Z_b's last one 1/sqrt(6) or 2/sqrt(6) when k is odd). The data columns are a random
 /// orthonormal completion. For k = 1 this is `maskingBasis`'s structure (L = 3).
-func spreadBasis(samples k: Int, _ stream: inout MaskStream) -> [Double] {
+func spreadBasis(samples k: Int, _ stream: inout SecretStream) -> [Double] {
     let L = 3 * k
     func orthogonal() -> [Double] { orthonormalized((0..<(k * k)).map { _ in stream.normal() }, n: k, order: Array(0..<k)) }
     func product(_ a: [Double], _ b: [Double]) -> [Double] {
@@ -421,7 +421,7 @@ func spreadBasis(samples k: Int, _ stream: inout MaskStream) -> [Double] {
 /// second random-sign vector s made orthogonal to it, s - (s.u / L) u, redrawn until
 /// |s.u| <= L - 2, so its entries are at least 2/L before normalising. The data columns are a
 /// random orthonormal completion.
-func maskingBasis(samples k: Int, _ stream: inout MaskStream) -> [Double] {
+func maskingBasis(samples k: Int, _ stream: inout SecretStream) -> [Double] {
     let L = k + 2
     func signs() -> [Double] { (0..<L).map { _ in stream.next() & 1 == 0 ? 1 : -1 } }
     let u = signs()

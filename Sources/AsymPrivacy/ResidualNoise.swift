@@ -1,4 +1,6 @@
 import AsymKernels
+import AsymSecrets
+import AsymSplit
 import Foundation
 
 /// Noise on the residuals that cross (`asym.residual_noise`), after 3LegRace (Niu et al.,
@@ -15,10 +17,10 @@ import Foundation
 /// epsilon = 2 * sqrt(2 ln(1.25 / delta)) / std (the classic bound, stated for epsilon <= 1;
 /// larger values are a loose guide). Every split layer and step is one more release: the
 /// guarantee composes and weakens over training.
-package final class ResidualNoiseExecutor: UntrustedExecutor {
+package final class ResidualNoiseExecutor: ExecutorWrapper {
     package let inner: UntrustedExecutor
     package let std: Float, clip: Float
-    private var stream = MaskStream()
+    private var stream = SecretStream()
     private var noisy: [Int: Tensor] = [:]
 
     package init(wrapping inner: UntrustedExecutor, std: Float, clip: Float) {
@@ -33,10 +35,6 @@ package final class ResidualNoiseExecutor: UntrustedExecutor {
         (2 * (2 * log(1.25 / delta)).squareRoot() / std, delta)
     }
 
-    package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
-        inner.register(info, weight: weight, bias: bias)
-    }
-
     package func startForward(_ r: Residual) {
         let out = Tensor.reuse(noisy[r.layer], shape: r.tensor.shape)
         noisy[r.layer] = out
@@ -48,23 +46,9 @@ package final class ResidualNoiseExecutor: UntrustedExecutor {
             let scale = norm > clip ? clip / norm : 1
             for i in 0..<size { y[i] += scale * x[i] }
         }
-        inner.startForward(Residual(layer: r.layer, tensor: out, batch: r.batch, placement: r.placement))
+        inner.startForward(r.crossing(as: out, placement: r.placement))
     }
 
-    package func finishForward(layer: Int) -> Tensor { inner.finishForward(layer: layer) }
-    package var members: Int? { inner.members }
-    package func startBackward(_ g: OutputGradient) { inner.startBackward(g) }
-    package func finishBackward(layer: Int) -> Tensor { inner.finishBackward(layer: layer) }
-    package func startBackwardPerSample(_ g: OutputGradient) { inner.startBackwardPerSample(g) }
-    package func finishWeightShares(layer: Int) -> Tensor { inner.finishWeightShares(layer: layer) }
-    package func takeComputeSeconds() -> Double { inner.takeComputeSeconds() }
-    package func progress() { inner.progress() }
-    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
-        try inner.collectGradientShares(body)
-    }
-    package func publishWeights() throws { try inner.publishWeights() }
-    package func source(ofSample sample: Int, batch: Int) -> String { inner.source(ofSample: sample, batch: batch) }
-    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
-        try inner.exclude(sourcesOfSamples: samples, batch: batch)
-    }
+    /// Whole batches only: one noisy release per residual batch.
+    package var pipelines: Bool { false }
 }

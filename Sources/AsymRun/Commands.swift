@@ -1,4 +1,5 @@
 import AsymModel
+import AsymTrain
 import AsymHDF5
 import AsymKernels
 import AsymSplit
@@ -6,37 +7,20 @@ import Foundation
 
 /// The work behind each CLI command, kept out of the executable so tests can call it.
 package enum Commands {
-    /// Threads for a run: `train.threads`, or every core when it is 0.
-    package static func configureThreads(_ config: Config) {
-        setThreads(config.train.threads > 0 ? config.train.threads : ProcessInfo.processInfo.activeProcessorCount)
-    }
-
-    /// `asymml train`: returns the final evaluation.
+    /// `asymml train` in one process (the untrusted half of `asym` mode runs in-process):
+    /// returns the final evaluation.
     @discardableResult
-    /// `fault` makes the in-process untrusted side misbehave (`--inject-fault 1:KIND:STEP`).
-    package static func train(config: Config, runDir: String?, resume: String?, echo: Bool = true,
-                              verbose: Bool = false, fault: Fault? = nil) throws -> Evaluation? {
+    package static func train(config: Config, options: TrainOptions) throws -> Evaluation? {
         configureThreads(config)
-        let run = try RunFolder(path: runDir ?? "runs/\(config.name)")
-        run.echo = echo
-        run.verbose = verbose
-        try run.writeConfig(config)
-        run.say("asymml train: \(config.name), mode \(config.asym.mode), one process, \(kernelThreads) threads; config \(run.path)/config.yaml")
-        run.detail("resolved config:\n" + config.yaml)
+        let run = try RunStart.openFolder(config, options, writer: true) {
+            "asymml train: \(config.name), mode \(config.asym.mode), one process, \(kernelThreads) threads; config \($0)/config.yaml"
+        }
         let local = LocalUntrusted()
-        local.worker.fault = fault
+        local.worker.fault = options.faults[1]
         let trainer = try Trainer(config: config, executor: local)
         let loop = TrainingLoop(trainer: trainer, run: run)
-        if let resume {
-            let store = try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep)
-            let path = resume == "auto" ? store.latest() : resume
-            if let path {
-                let notes = try Checkpoint.load(path, into: trainer)
-                run.say("resumed from \(path) at step \(trainer.position.step); \(try Checkpoint.layoutNote(path, loop.world, basis: config.asym.basis))")
-                for n in notes { run.say("note: \(n)") }
-            } else {
-                run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0")
-            }
+        if let checkpoint = try RunStart.checkpoint(options, run, keep: config.train.keep) {
+            try RunStart.resume(trainer, from: checkpoint, run, world: loop.world)
         }
         return try loop.fit()
     }

@@ -2,29 +2,8 @@ import AsymModel
 import AsymSplit
 import AsymKernels
 import AsymTrain
+import AsymCluster
 import Foundation
-
-/// How `asymml train` was asked to run, beyond the config.
-package struct TrainOptions {
-    /// The run folder (default runs/<name>).
-    package var runDir: String?
-    /// `auto` or a checkpoint path.
-    package var resume: String?
-    /// This process's role in an MPMD launch (nil: by rank, `cluster.trusted`).
-    package var role: Role?
-    /// Ranks other than 0 log to rank-N.log.
-    package var rankLogs = false
-    /// The resolved config and other details on the console too.
-    package var verbose = false
-    /// Misbehaviour of untrusted ranks, by world rank (`--inject-fault`, tests and demos).
-    package var faults: [Int: Fault] = [:]
-
-    package init(runDir: String? = nil, resume: String? = nil, role: Role? = nil, rankLogs: Bool = false, verbose: Bool = false,
-                 faults: [Int: Fault] = [:]) {
-        self.runDir = runDir; self.resume = resume; self.role = role; self.rankLogs = rankLogs; self.verbose = verbose
-        self.faults = faults
-    }
-}
 
 /// `asymml train` under mpirun: roles, data-parallel trusted ranks, untrusted servers.
 package enum DistributedTraining {
@@ -51,7 +30,7 @@ package enum DistributedTraining {
         let codes = try world.allGather(options.role.map { $0 == .trusted ? 1 : 2 } ?? 0)
         let roles: [Role]
         if codes.contains(0) && codes.contains(where: { $0 != 0 }) {
-            throw ConfigError("--role: give it to every rank of an MPMD launch or to none (ranks \(codes.indices.filter { codes[$0] == 0 }) have no role)")
+            throw UsageError("--role: give it to every rank of an MPMD launch or to none (ranks \(codes.indices.filter { codes[$0] == 0 }) have no role)")
         } else if options.role != nil {
             roles = codes.map { $0 == 1 ? .trusted : .untrusted }
         } else {
@@ -61,17 +40,8 @@ package enum DistributedTraining {
         let isTrusted = layout.trusted.contains(world.rank)
         let trustedComm = try world.split(color: isTrusted ? 0 : 1)
         trustedComm.timeout = world.timeout
-        if config.asym.mode == .asym {
-            let T = layout.trusted.count
-            let widest = (0..<T).map { layout.group(ofTrusted: $0).count }.max()!
-            guard config.data.batchSize / T >= widest else {
-                throw ConfigError("data.batch_size: \(config.data.batchSize / T) samples per trusted rank cannot be split among \(widest) untrusted ranks")
-            }
-            let narrowest = (0..<T).map { layout.group(ofTrusted: $0).count }.min()!
-            if config.asym.maskGroup > 0 && config.asym.maskSpread && narrowest < 3 {
-                throw ConfigError("asym.mask.spread: needs at least 3 untrusted ranks per trusted rank, but a trusted rank here has \(narrowest) (\(layout.summary)): each group of k samples crosses as 3k combinations with k noise vectors per side, and a rank that got more than k of them could combine them free of noise; start more untrusted ranks (launch/local.sh -u \(3 * T)) or set asym.mask.spread=false")
-            }
-        }
+        try FeatureRules.check(config, launch: LaunchShape(trusted: layout.trusted.count,
+                                                           groups: layout.trusted.indices.map { layout.group(ofTrusted: $0).count }))
         configureThreads(config)
         var audit: AuditLog?
         if isTrusted {
@@ -98,20 +68,13 @@ package enum DistributedTraining {
     /// checkpoints, and the untrusted group's state, which it sends over MPI.
     static func runTrusted(_ world: Communicator, _ trustedComm: Communicator, _ layout: ClusterLayout,
                            config: Config, options: TrainOptions) throws {
-        let folder = options.runDir ?? "runs/\(config.name)"
-        let T = layout.trusted.count
-        let worldInfo = WorldInfo(trusted: T, untrusted: layout.untrusted.count, mode: config.asym.mode)
-        let run = world.rank == 0 ? try RunFolder(path: folder)
-            : try RunFolder(readOnly: folder, rankLog: options.rankLogs ? "rank-\(world.rank).log" : nil)
-        run.verbose = options.verbose
-        try run.writeConfig(config)
-        try trustedComm.barrier()  // the folder exists before any rank looks for checkpoints in it
-        run.say("asymml train: \(config.name) on \(layout.summary), \(kernelThreads) threads per rank; config \(folder)/config.yaml")
-        run.detail("resolved config:\n" + config.yaml)
-        let checkpoint = try options.resume.flatMap { r -> String? in
-            r == "auto" ? try CheckpointStore(folder: run.checkpointsPath, keep: config.train.keep).latest() : r
+        let worldInfo = WorldInfo(trusted: layout.trusted.count, untrusted: layout.untrusted.count, mode: config.asym.mode)
+        let run = try RunStart.openFolder(config, options, writer: world.rank == 0,
+                                          rankLog: options.rankLogs ? "rank-\(world.rank).log" : nil) {
+            "asymml train: \(config.name) on \(layout.summary), \(kernelThreads) threads per rank; config \($0)/config.yaml"
         }
-        if options.resume != nil && checkpoint == nil { run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0") }
+        try trustedComm.barrier()  // the folder exists before any rank looks for checkpoints in it
+        let checkpoint = try RunStart.checkpoint(options, run, keep: config.train.keep)
 
         let channel = config.cluster.encrypt ? try SecureChannel(keyFile: config.cluster.keyFile, rank: trustedComm.rank) : nil
         let session = TrustedSession(world: world, trustedComm: trustedComm, layout: layout, channel: channel)
@@ -122,13 +85,9 @@ package enum DistributedTraining {
         trainer.model.residualsLeave()  // sent away: the session keeps no reference to them
         session.arena = trainer.model.arena
         session.currentStep = { [unowned trainer] in trainer.position.step }
-        if let checkpoint {
-            let notes = try Checkpoint.load(checkpoint, into: trainer)
-            run.say("resumed from \(checkpoint) at step \(trainer.position.step); \(try Checkpoint.layoutNote(checkpoint, worldInfo, basis: config.asym.basis))")
-            for n in notes { run.say("note: \(n)") }
-        }
+        if let checkpoint { try RunStart.resume(trainer, from: checkpoint, run, world: worldInfo) }
         guard try trustedComm.allAgree([Double(trainer.position.step)]) else {
-            throw ProtocolError(description: "trusted ranks disagree on the step to resume from (rank \(world.rank) has \(trainer.position.step)); is the run folder shared by all trusted ranks?")
+            throw ProtocolError("trusted ranks disagree on the step to resume from (rank \(world.rank) has \(trainer.position.step)); is the run folder shared by all trusted ranks?")
         }
         // The untrusted group gets its state from here, never from the run folder.
         try trainer.untrusted?.publishWeights()
@@ -145,12 +104,5 @@ package enum DistributedTraining {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return usage.ru_maxrss / 1024
-    }
-
-    /// Threads per rank: `train.threads`, or the machine's cores shared among its ranks.
-    static func configureThreads(_ config: Config) {
-        if config.train.threads > 0 { setThreads(config.train.threads); return }
-        let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "1") ?? 1
-        setThreads(max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1)))
     }
 }

@@ -8,53 +8,17 @@ import Glibc
 import Darwin
 #endif
 
-/// The ChaCha20 block function (RFC 8439, §2.3), on sixteen scalar words: the compiler keeps
-/// them in registers (a 4-lane vector version with lane rotations ran several times slower).
-package struct ChaCha20: Sendable {
-    private let key: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32)
-    private let nonce: (UInt32, UInt32, UInt32)
-
-    /// `key`: 8 little-endian words (256 bits); `nonce`: 3 words.
-    package init(key k: [UInt32], nonce n: [UInt32]) {
-        precondition(k.count == 8 && n.count == 3, "ChaCha20 takes 8 key words and 3 nonce words")
-        key = (k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7])
-        nonce = (n[0], n[1], n[2])
-    }
-
-    /// Keystream block `counter`: 16 words in serialisation order (each little-endian), as four rows.
-    @inline(__always)
-    package func block(counter: UInt32) -> (SIMD4<UInt32>, SIMD4<UInt32>, SIMD4<UInt32>, SIMD4<UInt32>) {
-        let c0: UInt32 = 0x6170_7865, c1: UInt32 = 0x3320_646E, c2: UInt32 = 0x7962_2D32, c3: UInt32 = 0x6B20_6574
-        var x0 = c0, x1 = c1, x2 = c2, x3 = c3
-        var x4 = key.0, x5 = key.1, x6 = key.2, x7 = key.3, x8 = key.4, x9 = key.5, x10 = key.6, x11 = key.7
-        var x12 = counter, x13 = nonce.0, x14 = nonce.1, x15 = nonce.2
-        for _ in 0..<10 {
-            ChaCha20.quarterRound(&x0, &x4, &x8, &x12); ChaCha20.quarterRound(&x1, &x5, &x9, &x13)
-            ChaCha20.quarterRound(&x2, &x6, &x10, &x14); ChaCha20.quarterRound(&x3, &x7, &x11, &x15)
-            ChaCha20.quarterRound(&x0, &x5, &x10, &x15); ChaCha20.quarterRound(&x1, &x6, &x11, &x12)
-            ChaCha20.quarterRound(&x2, &x7, &x8, &x13); ChaCha20.quarterRound(&x3, &x4, &x9, &x14)
-        }
-        return (SIMD4(x0 &+ c0, x1 &+ c1, x2 &+ c2, x3 &+ c3),
-                SIMD4(x4 &+ key.0, x5 &+ key.1, x6 &+ key.2, x7 &+ key.3),
-                SIMD4(x8 &+ key.4, x9 &+ key.5, x10 &+ key.6, x11 &+ key.7),
-                SIMD4(x12 &+ counter, x13 &+ nonce.0, x14 &+ nonce.1, x15 &+ nonce.2))
-    }
-
-    @inline(__always)
-    private static func quarterRound(_ a: inout UInt32, _ b: inout UInt32, _ c: inout UInt32, _ d: inout UInt32) {
-        a &+= b; d ^= a; d = d << 16 | d >> 16
-        c &+= d; b ^= c; b = b << 12 | b >> 20
-        a &+= b; d ^= a; d = d << 8 | d >> 24
-        c &+= d; b ^= c; b = b << 7 | b >> 25
-    }
-}
-
-/// The randomness of one masked message, under fresh keys from the system CSPRNG (getrandom on
-/// Linux): one system call per message, not per value, as the keystreams are as unpredictable
-/// as their keys. Small draws (mixing matrices, signs) come from a ChaCha20 keystream; noise
-/// tensors, millions of values, from AES-256 in counter mode (BoringSSL, on the CPU's AES
-/// instructions, several times the rate of this file's scalar ChaCha20).
-package struct MaskStream: RandomNumberGenerator {
+/// The project's one source of secret randomness: the masks and noise of masked messages
+/// (Masking, residual noise) and the integrity checks' vectors. A rank that could predict
+/// these could unmask what crosses or forge results that pass, so the training RNG (seeded,
+/// replicated) must never be used for them.
+///
+/// Keys come fresh from the system CSPRNG (getrandom on Linux) when a stream is made: one
+/// system call per stream, not per value, as the keystreams are as unpredictable as their
+/// keys. Small draws (mixing matrices, signs, check vectors) come from a ChaCha20 keystream;
+/// noise tensors, millions of values, from AES-256 in counter mode (BoringSSL, on the CPU's AES
+/// instructions, several times the rate of the scalar ChaCha20).
+package struct SecretStream: RandomNumberGenerator {
     private let cipher: ChaCha20
     private var counter: UInt32 = 0
     private var words: [UInt32] = []
@@ -70,13 +34,28 @@ package struct MaskStream: RandomNumberGenerator {
 
     package mutating func next() -> UInt64 {
         if words.count < 2 {
-            precondition(counter < UInt32.max, "keystream exhausted: use a new MaskStream per message")
+            precondition(counter < UInt32.max, "keystream exhausted: use a new SecretStream per message")
             let (a, b, c, d) = cipher.block(counter: counter)
             counter += 1
             words = [a, b, c, d].flatMap { v in (0..<4).map { v[$0] } }
         }
         let lo = words.removeLast(), hi = words.removeLast()
         return UInt64(hi) << 32 | UInt64(lo)
+    }
+
+    /// Fills `p` with values of random sign and magnitude uniform in [1, 2), one keystream word
+    /// each (for the integrity checks' secret vectors): a magnitude of at least 1 makes any
+    /// single corrupted value show in a combination at full size; a continuous magnitude
+    /// leaves a forger no cancellation to aim at.
+    package mutating func fillSigned(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i < count {
+            let pair = next()
+            for w in [UInt32(truncatingIfNeeded: pair), UInt32(truncatingIfNeeded: pair >> 32)] where i < count {
+                p[i] = Float(bitPattern: (w & 0x8000_0000) | 0x3F80_0000 | (w & 0x007F_FFFF))
+                i += 1
+            }
+        }
     }
 
     /// A standard normal value (Box-Muller), for the small mixing matrices.
@@ -89,7 +68,7 @@ package struct MaskStream: RandomNumberGenerator {
     /// AES-CTR keystream words, one word per value, in chunks of 2^15 values (each under its own
     /// nonce) in parallel, so each value depends only on its position, not on the thread count.
     package mutating func fillNormal(_ p: UnsafeMutablePointer<Float>, count: Int, scale: Float) {
-        precondition(bulkCalls < UInt32.max, "keystream exhausted: use a new MaskStream per message")
+        precondition(bulkCalls < UInt32.max, "keystream exhausted: use a new SecretStream per message")
         let chunk = 1 << 15, chunks = (count + chunk - 1) / chunk
         let call = bulkCalls, key = bulkKey
         bulkCalls += 1
@@ -110,11 +89,11 @@ package struct MaskStream: RandomNumberGenerator {
                         let w1 = words.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
                         let w2 = words.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<UInt32>.self)
                         if i + 16 <= n {
-                            MaskStream.boxMuller(w1, w2, scale: scale, into: p + lo + i)
+                            SecretStream.boxMuller(w1, w2, scale: scale, into: p + lo + i)
                         } else {
                             withUnsafeMutableBytes(of: &last) { v in
                                 let values = v.baseAddress!.assumingMemoryBound(to: Float.self)
-                                MaskStream.boxMuller(w1, w2, scale: scale, into: values)
+                                SecretStream.boxMuller(w1, w2, scale: scale, into: values)
                                 (p + lo + i).update(from: values, count: n - i)
                             }
                         }
@@ -129,7 +108,7 @@ package struct MaskStream: RandomNumberGenerator {
     /// cosine need polynomials on [-pi/4, pi/4) only). Cosines go to out[0..<8], sines to
     /// out[8..<16]. Only vector adds, multiplies and selects (the compiler turns SIMD square
     /// roots and calls into scalar loops): ln by its series, the square root by Newton steps on
-    /// 1/sqrt, all accurate to about 1e-7 relative (`MaskStreamTests.testVectorBoxMullerMatchesLibm`).
+    /// 1/sqrt, all accurate to about 1e-7 relative (`SecretStreamTests.testVectorBoxMullerMatchesLibm`).
     @inline(__always)
     package static func boxMuller(_ w1: SIMD8<UInt32>, _ w2: SIMD8<UInt32>, scale: Float, into out: UnsafeMutablePointer<Float>) {
         typealias V = SIMD8<Float>

@@ -1,4 +1,5 @@
 import AsymKernels
+import AsymIntegrity
 import Dispatch
 
 /// A deliberate corruption of untrusted results, for tests and demonstrations of the
@@ -243,13 +244,14 @@ package final class LocalUntrusted: UntrustedExecutor {
         outputs[r.layer] = worker.forward(layer: r.layer, residual: r.tensor, samples: r.samples, batch: r.batch)
     }
 
-    package func finishForward(layer: Int) -> Tensor { outputs[layer]! }
+    /// Each micro-batch ran when it was handed over: every sample is there.
+    package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { outputs[layer]! }
 
     package func startBackward(_ g: OutputGradient) {
         inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, samples: g.samples, batch: g.batch)
     }
 
-    package func finishBackward(layer: Int) -> Tensor { inputGrads[layer]! }
+    package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { inputGrads[layer]! }
 
     package func startBackwardPerSample(_ g: OutputGradient) {
         (inputGrads[g.layer], weightShares[g.layer]) = worker.backwardPerSample(layer: g.layer, outputGrad: g.tensor, batch: g.batch)
@@ -257,7 +259,16 @@ package final class LocalUntrusted: UntrustedExecutor {
 
     package func finishWeightShares(layer: Int) -> Tensor { weightShares[layer]! }
 
+    /// Nothing is in flight: the work ran at each `start*` call.
+    package func progress() {}
+
+    /// The group is this process, the placement of a message's rows is not needed.
+    package var members: Int? { nil }
+
     package func takeComputeSeconds() -> Double { worker.takeComputeSeconds() }
+
+    /// The in-process worker's time is the trusted process's own (`takeComputeSeconds`).
+    package var untrustedLoad: (compute: Double, idle: Double)? { nil }
 
     package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
         let samples = 0..<worker.backwardBatch

@@ -17,11 +17,19 @@ package struct Residual {
     /// nil: the executor's buffer for the layer). Executors may ignore it.
     package let output: Tensor?
     /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
-    package let placement: Placement?
+    package let placement: RowPlacement?
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, output: Tensor? = nil,
-         placement: Placement? = nil) {
+         placement: RowPlacement? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
         self.output = output; self.placement = placement
+    }
+
+    /// This whole residual batch as it crosses after a privacy layer transformed it (masked
+    /// combinations, added noise): `tensor` has one row per message row, and the rows go out
+    /// by `placement`. Only a residual can become another one, so nothing else (inputs,
+    /// labels, principal components) can be turned into a message.
+    package func crossing(as tensor: Tensor, placement: RowPlacement?) -> Residual {
+        Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement)
     }
 }
 
@@ -35,20 +43,27 @@ package struct OutputGradient {
     /// Where the trusted side wants dX, [batch, C, H, W] (as `Residual.output`).
     package let inputGrad: Tensor?
     /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
-    package let placement: Placement?
+    package let placement: RowPlacement?
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, inputGrad: Tensor? = nil,
-         placement: Placement? = nil) {
+         placement: RowPlacement? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
         self.inputGrad = inputGrad; self.placement = placement
+    }
+
+    /// This whole output-gradient batch as it crosses after a privacy layer transformed it
+    /// (as `Residual.crossing`).
+    package func crossing(as tensor: Tensor, placement: RowPlacement?) -> OutputGradient {
+        OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement)
     }
 }
 
 /// Where the rows of one message go (spread masking, docs/DESIGN.md §9): rows `parts[j]` to
 /// untrusted group member j, instead of `shardRange`'s equal contiguous shards. `groups[r]`
 /// is the mask group of row r (for the trusted side's audit of the placement).
-package struct Placement: Equatable {
+package struct RowPlacement: Equatable {
     package let parts: [Range<Int>]
     package let groups: [Int]
+    package init(parts: [Range<Int>], groups: [Int]) { self.parts = parts; self.groups = groups }
 }
 
 /// Samples [lo, hi) of shard `index` when `total` samples are cut into `shards` contiguous
@@ -85,52 +100,60 @@ package struct SplitLayerInfo: Equatable {
 /// hands the work over (a non-blocking send under MPI), `finish*` collects the result.
 /// Executors that `pipelines` also take micro-batches: several `start*` calls for one layer,
 /// each for its samples, then `finish*(layer:samples:)` for each, in the same order.
+///
+/// The protocol has no default implementations: an executor states every answer, so a
+/// missing one is a compile error. Wrappers (masking, residual noise, the attack's recorder)
+/// conform to `ExecutorWrapper`, which passes every call on, and implement only what they
+/// change: a wrapper cannot silently drop a call it forgot.
 package protocol UntrustedExecutor: AnyObject {
-    /// Whether `start*` accepts part of a batch (`Residual.samples`), several in flight.
-    var pipelines: Bool { get }
-    /// The untrusted ranks that share each message, which a message's `Placement` must have
-    /// one part for; nil where the untrusted side runs in this process and ignores placement.
-    /// Wrappers pass their inner executor's on.
-    var members: Int? { get }
-    /// Returns Y_U for `layer` once the samples `samples` of it arrived (the whole batch's
-    /// tensor; other samples may still be in flight).
-    func finishForward(layer: Int, samples: Range<Int>) -> Tensor
-    /// Returns dX for `layer` once the samples `samples` of it arrived.
-    func finishBackward(layer: Int, samples: Range<Int>) -> Tensor
-    /// Starts Y_U = conv(R, W) + b.
-    func startForward(_ r: Residual)
-    /// Returns Y_U for `layer`, [batch, Cout, Ho, Wo].
-    func finishForward(layer: Int) -> Tensor
-    /// Starts dX = conv_transpose(dY, W) and accumulates the share corr(R, dY) of dW.
-    func startBackward(_ g: OutputGradient)
-    /// Returns dX for `layer`, [batch, C, H, W].
-    func finishBackward(layer: Int) -> Tensor
-    /// Starts dX = conv_transpose(dY, W) like `startBackward`, but keeps corr(R_s, dY_s) of
-    /// every sample s apart instead of adding it to the share: the samples are then masked
-    /// combinations, and only the trusted side knows the weights that combine their
-    /// correlations into the true share (Masking.swift). `finishBackward` returns dX.
-    func startBackwardPerSample(_ g: OutputGradient)
-    /// The per-sample correlations of the last `startBackwardPerSample` for `layer`,
-    /// [batch, Cout, C, k, k]; call it after `finishBackward`.
-    func finishWeightShares(layer: Int) -> Tensor
+    // Set-up and the step's end.
+
+    /// Registers a split layer with the executor (its weights are replicated, read only).
+    func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?)
+    /// Gives the untrusted side the split layers' current weights and biases: on start (and
+    /// resume) and after every optimizer step.
+    func publishWeights() throws
     /// Hands this step's weight-gradient shares to `body`, one call per split layer and
     /// untrusted contributor: the layer, its share (the weight's shape) and the samples of
     /// the local batch it covers, so that each can be verified before it enters any sum
     /// (docs/DESIGN.md §8). The executor then forgets them.
     func collectGradientShares(_ body: (_ layer: Int, _ share: UnsafeMutablePointer<Float>, _ samples: Range<Int>) throws -> Void) throws
-    /// Gives the untrusted side the split layers' current weights and biases: on start (and
-    /// resume) and after every optimizer step.
-    func publishWeights() throws
+
+    // The layer passes.
+
+    /// Whether `start*` accepts part of a batch (`Residual.samples`), several in flight.
+    var pipelines: Bool { get }
+    /// The untrusted ranks that share each message, which a message's `RowPlacement` must have
+    /// one part for; nil where the untrusted side runs in this process and ignores placement.
+    var members: Int? { get }
+    /// Starts Y_U = conv(R, W) + b.
+    func startForward(_ r: Residual)
+    /// Returns Y_U for `layer` once the samples `samples` of it arrived (the whole batch's
+    /// tensor, [batch, Cout, Ho, Wo]; other samples may still be in flight).
+    func finishForward(layer: Int, samples: Range<Int>) -> Tensor
+    /// Starts dX = conv_transpose(dY, W) and accumulates the share corr(R, dY) of dW.
+    func startBackward(_ g: OutputGradient)
+    /// Returns dX for `layer` ([batch, C, H, W]) once the samples `samples` of it arrived.
+    func finishBackward(layer: Int, samples: Range<Int>) -> Tensor
+    /// Starts dX = conv_transpose(dY, W) like `startBackward`, but keeps corr(R_s, dY_s) of
+    /// every sample s apart instead of adding it to the share: the samples are then masked
+    /// combinations, and only the trusted side knows the weights that combine their
+    /// correlations into the true share (AsymPrivacy/Masking.swift). `finishBackward` returns dX.
+    func startBackwardPerSample(_ g: OutputGradient)
+    /// The per-sample correlations of the last `startBackwardPerSample` for `layer`,
+    /// [batch, Cout, C, k, k]; call it after `finishBackward`.
+    func finishWeightShares(layer: Int) -> Tensor
+    /// Lets pending transfers advance; the trusted side calls it between chunks of its own
+    /// work (Open MPI moves a large message only while the sender is inside an MPI call).
+    func progress()
+
+    // Accounting and failures.
+
     /// Seconds the untrusted side spent computing since the last call (for the metrics).
     func takeComputeSeconds() -> Double
     /// The untrusted side's own compute and idle seconds in the last step, measured there
     /// (under MPI, the slowest group member's); nil where the executor cannot tell.
     var untrustedLoad: (compute: Double, idle: Double)? { get }
-    /// Lets pending transfers advance; the trusted side calls it between chunks of its own
-    /// work (Open MPI moves a large message only while the sender is inside an MPI call).
-    func progress()
-    /// Registers a split layer with the executor (its weights are replicated, read only).
-    func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?)
     /// Who computed sample `sample` of a batch of `batch` (for messages): "rank 2 (untrusted)".
     func source(ofSample sample: Int, batch: Int) -> String
     /// Stops trusting whoever computed these samples of a batch of `batch` (failed integrity
@@ -140,24 +163,6 @@ package protocol UntrustedExecutor: AnyObject {
 }
 
 extension UntrustedExecutor {
-    package func progress() {}
-
-    package var untrustedLoad: (compute: Double, idle: Double)? { nil }
-
-    /// Executors that do not pipeline take whole batches only.
-    package var pipelines: Bool { false }
-    package var members: Int? { nil }
-    package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { finishForward(layer: layer) }
-    package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { finishBackward(layer: layer) }
-
-    package func source(ofSample sample: Int, batch: Int) -> String { "the untrusted side" }
-
-    /// Executors that cannot drop a contributor say so: the run ends instead of continuing
-    /// with a result source it no longer trusts.
-    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
-        throw ExclusionError(description: "\(type(of: self)) cannot exclude the sources of samples \(samples)")
-    }
-
     /// Adds every share into `grads[layer]`. A layer in `splits` with `settings.verify` checks
     /// each share first, by the samples it covers, before it enters the sum (docs/DESIGN.md
     /// §8), and ends its checks once every share arrived.
@@ -168,16 +173,34 @@ extension UntrustedExecutor {
         }
         for split in splits.values where split.settings.verify { split.finishGradientShareChecks() }
     }
-    /// Executors that cannot serve masked runs yet (the wire protocol follows) say so loudly.
-    package func startBackwardPerSample(_ g: OutputGradient) {
-        preconditionFailure("\(type(of: self)) does not return per-sample weight-gradient shares, which masking needs")
-    }
-    package func finishWeightShares(layer: Int) -> Tensor {
-        preconditionFailure("\(type(of: self)) does not return per-sample weight-gradient shares, which masking needs")
-    }
 }
 
-/// An executor could not exclude a contributor after a failed integrity check.
-package struct ExclusionError: Error, CustomStringConvertible {
-    package let description: String
+/// An executor wrapped around another (masking, residual noise, the attack's recorder): every
+/// call it does not implement itself goes to `inner` unchanged, by the extension below, so a
+/// wrapper states only what it changes (and `pipelines`, where it takes whole batches only).
+package protocol ExecutorWrapper: UntrustedExecutor {
+    var inner: UntrustedExecutor { get }
+}
+
+extension ExecutorWrapper {
+    package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { inner.register(info, weight: weight, bias: bias) }
+    package func publishWeights() throws { try inner.publishWeights() }
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
+        try inner.collectGradientShares(body)
+    }
+    package var pipelines: Bool { inner.pipelines }
+    package var members: Int? { inner.members }
+    package func startForward(_ r: Residual) { inner.startForward(r) }
+    package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { inner.finishForward(layer: layer, samples: samples) }
+    package func startBackward(_ g: OutputGradient) { inner.startBackward(g) }
+    package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { inner.finishBackward(layer: layer, samples: samples) }
+    package func startBackwardPerSample(_ g: OutputGradient) { inner.startBackwardPerSample(g) }
+    package func finishWeightShares(layer: Int) -> Tensor { inner.finishWeightShares(layer: layer) }
+    package func progress() { inner.progress() }
+    package func takeComputeSeconds() -> Double { inner.takeComputeSeconds() }
+    package var untrustedLoad: (compute: Double, idle: Double)? { inner.untrustedLoad }
+    package func source(ofSample sample: Int, batch: Int) -> String { inner.source(ofSample: sample, batch: batch) }
+    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
+        try inner.exclude(sourcesOfSamples: samples, batch: batch)
+    }
 }

@@ -1,4 +1,5 @@
 import AsymKernels
+import AsymIntegrity
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -69,7 +70,7 @@ package final class SplitConvolution {
     package private(set) var lastRank = 0
     package private(set) var lastResidualEnergy = 0.0
     /// Whether the last forward rebuilt U V instead of using combined kernels.
-    package private(set) var lastRebuilt = false
+    package fileprivate(set) var lastRebuilt = false
     /// Set when a ReLU follows this layer: the merge applies it (the ReLU layer then passes
     /// its input through), which saves a pass over the output and the ReLU's own buffer.
     package var fusedReLU = false
@@ -139,22 +140,43 @@ package final class SplitConvolution {
     /// is where the caller wants Y (not `x`); an executor may keep Y in a buffer of its own
     /// instead, so use the tensor returned. `overwritingInput`: nothing reads `x` once this
     /// pass is done, so R may take its place when `residualsLeave`.
+    ///
+    /// Micro-batches (docs/DESIGN.md §4.3): each one's residual leaves as soon as it is
+    /// computed, so the untrusted side convolves it while the next one is decomposed, and each
+    /// one's merge waits for its own result only.
     package func forward(_ x: Tensor, batch: Int, weight: Tensor, bias: Tensor? = nil, training: Bool = true,
                          into output: Tensor? = nil, overwritingInput: Bool = false) -> Tensor {
         precondition(checker == nil || (bias != nil) == info.hasBias, "layer \(info.layer): the output check needs the bias")
-        let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
+        let g = geometry, rmax = min(settings.maxRank, g.inChannels)
         let R = residualBuffer(x, output: output, overwritingInput: overwritingInput); residual = R
-        let bases = perSample ? batch : 1
-        let U = Tensor.reuse(ut, shape: [bases, rmax, C]); ut = U
+        let U = Tensor.reuse(ut, shape: [perSample ? batch : 1, rmax, g.inChannels]); ut = U
         let V = Tensor.reuse(v, shape: [batch, rmax, g.height, g.width]); v = V
-        let work = scratch.buffer(2, count: C)
-
-        // Micro-batches (docs/DESIGN.md §4.3): each one's residual leaves as soon as it is
-        // computed, so the untrusted side convolves it while the next one is decomposed, and
-        // each one's merge waits for its own result only. The integrity checks take whole batches.
         let cuts = microbatches(batch)
 
         // 1. The light SVD, per sample or for the whole batch, and the hand-over of R.
+        let rank = decompose(x, batch: batch, cuts: cuts, training: training, U: U, V: V, R: R, output: output)
+        // 2. The output check's probes, right after the hand-over, while R may still be in cache.
+        checker?.prepareForward(residual: R.data, batch: batch, weight: weight.data, bias: bias?.data, training: training,
+                                scratch: scratch, progress: { executor.progress() })
+        // 3. The low-rank share Y_T = conv(U V, W), in the cheaper order, micro-batch by
+        // micro-batch; 4. each merged with Y_U as soon as it arrives.
+        let yT = arena.tensor(shape: [batch * g.outputSize], avoiding: [x, R, output]).data
+        let low = LowRankForward(self, rank: rank, batch: batch, weight: weight, U: U, V: V)
+        var merged: Tensor?
+        for cut in cuts {
+            low.compute(cut, into: yT)
+            merged = merge(cut, lowShare: yT, chunk: low.chunk, batch: batch, weight: weight, bias: bias, residual: R)
+        }
+        return merged!
+    }
+
+    /// Phase 1 of `forward`: U, V and R = X - U V of every sample, each micro-batch's R handed to
+    /// the executor as soon as it is computed. Sets `lastRank`, `lastResidualEnergy` and (for
+    /// training passes of the batch basis) `warmBasis`; returns the rank.
+    private func decompose(_ x: Tensor, batch: Int, cuts: [Range<Int>], training: Bool, U: Tensor, V: Tensor, R: Tensor,
+                           output: Tensor?) -> Int {
+        let g = geometry, C = g.inChannels, P = g.height * g.width, rmax = min(settings.maxRank, C)
+        let work = scratch.buffer(2, count: C)
         var rank = 0, residualEnergy = 0.0, totalEnergy = 0.0
         if !perSample {
             // The batch basis (docs/DESIGN.md §2): estimate U on a few samples, warm-started from the
@@ -195,7 +217,7 @@ package final class SplitConvolution {
                 residualEnergy += e.residualEnergy
                 totalEnergy += e.totalEnergy
             }
-            // 2. The residual goes to the untrusted side; the low-rank part stays here.
+            // The residual goes to the untrusted side; the low-rank part stays here.
             executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch, samples: cut, output: output))
             executor.progress()
         }
@@ -205,80 +227,100 @@ package final class SplitConvolution {
         }
         lastRank = rank
         lastResidualEnergy = totalEnergy > 0 ? residualEnergy / totalEnergy : 0
+        return rank
+    }
 
-        // The output check's probes come right after the hand-over, while R may still be in cache.
-        checker?.prepareForward(residual: R.data, batch: batch, weight: weight.data, bias: bias?.data, training: training,
-                                scratch: scratch, progress: { executor.progress() })
-        let yT = arena.tensor(shape: [batch * g.outputSize], avoiding: [x, R, output]).data
-        lastRebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: perSample)
-        let k2 = g.kernel * g.kernel, Cout = g.outChannels, low = g.with(inChannels: rank)
-        // Y_T's layout: samples in chunks of `lowChunk`, each chunk [Cout][samples][Po] as the
-        // GEMM leaves it (NCHW when it is 1), so no pass reorders it before the merge reads it.
-        // The checker merges NCHW shares. Chunks never straddle micro-batches (both align to 8).
-        let lowChunk = rank == 0 || lastRebuilt || perSample || checker != nil ? 1 : chunkSamples(low)
-        let L = lastRebuilt && rank > 0 ? rebuild(U, V, rank: rank, batch: batch) : nil
-        // One W~ buffer serves every sample: each sample's kernels are built right before
-        // its convolution (storing them all would cost batch * Cout * r * k^2 floats).
-        // W~ is [Cout][r][k*k]; Wp is W as [C][Cout][k*k].
-        let combinedKernels = rank > 0 && !lastRebuilt
-        let Wt = scratch.buffer(5, count: combinedKernels ? Cout * rank * k2 : 0)
-        let Wp = scratch.buffer(6, count: combinedKernels ? C * Cout * k2 : 0)
+    /// Phase 3 of `forward`: Y_T = conv(U V, W) of one micro-batch at a time, by combined
+    /// kernels W~ = W U and a convolution on V's r channels, or (when r is large against the
+    /// map) by U V rebuilt and convolved in full. Sets the layer's `lastRebuilt`.
+    private struct LowRankForward {
+        let layer: SplitConvolution, rank: Int, weight: Tensor, U: Tensor, V: Tensor
+        /// U V when it is rebuilt; nil with combined kernels (or rank 0).
+        let rebuiltInput: Tensor?
+        /// Y_T's layout: samples in chunks of `chunk`, each chunk [Cout][samples][Po] as the
+        /// GEMM leaves it (NCHW when it is 1), so no pass reorders it before the merge reads
+        /// it. The checker merges NCHW shares. Chunks never straddle micro-batches (both align to 8).
+        let chunk: Int
+        /// W~ ([Cout][r][k*k]) and W as [C][Cout][k*k]: one W~ buffer serves every sample, each
+        /// sample's kernels built right before its convolution (storing them all would cost
+        /// batch * Cout * r * k^2 floats).
+        let combined: UnsafeMutablePointer<Float>, reordered: UnsafeMutablePointer<Float>
+
+        init(_ layer: SplitConvolution, rank: Int, batch: Int, weight: Tensor, U: Tensor, V: Tensor) {
+            self.layer = layer; self.rank = rank; self.weight = weight; self.U = U; self.V = V
+            let g = layer.geometry, k2 = g.kernel * g.kernel, Cout = g.outChannels
+            let rebuilt = !SplitConvolution.combinedCheaper(geometry: g, rank: rank, batch: batch, perSample: layer.perSample)
+            layer.lastRebuilt = rebuilt
+            chunk = rank == 0 || rebuilt || layer.perSample || layer.checker != nil ? 1 : chunkSamples(g.with(inChannels: rank))
+            rebuiltInput = rebuilt && rank > 0 ? layer.rebuild(U, V, rank: rank, batch: batch) : nil
+            let useCombined = rank > 0 && !rebuilt
+            combined = layer.scratch.buffer(5, count: useCombined ? Cout * rank * k2 : 0)
+            reordered = layer.scratch.buffer(6, count: useCombined ? g.inChannels * Cout * k2 : 0)
+            if useCombined {
+                swapLeadingAxes(weight.data, a: Cout, b: g.inChannels, inner: k2, into: reordered)
+                if !layer.perSample { combineKernels(basis: 0) }
+            }
+        }
+
+        /// W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
         func combineKernels(basis: Int) {
-            // W~'[j][(o,t)] = sum_c U[c][j] W[o][c][t], then reordered to W~[o][j][t].
-            let tmp = scratch.buffer(3, count: rank * Cout * k2)
-            BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: Wp, ldb: Cout * k2,
+            let g = layer.geometry, C = g.inChannels, Cout = g.outChannels, k2 = g.kernel * g.kernel
+            let tmp = layer.scratch.buffer(3, count: rank * Cout * k2)
+            BLAS.gemm(m: rank, n: Cout * k2, k: C, a: U.data + basis * rank * C, lda: C, b: reordered, ldb: Cout * k2,
                       c: tmp, ldc: Cout * k2)
-            swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: Wt)
+            swapLeadingAxes(tmp, a: rank, b: Cout, inner: k2, into: combined)
         }
-        if combinedKernels {
-            swapLeadingAxes(weight.data, a: Cout, b: C, inner: k2, into: Wp)
-            if !perSample { combineKernels(basis: 0) }
-        }
-        var merged: Tensor?
-        for cut in cuts {
+
+        func compute(_ cut: Range<Int>, into yT: UnsafeMutablePointer<Float>) {
+            let g = layer.geometry, Cout = g.outChannels, P = g.height * g.width, low = g.with(inChannels: rank)
             let lowShare = yT + cut.lowerBound * g.outputSize
             if rank == 0 {
                 lowShare.update(repeating: 0, count: cut.count * g.outputSize)
-            } else if let L {
-                conv2dForward(g, x: L.data + cut.lowerBound * C * P, batch: cut.count, weight: weight.data, bias: nil,
-                              y: lowShare, scratch: scratch)
+            } else if let L = rebuiltInput {
+                conv2dForward(g, x: L.data + cut.lowerBound * g.inChannels * P, batch: cut.count, weight: weight.data, bias: nil,
+                              y: lowShare, scratch: layer.scratch)
             } else {
-                for first in stride(from: cut.lowerBound, to: cut.upperBound, by: lowChunk) {
-                    let n = min(lowChunk, cut.upperBound - first)
-                    if perSample { combineKernels(basis: first) }
+                for first in stride(from: cut.lowerBound, to: cut.upperBound, by: chunk) {
+                    let n = min(chunk, cut.upperBound - first)
+                    if layer.perSample { combineKernels(basis: first) }
                     // conv(V, W~) by im2col and one GEMM, as conv2dForward computes it per chunk.
-                    let columns = n * g.outPositions, col = scratch.buffer(0, count: low.patchSize * columns)
+                    let columns = n * g.outPositions, col = layer.scratch.buffer(0, count: low.patchSize * columns)
                     im2col(low, x: V.data + first * rank * P, samples: n, col: col)
-                    BLAS.gemm(m: Cout, n: columns, k: low.patchSize, a: Wt, lda: low.patchSize, b: col, ldb: columns,
+                    BLAS.gemm(m: Cout, n: columns, k: low.patchSize, a: combined, lda: low.patchSize, b: col, ldb: columns,
                               c: yT + first * g.outputSize, ldc: columns)
-                    if perSample { executor.progress() }
+                    if layer.perSample { layer.executor.progress() }
                 }
             }
-
-            // 3. Merge in place: Y = Y_U + Y_T (the untrusted side added the bias), and the ReLU
-            // after this layer when it is fused here. The result lives in the executor's per-layer
-            // buffer until this layer's next forward pass. The check merges as it goes (Y_U is
-            // read once); a recompute merges again.
-            let y = executor.finishForward(layer: info.layer, samples: cut)
-            if let checker {
-                resolve(checker.checkOutputShare(y.data, adding: yT)) {
-                    conv2dForward(g, x: R.data, batch: batch, weight: weight.data, bias: bias?.data, y: y.data, scratch: scratch)
-                    accumulate(yT, into: y.data, count: y.count)
-                }
-                if fusedReLU { reluForward(y.data, y.data, count: y.count) }
-            } else {
-                merge(yT, chunk: lowChunk, into: y.data, samples: cut)
-            }
-            merged = y
         }
-        return merged!
+    }
+
+    /// Phase 4 of `forward`: Y = Y_U + Y_T in place for the samples `cut` (the untrusted side
+    /// added the bias), and the ReLU after this layer when it is fused here. The result lives
+    /// in the executor's per-layer buffer until this layer's next forward pass. The check
+    /// merges as it goes (Y_U is read once); a recompute merges again.
+    private func merge(_ cut: Range<Int>, lowShare yT: UnsafeMutablePointer<Float>, chunk: Int, batch: Int, weight: Tensor,
+                       bias: Tensor?, residual R: Tensor) -> Tensor {
+        let y = executor.finishForward(layer: info.layer, samples: cut)
+        if let checker {
+            resolve(checker.checkOutputShare(y.data, adding: yT)) {
+                conv2dForward(geometry, x: R.data, batch: batch, weight: weight.data, bias: bias?.data, y: y.data, scratch: scratch)
+                accumulate(yT, into: y.data, count: y.count)
+            }
+            if fusedReLU { reluForward(y.data, y.data, count: y.count) }
+        } else {
+            merge(yT, chunk: chunk, into: y.data, samples: cut)
+        }
+        return y
     }
 
     /// The micro-batches of a batch (`settings.microbatches`, cut at multiples of
     /// `convChunkAlignment`, so that every sample's convolutions are those of the whole
-    /// batch): one part when the executor does not pipeline or the results are checked.
+    /// batch). The config's feature rules keep micro-batches away from executors that take
+    /// whole batches and from the checks; a layer never falls back to whole batches silently.
     private func microbatches(_ batch: Int) -> [Range<Int>] {
-        let parts = executor.pipelines && checker == nil ? settings.microbatches : 1
+        let parts = settings.microbatches
+        precondition(parts == 1 || (executor.pipelines && checker == nil),
+                     "layer \(info.layer): \(parts) micro-batches with an executor that takes whole batches or with the checks")
         return (0..<parts).map { shardRange(batch, shards: parts, index: $0) }.filter { !$0.isEmpty }
     }
 

@@ -106,7 +106,7 @@ package struct BenchmarkResult {
 /// The config that `bench` and `bench --calibrate` time: synthetic data of the config's
 /// shape, enough for two warm-up and `steps` timed steps; no step limit; checks off.
 func timingConfig(_ config: Config, steps: Int) throws -> Config {
-    guard steps >= 1 else { throw ConfigError("--steps: time at least 1 step, got \(steps)") }
+    guard steps >= 1 else { throw UsageError("--steps: time at least 1 step, got \(steps)") }
     var c = config
     c.data.dataset = .synthetic
     c.data.syntheticTrain = c.data.batchSize * (steps + 2)
@@ -163,9 +163,12 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false, plainO
                           trustedTrainSeconds: median(trusted), trustedInferSeconds: median(inferTrusted), profile: table)
     }
     let plan = try Plan(c)
+    var verified = c
+    verified.asym.verify = true
+    let checksApply = (try? FeatureRules.check(verified, launch: nil)) != nil
     return BenchmarkResult(batch: c.data.batchSize, threads: kernelThreads, plain: try time(.plain),
                            teeOnly: plainOnly ? nil : try time(.teeOnly), asym: plainOnly ? nil : try time(.asym),
-                           asymVerified: plainOnly || !c.asym.checksApply ? nil : try time(.asym, verify: true), plan: plan,
+                           asymVerified: plainOnly || !checksApply ? nil : try time(.asym, verify: true), plan: plan,
                            trainFlops: plan.plainTrainingFlops, inferFlops: plan.plainForwardFlops,
                            sgemmOpenBLAS: sgemmRate(n: 2048, onDNNL: false), sgemmDNNL: sgemmRate(n: 2048, onDNNL: true))
 }

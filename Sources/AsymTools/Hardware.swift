@@ -59,16 +59,16 @@ package struct Hardware: Equatable, Sendable {
                 pairs[key] = try number(key, text, source: "--hardware")
             } else {
                 guard let file = try? String(contentsOfFile: item, encoding: .utf8) else {
-                    throw ConfigError("--hardware: cannot read the hardware file \(item) (write one with asymml bench --calibrate)")
+                    throw FileError("--hardware: cannot read the hardware file \(item) (write one with asymml bench --calibrate)")
                 }
                 for (key, value) in try fileValues(file, source: item) where pairs[key] == nil { pairs[key] = value }
             }
         }
         if let unknown = pairs.keys.sorted().first(where: { !keys.contains($0) }) {
-            throw ConfigError("--hardware: unknown key '\(unknown)'; the keys are \(keys.joined(separator: ", "))")
+            throw UsageError("--hardware: unknown key '\(unknown)'; the keys are \(keys.joined(separator: ", "))")
         }
         func required(_ key: String) throws -> Double {
-            guard let v = pairs[key] else { throw ConfigError("--hardware: \(key) is missing (e.g. tee_gflops=20,accel_gflops=10000,link_gbps=25)") }
+            guard let v = pairs[key] else { throw UsageError("--hardware: \(key) is missing (e.g. tee_gflops=20,accel_gflops=10000,link_gbps=25)") }
             return v
         }
         return Hardware(teeGflops: try required("tee_gflops"), teeSplitGflops: pairs["tee_split_gflops"],
@@ -81,7 +81,7 @@ package struct Hardware: Equatable, Sendable {
         try text.split(separator: "\n").compactMap { raw -> (String, Double)? in
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].trimmingCharacters(in: .whitespaces)
             guard !line.isEmpty else { return nil }
-            guard let colon = line.firstIndex(of: ":") else { throw ConfigError("\(source): '\(line)' is not 'key: value'") }
+            guard let colon = line.firstIndex(of: ":") else { throw UsageError("\(source): '\(line)' is not 'key: value'") }
             let key = line[..<colon].trimmingCharacters(in: .whitespaces)
             return (key, try number(key, line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces), source: source))
         }
@@ -89,7 +89,7 @@ package struct Hardware: Equatable, Sendable {
 
     static func number(_ key: String, _ text: String, source: String) throws -> Double {
         guard let v = Double(text), v.isFinite, v > 0 || (key == "link_latency_us" && v == 0) else {
-            throw ConfigError("\(source): \(key) must be a positive number, got '\(text)'")
+            throw UsageError("\(source): \(key) must be a positive number, got '\(text)'")
         }
         return v
     }

@@ -9,13 +9,13 @@ package enum Pictures {
     /// Reads metrics.jsonl into (step, field) series; nested objects become `field/key`.
     package static func readMetrics(_ path: String) throws -> [String: [(Double, Double)]] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ConfigError("\(path): cannot read it; is this a run folder (asymml train writes metrics.jsonl)?")
+            throw FileError("\(path): cannot read it; is this a run folder (asymml train writes metrics.jsonl)?")
         }
         var series: [String: [(Double, Double)]] = [:]
         for (n, line) in text.split(separator: "\n").enumerated() {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                   let step = (object["step"] as? NSNumber)?.doubleValue else {
-                throw ConfigError("\(path): line \(n + 1) is not a metrics record")
+                throw FileError("\(path): line \(n + 1) is not a metrics record")
             }
             func add(_ key: String, _ value: Any) {
                 if let v = value as? NSNumber { series[key, default: []].append((step, v.doubleValue)) }

@@ -6,7 +6,7 @@ import Foundation
 /// A checkpoint that cannot be used: corrupt, truncated, or not matching the config.
 package struct CheckpointError: Error, CustomStringConvertible {
     package let description: String
-    init(_ message: String) { description = message }
+    package init(_ message: String) { description = message }
 }
 
 /// Who trained: written to the `world` attribute as JSON.

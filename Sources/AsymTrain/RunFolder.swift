@@ -41,13 +41,13 @@ package final class RunFolder {
         do {
             try fm.createDirectory(atPath: path + "/checkpoints", withIntermediateDirectories: true)
         } catch {
-            throw ConfigError("run folder \(path): cannot create it (\(error.localizedDescription))")
+            throw FileError("run folder \(path): cannot create it (\(error.localizedDescription))")
         }
         func appendHandle(_ name: String) throws -> FileHandle {
             let file = path + "/" + name
             if !fm.fileExists(atPath: file) { _ = fm.createFile(atPath: file, contents: nil) }
             guard let h = FileHandle(forWritingAtPath: file) else {
-                throw ConfigError("run folder \(path): cannot write \(name)")
+                throw FileError("run folder \(path): cannot write \(name)")
             }
             h.seekToEndOfFile()
             return h
@@ -55,7 +55,7 @@ package final class RunFolder {
         metrics = try appendHandle("metrics.jsonl")
         log = try appendHandle("train.log")
         do { events = try TensorBoardWriter(directory: path + "/tensorboard") } catch {
-            throw ConfigError("run folder \(path): cannot create tensorboard/ (\(error))")
+            throw FileError("run folder \(path): cannot create tensorboard/ (\(error))")
         }
     }
 
@@ -64,7 +64,7 @@ package final class RunFolder {
     package func writeConfig(_ config: Config) throws {
         guard isWriter else { return }
         do { try config.yaml.write(toFile: path + "/config.yaml", atomically: true, encoding: .utf8) } catch {
-            throw ConfigError("run folder \(path): cannot write config.yaml")
+            throw FileError("run folder \(path): cannot write config.yaml")
         }
     }
 

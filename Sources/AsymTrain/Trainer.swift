@@ -1,7 +1,9 @@
 import AsymModel
 import AsymData
 import AsymKernels
+import AsymIntegrity
 import AsymSplit
+import AsymPrivacy
 import Foundation
 
 /// Where training stands: enough to continue bit-exactly (with the model and optimizer).
@@ -19,31 +21,17 @@ package struct IntegrityError: Error, CustomStringConvertible {
     package let description: String
 }
 
+/// Training that cannot go on as configured (a loss that is no longer finite).
+package struct TrainingError: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ message: String) { description = message }
+}
+
 /// Evaluation result over a whole split.
 package struct Evaluation {
     package var loss: Double
     package var accuracy: Double
     package var samples: Int
-}
-
-/// How a trainer takes part in a multi-rank job. One process needs none of it.
-package protocol Collective: AnyObject {
-    /// This trusted rank's index among the trusted ranks, and their number: it takes shard
-    /// `index` of every global batch (and of the test set).
-    var trustedIndex: Int { get }
-    var trustedCount: Int { get }
-    /// Sums the packed gradients across the trusted ranks, in place (untrusted shares are
-    /// already in them: they reach their trusted rank first).
-    func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) throws
-    /// Sums values across the trusted ranks (losses, accuracy counts).
-    func sumOverTrusted(_ values: [Double]) throws -> [Double]
-    /// Sums floats across the trusted ranks, in place (batch-norm statistics).
-    func sumOverTrusted(_ values: UnsafeMutablePointer<Float>, count: Int) throws
-    /// Called after every optimizer step (`step` is the number of steps taken); checks now
-    /// and then that the replicas agree.
-    func stepApplied(step: Int, parameters: [Parameter]) throws
-    /// Ends the job unless every trusted rank holds bit-identical `tensors`.
-    func checkReplicas(_ tensors: [Tensor], what: String) throws
 }
 
 /// Training and evaluation of one model replica.
@@ -89,11 +77,9 @@ package final class Trainer {
                 executor: UntrustedExecutor? = nil) throws {
         self.config = config
         self.collective = collective
-        // The one check that the global batch divides among the trusted ranks.
+        // FeatureRules checked that the global batch divides among the trusted ranks.
         let shards = collective?.trustedCount ?? 1
-        guard config.data.batchSize % shards == 0 else {
-            throw ConfigError("data.batch_size: \(config.data.batchSize) does not divide among \(shards) trusted ranks")
-        }
+        precondition(config.data.batchSize % shards == 0, "data.batch_size \(config.data.batchSize) across \(shards) trusted ranks")
         model = try Model(config.model)
         guard model.classes == config.data.classes || config.data.dataset != .synthetic else {
             throw ConfigError("model.layers: the last layer has \(model.classes) outputs but data.classes is \(config.data.classes)")

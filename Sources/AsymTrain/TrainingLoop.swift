@@ -1,6 +1,8 @@
 import AsymModel
 import AsymKernels
+import AsymIntegrity
 import AsymSplit
+import AsymPrivacy
 import Foundation
 
 /// The command-level training driver: run folder, logging, evaluation and checkpoints around
@@ -42,7 +44,7 @@ package struct TrainingLoop {
             let (loss, _) = try trainer.step()
             let step = trainer.position.step
             guard loss.isFinite else {
-                throw ConfigError("training diverged at step \(step): the loss is \(loss); lower optimizer.lr")
+                throw TrainingError("training diverged at step \(step): the loss is \(loss); lower optimizer.lr")
             }
             let trusted = trainer.lastStepSeconds - trainer.lastUntrustedSeconds
             window.add(loss: loss, trusted: trusted, untrusted: trainer.lastUntrustedSeconds, load: trainer.lastUntrustedLoad)

@@ -3,8 +3,9 @@ import AsymTools
 import ArgumentParser
 import AsymAttack
 import AsymCluster
-import AsymKernels
+import AsymRun
 import AsymSplit
+import AsymKernels
 import AsymTrain
 import Foundation
 
@@ -59,13 +60,11 @@ struct Train: ParsableCommand {
             config = try options.load()
             for text in injectFault { let (rank, fault) = try Fault.parse(text); faults[rank] = fault }
         } catch { fail(error) }
+        let run = TrainOptions(runDir: runDir, resume: resume, role: role, rankLogs: rankLogs, verbose: verbose, faults: faults)
         if Communicator.launchedByMPI {
-            DistributedTraining.train(config: config, options: TrainOptions(runDir: runDir, resume: resume, role: role,
-                                                                            rankLogs: rankLogs, verbose: verbose, faults: faults))
+            DistributedTraining.train(config: config, options: run)
         } else {
-            do {
-                try Commands.train(config: config, runDir: runDir, resume: resume, verbose: verbose, fault: faults[1])
-            } catch { fail(error) }
+            do { try Commands.train(config: config, options: run) } catch { fail(error) }
         }
     }
 }
@@ -105,7 +104,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         do {
             let config = try options.load()
-            Commands.configureThreads(config)
+            configureThreads(config)
             if linkProbe {
                 let world = try Communicator.world()
                 if let r = try LinkProbe.measureLink(world) { print(LinkProbe.report(r)) }

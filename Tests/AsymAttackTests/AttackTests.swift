@@ -43,7 +43,7 @@ extension XCTestCase {
     func maskedSmallConfig(K: Int, noise: Double, spread: Bool = false) throws -> (Config, String) {
         try requireFashionMNIST()
         var config = try smallConfig()
-        Commands.configureThreads(config)
+        configureThreads(config)
         let path = try initialCheckpoint(config)
         config.asym.maskGroup = K
         config.asym.maskNoise = noise
@@ -140,7 +140,7 @@ final class AttackTests: XCTestCase {
     func testCaptureAndReconstructionFromXBeatsNoise() throws {
         try requireFashionMNIST()
         let config = try smallConfig()
-        Commands.configureThreads(config)
+        configureThreads(config)
         let path = try initialCheckpoint(config)
 
         let capture = try Capture.run(config: config, checkpoint: path, layerName: nil, samples: 600)
@@ -173,7 +173,7 @@ final class AttackTests: XCTestCase {
     func testMaskedCaptureIsRelabelledAndHidesLabels() throws {
         try requireFashionMNIST()
         var config = try smallConfig()
-        Commands.configureThreads(config)
+        configureThreads(config)
         let path = try initialCheckpoint(config)
 
         let n = 1024, fit = n / 2

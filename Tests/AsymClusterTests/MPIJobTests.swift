@@ -3,59 +3,12 @@ import AsymHDF5
 import AsymKernels
 import AsymModel
 import AsymTrain
+import AsymTestSupport
 import Foundation
 import XCTest
 
-let repoRoot: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
-let binary = repoRoot + "/.build/release/asymml"
-
-struct JobResult {
-    var status: Int32
-    var output: String
-    var seconds: Double
-}
-
-/// Collects a pipe's output on a background thread, so a chatty child never blocks on it.
-final class OutputCollector: @unchecked Sendable {
-    private var data = Data()
-    private let done = DispatchSemaphore(value: 0)
-    init(_ pipe: Pipe) {
-        DispatchQueue.global().async {
-            self.data = pipe.fileHandleForReading.readDataToEndOfFile()
-            self.done.signal()
-        }
-    }
-    var text: String {
-        _ = done.wait(timeout: .now() + 5)
-        return String(decoding: data, as: UTF8.self)
-    }
-}
-
-/// Runs a command with a time limit; its output (stdout and stderr) comes back.
-func runJob(_ arguments: [String], timeout: Double = 120, whileRunning: ((Process) -> Void)? = nil) throws -> JobResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
-    p.environment = env
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    let start = Date()
-    try p.run()
-    let output = OutputCollector(pipe)
-    whileRunning?(p)
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(20_000) }
-    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-    p.waitUntilExit()
-    return JobResult(status: p.terminationStatus, output: output.text, seconds: Date().timeIntervalSince(start))
-}
+let repoRoot = repositoryRoot
+let binary = releaseBinary
 
 /// The MPI tests need the release binary (make test builds it first). Without it they skip
 /// on a developer's machine, but fail under CI, where a skip would hide a broken build.

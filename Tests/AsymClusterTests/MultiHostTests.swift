@@ -4,6 +4,7 @@ import AsymKernels
 import AsymModel
 import AsymTrain
 import Foundation
+import AsymTestSupport
 import XCTest
 
 /// A cluster of "hosts" on this machine (scripts/netns-cluster.sh): network namespaces on a

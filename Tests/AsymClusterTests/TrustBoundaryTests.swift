@@ -6,6 +6,7 @@ import AsymSplit
 import AsymTrain
 import Crypto
 import Foundation
+import AsymTestSupport
 import XCTest
 
 /// fmnist-cnn's layers (conv2..conv4 split, 64,672 split-layer values) on seeded synthetic
@@ -252,6 +253,10 @@ final class TrustBoundaryTests: XCTestCase {
             let worst = try tensorDifferences("\(dir)/checkpoints/step-00000004.h5", plain.model).max { $0.1 < $1.1 }!
             print("spread masked, 1T+\(untrusted)U, K = \(K): worst tensor against plain \(worst.0) \(worst.1)")
             XCTAssertLessThanOrEqual(worst.1, 1e-5, worst.0)
+            // The masking layer passes the untrusted group's own busy and idle time on.
+            XCTAssertTrue(job.output.contains("(untrusted rank busy "), job.output)
+            let metrics = try String(contentsOfFile: "\(dir)/metrics.jsonl", encoding: .utf8)
+            XCTAssertTrue(metrics.contains("\"untrusted_compute_s\"") && metrics.contains("\"untrusted_idle_s\""), metrics)
 
             func entries(_ file: String) throws -> [[String: Any]] {
                 try String(contentsOfFile: "\(audit)/\(file)", encoding: .utf8).split(separator: "\n").map {

@@ -1,5 +1,7 @@
 import AsymKernels
+import AsymIntegrity
 import AsymSplit
+import AsymTestSupport
 import Dispatch
 import Foundation
 import XCTest
@@ -87,8 +89,9 @@ final class VerifiedLayer {
 /// test takes them out of a step's time; CPU time ignores other processes on a shared machine).
 /// `deferred` computes each result when it is collected rather than when it is handed over,
 /// as a remote rank would: the trusted work in between then finds the caches as it left them.
-final class CountingUntrusted: UntrustedExecutor {
+final class CountingUntrusted: ExecutorWrapper {
     let local: LocalUntrusted
+    var inner: UntrustedExecutor { local }
     var deferred = false
     private(set) var seconds = 0.0
     private var pendingForward: Residual?, pendingBackward: OutputGradient?
@@ -99,23 +102,19 @@ final class CountingUntrusted: UntrustedExecutor {
         body()
         seconds += threadCPUSeconds() - t0
     }
-    func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { local.register(info, weight: weight, bias: bias) }
     func startForward(_ r: Residual) { if deferred { pendingForward = r } else { counted { local.startForward(r) } } }
-    func finishForward(layer: Int) -> Tensor {
+    func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
         if let r = pendingForward { pendingForward = nil; counted { local.startForward(r) } }
-        return local.finishForward(layer: layer)
+        return local.finishForward(layer: layer, samples: samples)
     }
     func startBackward(_ g: OutputGradient) { if deferred { pendingBackward = g } else { counted { local.startBackward(g) } } }
-    func finishBackward(layer: Int) -> Tensor {
+    func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
         if let g = pendingBackward { pendingBackward = nil; counted { local.startBackward(g) } }
-        return local.finishBackward(layer: layer)
+        return local.finishBackward(layer: layer, samples: samples)
     }
-    func takeComputeSeconds() -> Double { local.takeComputeSeconds() }
+    /// Whole batches: a deferred pass is computed when its one result is collected.
+    var pipelines: Bool { false }
     func takeSeconds() -> Double { defer { seconds = 0 }; return seconds }
-    func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
-        try local.collectGradientShares(body)
-    }
-    func publishWeights() {}
 }
 
 /// Untrusted ranks that each get a contiguous shard of the batch, as a trusted rank's
@@ -158,7 +157,7 @@ final class ShardedUntrusted: UntrustedExecutor {
         }
         output = y
     }
-    func finishForward(layer: Int) -> Tensor { output! }
+    func finishForward(layer: Int, samples: Range<Int>) -> Tensor { output! }
     func startBackward(_ d: OutputGradient) {
         let g = geometry!
         let dx = Tensor(shape: [d.batch, g.inChannels, g.height, g.width])
@@ -167,11 +166,26 @@ final class ShardedUntrusted: UntrustedExecutor {
         }
         inputGrad = dx
     }
-    func finishBackward(layer: Int) -> Tensor { inputGrad! }
+    func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { inputGrad! }
     func takeComputeSeconds() -> Double { 0 }
     /// Not used: the tests take each worker's share themselves, by its samples.
     func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {}
     func publishWeights() {}
+    // The checks of a sharded batch take whole batches and need nothing else of an executor.
+    var pipelines: Bool { false }
+    var members: Int? { nil }
+    func startBackwardPerSample(_ g: OutputGradient) { preconditionFailure("not a masked executor") }
+    func finishWeightShares(layer: Int) -> Tensor { preconditionFailure("not a masked executor") }
+    func progress() {}
+    var untrustedLoad: (compute: Double, idle: Double)? { nil }
+    func source(ofSample sample: Int, batch: Int) -> String {
+        let rank = workers.indices.first { ShardedUntrusted.shard(batch, ranks: workers.count, index: $0).contains(sample) }!
+        return "rank \(rank + 1) (untrusted)"
+    }
+    func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
+        struct NoExclusion: Error {}
+        throw NoExclusion()
+    }
 }
 
 /// A verified split layer whose batch is sharded across untrusted ranks.
@@ -500,8 +514,9 @@ final class IntegrityTests: XCTestCase {
     /// its rank schedule, 2 to 32). ASYMML_CHECK_COST_STEPS sets the timed steps (3), and
     /// ASYMML_CHECK_COST_DEFERRED=1 computes the untrusted results when collected (as a remote
     /// rank would, without evicting the trusted side's caches in between).
-    func testCheckCost() {
+    func testCheckCost() throws {
         let env = ProcessInfo.processInfo.environment
+        try XCTSkipUnless(env["ASYMML_CHECK_COST"] != nil, "a measurement, not a test: set ASYMML_CHECK_COST=1 (or vgg-cifar) to run it")
         let steps = env["ASYMML_CHECK_COST_STEPS"].flatMap { Int($0) } ?? 3
         let vgg = [(64, 64, 32, 2), (64, 128, 16, 4), (128, 128, 16, 8), (128, 256, 8, 16), (256, 256, 8, 32), (256, 512, 4, 32)]
         let layers: [(String, ConvGeometry, Int)] = (env["ASYMML_CHECK_COST"] == "vgg-cifar" ? vgg
@@ -542,6 +557,7 @@ final class IntegrityTests: XCTestCase {
                     sections[section] = ts.min()!
                 }
             }
+            XCTAssertFalse(sections.isEmpty, "\(name): the checker's timing recorded no section")
             let off = trusted["off"]! * 1e3, on = trusted["report"]! * 1e3
             totals["off", default: 0] += off; totals["on", default: 0] += on
             let recompute = trusted["recompute"].map { String(format: ", under recompute %.2f ms", $0 * 1e3) } ?? ""

@@ -1,7 +1,5 @@
 import AsymKernels
 import AsymModel
-import AsymTools
-import AsymTrain
 import XCTest
 
 final class ConfigTests: XCTestCase {
@@ -50,8 +48,6 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(unknownLayer.contains("'gelu' is not accepted") && unknownLayer.contains("relu"), unknownLayer)
         let shapes = errorMessage { _ = try Model(try smokeConfig(["model.layers.8.in=65"]).model) }
         XCTAssertTrue(shapes.contains("declares in: 65, but 64 features"), shapes)
-        let batch = errorMessage { _ = try Trainer(config: try smokeConfig(), collective: TrustedRanks(count: 3)) }
-        XCTAssertTrue(batch.contains("data.batch_size: 16 does not divide among 3 trusted ranks"), batch)
         let masked = errorMessage { _ = try smokeConfig(["asym.verify=true", "asym.mask={inputs_per_group: 2}"]) }
         XCTAssertTrue(masked.contains("asym.verify does not work with asym.mask"), masked)
         let spreadAlone = errorMessage { _ = try smokeConfig(["asym.mask={inputs_per_group: 0, spread: true}"]) }
@@ -62,17 +58,6 @@ final class ConfigTests: XCTestCase {
         XCTAssertFalse(try smokeConfig().asym.maskSpread)
         let none = errorMessage { _ = try smokeConfig(["data.train_samples=0"]) }
         XCTAssertTrue(none.contains("data.train_samples: must be positive"), none)
-        let many = errorMessage { _ = try DataSource(try smokeConfig(["data.train_samples=100000"])) }
-        XCTAssertTrue(many.contains("data.train_samples: 100000 is more than the"), many)
-    }
-
-    /// `data.train_samples: N` trains on the first N samples of the training split, unchanged.
-    func testTrainSamplesKeepsThePrefix() throws {
-        let all = try DataSource(try smokeConfig()), some = try DataSource(try smokeConfig(["data.train_samples=40"]))
-        XCTAssertEqual(some.train.count, 40)
-        XCTAssertEqual(some.train.labels, Array(all.train.labels.prefix(40)))
-        XCTAssertEqual(some.train.images, Array(all.train.images.prefix(40 * all.train.sampleSize)))
-        XCTAssertEqual(some.test.count, all.test.count)
     }
 
     func testResolvedConfigRoundTrips() throws {
@@ -99,15 +84,4 @@ final class ConfigTests: XCTestCase {
         c.optimizer.schedule.type = .constant
         XCTAssertEqual(SGDOptimizer(c.optimizer, stepsPerEpoch: 10, totalSteps: 100).learningRate(step: 77), 1)
     }
-}
-
-/// A stand-in for a job of `count` trusted ranks, for the checks a trainer makes up front.
-final class TrustedRanks: Collective {
-    let trustedIndex = 0, trustedCount: Int
-    init(count: Int) { trustedCount = count }
-    func sumGradients(_ values: UnsafeMutablePointer<Float>, count: Int) {}
-    func sumOverTrusted(_ values: [Double]) -> [Double] { values }
-    func sumOverTrusted(_ values: UnsafeMutablePointer<Float>, count: Int) {}
-    func stepApplied(step: Int, parameters: [Parameter]) {}
-    func checkReplicas(_ tensors: [Tensor], what: String) {}
 }

@@ -1,5 +1,7 @@
 import AsymKernels
+import AsymPrivacy
 import AsymSplit
+import AsymTestSupport
 import Dispatch
 import Foundation
 import XCTest
@@ -7,25 +9,19 @@ import XCTest
 /// Keeps a copy of everything the untrusted side receives, then lets the local executor run it.
 /// It can stand for `members` untrusted ranks (spread masking then places for them) and keeps
 /// each message's placement.
-final class RecordingExecutor: UntrustedExecutor {
+final class RecordingExecutor: ExecutorWrapper {
     let local = LocalUntrusted()
+    var inner: UntrustedExecutor { local }
     var residuals: [[Float]] = [], outputGrads: [[Float]] = []
-    var placements: [Placement?] = [], backwardPlacements: [Placement?] = []
+    var placements: [RowPlacement?] = [], backwardPlacements: [RowPlacement?] = []
     var members: Int?
-    func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { local.register(info, weight: weight, bias: bias) }
+    /// Whole batches: each message is recorded as it crosses.
+    var pipelines: Bool { false }
     func startForward(_ r: Residual) { residuals.append(r.tensor.array); placements.append(r.placement); local.startForward(r) }
-    func finishForward(layer: Int) -> Tensor { local.finishForward(layer: layer) }
     func startBackward(_ g: OutputGradient) { outputGrads.append(g.tensor.array); local.startBackward(g) }
     func startBackwardPerSample(_ g: OutputGradient) {
         outputGrads.append(g.tensor.array); backwardPlacements.append(g.placement); local.startBackwardPerSample(g)
     }
-    func finishBackward(layer: Int) -> Tensor { local.finishBackward(layer: layer) }
-    func finishWeightShares(layer: Int) -> Tensor { local.finishWeightShares(layer: layer) }
-    func takeComputeSeconds() -> Double { local.takeComputeSeconds() }
-    func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
-        try local.collectGradientShares(body)
-    }
-    func publishWeights() {}
 }
 
 /// One split layer's results: Y, dX, dW (trusted part plus the untrusted share), db.
@@ -72,23 +68,6 @@ func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Float {
 }
 
 final class MaskingTests: XCTestCase {
-    /// RFC 8439 §2.3.2: the block function's test vector.
-    func testChaCha20MatchesRFC8439() {
-        // Key bytes 00 01 .. 1f, as little-endian words.
-        var key: [UInt32] = []
-        for i in 0..<8 {
-            let byte = UInt32(4 * i)
-            key.append(byte | (byte + 1) << 8 | (byte + 2) << 16 | (byte + 3) << 24)
-        }
-        let block = ChaCha20(key: key, nonce: [0x0900_0000, 0x4A00_0000, 0]).block(counter: 1)
-        var words: [UInt32] = []
-        for row in [block.0, block.1, block.2, block.3] { for lane in 0..<4 { words.append(row[lane]) } }
-        XCTAssertEqual(words, [0xE4E7_F110, 0x1559_3BD1, 0x1FDD_0F50, 0xC471_20A3,
-                               0xC7F4_D1C7, 0x0368_C033, 0x9AAA_2204, 0x4E6C_D4C3,
-                               0x4664_82D2, 0x09AA_9F07, 0x05D7_C214, 0xA202_8BD9,
-                               0xD19C_12B5, 0xB94E_16DE, 0xE883_D0CB, 0x4E3C_50A2])
-    }
-
     /// Masked forward, dX and weight gradient equal the unmasked ones per tensor, through
     /// SplitConvolution, for group sizes that do and do not divide the batch, both bases.
     func testMaskedSplitEqualsUnmasked() {

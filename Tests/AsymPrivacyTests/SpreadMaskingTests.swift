@@ -1,5 +1,7 @@
 import AsymKernels
+import AsymPrivacy
 import AsymSplit
+import AsymTestSupport
 import XCTest
 
 /// Rows `rows` of a row-major matrix of `width` columns, columns `columns`.

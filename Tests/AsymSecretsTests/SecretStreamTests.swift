@@ -1,14 +1,14 @@
 import XCTest
 import Foundation
 import AsymKernels
-import AsymSplit
+import AsymSecrets
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// The noise behind masking: the vectorised Box-Muller against libm, and the distribution of
-/// `MaskStream.fillNormal` against the normal law.
-final class MaskStreamTests: XCTestCase {
+/// `SecretStream.fillNormal` against the normal law.
+final class SecretStreamTests: XCTestCase {
     /// Every value of the vector transform equals Box-Muller computed with libm on the same
     /// words (radius sqrt(-2 ln u1), angle (quadrant + offset) pi / 2), to float rounding.
     func testVectorBoxMullerMatchesLibm() {
@@ -19,7 +19,7 @@ final class MaskStreamTests: XCTestCase {
             var w1 = SIMD8<UInt32>(), w2 = SIMD8<UInt32>()
             for l in 0..<8 { w1[l] = rng.next(); w2[l] = rng.next() }
             if trial == 0 { w1 = SIMD8(repeating: .max); w1[1] = 0; w1[2] = 0xFF }  // u1 = 1 (radius 0), the smallest u1s
-            out.withUnsafeMutableBufferPointer { MaskStream.boxMuller(w1, w2, scale: 2, into: $0.baseAddress!) }
+            out.withUnsafeMutableBufferPointer { SecretStream.boxMuller(w1, w2, scale: 2, into: $0.baseAddress!) }
             for l in 0..<8 {
                 let u1 = (Double(w1[l] >> 8) + 1) * 0x1p-24
                 let angle = (Double(w2[l] >> 30) + Double(w2[l] & 0xFF_FFFF) * 0x1p-24 - 0.5) * Double.pi / 2
@@ -40,7 +40,7 @@ final class MaskStreamTests: XCTestCase {
         for threads in [1, 2] {
             setThreads(threads)
             for n in [1_000_003, 70_000, 13] {
-                var stream = MaskStream()
+                var stream = SecretStream()
                 let t = Tensor(shape: [n])
                 t.data.initialize(repeating: .nan, count: n)
                 stream.fillNormal(t.data, count: n, scale: 3)
@@ -65,7 +65,7 @@ final class MaskStreamTests: XCTestCase {
 
     /// Two streams, and two calls of one stream, never repeat a value pattern.
     func testStreamsAndCallsDiffer() {
-        var a = MaskStream(), b = MaskStream()
+        var a = SecretStream(), b = SecretStream()
         let n = 40_000, x = Tensor(shape: [n]), y = Tensor(shape: [n]), z = Tensor(shape: [n])
         a.fillNormal(x.data, count: n, scale: 1)
         a.fillNormal(y.data, count: n, scale: 1)
@@ -73,6 +73,41 @@ final class MaskStreamTests: XCTestCase {
         for (name, u, v) in [("two calls", x, y), ("two streams", x, z)] {
             let same = (0..<n).filter { u[$0] == v[$0] }.count
             XCTAssertLessThan(same, 5, name)
+        }
+    }
+
+    /// RFC 8439 §2.3.2: the block function's test vector.
+    func testChaCha20MatchesRFC8439() {
+        // Key bytes 00 01 .. 1f, as little-endian words.
+        var key: [UInt32] = []
+        for i in 0..<8 {
+            let byte = UInt32(4 * i)
+            key.append(byte | (byte + 1) << 8 | (byte + 2) << 16 | (byte + 3) << 24)
+        }
+        let block = ChaCha20(key: key, nonce: [0x0900_0000, 0x4A00_0000, 0]).block(counter: 1)
+        var words: [UInt32] = []
+        for row in [block.0, block.1, block.2, block.3] { for lane in 0..<4 { words.append(row[lane]) } }
+        XCTAssertEqual(words, [0xE4E7_F110, 0x1559_3BD1, 0x1FDD_0F50, 0xC471_20A3,
+                               0xC7F4_D1C7, 0x0368_C033, 0x9AAA_2204, 0x4E6C_D4C3,
+                               0x4664_82D2, 0x09AA_9F07, 0x05D7_C214, 0xA202_8BD9,
+                               0xD19C_12B5, 0xB94E_16DE, 0xE883_D0CB, 0x4E3C_50A2])
+    }
+
+    /// The integrity checks' vectors: every value of random sign with magnitude in [1, 2), both
+    /// signs and the whole range present, and two draws differ.
+    func testSignedValuesCoverBothSignsAndTheRange() {
+        var stream = SecretStream()
+        for count in [1, 2, 3, 17, 4096] {
+            var a = [Float](repeating: 0, count: count), b = a
+            a.withUnsafeMutableBufferPointer { stream.fillSigned($0.baseAddress!, count: count) }
+            b.withUnsafeMutableBufferPointer { stream.fillSigned($0.baseAddress!, count: count) }
+            XCTAssertTrue(a.allSatisfy { abs($0) >= 1 && abs($0) < 2 }, "\(count)")
+            XCTAssertNotEqual(a, b)
+            if count == 4096 {
+                XCTAssertEqual(Double(a.filter { $0 < 0 }.count) / 4096, 0.5, accuracy: 0.05)
+                XCTAssertLessThan(a.map { abs($0) }.min()!, 1.01)
+                XCTAssertGreaterThan(a.map { abs($0) }.max()!, 1.99)
+            }
         }
     }
 }

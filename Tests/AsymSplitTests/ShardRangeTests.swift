@@ -1,4 +1,3 @@
-import AsymCluster
 import AsymKernels
 import AsymSplit
 import XCTest

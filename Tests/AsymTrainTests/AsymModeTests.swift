@@ -1,5 +1,6 @@
 import AsymKernels
 import AsymSplit
+import AsymPrivacy
 import AsymModel
 import AsymTools
 import AsymTrain
@@ -133,27 +134,6 @@ final class AsymModeTests: XCTestCase {
         }
         XCTAssertTrue(bad.contains("rank 65 must lie in 1...64"), bad)
     }
-
-    /// The plan's totals: vgg-cifar with a batch basis keeps the trusted share of training
-    /// FLOPs at or under 8%; the integrity checks add at most 15% to the trusted FLOPs, and
-    /// count in the totals exactly when `asym.verify` is on.
-    func testPlanTrustedShare() throws {
-        let c = try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml", overrides: ["asym.basis=batch"])
-        let plan = try Plan(c)
-        print(plan.table)
-        XCTAssertLessThanOrEqual(plan.training.trustedShare, 0.08)
-        XCTAssertTrue(plan.json.contains("\"totals\": {\"forward\": {\"trusted_flops\""))
-        let verified = try Plan(try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml",
-                                                overrides: ["asym.basis=batch", "asym.verify=true"]))
-        XCTAssertGreaterThan(plan.verifyTraining, 0)
-        XCTAssertEqual(verified.training.trustedFlops, plan.training.trustedFlops + plan.verifyTraining,
-                       accuracy: 1e-6 * plan.training.trustedFlops)
-        XCTAssertEqual(verified.forward.trustedFlops, plan.forward.trustedFlops + plan.verifyInference,
-                       accuracy: 1e-6 * plan.forward.trustedFlops)
-        XCTAssertEqual(verified.training.untrustedFlops, plan.training.untrustedFlops)
-        XCTAssertLessThanOrEqual(plan.verifyTraining / plan.training.trustedFlops, 0.15)
-        XCTAssertTrue(verified.json.contains("\"verify_training_flops\""))
-    }
 }
 
 /// `asym.verify` during training: every injected fault is caught; under `recompute` the run
@@ -184,67 +164,5 @@ final class VerifiedTrainingTests: XCTestCase {
         for bad in ["0:flip:2", "1:bend:2", "1:flip", "x:flip:1"] {
             XCTAssertTrue(errorMessage { _ = try Fault.parse(bad) }.contains("is not RANK:KIND:STEP"), bad)
         }
-    }
-}
-
-/// `plan --hardware`: the spec's syntax, and the prediction's composition of the plan.
-final class PredictionTests: XCTestCase {
-    func testHardwareSpecsParseOrSayWhatIsWrong() throws {
-        let file = NSTemporaryDirectory() + "hardware-\(UUID().uuidString).yaml"
-        defer { try? FileManager.default.removeItem(atPath: file) }
-        let h = Hardware(teeGflops: 50, teeSplitGflops: 20, teeElementwiseGflops: 2, accelGflops: 1000, linkGbps: 25,
-                         linkLatencyMicroseconds: 3)
-        try h.file(comment: "a test\nof two lines").write(toFile: file, atomically: true, encoding: .utf8)
-        XCTAssertEqual(try Hardware.parse(file), h)
-        var faster = h
-        faster.linkGbps = 100
-        XCTAssertEqual(try Hardware.parse("\(file),link_gbps=100"), faster)
-        let bare = try Hardware.parse("tee_gflops=10,accel_gflops=100,link_gbps=1")
-        XCTAssertEqual(bare.teeSplitGflops, 10 * Hardware.splitFraction)
-        XCTAssertEqual(bare.linkLatencyMicroseconds, 0)
-        for (spec, expected) in [("tee_gflops=10,accel_gflops=100", "link_gbps is missing"),
-                                 ("tee_gflops=10,accel_gflops=100,link_gbps=1,warp=9", "unknown key 'warp'"),
-                                 ("tee_gflops=-1,accel_gflops=100,link_gbps=1", "tee_gflops must be a positive number"),
-                                 ("/nonexistent/hw.yaml", "cannot read the hardware file /nonexistent/hw.yaml")] {
-            let message = errorMessage { _ = try Hardware.parse(spec) }
-            XCTAssertTrue(message.contains(expected), "\(spec): \(message)")
-        }
-    }
-
-    /// Without micro-batches every split pass is trusted + link + untrusted in sequence; with
-    /// more the wall time falls towards the slowest stage, never below it; on infinitely fast
-    /// accelerators and links the speed-up is the trusted-time one; tee-only counts each
-    /// layer whole at the trusted rates.
-    func testPredictionComposesThePlan() throws {
-        let plan = try Plan(try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml", overrides: ["asym.basis=batch"]))
-        let h = Hardware(teeGflops: 40, teeSplitGflops: 10, teeElementwiseGflops: 1, accelGflops: 200, linkGbps: 10,
-                         linkLatencyMicroseconds: 5)
-        let p = Prediction(plan: plan, hardware: h)
-        for training in [true, false] {
-            let one = p.times(training: training, microbatches: 1)
-            XCTAssertEqual(one.wall, one.trusted + one.untrusted + one.link, accuracy: 1e-9)
-            var previous = one.wall
-            for k in [2, 4, 8] {
-                let t = p.times(training: training, microbatches: k)
-                XCTAssertLessThan(t.wall, previous, "k = \(k)")
-                XCTAssertGreaterThanOrEqual(t.wall, max(t.trusted, t.untrusted), "k = \(k)")
-                previous = t.wall
-            }
-            // Split rows at the GEMM rate, the others as counted: tee-only by hand.
-            let update = training ? Prediction.updateTouches * Double(plan.parameters) / 1e9 : 0
-            let byHand = plan.rows.map { r -> Double in
-                r.kernel == .elementwise ? (training ? 3 : 1) * r.elements / 1e9
-                    : (r.teeOnlyForward + (training ? r.teeOnlyBackward : 0)) / 40e9
-            }.reduce(0, +) + update
-            XCTAssertEqual(p.teeOnly(training: training), byHand, accuracy: 1e-9 * byHand)
-        }
-        let ideal = Prediction(plan: plan, hardware: Hardware(teeGflops: 40, teeSplitGflops: 40, teeElementwiseGflops: 1e9,
-                                                              accelGflops: 1e12, linkGbps: 1e12))
-        let t = ideal.times(training: true, microbatches: 1)
-        let gemmRows = plan.rows.filter { $0.kernel != .elementwise }
-        let bound = gemmRows.map { $0.teeOnlyForward + $0.teeOnlyBackward }.reduce(0, +)
-            / gemmRows.map { $0.trustedForward + $0.trustedBackward }.reduce(0, +)
-        XCTAssertEqual(ideal.teeOnly(training: true) / t.wall, bound, accuracy: 1e-3 * bound)
-        XCTAssertTrue(plan.json(extra: [("prediction", p.json)]).contains("\"prediction\": {\"hardware\""))
     }
 }

@@ -2,6 +2,7 @@ import AsymKernels
 import AsymModel
 import AsymTools
 import AsymTrain
+import AsymRun
 import AsymViz
 import Foundation
 import XCTest
@@ -13,7 +14,7 @@ final class RunFolderTests: XCTestCase {
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = try smokeConfig(["asym.mode=asym", "train.epochs=2"])
-        try Commands.train(config: config, runDir: dir, resume: nil, echo: false)
+        try Commands.train(config: config, options: TrainOptions(runDir: dir, echo: false))
         XCTAssertEqual(try Config.load(path: dir + "/config.yaml"), config)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/step-00000064.h5"))
 

@@ -3,15 +3,11 @@ import AsymSplit
 import AsymModel
 import AsymTools
 import AsymTrain
+import AsymTestSupport
 import Foundation
 import XCTest
 
-/// The repository root (for configs/), found from this file's path.
-let repoRoot: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
+let repoRoot = repositoryRoot
 
 func smokeConfig(_ overrides: [String] = []) throws -> Config {
     try Config.load(path: repoRoot + "/configs/smoke.yaml", overrides: overrides)
