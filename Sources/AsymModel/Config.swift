@@ -150,6 +150,9 @@ package struct TrainConfig: Equatable {
     package var maxSteps: Int?
     /// Write a checkpoint every N steps (0: only when training ends).
     package var checkpointEvery = 0
+    /// Write a checkpoint at the end of every epoch (as well as every `checkpointEvery` steps
+    /// and when training ends).
+    package var checkpointEpochs = true
     /// How many checkpoint files to keep.
     package var keep = 3
     /// Print and log a training line every N steps.
@@ -179,7 +182,7 @@ package struct AsymConfig: Equatable {
     /// Check every result an untrusted rank returns (Freivalds-style, docs/DESIGN.md §8).
     package var verify = false
     package var onVerifyFailure = VerifyFailurePolicy.abort
-    /// Untrusted ranks log every buffer they receive to `auditDir/audit-rank-N.jsonl`.
+    /// Untrusted ranks log every buffer they receive to `auditDir/audit-rank-N.jsonl`, inside the run folder unless absolute.
     package var audit = false
     package var auditDir = "audit"
     /// Micro-batches per split-layer pass: each crosses on its own, so both sides overlap
@@ -227,105 +230,135 @@ extension Config {
         return try Config(reading: ConfigReader(root, path: ""))
     }
 
+    /// Reads the whole config (each accessor names its key, default and meaning: the key
+    /// reference docs/CONFIG.md is generated from these calls, `ConfigReference.swift`).
     init(reading r: ConfigReader) throws {
+        self = try Config.read(r)
+        try validate()
+    }
+
+    /// Reads every key, without `validate()`.
+    static func read(_ r: ConfigReader) throws -> Config {
         var r = r
         var c = Config()
-        c.name = try r.string("name", c.name)
-        c.seed = try r.int("seed", c.seed)
+        c.name = try r.string("name", c.name, "Run name: the run folder is `runs/<name>/` (unless `--run-dir`).")
+        c.seed = try r.int("seed", c.seed, "Seeds the weight initialisation, the shuffle order and the synthetic set.")
 
-        var d = try r.child("data")
-        c.data.dataset = try d.choice("dataset", c.data.dataset)
-        c.data.path = try d.string("path")
-        c.data.batchSize = try d.int("batch_size", c.data.batchSize)
-        c.data.shuffle = try d.bool("shuffle", c.data.shuffle)
-        c.data.trainSamples = try d.int("train_samples")
-        if let n = d.raw("normalize") {
+        var d = try r.child("data", "The data set and its batches.")
+        c.data.dataset = try d.choice("dataset", c.data.dataset, "The data set to train on (docs/DESIGN.md §7).")
+        c.data.path = try d.string("path", KeyDoc("Folder of the data files.", shown: "the dataset's default location"))
+        c.data.batchSize = try d.int("batch_size", c.data.batchSize, "The global batch size (summed over all trusted ranks).")
+        c.data.shuffle = try d.bool("shuffle", c.data.shuffle, "Shuffle the training set each epoch (the order depends only on the seed and the epoch).")
+        c.data.trainSamples = try d.int("train_samples", KeyDoc(
+            "Train on the first N samples of the training split only (quick runs and tests).", shown: "none (all)"))
+        if let n = d.raw("normalize", type: "[mean, std] or [[means...], [stds...]]", KeyDoc(
+            "[mean, std] for all channels, or [[means...], [stds...]] per channel.", shown: "none (pixel/255)")) {
             (c.data.normalizeMean, c.data.normalizeStd) = try Config.normalization(n)
         }
-        c.data.syntheticTrain = try d.int("synthetic_train", c.data.syntheticTrain)
-        c.data.syntheticTest = try d.int("synthetic_test", c.data.syntheticTest)
-        c.data.classes = try d.int("classes", c.data.classes)
+        c.data.syntheticTrain = try d.int("synthetic_train", c.data.syntheticTrain, "Training samples of the synthetic set.")
+        c.data.syntheticTest = try d.int("synthetic_test", c.data.syntheticTest, "Test samples of the synthetic set.")
+        c.data.classes = try d.int("classes", c.data.classes, "Classes of the synthetic set (the last layer's outputs must match).")
         try d.finish()
 
-        var m = try r.child("model")
-        if let input = try m.ints("input") { c.model.input = input }
-        c.model.initScheme = try m.choice("init", c.model.initScheme)
-        c.model.layers = try m.list("layers").enumerated().map { i, l in try LayerSpec(reading: l, index: i) }
+        var m = try r.child("model", "The network.")
+        c.model.input = try m.ints("input", c.model.input, "Per-sample input shape [C, H, W].")
+        c.model.initScheme = try m.choice("init", c.model.initScheme,
+            "Weight initialisation: `kaiming_uniform` (PyTorch's default for Conv2d and Linear) or `kaiming_normal` (He et al.'s N(0, 2 / fan_in), zero biases).")
+        c.model.layers = try m.list("layers", KeyDoc("The layers, in order; each entry's keys are under `model.layers[]`.",
+                                                     shown: "none (at least one layer is required)"))
+            .enumerated().map { i, l in try LayerSpec(reading: l, index: i) }
         try m.finish()
 
-        var o = try r.child("optimizer")
-        c.optimizer.type = try o.choice("type", c.optimizer.type, ["sgd"])
-        c.optimizer.lr = try o.float("lr", c.optimizer.lr)
-        c.optimizer.momentum = try o.float("momentum", c.optimizer.momentum)
-        c.optimizer.dampening = try o.float("dampening", c.optimizer.dampening)
-        c.optimizer.weightDecay = try o.float("weight_decay", c.optimizer.weightDecay)
-        c.optimizer.nesterov = try o.bool("nesterov", c.optimizer.nesterov)
-        if let s = o.raw("schedule") {
-            if let name = s.string {
-                var one = try ConfigReader(Node([(Node("type"), Node(name))]), path: "optimizer.schedule")
-                c.optimizer.schedule = try ScheduleConfig(reading: &one)
-            } else {
-                var sr = try ConfigReader(s, path: "optimizer.schedule")
-                c.optimizer.schedule = try ScheduleConfig(reading: &sr)
-            }
+        var o = try r.child("optimizer", "The optimizer and the learning-rate schedule.")
+        c.optimizer.type = try o.choice("type", c.optimizer.type, ["sgd"], "The optimizer: `torch.optim.SGD`'s update.")
+        c.optimizer.lr = try o.float("lr", c.optimizer.lr, "The learning rate (the schedule's starting rate).")
+        c.optimizer.momentum = try o.float("momentum", c.optimizer.momentum, "SGD momentum (as in PyTorch).")
+        c.optimizer.dampening = try o.float("dampening", c.optimizer.dampening, "SGD dampening (as in PyTorch).")
+        c.optimizer.weightDecay = try o.float("weight_decay", c.optimizer.weightDecay, "SGD weight decay (as in PyTorch).")
+        c.optimizer.nesterov = try o.bool("nesterov", c.optimizer.nesterov,
+                                          "Nesterov momentum (as in PyTorch: needs momentum > 0 and dampening 0).")
+        if let s = o.map("schedule", KeyDoc("The learning-rate schedule.",
+                                            shortForm: "a name alone is short for `{type: NAME}`")) {
+            var sr = try o.nested(s.string.map { Node([(Node("type"), Node($0))]) } ?? s, "schedule")
+            c.optimizer.schedule = try ScheduleConfig(reading: &sr)
         }
         try o.finish()
 
-        var t = try r.child("train")
-        c.train.epochs = try t.int("epochs", c.train.epochs)
-        c.train.maxSteps = try t.int("max_steps")
-        c.train.checkpointEvery = try t.int("checkpoint_every", c.train.checkpointEvery)
-        c.train.keep = try t.int("keep", c.train.keep)
-        c.train.logEvery = try t.int("log_every", c.train.logEvery)
-        c.train.evalEvery = try t.int("eval_every", c.train.evalEvery)
-        c.train.threads = try t.int("threads", c.train.threads)
+        var t = try r.child("train", "The training loop, checkpoints and logs.")
+        c.train.epochs = try t.int("epochs", c.train.epochs, "Epochs to train.")
+        c.train.maxSteps = try t.int("max_steps", KeyDoc(
+            "Stop after this many steps. 0 writes the initial checkpoint only.", shown: "none (run all epochs)"))
+        c.train.checkpointEvery = try t.int("checkpoint_every", c.train.checkpointEvery,
+                                            "Write a checkpoint every N steps (0: only when training ends).")
+        c.train.checkpointEpochs = try t.bool("checkpoint_epochs", c.train.checkpointEpochs,
+            "Write a checkpoint at the end of every epoch (as well as every `train.checkpoint_every` steps and when training ends).")
+        c.train.keep = try t.int("keep", c.train.keep, "How many checkpoint files to keep.")
+        c.train.logEvery = try t.int("log_every", c.train.logEvery, "Print and log a training line every N steps.")
+        c.train.evalEvery = try t.int("eval_every", c.train.evalEvery, "Evaluate on the test set every N steps (0: at the end of each epoch).")
+        c.train.threads = try t.int("threads", c.train.threads, "OpenBLAS and kernel threads per rank (0: all cores of the machine).")
         try t.finish()
 
-        var a = try r.child("asym")
-        c.asym.mode = try a.choice("mode", c.asym.mode)
-        c.asym.svdIterations = try a.int("svd_iterations", c.asym.svdIterations)
-        c.asym.basis = try a.choice("basis", c.asym.basis)
-        if let mn = a.raw("mask") {
-            var mr = try ConfigReader(mn, path: "asym.mask")
-            c.asym.maskGroup = try mr.int("inputs_per_group", 2)
-            c.asym.maskNoise = try mr.float("noise_scale", c.asym.maskNoise)
-            c.asym.maskSpread = try mr.bool("spread", c.asym.maskSpread)
+        var a = try r.child("asym", "The asymmetric split and what protects it (docs/DESIGN.md §2, §8, §9).")
+        c.asym.mode = try a.choice("mode", c.asym.mode,
+            "How a run uses its ranks: `plain` (every rank a data-parallel worker; no privacy), `tee-only` (only trusted ranks compute), `asym` (residual convolutions on untrusted ranks).")
+        c.asym.svdIterations = try a.int("svd_iterations", c.asym.svdIterations,
+                                         "Power iterations q of the light SVD that finds each split layer's low-rank part.")
+        c.asym.basis = try a.choice("basis", c.asym.basis, "One basis per sample, or one for the whole batch (docs/DESIGN.md §2).")
+        if let mn = a.map("mask", KeyDoc("Masked offload (docs/DESIGN.md §9): samples cross as noisy mixtures.", shown: "off")) {
+            var mr = try a.nested(mn, "mask")
+            let given = 2  // a mask map without inputs_per_group masks groups of 2
+            c.asym.maskGroup = try mr.int("inputs_per_group", given, KeyDoc(
+                "K samples cross as K+2 noisy mixtures; 0 is off.",
+                shown: "`\(given)` in a given `asym.mask`; `\(c.asym.maskGroup)` (off) without one"))
+            c.asym.maskNoise = try mr.float("noise_scale", c.asym.maskNoise,
+                                            "The mixtures' noise, relative to the RMS of the group's residuals (or dY).")
+            c.asym.maskSpread = try mr.bool("spread", c.asym.maskSpread,
+                "Spread masking: K noise vectors per side, 3K combinations per group, at most K of them on any untrusted rank (needs 3 untrusted ranks per trusted rank; docs/DESIGN.md §9).")
             try mr.finish()
         }
-        if let nn = a.raw("residual_noise") {
-            var nr = try ConfigReader(nn, path: "asym.residual_noise")
-            c.asym.noiseStd = try nr.float("std", c.asym.noiseStd)
-            c.asym.noiseClip = try nr.float("clip", c.asym.noiseClip)
+        if let nn = a.map("residual_noise", "Residual noise after 3LegRace (not exact): clip each residual, then add Gaussian noise.") {
+            var nr = try a.nested(nn, "residual_noise")
+            c.asym.noiseStd = try nr.float("std", c.asym.noiseStd, "Add N(0, (std * clip)^2) to each clipped residual; 0 is off.")
+            c.asym.noiseClip = try nr.float("clip", c.asym.noiseClip, "Clip each sample's residual to this L2 norm.")
             try nr.finish()
         }
-        c.asym.verify = try a.bool("verify", c.asym.verify)
-        c.asym.microbatches = try a.int("microbatches", c.asym.microbatches)
-        c.asym.onVerifyFailure = try a.choice("on_verify_failure", c.asym.onVerifyFailure)
-        c.asym.audit = try a.bool("audit", c.asym.audit)
-        c.asym.auditDir = try a.string("audit_dir", c.asym.auditDir)
-        if let rn = a.raw("rank") {
+        c.asym.verify = try a.bool("verify", c.asym.verify,
+                                   "Check every result an untrusted rank returns (Freivalds-style, docs/DESIGN.md §8).")
+        c.asym.microbatches = try a.int("microbatches", c.asym.microbatches,
+            "Micro-batches per split-layer pass: each crosses on its own, so both sides overlap (docs/DESIGN.md §4.3); 1 sends whole batches.")
+        c.asym.onVerifyFailure = try a.choice("on_verify_failure", c.asym.onVerifyFailure,
+            "What a failed check does: `abort` ends the job, naming the rank, layer, kind and step; `recompute` computes the result on the trusted side, excludes the rank for the rest of the run and goes on.")
+        c.asym.audit = try a.bool("audit", c.asym.audit, "Untrusted ranks log every buffer they receive to `audit_dir/audit-rank-N.jsonl`.")
+        c.asym.auditDir = try a.string("audit_dir", c.asym.auditDir, "The folder of the audit logs (`asym.audit`), relative to the run folder unless absolute; each rank writes its own file there.")
+        if let rn = a.map("rank", KeyDoc("How each split layer's rank is chosen (docs/DESIGN.md §2).",
+            shortForm: "an integer N is short for `{policy: fixed, value: N}`, with `max` raised to N")) {
             if let v = rn.int {
                 c.asym.rank.policy = .fixed; c.asym.rank.value = v; c.asym.rank.max = max(c.asym.rank.max, v)
             } else {
-                var rr = try ConfigReader(rn, path: "asym.rank")
-                c.asym.rank.policy = try rr.choice("policy", c.asym.rank.policy)
-                c.asym.rank.value = try rr.int("value", c.asym.rank.value)
-                c.asym.rank.max = try rr.int("max", c.asym.rank.max)
-                c.asym.rank.tau = try rr.float("tau", c.asym.rank.tau)
+                var rr = try a.nested(rn, "rank")
+                c.asym.rank.policy = try rr.choice("policy", c.asym.rank.policy,
+                    "`fixed` (every split layer gets `value`), `schedule` (`value`, doubled at each split layer, up to `max`) or `energy` (up to `max`, stopping once the residual energy ratio is <= `tau`).")
+                c.asym.rank.value = try rr.int("value", c.asym.rank.value,
+                                               "fixed: r; schedule: the first split layer's rank, doubled at each split layer.")
+                c.asym.rank.max = try rr.int("max", c.asym.rank.max, "The largest rank (schedule and energy).")
+                c.asym.rank.tau = try rr.float("tau", c.asym.rank.tau, "energy: the largest residual energy ratio allowed.")
                 try rr.finish()
             }
         }
         try a.finish()
 
-        var cl = try r.child("cluster")
-        c.cluster.trusted = try cl.int("trusted", c.cluster.trusted)
-        c.cluster.timeoutSeconds = try cl.float("timeout_s", c.cluster.timeoutSeconds)
-        c.cluster.encrypt = try cl.bool("encrypt", c.cluster.encrypt)
-        c.cluster.keyFile = try cl.string("key_file")
+        var cl = try r.child("cluster", "The ranks of an MPI job.")
+        c.cluster.trusted = try cl.int("trusted", c.cluster.trusted,
+                                       "How many ranks are trusted: the first ones (unless ranks are given `--role`).")
+        c.cluster.timeoutSeconds = try cl.float("timeout_s", c.cluster.timeoutSeconds,
+                                                "Every wait on another rank ends the job after this many seconds.")
+        c.cluster.encrypt = try cl.bool("encrypt", c.cluster.encrypt,
+                                        "Gradient sums among trusted ranks travel as AES-GCM with the key in `key_file`.")
+        c.cluster.keyFile = try cl.string("key_file", KeyDoc(
+            "The key for `encrypt`: a file of 32 random bytes (or 64 hex digits) that every trusted rank can read."))
         try cl.finish()
         try r.finish()
-        try c.validate()
-        self = c
+        return c
     }
 
     /// `[mean, std]` or `[[means], [stds]]`.
@@ -390,10 +423,10 @@ extension Config {
 extension ScheduleConfig {
     init(reading r: inout ConfigReader) throws {
         self.init()
-        type = try r.choice("type", type)
-        stepEpochs = try r.int("step_epochs", stepEpochs)
-        gamma = try r.float("gamma", gamma)
-        minLR = try r.float("min_lr", minLR)
+        type = try r.choice("type", type, "`constant`, `step` (multiply by `gamma` every `step_epochs` epochs) or `cosine` (down to `min_lr` at the last step).")
+        stepEpochs = try r.int("step_epochs", stepEpochs, "Step schedule: multiply the rate by `gamma` every `step_epochs` epochs.")
+        gamma = try r.float("gamma", gamma, "Step schedule: the factor.")
+        minLR = try r.float("min_lr", minLR, "Cosine schedule: the rate at the last step.")
         try r.finish()
     }
 }
@@ -401,20 +434,30 @@ extension ScheduleConfig {
 extension LayerSpec {
     init(reading r: ConfigReader, index: Int) throws {
         var r = r
-        let type: LayerType = try r.choice("type")
-        self.init(name: try r.string("name", "\(type.rawValue)\(index)"), type: type)
-        out = try r.int("out", 0)
+        let type: LayerType = try r.choice("type", "The layer type.")
+        r.layerType = type
+        self.init(name: try r.string("name", "\(type.rawValue)\(index)", KeyDoc(
+            "The layer's name (unique; checkpoints store its parameters under it).", shown: "`<type><index>`, e.g. `conv0`")),
+                  type: type)
+        out = try r.int("out", 0, KeyDoc("Output channels (conv, basic_block) or features (linear).",
+                                         layers: LayerType.allCases.filter(\.needsOut), shown: type.needsOut ? "required" : nil))
         if type.needsOut && out <= 0 { throw ConfigError("\(r.path).out: \(type.rawValue) '\(name)' needs a positive 'out'") }
-        inFeatures = try r.int("in")
-        kernel = try r.int("kernel", type.isWindowPool ? 2 : 3)
-        stride = try r.int("stride", type.isWindowPool ? kernel : 1)
-        padding = try r.int("padding", 0)
-        bias = try r.bool("bias", true)
-        if let p = try r.string("placement") {
+        inFeatures = try r.int("in", KeyDoc("Declared input features of a linear layer (checked against the shape that flows in).",
+                                            layers: [.linear], shown: "none (not checked)"))
+        kernel = try r.int("kernel", type.isWindowPool ? 2 : 3, KeyDoc("Kernel (window) size k: k x k.",
+                                                                          layers: [.conv, .maxpool, .avgpool]))
+        stride = try r.int("stride", type.isWindowPool ? kernel : 1, KeyDoc(
+            "Stride (basic_block: of its first convolution and shortcut).",
+            layers: [.conv, .maxpool, .avgpool, .basicBlock], shown: type.isWindowPool ? "the kernel" : nil))
+        padding = try r.int("padding", 0, KeyDoc("Zero padding on each side.", layers: [.conv]))
+        bias = try r.bool("bias", true, KeyDoc("Whether the layer has a bias.", layers: [.conv, .linear]))
+        if let p = try r.string("placement", oneOf: LayerPlacement.Side.allCases.map(\.rawValue), KeyDoc("`trusted` or `split`: overrides the placement rule (asym mode).",
+                                                    layers: [.conv, .basicBlock], shown: "none (the placement rule)")) {
             placement = LayerPlacement.Side(rawValue: p)
             guard placement != nil else { throw ConfigError("\(r.path).placement: '\(p)' is not accepted; use one of: trusted, split (no layer runs on the untrusted side alone: it would see raw inputs)") }
         }
-        rank = try r.int("rank")
+        rank = try r.int("rank", KeyDoc("Per-layer rank override for split convolutions.", layers: [.conv, .basicBlock],
+                                        shown: "none (`asym.rank`)"))
         try r.finish()
         if kernel < 1 || stride < 1 || padding < 0 {
             throw ConfigError("\(r.path): layer '\(name)' needs kernel >= 1, stride >= 1, padding >= 0")
@@ -472,7 +515,8 @@ extension Config {
                                ("dampening", f(optimizer.dampening)), ("weight_decay", f(optimizer.weightDecay)),
                                ("nesterov", b(optimizer.nesterov)), ("schedule", map(schedPairs))])),
             ("train", map([("epochs", n(train.epochs)), ("max_steps", train.maxSteps.map(n)),
-                           ("checkpoint_every", n(train.checkpointEvery)), ("keep", n(train.keep)),
+                           ("checkpoint_every", n(train.checkpointEvery)), ("checkpoint_epochs", b(train.checkpointEpochs)),
+                           ("keep", n(train.keep)),
                            ("log_every", n(train.logEvery)), ("eval_every", n(train.evalEvery)),
                            ("threads", n(train.threads))])),
             ("asym", map([("mode", s(asym.mode.rawValue)),
