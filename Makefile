@@ -27,9 +27,10 @@ deps:
 build: deps
 	$(SWIFT) build -c release
 
-# The default job: 1 trusted + 1 untrusted rank in asym mode on this machine.
+# The default job: 1 trusted + 1 untrusted rank in asym mode on this machine. A second
+# `make train` continues runs/<name> (after Ctrl-C, from its checkpoint) instead of refusing it.
 train: build
-	launch/local.sh -t 1 -u 1 -- train --config $(CONFIG)
+	launch/local.sh -t 1 -u 1 -- train --config $(CONFIG) --resume auto
 
 # The numeric tests run built with optimisation (fast); then once more in a debug build,
 # where Swift's checks and every precondition execute (the MPI jobs use the release binary
@@ -38,6 +39,12 @@ test: deps
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release
 	$(SWIFT) test --skip AsymClusterTests --skip AsymAttackTests
+
+# Regenerates docs/CONFIG.md, the reference of every config key, from the config reader
+# (the ConfigReferenceTests fail while the committed file is out of date).
+.PHONY: docs
+docs:
+	ASYMML_WRITE_DOCS=1 $(SWIFT) test -c release --filter ConfigReferenceTests
 
 # asymml alone (all modes), then side by side with PyTorch where it is installed.
 bench: build

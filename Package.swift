@@ -77,6 +77,7 @@ let package = Package(
         .testTarget(name: "AsymHDF5Tests", dependencies: ["AsymHDF5"]),
         .testTarget(name: "AsymModelTests", dependencies: ["AsymTestSupport", "AsymModel", "AsymKernels"]),
         .testTarget(name: "AsymTrainTests", dependencies: ["AsymTestSupport", "AsymModel", "AsymTrain", "AsymRun", "AsymTools", "AsymViz", "AsymSplit", "AsymPrivacy", "AsymKernels"]),
+        .testTarget(name: "AsymRunTests", dependencies: ["AsymTestSupport", "AsymRun", "AsymTrain", "AsymModel", "AsymKernels"]),
         .testTarget(name: "AsymToolsTests", dependencies: ["AsymTestSupport", "AsymTools", "AsymModel"]),
         .testTarget(name: "AsymAttackTests", dependencies: ["AsymAttack", "AsymModel", "AsymTrain", "AsymKernels", "AsymData"]),
         .testTarget(name: "AsymVizTests", dependencies: ["AsymViz", "CZlib"]),

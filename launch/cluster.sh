@@ -23,6 +23,7 @@ trusted=$(slots "$tee_hosts"); untrusted=$(slots "$accel_hosts")
 bin="${ASYMML_BIN:-$here/.build/release/asymml}"
 read -r -a mpiflags <<< "${MPIRUN_FLAGS:-}"
 [ "$(id -u)" = 0 ] && mpiflags+=(--allow-run-as-root)
-exec mpirun "${mpiflags[@]}" \
+. "$here/launch/mpirun-graceful.sh"
+mpirun_graceful "${mpiflags[@]}" \
   -np "$trusted" --hostfile "$tee_hosts" "$bin" "$@" --role trusted --set "cluster.trusted=$trusted" : \
   -np "$untrusted" --hostfile "$accel_hosts" "$bin" "$@" --role untrusted --set "cluster.trusted=$trusted"

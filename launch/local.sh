@@ -41,4 +41,5 @@ fi
 export OMPI_MCA_btl_vader_single_copy_mechanism
 # Ranks write through pseudo-terminals; tell rank 0 whether ours is a real one (progress bar).
 tty=0; [ -t 1 ] && tty=1
-exec mpirun "${mpiflags[@]}" -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" -x ASYMML_TTY="$tty" "$bin" "$@" "${extra[@]}"
+. "$here/launch/mpirun-graceful.sh"
+mpirun_graceful "${mpiflags[@]}" -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" -x ASYMML_TTY="$tty" "$bin" "$@" "${extra[@]}"

@@ -4,7 +4,9 @@ import Foundation
 
 /// What an untrusted rank received, one JSON line per buffer (`asym.audit`): the evidence
 /// that it sees only what the algorithm needs (docs/DESIGN.md §4). Written by the untrusted
-/// rank itself, in a folder of its own (`asym.audit_dir`), never in the run folder.
+/// rank itself, in `asym.audit_dir` (by default `audit/` under the run folder's path on its
+/// own machine; it writes only this file there and never reads the run folder). A new run
+/// starts each file anew.
 package final class AuditLog {
     private let handle: FileHandle
     package let path: String

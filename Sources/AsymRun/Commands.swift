@@ -8,21 +8,23 @@ import Foundation
 /// The work behind each CLI command, kept out of the executable so tests can call it.
 package enum Commands {
     /// `asymml train` in one process (the untrusted half of `asym` mode runs in-process):
-    /// returns the final evaluation.
+    /// returns the final evaluation. Throws `TrainingInterrupted` after a signal stopped it
+    /// (with its checkpoint written).
     @discardableResult
     package static func train(config: Config, options: TrainOptions) throws -> Evaluation? {
         configureThreads(config)
-        let run = try RunStart.openFolder(config, options, writer: true) {
-            "asymml train: \(config.name), mode \(config.asym.mode), one process, \(kernelThreads) threads; config \($0)/config.yaml"
-        }
+        try RunStart.claim(config, options)
+        let (checkpoint, notes) = try RunStart.checkpoint(config, options)
         let local = LocalUntrusted()
         local.worker.fault = options.faults[1]
         let trainer = try Trainer(config: config, executor: local)
-        let loop = TrainingLoop(trainer: trainer, run: run)
-        if let checkpoint = try RunStart.checkpoint(options, run, keep: config.train.keep) {
-            try RunStart.resume(trainer, from: checkpoint, run, world: loop.world)
+        let world = WorldInfo(trusted: 1, untrusted: config.asym.mode == .asym ? 1 : 0, mode: config.asym.mode)
+        let resumed = try checkpoint.map { try RunStart.resume(trainer, from: $0, world: world) } ?? []
+        let run = try RunStart.openFolder(config, options, writer: true, resumedStep: checkpoint == nil ? nil : trainer.position.step,
+                                          lines: notes + resumed) {
+            "asymml train: \(config.name), mode \(config.asym.mode), one process, \(kernelThreads) threads; config \($0)/config.yaml"
         }
-        return try loop.fit()
+        return try TrainingLoop(trainer: trainer, run: run, world: world).fit()
     }
 
     /// `asymml evaluate`: the test-set loss and accuracy of a checkpoint.
@@ -33,10 +35,21 @@ package enum Commands {
         return try trainer.evaluate(trainer.data.test)
     }
 
-    /// `asymml inspect`: a human-readable listing of a checkpoint.
+    /// The config a checkpoint was trained with (its `config` attribute), with `overrides`.
+    package static func storedConfig(_ checkpoint: String, overrides: [String]) throws -> Config {
+        let f: HDF5File
+        do { f = try HDF5File.open(path: checkpoint) } catch { throw CheckpointError("checkpoint \(checkpoint): cannot open it: \(error)") }
+        defer { try? f.close() }
+        return try Config.parse(yaml: try Checkpoint.header(f).config, source: "\(checkpoint) config attribute", overrides: overrides)
+    }
+
+    /// `asymml inspect`: a human-readable listing of a checkpoint, each dataset's crc32
+    /// verified (`evaluate` reports a mismatch the same way). Throws after the listing when a
+    /// dataset does not match its crc32.
     package static func inspect(path: String) throws -> String {
         let f: HDF5File
-        do { f = try HDF5File.open(path: path) } catch { throw CheckpointError("\(error)") }
+        do { f = try HDF5File.open(path: path) } catch { throw CheckpointError("checkpoint \(path): cannot open it: \(error)") }
+        defer { try? f.close() }
         let h = try Checkpoint.header(f)
         var lines = ["\(path)", "  step \(h.step), epoch \(h.epoch), samples seen \(h.samplesSeen)",
                      "  world \(h.world)", "  software \(h.softwareVersion)"]
@@ -46,6 +59,7 @@ package enum Commands {
                          "momentum \(c.optimizer.momentum), schedule \(c.optimizer.schedule.type.rawValue), " +
                          "epochs \(c.train.epochs), mode \(c.asym.mode.rawValue)")
         }
+        var failures: [String] = []
         func walk(_ group: String) throws {
             for child in try f.listChildren(group) {
                 let p = group == "/" ? "/\(child)" : "\(group)/\(child)"
@@ -55,10 +69,26 @@ package enum Commands {
                 }
                 let shape = try f.datasetShape(p)
                 let crc = try f.int64Attribute("crc32", at: p)
-                lines.append("  \(p.padding(toLength: 44, withPad: " ", startingAt: 0)) \(shape)  crc32 \(String(format: "%08x", crc))")
+                var status = "ok"
+                do { try f.verifyChecksum(p) } catch {
+                    status = "MISMATCH"
+                    failures.append("\(error)")
+                }
+                lines.append("  \(p.padding(toLength: 44, withPad: " ", startingAt: 0)) \(shape)  crc32 \(crc) \(status)")
             }
         }
-        do { try walk("/") } catch { throw CheckpointError("\(error)") }
+        do { try walk("/") } catch { throw CheckpointError("checkpoint \(path): \(error)") }
+        guard failures.isEmpty else {
+            throw InspectionFailed(listing: lines.joined(separator: "\n"),
+                                   description: "checkpoint \(path): \(failures.count) dataset(s) fail their crc32: " + failures.joined(separator: "; "))
+        }
         return lines.joined(separator: "\n")
     }
+}
+
+/// `inspect` found datasets that do not match their crc32: the listing (printed first) and
+/// the one error line.
+package struct InspectionFailed: Error, CustomStringConvertible {
+    package let listing: String
+    package let description: String
 }

@@ -18,14 +18,16 @@ package struct TrainOptions {
     package var verbose = false
     /// Echo log lines to standard output (tests turn it off).
     package var echo = true
+    /// Start over in a run folder that holds an earlier run (`--force`), clearing it.
+    package var force = false
     /// Misbehaviour of untrusted ranks, by world rank (`--inject-fault`, tests and demos); in
     /// one process the untrusted side is rank 1.
     package var faults: [Int: Fault] = [:]
 
     package init(runDir: String? = nil, resume: String? = nil, role: Role? = nil, rankLogs: Bool = false, verbose: Bool = false,
-                 echo: Bool = true, faults: [Int: Fault] = [:]) {
+                 echo: Bool = true, force: Bool = false, faults: [Int: Fault] = [:]) {
         self.runDir = runDir; self.resume = resume; self.role = role; self.rankLogs = rankLogs; self.verbose = verbose
-        self.echo = echo; self.faults = faults
+        self.echo = echo; self.force = force; self.faults = faults
     }
 
     /// The run folder's path for `config`.
@@ -33,40 +35,63 @@ package struct TrainOptions {
 }
 
 /// The start of a training run, the same in one process and on every trusted rank of an MPI
-/// job: the run folder with the resolved config and the header line, then the checkpoint
-/// to resume from, loaded into the trainer.
+/// job. Nothing in the run folder is written until the config and any resume are valid:
+///
+/// 1. `claim` (rank 0): a folder that holds an earlier run is refused unless resuming or
+///    `--force` (which clears it);
+/// 2. `checkpoint`: the one to resume from (`auto`: the newest that verifies, skipping a
+///    damaged latest one);
+/// 3. the caller builds the trainer and `resume`s it, which checks the checkpoint against
+///    the config;
+/// 4. `openFolder` writes the resolved config, keeps metrics.jsonl up to the resumed step and
+///    says the header line.
 package enum RunStart {
-    /// Opens the run folder (`writer`: rank 0 or the only process; other ranks get a view that
-    /// writes nothing but their own `rank-N.log` where asked), saves the resolved config and
-    /// says `header`, which names the run and where it runs.
-    package static func openFolder(_ config: Config, _ options: TrainOptions, writer: Bool, rankLog: String? = nil,
-                                   header: (_ folder: String) -> String) throws -> RunFolder {
+    /// Refuses to start a new run over an earlier one: a run folder is never clobbered.
+    package static func claim(_ config: Config, _ options: TrainOptions) throws {
         let path = options.folder(config)
-        let run = writer ? try RunFolder(path: path) : try RunFolder(readOnly: path, rankLog: rankLog)
+        if options.force {
+            guard options.resume == nil else { throw UsageError("--force starts over and --resume continues: give one of them") }
+            try RunFolder.clear(path)
+            return
+        }
+        let earlier = RunFolder.earlierRun(at: path)
+        guard options.resume == nil, !earlier.isEmpty else { return }
+        throw UsageError("run folder \(path) holds an earlier run (\(earlier.joined(separator: ", "))): continue it with --resume auto, start over with --force, or choose another --run-dir")
+    }
+
+    /// The checkpoint `--resume` names (`auto`: the newest in the run folder that verifies),
+    /// and lines to say about it (damaged ones skipped, or none found). Reads, never writes.
+    package static func checkpoint(_ config: Config, _ options: TrainOptions) throws -> (path: String?, notes: [String]) {
+        guard let resume = options.resume else { return (nil, []) }
+        guard resume == "auto" else { return (resume, []) }
+        let folder = options.folder(config) + "/checkpoints"
+        let (path, skipped) = CheckpointStore(folder: folder, keep: config.train.keep).newestValid()
+        var notes = skipped.map { "resume auto: skipped \($0)" }
+        if path == nil { notes.append("resume auto: no usable checkpoint in \(folder); starting from step 0") }
+        return (path, notes)
+    }
+
+    /// Loads `checkpoint` into `trainer` (checking it against the config) and returns the lines
+    /// to say: where the run continues, and the notes of accepted config differences.
+    package static func resume(_ trainer: Trainer, from checkpoint: String, world: WorldInfo) throws -> [String] {
+        let notes = try Checkpoint.load(checkpoint, into: trainer)
+        return ["resumed from \(checkpoint) at step \(trainer.position.step); " +
+                (try Checkpoint.layoutNote(checkpoint, world, basis: trainer.config.asym.basis))] + notes.map { "note: \($0)" }
+    }
+
+    /// Opens the run folder (`writer`: rank 0 or the only process; other ranks get a view that
+    /// writes nothing but their own `rank-N.log` where asked), saves the resolved config,
+    /// says `header` and then `lines`. `resumedStep`: see `RunFolder.init(path:resumedStep:)`.
+    package static func openFolder(_ config: Config, _ options: TrainOptions, writer: Bool, rankLog: String? = nil,
+                                   resumedStep: Int?, lines: [String], header: (_ folder: String) -> String) throws -> RunFolder {
+        let path = options.folder(config)
+        let run = writer ? try RunFolder(path: path, resumedStep: resumedStep) : try RunFolder(readOnly: path, rankLog: rankLog)
         if writer { run.echo = options.echo }
         run.verbose = options.verbose
         try run.writeConfig(config)
-        run.say(header(path))
+        run.say(header(path) + "; " + config.protection)
         run.detail("resolved config:\n" + config.yaml)
+        for line in lines { run.say(line) }
         return run
-    }
-
-    /// The checkpoint `--resume` names (`auto`: the newest in the run folder); nil, and says so,
-    /// when `auto` finds none.
-    package static func checkpoint(_ options: TrainOptions, _ run: RunFolder, keep: Int) throws -> String? {
-        guard let resume = options.resume else { return nil }
-        guard resume == "auto" else { return resume }
-        let latest = try CheckpointStore(folder: run.checkpointsPath, keep: keep).latest()
-        if latest == nil { run.say("resume auto: no checkpoint in \(run.checkpointsPath); starting from step 0") }
-        return latest
-    }
-
-    /// Loads `checkpoint` into `trainer` and says where the run continues, with the notes of
-    /// a layout that differs from the one the checkpoint was written on.
-    package static func resume(_ trainer: Trainer, from checkpoint: String, _ run: RunFolder, world: WorldInfo) throws {
-        let notes = try Checkpoint.load(checkpoint, into: trainer)
-        run.say("resumed from \(checkpoint) at step \(trainer.position.step); " +
-                (try Checkpoint.layoutNote(checkpoint, world, basis: trainer.config.asym.basis)))
-        for n in notes { run.say("note: \(n)") }
     }
 }

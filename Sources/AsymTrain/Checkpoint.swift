@@ -92,6 +92,27 @@ package enum Checkpoint {
                       world: try f.stringAttribute("world"), softwareVersion: try f.stringAttribute("software_version"))
     }
 
+    /// Checks a checkpoint without a model: its header and every dataset's crc32. Returns each
+    /// dataset with its shape and stored crc32, in file order.
+    @discardableResult
+    package static func verify(_ path: String) throws -> [(dataset: String, shape: [Int], crc32: Int64)] {
+        let f: HDF5File
+        do { f = try HDF5File.open(path: path) } catch { throw CheckpointError("checkpoint \(path): cannot open it: \(error)") }
+        defer { try? f.close() }
+        _ = try header(f)
+        var datasets: [(String, [Int], Int64)] = []
+        func walk(_ group: String) throws {
+            for child in try f.listChildren(group) {
+                let p = group == "/" ? "/\(child)" : "\(group)/\(child)"
+                if try f.kind(of: p) == .group { try walk(p); continue }
+                try f.verifyChecksum(p)
+                datasets.append((p, try f.datasetShape(p), try f.int64Attribute("crc32", at: p)))
+            }
+        }
+        do { try walk("/") } catch let e as HDF5Error { throw CheckpointError("checkpoint \(path): \(e)") }
+        return datasets
+    }
+
     /// Why a checkpoint is loaded: resuming training must keep what counts steps (the batch
     /// size); evaluating reads the model alone and takes any batch size.
     package enum Purpose { case resume, evaluate }
@@ -234,10 +255,10 @@ package struct CheckpointStore {
     package let folder: String
     package let keep: Int
 
-    package init(folder: String, keep: Int) throws {
+    /// Looks at `folder` (it may not exist yet; `save` creates it).
+    package init(folder: String, keep: Int) {
         self.folder = folder
         self.keep = keep
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     }
 
     package static func fileName(step: Int) -> String { String(format: "step-%08d.h5", step) }
@@ -248,6 +269,9 @@ package struct CheckpointStore {
     package func save(_ t: Trainer, world: WorldInfo) throws -> String {
         let name = CheckpointStore.fileName(step: t.position.step)
         let target = "\(folder)/\(name)"
+        do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+            throw FileError("cannot create \(folder) (\(error.localizedDescription))")
+        }
         let temp = "\(folder)/.\(name).tmp-\(getpid())"
         try Checkpoint.write(t, world: world, to: temp)
         try syncFile(temp)
@@ -262,6 +286,26 @@ package struct CheckpointStore {
     package func checkpoints() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
         return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted().map { "\(folder)/\($0)" }
+    }
+
+    /// The newest checkpoint that passes `Checkpoint.verify`, starting from the one `latest`
+    /// names, with why each newer one was skipped (a truncated or damaged file).
+    package func newestValid() -> (path: String?, skipped: [String]) {
+        var candidates = checkpoints().reversed().map { $0 }
+        if let named = latest(), let i = candidates.firstIndex(of: named) {
+            candidates.remove(at: i)
+            candidates.insert(named, at: 0)
+        }
+        var skipped: [String] = []
+        for path in candidates {
+            do {
+                try Checkpoint.verify(path)
+                return (path, skipped)
+            } catch {
+                skipped.append("\(error)")
+            }
+        }
+        return (nil, skipped)
     }
 
     /// The newest complete checkpoint: the one `latest` names, else the newest file that opens.

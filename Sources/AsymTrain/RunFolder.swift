@@ -34,10 +34,15 @@ package final class RunFolder {
         }
     }
 
-    package init(path: String) throws {
+    /// The writing view of the run folder (rank 0). `resumedStep`: the run continues from a
+    /// checkpoint of that step, so metrics.jsonl keeps its records up to that step and drops
+    /// those of steps the checkpoint does not hold (a resumed run logs them again); nil: a
+    /// new run, whose metrics.jsonl starts empty. train.log is appended to either way.
+    package init(path: String, resumedStep: Int? = nil) throws {
         self.path = path
         isWriter = true
         let fm = FileManager.default
+        try RunFolder.keepMetrics(in: path, through: resumedStep)
         do {
             try fm.createDirectory(atPath: path + "/checkpoints", withIntermediateDirectories: true)
         } catch {
@@ -60,6 +65,47 @@ package final class RunFolder {
     }
 
     package var checkpointsPath: String { path + "/checkpoints" }
+
+    /// Files a run writes: a folder that holds any of them holds an earlier run.
+    package static let runFiles = ["config.yaml", "metrics.jsonl", "train.log", "checkpoints", "tensorboard"]
+
+    /// What of an earlier run the folder at `path` holds (empty: none, or no folder).
+    package static func earlierRun(at path: String) -> [String] {
+        let fm = FileManager.default
+        return runFiles.filter { name in
+            let file = path + "/" + name
+            guard fm.fileExists(atPath: file) else { return false }
+            guard name == "checkpoints" || name == "tensorboard" else { return true }
+            return !((try? fm.contentsOfDirectory(atPath: file)) ?? []).isEmpty
+        }
+    }
+
+    /// Removes what an earlier run left in the folder (`--force`).
+    package static func clear(_ path: String) throws {
+        for name in runFiles + ["plots"] where FileManager.default.fileExists(atPath: path + "/" + name) {
+            do { try FileManager.default.removeItem(atPath: path + "/" + name) } catch {
+                throw FileError("run folder \(path): cannot remove \(name) (\(error.localizedDescription))")
+            }
+        }
+    }
+
+    /// Keeps the records of metrics.jsonl with a step up to `step` (none when nil), rewriting
+    /// the file atomically.
+    static func keepMetrics(in path: String, through step: Int?) throws {
+        let file = path + "/metrics.jsonl"
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").filter { line in
+            guard let step, let data = line.data(using: .utf8),
+                  let record = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let s = record["step"] as? Int else { return false }
+            return s <= step
+        }
+        do {
+            try (kept.map { $0 + "\n" }.joined()).write(toFile: file, atomically: true, encoding: .utf8)
+        } catch {
+            throw FileError("run folder \(path): cannot rewrite metrics.jsonl (\(error.localizedDescription))")
+        }
+    }
 
     package func writeConfig(_ config: Config) throws {
         guard isWriter else { return }

@@ -109,6 +109,16 @@ package final class Trainer {
 
     deinit { labels.deallocate() }
 
+    /// The signal that asks training to stop, once any trusted rank received one: the ranks
+    /// agree (one small sum per step), so that all stop after the same step.
+    package func stopRequested() throws -> Int32? {
+        let local = Interruption.requested
+        guard let collective else { return local }
+        let signals = try collective.sumOverTrusted([local.map(Double.init) ?? 0, local == nil ? 0 : 1])
+        guard signals[1] > 0 else { return nil }
+        return local ?? Int32(signals[0] / signals[1])
+    }
+
     /// The untrusted executor behind the privacy layers the config asks for: residual noise
     /// (3LegRace, not exact) on what crosses, then masking (exact) of the noisy residuals.
     package static func protect(_ executor: UntrustedExecutor, _ a: AsymConfig) -> UntrustedExecutor {

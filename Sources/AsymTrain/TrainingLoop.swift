@@ -40,6 +40,9 @@ package struct TrainingLoop {
         let bar = ProgressBar(total: total, enabled: run.echo && ProgressBar.onTerminal)
         var window = Window(), epochWindow = Window()
         var last: Evaluation?
+        if startStep >= total && startStep > 0 {
+            run.say("the run is already at step \(startStep) of \(total): nothing left to train (raise train.epochs or train.max_steps to go on)")
+        }
         while trainer.position.step < total {
             let (loss, _) = try trainer.step()
             let step = trainer.position.step
@@ -64,14 +67,27 @@ package struct TrainingLoop {
             }
             if epochDone || step == total {
                 bar.clear()
-                run.say(String(format: "epoch %d/%d done: train loss %.4f, %.0f samples/s, %@%@", (step - 1) / perEpoch + 1,
-                               c.train.epochs, epochWindow.loss, epochWindow.rate(batch), ProgressBar.clock(epochWindow.seconds),
+                // A run that train.max_steps ends inside an epoch says where it stopped.
+                let which = epochDone ? String(format: "epoch %d/%d done", step / perEpoch, c.train.epochs)
+                    : String(format: "stopped at epoch %.2f of %d (train.max_steps %d)", Double(step) / Double(perEpoch),
+                             c.train.epochs, total)
+                run.say(String(format: "%@: train loss %.4f, %.0f samples/s, %@%@", which, epochWindow.loss,
+                               epochWindow.rate(batch), ProgressBar.clock(epochWindow.seconds),
                                last.map { String(format: ", test accuracy %.2f%%", 100 * $0.accuracy) } ?? ""))
                 epochWindow = Window()
             }
-            if c.train.checkpointEvery > 0 && step % c.train.checkpointEvery == 0 && step < total {
+            let scheduled = (c.train.checkpointEvery > 0 && step % c.train.checkpointEvery == 0)
+                || (c.train.checkpointEpochs && epochDone)
+            if scheduled && step < total {
                 bar.clear()
                 try saveCheckpoint()
+            }
+            if step < total, let signal = try trainer.stopRequested() {
+                bar.clear()
+                let path = try saveCheckpoint()
+                run.say("\(Interruption.name(signal)): stopped after step \(step) of \(total)" +
+                        (path.map { "; checkpoint \($0) written, continue with --resume auto" } ?? ""))
+                throw TrainingInterrupted(step: step, checkpoint: path)
             }
         }
         try saveCheckpoint()
@@ -120,14 +136,17 @@ package struct TrainingLoop {
             ("lr", .number(lr)), ("samples_per_s", .number(window.rate(batch))),
         ]
         if trainer.untrusted != nil {
-            line += String(format: "  trusted %.0f ms  untrusted %.0f ms", 1000 * window.trusted, 1000 * window.untrusted)
+            // Per step: the trusted rank's own compute, and its wait for untrusted results.
+            line += String(format: "  trusted %.0f ms  waiting on untrusted %.0f ms", 1000 * window.trusted, 1000 * window.untrusted)
             fields += [("trusted_s", .number(window.trusted)), ("untrusted_s", .number(window.untrusted)),
                        ("bytes_to_untrusted", .int(trainer.bytesToUntrustedPerStep)),
                        ("residual_energy", .object(trainer.residualEnergies.map { ($0.0, .number($0.1)) }))]
         }
         if let load = window.load {
-            // Busy and idle per step of each role: the trusted rank's idle time is its wait.
-            line += String(format: " (untrusted rank busy %.0f ms, idle %.0f ms)", 1000 * load.compute / window.n, 1000 * load.idle / window.n)
+            // The untrusted rank's own busy and idle time per step (the slowest group member's):
+            // busy can exceed the trusted rank's wait, as it overlaps the trusted compute.
+            line += String(format: " (untrusted rank busy %.0f ms, idle %.0f ms, overlapping the trusted compute)",
+                           1000 * load.compute / window.n, 1000 * load.idle / window.n)
             fields += [("untrusted_compute_s", .number(load.compute / window.n)), ("untrusted_idle_s", .number(load.idle / window.n))]
         }
         run.say(line)
@@ -148,11 +167,15 @@ package struct TrainingLoop {
         return e
     }
 
-    func saveCheckpoint() throws {
+    /// Writes a checkpoint of the current step (rank 0 only; every trusted rank synchronises
+    /// its replica first) and returns its path.
+    @discardableResult
+    func saveCheckpoint() throws -> String? {
         try trainer.synchronizeReplicas()
-        guard run.isWriter else { return }
+        guard run.isWriter else { return nil }
         let path = try CheckpointStore(folder: run.checkpointsPath, keep: trainer.config.train.keep)
             .save(trainer, world: world)
         run.say("checkpoint \(path)")
+        return path
     }
 }

@@ -43,6 +43,8 @@ struct Train: ParsableCommand {
     var resume: String?
     @Option(name: .customLong("run-dir"), help: "The run folder (default runs/<name>).")
     var runDir: String?
+    @Flag(help: "Start over in a run folder that holds an earlier run, deleting its checkpoints, metrics and logs.")
+    var force = false
     @Option(help: "This process's role in an MPMD launch: trusted or untrusted (default: by rank, cluster.trusted).")
     var role: Role?
     @Flag(name: .customLong("rank-logs"), help: "Under mpirun, ranks other than 0 log to rank-N.log in the run folder.")
@@ -59,25 +61,37 @@ struct Train: ParsableCommand {
         do {
             config = try options.load()
             for text in injectFault { let (rank, fault) = try Fault.parse(text); faults[rank] = fault }
-        } catch { fail(error) }
-        let run = TrainOptions(runDir: runDir, resume: resume, role: role, rankLogs: rankLogs, verbose: verbose, faults: faults)
-        if Communicator.launchedByMPI {
-            DistributedTraining.train(config: config, options: run)
-        } else {
-            do { try Commands.train(config: config, options: run) } catch { fail(error) }
+        } catch {
+            // Under mpirun every rank reads the same config and flags: rank 0 says it, once.
+            if Communicator.launchedByMPI && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] != "0" { Foundation.exit(1) }
+            fail(error)
         }
+        let run = TrainOptions(runDir: runDir, resume: resume, role: role, rankLogs: rankLogs, verbose: verbose, force: force,
+                               faults: faults)
+        Interruption.install()
+        if Communicator.launchedByMPI {
+            Foundation.exit(DistributedTraining.train(config: config, options: run))
+        }
+        do { try Commands.train(config: config, options: run) } catch is TrainingInterrupted {
+            Foundation.exit(Interruption.exitStatus)
+        } catch { fail(error) }
     }
 }
 
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Evaluate a checkpoint on the test set.")
-    @OptionGroup var options: ConfigOptions
+    @Option(help: "The YAML config (default: the config stored in the checkpoint).")
+    var config: String?
+    @Option(name: .customLong("set"), help: "Override a config key: --set data.path=/other (repeatable).")
+    var overrides: [String] = []
     @Option(help: "The checkpoint file (.h5).")
     var checkpoint: String
 
     func run() throws {
         do {
-            let e = try Commands.evaluate(config: try options.load(), checkpoint: checkpoint)
+            let resolved = try config.map { try Config.load(path: $0, overrides: overrides) }
+                ?? Commands.storedConfig(checkpoint, overrides: overrides)
+            let e = try Commands.evaluate(config: resolved, checkpoint: checkpoint)
             print(String(format: "test loss %.4f  test accuracy %.2f%%  (%d samples)", e.loss, 100 * e.accuracy, e.samples))
         } catch { fail(error) }
     }
@@ -174,7 +188,10 @@ struct Inspect: ParsableCommand {
     var path: String
 
     func run() throws {
-        do { print(try Commands.inspect(path: path)) } catch { fail(error) }
+        do { print(try Commands.inspect(path: path)) } catch let e as InspectionFailed {
+            print(e.listing)
+            fail(e)
+        } catch { fail(error) }
     }
 }
 

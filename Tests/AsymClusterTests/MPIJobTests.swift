@@ -139,7 +139,7 @@ final class MPIJobTests: XCTestCase {
         }
         XCTAssertNotEqual(job.status, 0)
         let config = try Config.load(path: vgg, overrides: overrides)
-        let store = try CheckpointStore(folder: dir + "/checkpoints", keep: 3)
+        let store = CheckpointStore(folder: dir + "/checkpoints", keep: 3)
         let latest = try XCTUnwrap(store.latest())
         for path in store.checkpoints() {
             let model = try Model(config.model)
@@ -217,9 +217,14 @@ final class MPIJobTests: XCTestCase {
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let train = ["train", "--config", smoke, "--set", "asym.mode=asym", "--set", "train.max_steps=4"]
-        let local = try runJob([repoRoot + "/launch/local.sh", "-t", "1", "-u", "2", "--"] + train + ["--run-dir", dir + "/local"])
+        let local = try runJob([repoRoot + "/launch/local.sh", "-t", "1", "-u", "2", "--"] + train
+                               + ["--run-dir", dir + "/local", "--set", "asym.audit=true"])
         XCTAssertEqual(local.status, 0, local.output)
         XCTAssertTrue(local.output.contains("1 trusted + 2 untrusted ranks, mode asym"), local.output)
+        // The header names the privacy setting and the checks; the audit logs live in the run folder.
+        XCTAssertTrue(local.output.contains("privacy: no masking: residuals and output gradients cross in the clear; integrity checks off"),
+                      local.output)
+        for rank in 1...2 { XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/local/audit/audit-rank-\(rank).jsonl")) }
         try "localhost slots=1\n".write(toFile: dir + "/tee.hosts", atomically: true, encoding: .utf8)
         try "localhost slots=2\n".write(toFile: dir + "/gpu.hosts", atomically: true, encoding: .utf8)
         let cluster = try runJob(["MPIRUN_FLAGS=--oversubscribe", repoRoot + "/launch/cluster.sh", dir + "/tee.hosts", dir + "/gpu.hosts", "--"]
@@ -240,6 +245,47 @@ final class MPIJobTests: XCTestCase {
                           job.output)
             XCTAssertTrue(job.output.contains("free of noise"), job.output)
             XCTAssertFalse(job.output.contains("step "), "no step ran: \(job.output)")
+        }
+    }
+
+    /// Ctrl-C on launch/local.sh: the job finishes its step, writes a checkpoint, says so and
+    /// exits with status 130; `--resume auto` then ends with every tensor bit-identical to an
+    /// uninterrupted run's (the crc32 of each dataset of the final checkpoints).
+    func testCtrlCStopsWithACheckpointAndResumeIsExact() throws {
+        let ref = temporaryFolder(), dir = temporaryFolder()
+        defer { for d in [ref, dir] { try? FileManager.default.removeItem(atPath: d) } }
+        let launch = [repoRoot + "/launch/local.sh", "-t", "1", "-u", "1", "--", "train", "--config", smoke, "--set", "asym.mode=asym",
+                      "--set", "train.epochs=300", "--set", "train.log_every=1000", "--set", "train.checkpoint_epochs=false"]
+        let full = try runJob(launch + ["--run-dir", ref], timeout: 600)
+        XCTAssertEqual(full.status, 0, full.output)
+        let stopped = try runJob(launch + ["--run-dir", dir], timeout: 600) { p in
+            sleep(4)
+            kill(p.processIdentifier, SIGINT)
+        }
+        XCTAssertEqual(stopped.status, Int32(Interruption.exitStatus), stopped.output)
+        XCTAssertTrue(stopped.output.contains("stopped after step") && stopped.output.contains("continue with --resume auto"), stopped.output)
+        XCTAssertEqual(stopped.output.components(separatedBy: "asymml: error").count, 1, stopped.output)
+        let resumed = try runJob(launch + ["--run-dir", dir, "--resume", "auto"], timeout: 600)
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertTrue(resumed.output.contains("same rank layout: the continuation is bit-exact"), resumed.output)
+        let final = CheckpointStore.fileName(step: 300 * 32)
+        let a = try Checkpoint.verify("\(dir)/checkpoints/\(final)"), b = try Checkpoint.verify("\(ref)/checkpoints/\(final)")
+        XCTAssertEqual(a.map(\.dataset), b.map(\.dataset))
+        for (x, y) in zip(a, b) { XCTAssertEqual(x.crc32, y.crc32, x.dataset) }
+    }
+
+    /// One failure, one line: through launch/local.sh a launch that does not fit, a bad config
+    /// and a failed integrity check each print one `asymml: error:` line and no Open MPI banner.
+    func testOneErrorLineUnderMPI() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let launch = [repoRoot + "/launch/local.sh", "-t", "1", "-u", "2", "--", "train", "--config", smoke, "--set", "asym.mode=asym"]
+        for (n, extra) in [["--set", "asym.mask={inputs_per_group: 1, spread: true}"], ["--set", "asym.rank.value=0"],
+                           ["--set", "asym.verify=true", "--inject-fault", "2:grad:2"]].enumerated() {
+            let job = try runJob(launch + extra + ["--run-dir", "\(dir)/\(n)"], timeout: 120)
+            XCTAssertEqual(job.status, 1, job.output)
+            XCTAssertEqual(job.output.components(separatedBy: "asymml: error:").count, 2, "\(extra): \(job.output)")
+            for banner in ["MPI_ABORT", "-----", "Primary job", "mpirun"] { XCTAssertFalse(job.output.contains(banner), "\(extra): \(job.output)") }
         }
     }
 

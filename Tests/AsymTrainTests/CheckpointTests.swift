@@ -23,7 +23,7 @@ final class CheckpointTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let first = try Trainer(config: c)
         for _ in 0..<11 { try first.step() }  // stops mid-epoch (32 steps per epoch)
-        let store = try CheckpointStore(folder: folder, keep: 2)
+        let store = CheckpointStore(folder: folder, keep: 2)
         try store.save(first, world: WorldInfo(trusted: 1, untrusted: 0, mode: .plain))
         XCTAssertEqual(store.latest(), "\(folder)/step-00000011.h5")
 
@@ -39,7 +39,7 @@ final class CheckpointTests: XCTestCase {
         let folder = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let t = try Trainer(config: try smokeConfig())
-        let store = try CheckpointStore(folder: folder, keep: 2)
+        let store = CheckpointStore(folder: folder, keep: 2)
         for _ in 0..<4 {
             try t.step()
             try store.save(t, world: WorldInfo(trusted: 1, untrusted: 0, mode: .plain))
