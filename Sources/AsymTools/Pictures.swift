@@ -7,18 +7,31 @@ import Foundation
 /// `asymml plot` and `asymml privacy`: PNG pictures of a run and of what each side sees.
 package enum Pictures {
     /// Reads metrics.jsonl into (step, field) series; nested objects become `field/key`.
+    /// Every record counts (each evaluation, whether every `train.eval_every` steps or
+    /// at epoch ends). Steps that a file repeats (a run resumed from an earlier
+    /// checkpoint into a folder whose records went past it) read as the run last went:
+    /// a record whose step is below an earlier record's drops the points at that step
+    /// and after it, and a repeated step replaces the point of its series.
     package static func readMetrics(_ path: String) throws -> [String: [(Double, Double)]] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw FileError("\(path): cannot read it; is this a run folder (asymml train writes metrics.jsonl)?")
         }
         var series: [String: [(Double, Double)]] = [:]
+        var lastStep = -Double.infinity
         for (n, line) in text.split(separator: "\n").enumerated() {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                   let step = (object["step"] as? NSNumber)?.doubleValue else {
                 throw FileError("\(path): line \(n + 1) is not a metrics record")
             }
+            if step < lastStep {
+                for key in series.keys { series[key]!.removeAll { $0.0 >= step } }
+            }
+            lastStep = step
             func add(_ key: String, _ value: Any) {
-                if let v = value as? NSNumber { series[key, default: []].append((step, v.doubleValue)) }
+                if let v = value as? NSNumber {
+                    if series[key]?.last?.0 == step { series[key]!.removeLast() }
+                    series[key, default: []].append((step, v.doubleValue))
+                }
                 if let inner = value as? [String: Any] { for (k, v) in inner { add("\(key)/\(k)", v) } }
             }
             for (k, v) in object where k != "step" { add(k, v) }
@@ -38,17 +51,27 @@ package enum Pictures {
             try writePNG(chart.render(), to: path)
             written.append(path)
         }
-        var loss = LineChart(title: "Loss", xLabel: "step", yLabel: "cross-entropy", logY: true)
-        if let train = m["loss"] { loss.addSeries(name: "train loss", points: train) }
-        if let test = m["test_loss"] { loss.addSeries(name: "test loss", points: test) }
+        // Every chart spans the run's steps from 0, so that they line up.
+        let steps = m.values.flatMap { $0.map(\.0) }
+        let run = steps.max().map { 0...Swift.max($0, 1) }
+        // Training values are averages over the last log_every steps: lines. Evaluations
+        // are measurements at their steps: markers where they are sparse.
+        var loss = LineChart(title: "Loss", xLabel: "step", yLabel: "cross-entropy", logY: true,
+                             xInclude: run, emptyMessage: "no loss in metrics.jsonl yet")
+        if let train = m["loss"] { loss.addSeries(name: "train loss", points: train, markers: .never) }
+        if let test = m["test_loss"] { loss.addSeries(name: "test loss", points: test, markers: .auto) }
         try save(loss, "loss.png")
-        var accuracy = LineChart(title: "Test accuracy", xLabel: "step", yLabel: "accuracy")
-        accuracy.addSeries(name: "test accuracy", points: m["test_accuracy"] ?? [])
+        // metrics.jsonl holds accuracy as a fraction; the chart reads in percent, like the console.
+        var accuracy = LineChart(title: "Test accuracy", xLabel: "step", yLabel: "accuracy", yFormat: .percent,
+                                 yBounds: 0...1, xInclude: run, emptyMessage: "no evaluation in metrics.jsonl yet")
+        if let test = m["test_accuracy"] { accuracy.addSeries(name: "test accuracy", points: test, markers: .auto) }
         try save(accuracy, "accuracy.png")
         let energies = m.keys.filter { $0.hasPrefix("residual_energy/") }.sorted()
         if !energies.isEmpty {
-            var chart = LineChart(title: "Residual energy ratio, R over X", xLabel: "step", yLabel: "energy ratio")
-            for key in energies { chart.addSeries(name: String(key.dropFirst("residual_energy/".count)), points: m[key]!) }
+            var chart = LineChart(title: "Residual energy ratio, R over X", xLabel: "step", yLabel: "energy ratio", xInclude: run)
+            for key in energies {
+                chart.addSeries(name: String(key.dropFirst("residual_energy/".count)), points: m[key]!, markers: .never)
+            }
             try save(chart, "residual_energy.png")
         }
         return written

@@ -57,6 +57,56 @@ final class RunFolderTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: picture))
     }
 
+    /// With train.eval_every, every evaluation is a record, and the plot reads each one at its step.
+    func testPlotReadsEveryEvaluation() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try smokeConfig(["train.epochs=2", "train.eval_every=4"])
+        try Commands.train(config: config, options: TrainOptions(runDir: dir, echo: false))
+        let m = try Pictures.readMetrics(dir + "/metrics.jsonl")
+        let evaluations = Array(stride(from: 4.0, through: 64, by: 4))
+        XCTAssertEqual(m["test_accuracy"]?.map(\.0), evaluations)
+        XCTAssertEqual(m["test_loss"]?.map(\.0), evaluations)
+        XCTAssertTrue(m["test_accuracy"]!.allSatisfy { (0...1).contains($0.1) }, "accuracy is stored as a fraction")
+        let pngs = try Pictures.plot(runDir: dir, out: dir + "/plots")
+        XCTAssertEqual(pngs.map { ($0 as NSString).lastPathComponent }, ["loss.png", "accuracy.png"])
+    }
+
+    /// Steps a file repeats (a resume into a folder whose records went past the checkpoint)
+    /// read as the run last went: in step order, once each.
+    func testReadMetricsKeepsTheLastPassOverRepeatedSteps() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lines = [
+            #"{"step": 8, "loss": 1.0}"#, #"{"step": 8, "test_loss": 1.1, "test_accuracy": 0.5}"#,
+            #"{"step": 16, "loss": 0.8}"#, #"{"step": 16, "test_loss": 0.9, "test_accuracy": 0.6}"#,
+            #"{"step": 24, "loss": 0.7}"#,
+            // Resumed from the checkpoint of step 8.
+            #"{"step": 16, "loss": 0.75}"#, #"{"step": 16, "test_loss": 0.85, "test_accuracy": 0.65}"#,
+            #"{"step": 24, "loss": 0.6}"#, #"{"step": 24, "test_loss": 0.7, "test_accuracy": 0.7}"#,
+        ]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        let m = try Pictures.readMetrics(dir + "/metrics.jsonl")
+        XCTAssertEqual(m["loss"]?.map(\.0), [8, 16, 24])
+        XCTAssertEqual(m["loss"]?.map(\.1), [1.0, 0.75, 0.6])
+        XCTAssertEqual(m["test_accuracy"]?.map(\.0), [8, 16, 24])
+        XCTAssertEqual(m["test_accuracy"]?.map(\.1), [0.5, 0.65, 0.7])
+    }
+
+    /// A run with one evaluation, or none yet, still gets its charts (the accuracy chart
+    /// then says there is no evaluation).
+    func testPlotWithOneEvaluationOrNone() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let training = (1...4).map { #"{"step": \#($0 * 8), "loss": \#(1.0 / Double($0))}"# }
+        for extra in [[], [#"{"step": 32, "test_loss": 0.3, "test_accuracy": 0.875}"#]] {
+            try ((training + extra).joined(separator: "\n") + "\n").write(toFile: dir + "/metrics.jsonl", atomically: true, encoding: .utf8)
+            let pngs = try Pictures.plot(runDir: dir, out: dir + "/plots")
+            XCTAssertEqual(pngs.map { ($0 as NSString).lastPathComponent }, ["loss.png", "accuracy.png"])
+            for p in pngs { XCTAssertGreaterThan(try Data(contentsOf: URL(fileURLWithPath: p)).count, 100) }
+        }
+    }
+
     func testPlotOfAFolderWithoutMetricsSaysSo() {
         let message = errorMessage { try Pictures.plot(runDir: "/nonexistent-run", out: "/tmp/x") }
         XCTAssertTrue(message.contains("is this a run folder"), message)
