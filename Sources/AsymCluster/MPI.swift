@@ -106,10 +106,10 @@ package final class Communicator {
     /// oversubscribed machine. The clock is read every 1024 polls.
     package func waitAll(_ requests: inout [Request], peer: @autoclosure () -> String,
                          awaiting what: @autoclosure () -> String) throws {
-        if try testAll(&requests) { return }
+        if try testAll(&requests, peer: peer(), awaiting: what()) { return }
         let start = DispatchTime.now().uptimeNanoseconds
         var polls = 0
-        while try !testAll(&requests) {
+        while try !testAll(&requests, peer: peer(), awaiting: what()) {
             sched_yield()
             polls += 1
             guard polls & 1023 == 0 else { continue }
@@ -121,6 +121,17 @@ package final class Communicator {
     }
 
     static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.1f s", t) }
+
+    /// `testAll` for transfers with one peer: a failed transfer names the peer. The one failure
+    /// a peer can cause is a message longer than the receive posted for it (MPI truncates
+    /// nothing: it fails the receive), so that is what the error says.
+    @discardableResult
+    package func testAll(_ requests: inout [Request], peer: @autoclosure () -> String,
+                         awaiting what: @autoclosure () -> String) throws -> Bool {
+        do { return try testAll(&requests) } catch let e as MPIError {
+            throw MPIError(description: "\(peer()) sent a message longer than the one awaited (\(what())); \(e)")
+        }
+    }
 
     /// Lets pending requests advance; true when all are complete (MPI_Testall).
     @discardableResult

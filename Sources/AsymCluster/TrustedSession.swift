@@ -222,8 +222,15 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     package func progress() {
         fatalOnError {
-            for s in pending.indices { try world.testAll(&pending[s]) }
-            for f in flights { for s in f.requests.indices { try world.testAll(&f.requests[s]) } }
+            for s in pending.indices where !pending[s].isEmpty {
+                try world.testAll(&pending[s], peer: untrustedName(group[s]), awaiting: "a control message to be taken")
+            }
+            for f in flights {
+                for s in f.requests.indices where !f.requests[s].isEmpty {
+                    try world.testAll(&f.requests[s], peer: untrustedName(group[s]),
+                                      awaiting: "the \(f.kind) of split layer \(f.layer) at step \(currentStep())")
+                }
+            }
         }
     }
 
@@ -320,6 +327,11 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         if let why = got.mismatch(expected: expected) { throw ProtocolError("\(origin): \(why)") }
         if payloadChecksum(payload, count: Int(got.count)) != got.checksum {
             throw ProtocolError("\(origin): payload checksum mismatch for [\(got)]")
+        }
+        // An honest result is finite (the trusted side's data and weights are): a NaN or an
+        // infinity would poison the model however the integrity checks are set.
+        if let bad = firstNonFinite(payload, count: Int(got.count)) {
+            throw ProtocolError("\(origin): value \(bad) of [\(got)] is \(payload[bad])")
         }
     }
 

@@ -36,6 +36,9 @@ package final class UntrustedServer {
     /// Seconds spent waiting for the trusted rank's next message since the last step end
     /// (the compute seconds come from the worker's clock).
     private var idleSeconds = 0.0
+    /// Misbehaviour at the message level (`--inject-fault` with a wire kind): once, at the
+    /// first result reply of its step or later.
+    package var wireFault: WireFault?
     /// Values after the shares in a `gradientShare` payload: this rank's compute and idle
     /// seconds of the step, measured here (docs/DESIGN.md §4.2).
     package static let loadValues = 2
@@ -166,6 +169,18 @@ package final class UntrustedServer {
         let count = shape.reduce(1, *), data = result.data + first * (count / shape[0])
         let h = WireHeader(kind: kind, step: step!, layer: layer, shard: shard, shape: shape, payload: data, count: count,
                            first: first)
+        if let fault = wireFault, step! >= fault.fromStep {
+            wireFault = nil
+            for (header, payload) in fault.messages(h, data, count: count) {
+                let buffer = UnsafeMutableRawPointer.allocate(byteCount: WireHeader.size, alignment: 8)
+                header.encode(into: buffer)
+                let n = header.count == 0 ? 0 : payload.count
+                var sent = [try world.sendBytes(buffer, count: WireHeader.size, to: trustedRank, tag: wireTag)]
+                if n > 0 { sent.append(try world.sendFloats(payload.data, count: n, to: trustedRank, tag: wireTag)) }
+                outgoing.append((sent, payload, buffer))
+            }
+            return
+        }
         let buffer = spareHeaders.popLast() ?? .allocate(byteCount: WireHeader.size, alignment: 8)
         h.encode(into: buffer)
         let sent = [try world.sendBytes(buffer, count: WireHeader.size, to: trustedRank, tag: wireTag),

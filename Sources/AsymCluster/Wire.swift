@@ -121,3 +121,21 @@ package func payloadChecksum(_ values: UnsafePointer<Float>, count: Int) -> UInt
     }
     return sum
 }
+
+/// The index of the first NaN or infinite value of `values`, or nil when all are finite. One
+/// vector pass over the exponent bits (all ones for NaN and infinity), then a scalar search
+/// only when one was seen.
+package func firstNonFinite(_ values: UnsafePointer<Float>, count: Int) -> Int? {
+    let exponent: UInt32 = 0x7F80_0000
+    let raw = UnsafeRawPointer(values)
+    var seen = SIMD8<UInt32>(repeating: 0)
+    var i = 0
+    while i + 8 <= count {
+        seen = pointwiseMax(seen, raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self) & exponent)
+        i += 8
+    }
+    var tail: UInt32 = 0
+    while i < count { tail = max(tail, raw.load(fromByteOffset: 4 * i, as: UInt32.self) & exponent); i += 1 }
+    guard max(seen.max(), tail) == exponent else { return nil }
+    return (0..<count).first { !values[$0].isFinite }
+}

@@ -69,6 +69,7 @@ package enum DistributedTraining {
             audit?.recordCollective("roles", count: world.size)
             let server = try UntrustedServer(world: world, layout: layout, config: config, audit: audit)
             server.worker.fault = options.faults[world.rank]
+            server.wireFault = options.wireFaults[world.rank]
             try server.run()
             // Done (or excluded): wait for the job to end, however long the trusted side trains on.
             world.timeout = .infinity

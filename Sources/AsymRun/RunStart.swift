@@ -23,6 +23,8 @@ package struct TrainOptions {
     /// Misbehaviour of untrusted ranks, by world rank (`--inject-fault`, tests and demos); in
     /// one process the untrusted side is rank 1.
     package var faults: [Int: Fault] = [:]
+    /// Message-level misbehaviour of untrusted ranks, by world rank (under MPI only).
+    package var wireFaults: [Int: WireFault] = [:]
 
     package init(runDir: String? = nil, resume: String? = nil, role: Role? = nil, rankLogs: Bool = false, verbose: Bool = false,
                  echo: Bool = true, force: Bool = false, faults: [Int: Fault] = [:]) {

@@ -42,7 +42,7 @@ package struct Fault: Equatable {
         let kinds = ["flip", "scale", "zero", "replay", "grad"]
         guard parts.count == 3, let rank = Int(parts[0]), rank >= 1, let step = Int(parts[2]), step >= 0,
               kinds.contains(parts[1]) else {
-            throw FaultSyntaxError(description: "--inject-fault: '\(text)' is not RANK:KIND:STEP (RANK >= 1 an untrusted rank, KIND one of \(kinds.joined(separator: ", ")), STEP >= 0)")
+            throw FaultSyntaxError(description: "--inject-fault: '\(text)' is not RANK:KIND:STEP (RANK >= 1 an untrusted rank, KIND one of \(kinds.joined(separator: ", ")) or a wire fault kind listed by asymml train --help, STEP >= 0)")
         }
         let fault: Fault
         switch parts[1] {

@@ -52,22 +52,33 @@ struct Train: ParsableCommand {
     @Flag(help: "Also print the resolved config (it always goes to train.log and config.yaml).")
     var verbose = false
     @Option(name: .customLong("inject-fault"),
-            help: "Make untrusted rank RANK misbehave from step STEP on (tests, demos): RANK:KIND:STEP, KIND one of flip, scale, zero, replay, grad; in one process the untrusted side is rank 1. Repeatable.")
+            help: "Make untrusted rank RANK misbehave from step STEP on (tests, demos): RANK:KIND:STEP, KIND one of flip, scale, zero, replay, grad (wrong results; in one process the untrusted side is rank 1) or, under MPI, a wire fault: magic, version, kind, step, layer, shard, shape, count-larger, count-smaller, truncated, checksum, duplicate, unrequested, nan, inf, flood. Repeatable.")
     var injectFault: [String] = []
 
     func run() throws {
         let config: Config
-        var faults: [Int: Fault] = [:]
+        var faults: [Int: Fault] = [:], wireFaults: [Int: WireFault] = [:]
         do {
             config = try options.load()
-            for text in injectFault { let (rank, fault) = try Fault.parse(text); faults[rank] = fault }
+            for text in injectFault {
+                if let (rank, fault) = WireFault.parse(text) {
+                    guard Communicator.launchedByMPI else {
+                        throw UsageError("--inject-fault \(text): a wire fault needs an MPI launch (launch/local.sh)")
+                    }
+                    wireFaults[rank] = fault
+                } else {
+                    let (rank, fault) = try Fault.parse(text)
+                    faults[rank] = fault
+                }
+            }
         } catch {
             // Under mpirun every rank reads the same config and flags: rank 0 says it, once.
             if Communicator.launchedByMPI && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] != "0" { Foundation.exit(1) }
             fail(error)
         }
-        let run = TrainOptions(runDir: runDir, resume: resume, role: role, rankLogs: rankLogs, verbose: verbose, force: force,
+        var run = TrainOptions(runDir: runDir, resume: resume, role: role, rankLogs: rankLogs, verbose: verbose, force: force,
                                faults: faults)
+        run.wireFaults = wireFaults
         Interruption.install()
         if Communicator.launchedByMPI {
             Foundation.exit(DistributedTraining.train(config: config, options: run))

@@ -274,6 +274,40 @@ final class MPIJobTests: XCTestCase {
         for (x, y) in zip(a, b) { XCTAssertEqual(x.crc32, y.crc32, x.dataset) }
     }
 
+    /// A hostile untrusted rank at the message level (`--inject-fault 2:KIND:2`, every wire
+    /// kind): the trusted rank ends the job in one line that names the rank and what was
+    /// wrong, well within `cluster.timeout_s`, never with a trap. Prints the matrix.
+    func testWireFaultsEndTheJobWithOneLine() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let expected: [WireFault.Kind: String] = [
+            .magic: "bad magic", .version: "protocol version", .kind: "got [input gradient", .step: "got [output share, step 3",
+            .layer: "got [output share, step 2, layer 1", .shard: "shard 2", .shape: "shape [8, 9, 8, 8]",
+            .countLarger: "sent a message longer than the one awaited", .countSmaller: "4032 values], expected",
+            .truncated: "payload checksum mismatch", .checksum: "payload checksum mismatch",
+            .duplicate: "sent a message longer than the one awaited", .unrequested: "got [output share, step 2, layer 0, shard 1, shape [1, 4",
+            .nan: "is nan", .inf: "is inf", .flood: "0 values], expected",
+        ]
+        XCTAssertEqual(Set(expected.keys), Set(WireFault.Kind.allCases))
+        for kind in WireFault.Kind.allCases {
+            let job = try runJob([repoRoot + "/launch/local.sh", "-t", "1", "-u", "2", "--", "train", "--config", smoke, "--set", "asym.mode=asym",
+                                  "--set", "cluster.timeout_s=20", "--set", "train.max_steps=6", "--run-dir", "\(dir)/\(kind.rawValue)",
+                                  "--inject-fault", "2:\(kind.rawValue):2"], timeout: 60)
+            let errors = job.output.split(separator: "\n").filter { $0.hasPrefix("asymml: error:") }
+            print(String(format: "wire fault %@: exit %d after %.1f s: %@", kind.rawValue, job.status, job.seconds, errors.first.map(String.init) ?? "-"))
+            XCTAssertEqual(job.status, 1, "\(kind): \(job.output)")
+            XCTAssertEqual(errors.count, 1, "\(kind): \(job.output)")
+            XCTAssertTrue(errors.first?.contains("rank 2 (untrusted)") ?? false, "\(kind): \(job.output)")
+            XCTAssertTrue(errors.first?.contains(expected[kind]!) ?? false, "\(kind): \(job.output)")
+            XCTAssertLessThan(job.seconds, 20, "\(kind): ended by a deadline, not by the check")
+            for crash in ["crashed", "Fatal error", "malloc"] { XCTAssertFalse(job.output.contains(crash), "\(kind): \(job.output)") }
+        }
+        // A wire fault needs an MPI launch.
+        let alone = try runJob([binary, "train", "--config", smoke, "--run-dir", dir + "/alone", "--inject-fault", "1:flood:2"])
+        XCTAssertEqual(alone.status, 1)
+        XCTAssertTrue(alone.output.contains("a wire fault needs an MPI launch"), alone.output)
+    }
+
     /// One failure, one line: through launch/local.sh a launch that does not fit, a bad config
     /// and a failed integrity check each print one `asymml: error:` line and no Open MPI banner.
     func testOneErrorLineUnderMPI() throws {
