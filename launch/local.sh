@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # One machine: T trusted + U untrusted ranks of asymml under Open MPI.
 #
-#   launch/local.sh [-t TRUSTED] [-u UNTRUSTED] -- train --config FILE [asymml options...]
+#   launch/local.sh [-t TRUSTED] [-u UNTRUSTED] [--restarts N] -- train --config FILE [asymml options...]
 #
+# --restarts N: relaunch a job that fails once training has begun (a rank died or fell
+# silent) from its last checkpoint, up to N times (launch/mpirun-graceful.sh, with_restarts).
 # Handles running as root and more ranks than cores, and gives each rank an equal share of
 # the cores for OpenBLAS (train.threads), unless the command sets train.threads itself.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 trusted=1
 untrusted=1
+restarts=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -t) trusted="$2"; shift 2 ;;
     -u) untrusted="$2"; shift 2 ;;
+    --restarts) restarts="${2:-}"; shift 2 || shift ;;
+    --restarts=*) restarts="${1#--restarts=}"; shift ;;
     --) shift; break ;;
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: launch/local.sh [-t T] [-u U] -- train --config FILE [options]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: launch/local.sh [-t T] [-u U] [--restarts N] -- train --config FILE [options]" >&2; exit 2; }
+case "$restarts" in ''|*[!0-9]*) echo "launch/local.sh: --restarts takes a number of restarts (0 or more), not '$restarts'" >&2; exit 2 ;; esac
 bin="${ASYMML_BIN:-$here/.build/release/asymml}"
 [ -x "$bin" ] || { echo "launch/local.sh: $bin is missing; run 'make build' first" >&2; exit 1; }
 ranks=$((trusted + untrusted))
@@ -41,5 +47,8 @@ fi
 export OMPI_MCA_btl_vader_single_copy_mechanism
 # Ranks write through pseudo-terminals; tell rank 0 whether ours is a real one (progress bar).
 tty=0; [ -t 1 ] && tty=1
+launcher=launch/local.sh
 . "$here/launch/mpirun-graceful.sh"
-mpirun_graceful "${mpiflags[@]}" -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" -x ASYMML_TTY="$tty" "$bin" "$@" "${extra[@]}"
+job_args=("$@")
+run_job() { mpirun_graceful "${mpiflags[@]}" -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" -x ASYMML_TTY="$tty" "$bin" "${job_args[@]}" "${extra[@]}"; }
+with_restarts "$restarts" run_job

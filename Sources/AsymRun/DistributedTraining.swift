@@ -22,6 +22,8 @@ package enum DistributedTraining {
         let layout: ClusterLayout
         do { layout = try roles(world, config: config, options: options) } catch {
             if world.rank == 0 { FileHandle.standardError.write("asymml: error: \(error)\n".data(using: .utf8)!) }
+            // No rank leaves before rank 0's line is out (mpirun ends the job at the first exit).
+            try? world.barrier()
             Communicator.finalize()
             exit(1)
         }

@@ -72,8 +72,13 @@ struct Train: ParsableCommand {
                 }
             }
         } catch {
-            // Under mpirun every rank reads the same config and flags: rank 0 says it, once.
-            if Communicator.launchedByMPI && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] != "0" { Foundation.exit(1) }
+            // Under mpirun every rank reads the same config and flags: rank 0 says it, once. The
+            // others leave a moment later, so that mpirun, which ends the job when the first
+            // rank exits with an error, cannot end rank 0 before its line is out.
+            if Communicator.launchedByMPI && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] != "0" {
+                sleep(3)
+                Foundation.exit(1)
+            }
             fail(error)
         }
         var run = TrainOptions(runDir: runDir, resume: resume, role: role, rankLogs: rankLogs, verbose: verbose, force: force,
