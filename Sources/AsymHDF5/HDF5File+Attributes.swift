@@ -25,25 +25,18 @@ extension HDF5File {
         try writeAttribute(name, at: path, type: Float.nativeType, &value)
     }
 
-    /// Reads a variable-length string attribute.
+    /// Reads a variable-length string attribute (from the global heap, every offset checked:
+    /// `readVariableLengthString`).
     package func stringAttribute(_ name: String, at path: String = "/") throws -> String {
         try readAttribute(name, at: path) { attribute, fileType in
             guard H5Tget_class(fileType) == H5T_STRING,
                   try check(H5Tis_variable_str(fileType), path, "cannot inspect attribute '\(name)'") > 0 else {
                 throw failure(path, "attribute '\(name)' is not a variable-length string")
             }
-            let cset = H5Tget_cset(fileType)
-            guard cset != H5T_CSET_ERROR else {
+            guard H5Tget_cset(fileType) != H5T_CSET_ERROR else {
                 throw HDF5Error.fromLibrary(file: self.path, object: path, reason: "cannot inspect attribute '\(name)'")
             }
-            return try withStringType(cset: cset, path) { memoryType in
-                var text: UnsafeMutablePointer<CChar>?
-                try check(H5Aread(attribute, memoryType, &text), path, "cannot read attribute '\(name)'")
-                guard let text else { return "" }
-                let value = String(cString: text)
-                try check(H5free_memory(text), path, "cannot free attribute '\(name)'")
-                return value
-            }
+            return try readVariableLengthString(attribute, name: name, at: path)
         }
     }
 

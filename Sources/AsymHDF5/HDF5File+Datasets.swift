@@ -82,7 +82,26 @@ extension HDF5File {
                 }
             }
             let shape = try extent(of: dataset, path)
-            let count = shape.reduce(1, *)
+            // A damaged dataspace can claim any shape: no more values than the file could hold.
+            let fileBytes = try fileSize()
+            var count = 1
+            for n in shape {
+                let (product, overflow) = count.multipliedReportingOverflow(by: n)
+                guard !overflow, product <= fileBytes / MemoryLayout<Element>.stride else {
+                    throw failure(path, "shape \(shape) holds more values than the file's \(fileBytes) bytes: the file is damaged")
+                }
+                count = product
+            }
+            // What the file stores for it must be exactly those values (a damaged layout makes
+            // HDF5 copy past its buffers); this wrapper writes contiguous datasets only.
+            let layout = try withID(H5Dget_create_plist(dataset), path, "cannot read the dataset's layout",
+                                    closedBy: H5Pclose) { H5Pget_layout($0) }
+            let stored = H5Dget_storage_size(dataset)
+            guard layout == H5D_CONTIGUOUS || layout == H5D_COMPACT,
+                  stored == hsize_t(count * MemoryLayout<Element>.stride) else {
+                let name = layout == H5D_CONTIGUOUS ? "contiguous" : layout == H5D_COMPACT ? "compact" : layout == H5D_CHUNKED ? "chunked" : "unknown"
+                throw failure(path, "the file stores \(stored) bytes (\(name) layout) for shape \(shape) of \(Element.typeName): the file is damaged")
+            }
             let values = try [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
                 try check(H5Dread(dataset, Element.nativeType, asym_h5s_all(), asym_h5s_all(),
                                   defaultPropertyList, buffer.baseAddress),
@@ -110,7 +129,10 @@ extension HDF5File {
             let rank = try check(H5Sget_simple_extent_ndims(space), path, "cannot read rank")
             var dims = [hsize_t](repeating: 0, count: Int(rank))
             try check(H5Sget_simple_extent_dims(space, &dims, nil), path, "cannot read dimensions")
-            return dims.map { Int($0) }
+            return try dims.map {
+                guard let n = Int(exactly: $0) else { throw failure(path, "dimension \($0) is out of range: the file is damaged") }
+                return n
+            }
         }
     }
 }

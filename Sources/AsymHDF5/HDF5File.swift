@@ -59,6 +59,13 @@ package final class HDF5File {
         if fileID >= 0 { _ = H5Fclose(fileID) }
     }
 
+    /// The size of the file in bytes, as HDF5 sees it.
+    func fileSize() throws -> Int {
+        var size: hsize_t = 0
+        try check(H5Fget_filesize(try openID(), &size), nil, "cannot read the file size")
+        return Int(clamping: size)
+    }
+
     /// Writes HDF5's buffered data and metadata for this file to the operating system.
     package func flush() throws {
         try check(H5Fflush(try openID(), H5F_SCOPE_LOCAL), nil, "cannot flush file")
@@ -110,7 +117,13 @@ package final class HDF5File {
                 try check(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, index,
                                              &name, name.count, defaultPropertyList),
                           groupPath, "cannot read the name of child \(index)")
-                return String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                let child = String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                // A path cannot name such a child; `group/` would name the group itself again
+                // (a walk over the file would never end).
+                guard !child.isEmpty, child != ".", !child.contains("/") else {
+                    throw failure(groupPath, "child \(index) has the name '\(child)', which no path can name: the file is damaged")
+                }
+                return child
             }
         }
     }

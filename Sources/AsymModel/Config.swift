@@ -366,9 +366,9 @@ extension Config {
         let bad = ConfigError("data.normalize: expected [mean, std] or [[means...], [stds...]]")
         guard let seq = n.sequence, seq.count == 2 else { throw bad }
         func values(_ x: Node) throws -> [Double] {
-            if let v = x.float { return [v] }
+            if let v = x.float { guard v.isFinite else { throw bad }; return [v] }
             guard let s = x.sequence else { throw bad }
-            return try s.map { guard let v = $0.float else { throw bad }; return v }
+            return try s.map { guard let v = $0.float, v.isFinite else { throw bad }; return v }
         }
         return (try values(seq[0]), try values(seq[1]))
     }
@@ -382,6 +382,7 @@ extension Config {
         try check(data.classes > 1, "data.classes: need at least 2 classes")
         try check(model.input.count == 3 && model.input.allSatisfy { $0 > 0 },
                   "model.input: expected [channels, height, width], got \(model.input)")
+        try checkLimits()
         if let m = data.normalizeMean, let s = data.normalizeStd {
             try check(m.count == s.count && (m.count == 1 || m.count == model.input[0]),
                       "data.normalize: give one mean and std, or one per input channel (\(model.input[0]))")
@@ -400,13 +401,17 @@ extension Config {
         try check(train.keep > 0, "train.keep: must keep at least 1 checkpoint")
         try check(train.logEvery > 0, "train.log_every: must be positive")
         try check(train.evalEvery >= 0, "train.eval_every: must be >= 0")
-        try check(train.threads >= 0, "train.threads: must be >= 0")
-        try check(asym.svdIterations >= 1, "asym.svd_iterations: must be at least 1")
+        try check(train.threads >= 0 && train.threads <= ConfigLimits.threads,
+                  "train.threads: must lie in 0...\(ConfigLimits.threads) (0: all cores), got \(train.threads)")
+        try check(asym.svdIterations >= 1 && asym.svdIterations <= ConfigLimits.svdIterations,
+                  "asym.svd_iterations: must lie in 1...\(ConfigLimits.svdIterations), got \(asym.svdIterations)")
         try check(asym.rank.value >= 1 && asym.rank.max >= asym.rank.value, "asym.rank: need 1 <= value <= max")
         try check(asym.rank.tau > 0 && asym.rank.tau < 1, "asym.rank.tau: must lie in (0, 1)")
         try check(cluster.trusted >= 1, "cluster.trusted: need at least one trusted rank")
         try check(asym.maskGroup >= 0, "asym.mask.inputs_per_group: must be >= 0 (0 turns masking off)")
         try check(asym.microbatches >= 1, "asym.microbatches: must be at least 1 (1: whole batches)")
+        try check(asym.microbatches <= data.batchSize,
+                  "asym.microbatches: \(asym.microbatches) is more than data.batch_size (\(data.batchSize)); each micro-batch needs a sample")
         try check(asym.maskNoise > 0, "asym.mask.noise_scale: must be positive")
         try check(asym.noiseStd >= 0 && asym.noiseClip > 0, "asym.residual_noise: needs std >= 0 and clip > 0")
         try check(cluster.timeoutSeconds > 0, "cluster.timeout_s: must be positive, got \(cluster.timeoutSeconds)")
@@ -417,6 +422,124 @@ extension Config {
             try check(names.insert(l.name).inserted, "model.layers: the name '\(l.name)' is used twice")
         }
         try FeatureRules.check(self, launch: nil)
+    }
+}
+
+/// Bounds on the sizes a config can ask for: far above any model this trainer is meant for,
+/// and far below what would overflow an `Int` or exhaust memory before the first step, so that
+/// a slip (`out: 1e9`, `synthetic_train: 2000000000`) is a config error naming the key, not a
+/// failed allocation or an arithmetic trap.
+package enum ConfigLimits {
+    /// Input channels, height and width; a layer's `out`, `kernel`, `stride`, `padding`.
+    package static let dimension = 1 << 16
+    /// `data.classes`.
+    package static let classes = 1 << 16
+    /// `data.batch_size`.
+    package static let batchSize = 1 << 20
+    /// `train.epochs`.
+    package static let epochs = 1 << 20
+    /// `train.threads`.
+    package static let threads = 1024
+    /// `asym.svd_iterations`.
+    package static let svdIterations = 100
+    /// Parameters of the whole model (1 GiB of float32 each for the weights, the momentum and
+    /// the gradients).
+    package static let parameters = 1 << 28
+    /// Floats of one layer's output (or the input) for a whole batch: 8 GiB.
+    package static let batchActivations = 1 << 31
+    /// Floats of each split of the synthetic set (its images, or its class prototypes): 4 GiB.
+    package static let syntheticFloats = 1 << 30
+}
+
+extension Config {
+    /// The key ranges of `ConfigLimits`, then the sizes the layers ask for, layer by layer.
+    /// A shape that does not fit (a kernel larger than its input, ...) ends the walk quietly:
+    /// building the model reports it with the layer's name.
+    func checkLimits() throws {
+        typealias L = ConfigLimits
+        func check(_ ok: Bool, _ message: @autoclosure () -> String) throws { if !ok { throw ConfigError(message()) } }
+        /// a * b, or Int.max when that overflows (every operand here is >= 0).
+        func times(_ a: Int, _ b: Int) -> Int {
+            let (p, overflow) = a.multipliedReportingOverflow(by: b)
+            return overflow ? .max : p
+        }
+        func plus(_ a: Int, _ b: Int) -> Int {
+            let (s, overflow) = a.addingReportingOverflow(b)
+            return overflow ? .max : s
+        }
+        func product(_ shape: [Int]) -> Int { shape.reduce(1, times) }
+
+        try check(data.batchSize <= L.batchSize, "data.batch_size: must lie in 1...\(L.batchSize), got \(data.batchSize)")
+        try check(data.classes <= L.classes, "data.classes: must lie in 2...\(L.classes), got \(data.classes)")
+        try check(train.epochs <= L.epochs, "train.epochs: must lie in 1...\(L.epochs), got \(train.epochs)")
+        try check(model.input.allSatisfy { $0 <= L.dimension },
+                  "model.input: each of channels, height and width must lie in 1...\(L.dimension), got \(model.input)")
+        let sample = product(model.input)
+        if data.dataset == .synthetic {
+            // The images of each split, and one prototype per class.
+            for (key, count, what) in [("synthetic_train", data.syntheticTrain, "samples"), ("synthetic_test", data.syntheticTest, "samples"),
+                                       ("classes", data.classes, "class prototypes")] {
+                let floats = times(count, sample)
+                try check(floats <= L.syntheticFloats,
+                          "data.\(key): \(count) \(what) of \(model.input) are \(floats == .max ? "too many" : "\(floats)") floats; the synthetic set allows at most \(L.syntheticFloats) (4 GiB) each: lower data.\(key) or model.input")
+            }
+        }
+        for (i, l) in model.layers.enumerated() {
+            let key = "model.layers.\(i)"
+            for (name, value) in [("out", l.out), ("kernel", l.kernel), ("stride", l.stride), ("padding", l.padding)] {
+                try check(value <= L.dimension, "\(key).\(name): layer '\(l.name)' has \(name) \(value); at most \(L.dimension) is allowed")
+            }
+        }
+
+        var shape = model.input
+        var parameters = 0
+        func checkActivations(_ key: String, _ what: String) throws {
+            let floats = times(product(shape), data.batchSize)
+            try check(floats <= L.batchActivations,
+                      "\(key): \(what) \(shape) per sample, \(floats == .max ? "too many" : "\(floats)") floats for a batch of \(data.batchSize); at most \(L.batchActivations) (8 GiB) are allowed: make it smaller or lower data.batch_size")
+        }
+        try checkActivations("model.input", "the input is")
+        for (i, l) in model.layers.enumerated() {
+            guard l.kernel >= 1, l.stride >= 1, l.padding >= 0, l.out >= 0 else { return }  // checked when read
+            let isMap = shape.count == 3
+            let (c, h, w) = isMap ? (shape[0], shape[1], shape[2]) : (0, 0, 0)
+            var added = 0
+            switch l.type {
+            case .conv:
+                guard isMap, h + 2 * l.padding >= l.kernel, w + 2 * l.padding >= l.kernel else { return }
+                added = plus(times(times(l.out, c), l.kernel * l.kernel), l.bias ? l.out : 0)
+                shape = [l.out, (h + 2 * l.padding - l.kernel) / l.stride + 1, (w + 2 * l.padding - l.kernel) / l.stride + 1]
+            case .basicBlock:
+                guard isMap else { return }
+                // 3x3 (stride s, padding 1) and 3x3, each with batch norm; a 1x1 shortcut with
+                // batch norm where the shape changes.
+                added = plus(times(times(l.out, c), 9), times(times(l.out, l.out), 9))
+                added = plus(added, times(l.out, 4))
+                if l.stride != 1 || c != l.out { added = plus(added, plus(times(l.out, c), times(l.out, 2))) }
+                shape = [l.out, (h - 1) / l.stride + 1, (w - 1) / l.stride + 1]
+            case .linear:
+                added = plus(times(l.out, product(shape)), l.bias ? l.out : 0)
+                shape = [l.out]
+            case .maxpool, .avgpool:
+                guard isMap, l.kernel <= h, l.kernel <= w else { return }
+                shape = [c, (h - l.kernel) / l.stride + 1, (w - l.kernel) / l.stride + 1]
+            case .globalAvgpool:
+                guard isMap else { return }
+                shape = [c, 1, 1]
+            case .flatten:
+                shape = [product(shape)]
+            case .batchnorm:
+                guard isMap else { return }
+                added = times(c, 2)
+            case .relu:
+                break
+            }
+            parameters = plus(parameters, added)
+            let key = "model.layers.\(i)"
+            try check(parameters <= L.parameters,
+                      "\(key): layer '\(l.name)' brings the model to \(parameters == .max ? "too many" : "\(parameters)") parameters; at most \(L.parameters) are allowed: lower its out (or an earlier layer's)")
+            try checkActivations(key, "layer '\(l.name)' outputs")
+        }
     }
 }
 

@@ -122,6 +122,7 @@ struct ConfigReader {
     private mutating func readFloat(_ k: String) throws -> Double? {
         guard let n = node(k) else { return nil }
         guard let v = n.float else { throw ConfigError("\(key(k)): expected a number, got '\(n.string ?? "a collection")'") }
+        guard v.isFinite else { throw ConfigError("\(key(k)): expected a finite number, got \(v)") }
         return v
     }
     mutating func float(_ k: String, _ fallback: Double, _ doc: KeyDoc) throws -> Double {
@@ -203,8 +204,9 @@ struct ConfigReader {
         record(k, .value, "list of ints", yaml, "`\(yaml)`", doc)
         return try floats(k).map { vs in
             try vs.map {
-                guard $0 == $0.rounded() else { throw ConfigError("\(key(k)): expected integers") }
-                return Int($0)
+                // Int(exactly:) is nil for fractions, infinities, NaN and values past Int's range.
+                guard let i = Int(exactly: $0) else { throw ConfigError("\(key(k)): expected integers, got \($0)") }
+                return i
             }
         } ?? fallback
     }

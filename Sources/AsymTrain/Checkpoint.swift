@@ -149,14 +149,18 @@ package enum Checkpoint {
         if saved.data.batchSize != config.data.batchSize {
             throw CheckpointError("\(path): data.batch_size changed from \(saved.data.batchSize) to \(config.data.batchSize); the data position and the schedule count steps of the saved batch size, so resume with it")
         }
-        let notes = acceptedDifferences(saved, config)
+        var notes = acceptedDifferences(saved, config)
         let position: TrainingPosition
         do {
-            try restoreTensors(f, path: path, model: model)
-            let step = try scalar(f, "/state/step")
-            let momentumReady = try scalar(f, "/state/momentum_initialized") == 1
-            for p in model.parameters { p.hasMomentum = momentumReady }
-            position = TrainingPosition(step: Int(step), samplesSeen: try scalar(f, "/state/samples_seen"))
+            notes += try restoreTensors(f, path: path, model: model)
+            let step = try scalar(f, "/state/step"), samplesSeen = try scalar(f, "/state/samples_seen")
+            let momentum = try scalar(f, "/state/momentum_initialized")
+            // Each matches its crc32, but a file written by hand could still hold anything.
+            guard step >= 0, samplesSeen >= 0, momentum == 0 || momentum == 1 else {
+                throw CheckpointError("\(path): /state holds step \(step), samples_seen \(samplesSeen), momentum_initialized \(momentum); a checkpoint needs step >= 0, samples_seen >= 0 and momentum_initialized 0 or 1")
+            }
+            for p in model.parameters { p.hasMomentum = momentum == 1 }
+            position = TrainingPosition(step: Int(step), samplesSeen: samplesSeen)
         } catch let e as HDF5Error {
             throw CheckpointError("checkpoint rejected: \(e)")
         }
@@ -165,7 +169,10 @@ package enum Checkpoint {
     }
 
     /// Every model tensor, optimizer buffer and warm-start basis, checked against the model.
-    static func restoreTensors(_ f: HDF5File, path: String, model: Model) throws {
+    /// Returns notes on what was not restored.
+    @discardableResult
+    static func restoreTensors(_ f: HDF5File, path: String, model: Model) throws -> [String] {
+        var notes: [String] = []
         func restore(_ dataset: String, into tensor: Tensor) throws {
             let (shape, values) = try f.readFloats(dataset)
             guard shape == tensor.shape else {
@@ -188,11 +195,19 @@ package enum Checkpoint {
                 let path = "/state/warm_basis/\(conv.name)"
                 guard let split = conv.split, try f.exists(path) else { continue }
                 let (shape, values) = try f.readFloats(path)
+                // [rank, input channels], as the split's kernels read it (unchecked). Another
+                // shape (another asym.rank) only warm-started the basis: the split starts cold.
+                let channels = conv.geometry.inChannels, rank = min(split.settings.maxRank, channels)
+                guard shape == [rank, channels] else {
+                    notes.append("\(path) has shape \(shape), not [\(rank), \(channels)] (asym.rank changed?): not restored, so the continuation is exact only up to float rounding")
+                    continue
+                }
                 split.warmBasis = Tensor(shape: shape, values: values)
             }
         } catch let e as HDF5Error {
             throw CheckpointError("checkpoint rejected: \(e)")
         }
+        return notes
     }
 
     /// The `world` attribute of a checkpoint (JSON: trusted, untrusted, mode).
