@@ -73,7 +73,7 @@ bench-hosts: build
 
 # About 30 minutes of the private job (1T+3U spread masking) with an untrusted rank killed
 # every 3 minutes and relaunched by launch/local.sh --restarts, then the same steps without
-# kills: restarts, steps redone, both accuracies, per-tensor equality, memory early and late.
+# kills (30 more): restarts, steps redone, both accuracies, per-tensor equality, memory early and late.
 # Not part of make test. scripts/soak.sh STEPS KILL_EVERY runs a shorter one.
 soak: build
 	scripts/soak.sh
