@@ -259,7 +259,13 @@ final class MPIJobTests: XCTestCase {
         let full = try runJob(launch + ["--run-dir", ref], timeout: 600)
         XCTAssertEqual(full.status, 0, full.output)
         let stopped = try runJob(launch + ["--run-dir", dir], timeout: 600) { p in
-            sleep(4)
+            // Once the first epoch's evaluation is in metrics.jsonl, training is under way
+            // and far from its end (300 epochs).
+            let deadline = Date().addingTimeInterval(120)
+            while p.isRunning && Date() < deadline
+                    && ((try? String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8)) ?? "").isEmpty {
+                usleep(20_000)
+            }
             kill(p.processIdentifier, SIGINT)
         }
         XCTAssertEqual(stopped.status, Int32(Interruption.exitStatus), stopped.output)

@@ -137,19 +137,19 @@ final class MultiHostTests: XCTestCase {
     }
 
     /// A partition: once the job trains, one untrusted host (host 3, rank 2) loses its link.
-    /// The job must end non-zero within cluster.timeout_s + 25 s and name the silent rank.
-    /// mpirun runs on host 1 (the TEE node), whose TCP gives up on a silent peer after ~6 s
-    /// (tcp_retries2 4): mpirun waits for the cut host's orted to confirm the end of the job
-    /// (here ~11 s after the last rank ended), and with Linux's default (15) it would wait
-    /// ~15 min, whatever asymml does. A hung job is ended by `down` 2 s past the limit.
+    /// The job must end non-zero within 60 s of the cut and name the silent rank, with the
+    /// hosts' TCP at Linux's defaults (no kernel tuning): mpirun alone would wait for the cut
+    /// host's orted until TCP gives up (~15 min), so launch/cluster.sh ends it a few seconds
+    /// after rank 0's fatal line (launch/mpirun-graceful.sh). A hung job is ended by `down` 2 s
+    /// past the limit.
     func testCutUntrustedHostEndsTheJob() throws {
-        let cluster = try NetnsCluster(hosts: 3, ["--tcp-retries2", "4"])
+        let cluster = try NetnsCluster(hosts: 3)
         defer { cluster.down() }
         let dir = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let timeoutS = 5.0
         let overrides = common + ["train.epochs=1000", "train.max_steps=100000", "cluster.timeout_s=\(Int(timeoutS))"]
-        let limit = timeoutS + 25
+        let limit = 60.0
         var cutAt: Date?, endedAt: Date?
         let job = try cluster.launch(tee: [1], accel: [2, 3], ["train", "--config", config, "--run-dir", dir]
                                      + overrides.flatMap { ["--set", $0] }, mpirunOn: 1, timeout: 90) { process in
@@ -180,7 +180,7 @@ final class MultiHostTests: XCTestCase {
         if let end = endedAt {
             let after = end.timeIntervalSince(cut)
             print("cut host 3 (rank 2): mpirun exited with \(job.status) after \(String(format: "%.1f", after)) s")
-            XCTAssertLessThanOrEqual(after, limit, "the job did not end within timeout_s + 25 s of the cut")
+            XCTAssertLessThanOrEqual(after, limit, "the job did not end within 60 s of the cut")
         } else {
             XCTFail("the job still ran \(Int(limit) + 2) s after the cut (ended by netns-cluster.sh down):\n\(job.output)")
         }
