@@ -325,12 +325,13 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     private func validate(_ got: WireHeader, expected: WireHeader, from peer: Int, payload: UnsafePointer<Float>) throws {
         let origin = "wire protocol: rank \(world.rank) (trusted) received from \(untrustedName(peer))"
         if let why = got.mismatch(expected: expected) { throw ProtocolError("\(origin): \(why)") }
-        if payloadChecksum(payload, count: Int(got.count)) != got.checksum {
+        let digest = payloadDigest(payload, count: Int(got.count))
+        if digest.checksum != got.checksum {
             throw ProtocolError("\(origin): payload checksum mismatch for [\(got)]")
         }
         // An honest result is finite (the trusted side's data and weights are): a NaN or an
         // infinity would poison the model however the integrity checks are set.
-        if let bad = firstNonFinite(payload, count: Int(got.count)) {
+        if !digest.finite, let bad = (0..<Int(got.count)).first(where: { !payload[$0].isFinite }) {
             throw ProtocolError("\(origin): value \(bad) of [\(got)] is \(payload[bad])")
         }
     }

@@ -101,41 +101,35 @@ package struct WireHeader: Equatable, CustomStringConvertible {
 /// that it vectorises: one cheap pass (it runs on both sides of every transfer), and unlike
 /// a plain sum it sees a swap of two values.
 package func payloadChecksum(_ values: UnsafePointer<Float>, count: Int) -> UInt64 {
-    var a = SIMD8<UInt32>(repeating: 0), b = SIMD8<UInt32>(repeating: 0)
+    payloadDigest(values, count: count).checksum
+}
+
+/// The checksum of `payloadChecksum` and, from the same pass, whether every value is finite
+/// (the exponent bits are all ones for NaN and infinity only): what the trusted rank checks
+/// of every reply.
+package func payloadDigest(_ values: UnsafePointer<Float>, count: Int) -> (checksum: UInt64, finite: Bool) {
+    let exponent: UInt32 = 0x7F80_0000
+    var a = SIMD8<UInt32>(repeating: 0), b = SIMD8<UInt32>(repeating: 0), seen = SIMD8<UInt32>(repeating: 0)
     let raw = UnsafeRawPointer(values)
     var i = 0
     while i + 8 <= count {
-        a &+= raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
+        let w = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
+        a &+= w
         b &+= a
+        seen = pointwiseMax(seen, w & exponent)
         i += 8
     }
-    var tailA: UInt64 = 0, tailB: UInt64 = 0
+    var tailA: UInt64 = 0, tailB: UInt64 = 0, tailSeen: UInt32 = 0
     while i < count {
-        tailA &+= UInt64(raw.load(fromByteOffset: 4 * i, as: UInt32.self))
+        let w = raw.load(fromByteOffset: 4 * i, as: UInt32.self)
+        tailA &+= UInt64(w)
         tailB &+= tailA
+        tailSeen = max(tailSeen, w & exponent)
         i += 1
     }
     var sum = UInt64(count) ^ (tailA << 32) ^ tailB
     for lane in 0..<8 {
         sum = sum &* 0x100000001B3 ^ (UInt64(a[lane]) << 32 | UInt64(b[lane]))
     }
-    return sum
-}
-
-/// The index of the first NaN or infinite value of `values`, or nil when all are finite. One
-/// vector pass over the exponent bits (all ones for NaN and infinity), then a scalar search
-/// only when one was seen.
-package func firstNonFinite(_ values: UnsafePointer<Float>, count: Int) -> Int? {
-    let exponent: UInt32 = 0x7F80_0000
-    let raw = UnsafeRawPointer(values)
-    var seen = SIMD8<UInt32>(repeating: 0)
-    var i = 0
-    while i + 8 <= count {
-        seen = pointwiseMax(seen, raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self) & exponent)
-        i += 8
-    }
-    var tail: UInt32 = 0
-    while i < count { tail = max(tail, raw.load(fromByteOffset: 4 * i, as: UInt32.self) & exponent); i += 1 }
-    guard max(seen.max(), tail) == exponent else { return nil }
-    return (0..<count).first { !values[$0].isFinite }
+    return (sum, max(seen.max(), tailSeen) != exponent)
 }

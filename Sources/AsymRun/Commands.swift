@@ -60,13 +60,8 @@ package enum Commands {
                          "epochs \(c.train.epochs), mode \(c.asym.mode.rawValue)")
         }
         var failures: [String] = []
-        func walk(_ group: String) throws {
-            for child in try f.listChildren(group) {
-                let p = group == "/" ? "/\(child)" : "\(group)/\(child)"
-                if try f.kind(of: p) == .group {
-                    try walk(p)
-                    continue
-                }
+        do {
+            for p in try Checkpoint.datasets(f) {
                 let shape = try f.datasetShape(p)
                 let crc = try f.int64Attribute("crc32", at: p)
                 var status = "ok"
@@ -76,8 +71,7 @@ package enum Commands {
                 }
                 lines.append("  \(p.padding(toLength: 44, withPad: " ", startingAt: 0)) \(shape)  crc32 \(crc) \(status)")
             }
-        }
-        do { try walk("/") } catch { throw CheckpointError("checkpoint \(path): \(error)") }
+        } catch { throw CheckpointError("checkpoint \(path): \(error)") }
         guard failures.isEmpty else {
             throw InspectionFailed(listing: lines.joined(separator: "\n"),
                                    description: "checkpoint \(path): \(failures.count) dataset(s) fail their crc32: " + failures.joined(separator: "; "))

@@ -100,17 +100,20 @@ package enum Checkpoint {
         do { f = try HDF5File.open(path: path) } catch { throw CheckpointError("checkpoint \(path): cannot open it: \(error)") }
         defer { try? f.close() }
         _ = try header(f)
-        var datasets: [(String, [Int], Int64)] = []
-        func walk(_ group: String) throws {
-            for child in try f.listChildren(group) {
-                let p = group == "/" ? "/\(child)" : "\(group)/\(child)"
-                if try f.kind(of: p) == .group { try walk(p); continue }
+        do {
+            return try datasets(f).map { p in
                 try f.verifyChecksum(p)
-                datasets.append((p, try f.datasetShape(p), try f.int64Attribute("crc32", at: p)))
+                return (p, try f.datasetShape(p), try f.int64Attribute("crc32", at: p))
             }
+        } catch let e as HDF5Error { throw CheckpointError("checkpoint \(path): \(e)") }
+    }
+
+    /// Every dataset of the file, groups walked depth first in file order.
+    package static func datasets(_ f: HDF5File, under group: String = "/") throws -> [String] {
+        try f.listChildren(group).flatMap { child -> [String] in
+            let p = group == "/" ? "/\(child)" : "\(group)/\(child)"
+            return try f.kind(of: p) == .group ? try datasets(f, under: p) : [p]
         }
-        do { try walk("/") } catch let e as HDF5Error { throw CheckpointError("checkpoint \(path): \(e)") }
-        return datasets
     }
 
     /// Why a checkpoint is loaded: resuming training must keep what counts steps (the batch

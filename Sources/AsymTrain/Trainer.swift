@@ -109,15 +109,12 @@ package final class Trainer {
 
     deinit { labels.deallocate() }
 
-    /// The signal that asks training to stop, once any trusted rank received one: the ranks
-    /// agree (one small sum per step), so that all stop after the same step.
-    package func stopRequested() throws -> Int32? {
-        let local = Interruption.requested
-        guard let collective else { return local }
-        let signals = try collective.sumOverTrusted([local.map(Double.init) ?? 0, local == nil ? 0 : 1])
-        guard signals[1] > 0 else { return nil }
-        return local ?? Int32(signals[0] / signals[1])
-    }
+    /// The signal that asks training to stop, once any trusted rank received one. Several
+    /// trusted ranks agree on it in the last step's sum of loss and accuracy (`agreedStop`),
+    /// so that all stop after the same step without a collective of its own.
+    package var stopRequested: Int32? { collective == nil ? Interruption.requested : agreedStop }
+    /// The stop signal the trusted ranks agreed on at the end of the last step.
+    private var agreedStop: Int32?
 
     /// The untrusted executor behind the privacy layers the config asks for: residual noise
     /// (3LegRace, not exact) on what crosses, then masking (exact) of the noisy residuals.
@@ -178,8 +175,10 @@ package final class Trainer {
         try collective?.stepApplied(step: position.step, parameters: model.parameters)
         model.profile?.endStep(trustedSeconds: lastStepSeconds - lastUntrustedSeconds)
         if let collective {
-            let (l, c) = try collective.sumOverTrusted([lossSum, Double(correct)]).pair
-            return (l / Double(batch), c / Double(batch))
+            let local = Interruption.requested
+            let sums = try collective.sumOverTrusted([lossSum, Double(correct), local.map(Double.init) ?? 0, local == nil ? 0 : 1])
+            agreedStop = sums[3] > 0 ? local ?? Int32(sums[2] / sums[3]) : nil
+            return (sums[0] / Double(batch), sums[1] / Double(batch))
         }
         return (lossSum / Double(batch), Double(correct) / Double(batch))
     }

@@ -82,7 +82,7 @@ package struct TrainingLoop {
                 bar.clear()
                 try saveCheckpoint()
             }
-            if step < total, let signal = try trainer.stopRequested() {
+            if step < total, let signal = trainer.stopRequested {
                 bar.clear()
                 let path = try saveCheckpoint()
                 run.say("\(Interruption.name(signal)): stopped after step \(step) of \(total)" +

@@ -395,30 +395,25 @@ final class FuzzTests: XCTestCase {
         var rng = SeededRNG(seed: Self.seed)
         let smoke = Tally("configs (smoke)"), shipped = Tally("configs (shipped)")
         let start = Date()
-        // smoke trains 2 steps in well under a second: its mutants train.
-        let smokeText = Array(try Data(contentsOf: URL(fileURLWithPath: repositoryRoot + "/configs/smoke.yaml")))
-        for (n, (text, mutation)) in Self.mutants(of: smokeText, count: Self.count(260), &rng).enumerated() {
-            let path = scratch + "/smoke-\(n).yaml"
-            try Data(text).write(to: URL(fileURLWithPath: path))
-            let run = scratch + "/run-smoke-\(n)"
-            try check(["train", "--config", path, "--run-dir", run, "--set", "train.max_steps=2", "--set", "train.threads=1"],
-                      smoke, mutation: mutation, mutant: path)
-            try? FileManager.default.removeItem(atPath: run)
-            try? FileManager.default.removeItem(atPath: path)
-        }
-        // The shipped configs evaluate seconds of test data after a step: their mutants stop at
-        // step 0 (read, validate, build the model and the data, write the first checkpoint).
-        for name in ["fmnist-cnn", "vgg-cifar", "resnet-cifar"] {
+        /// Trains `count` mutants of configs/NAME.yaml for `steps` steps, each in a fresh run folder.
+        func trainMutants(of name: String, count: Int, steps: Int, into tally: Tally, label: String) throws {
             let base = Array(try Data(contentsOf: URL(fileURLWithPath: repositoryRoot + "/configs/\(name).yaml")))
-            for (n, (text, mutation)) in Self.mutants(of: base, count: Self.count(20), &rng).enumerated() {
+            for (n, (text, mutation)) in Self.mutants(of: base, count: count, &rng).enumerated() {
                 let path = scratch + "/\(name)-\(n).yaml"
                 try Data(text).write(to: URL(fileURLWithPath: path))
                 let run = scratch + "/run-\(name)-\(n)"
-                try check(["train", "--config", path, "--run-dir", run, "--set", "train.max_steps=0", "--set", "train.threads=1"],
-                          shipped, mutation: "\(name).yaml: \(mutation)", mutant: path)
+                try check(["train", "--config", path, "--run-dir", run, "--set", "train.max_steps=\(steps)", "--set", "train.threads=1"],
+                          tally, mutation: label + mutation, mutant: path)
                 try? FileManager.default.removeItem(atPath: run)
                 try? FileManager.default.removeItem(atPath: path)
             }
+        }
+        // smoke trains 2 steps in well under a second: its mutants train.
+        try trainMutants(of: "smoke", count: Self.count(260), steps: 2, into: smoke, label: "")
+        // The shipped configs evaluate seconds of test data after a step: their mutants stop at
+        // step 0 (read, validate, build the model and the data, write the first checkpoint).
+        for name in ["fmnist-cnn", "vgg-cifar", "resnet-cifar"] {
+            try trainMutants(of: name, count: Self.count(20), steps: 0, into: shipped, label: "\(name).yaml: ")
         }
         report([smoke, shipped])
         print("fuzz configs: \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
