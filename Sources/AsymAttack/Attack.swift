@@ -44,6 +44,7 @@ package enum Attack {
     package struct Unmixing {
         /// Mean over samples of the best |correlation| between a recovered source and the truth.
         package var sourceCorrelation: [String: Double]
+        /// Also the denoising probe, under `Attack.denoised(key)`.
         package var labelProbe: [String: Double]
         /// Input reconstruction from the recovered residuals.
         package var reconstruction: Reconstruction
@@ -55,7 +56,9 @@ package enum Attack {
         package var samples: Int, fitCount: Int, trainingSetSize: Int
         package var reconstructionFit: Int, reconstructionHeldOut: Int
         package var residualEnergy: Double
-        /// (source, held-out accuracy), in table order; "chance" last.
+        /// (source, held-out accuracy), in table order; "chance" last. The denoising probe's
+        /// rows for what the rank received are keyed `Attack.denoised("residual")` and
+        /// `Attack.denoised("output_gradient")`.
         package var labelProbe: [(String, Double)]
         package var reconstruction: [Reconstruction]
         /// Residuals (and output gradients) that crossed: `samples`, or with masking the
@@ -76,6 +79,9 @@ package enum Attack {
         package var options: Options
     }
 
+    /// The report key of the denoising probe (`ProbeDenoising.pooledBothSigns`) on `source`.
+    package static func denoised(_ source: String) -> String { source + "_pooled_both_signs" }
+
     package static func run(config: Config, checkpoint: String, options: Options) throws -> Report {
         configureThreads(config)
         var clock = Stopwatch()
@@ -93,15 +99,19 @@ package enum Attack {
         // dominant sample of each combination with it); the fit / held-out split of what
         // crossed falls between mask groups, at the first group from sample `fit` on.
         let receivedFit = capture.received(before: fit)
-        let sources: [(String, Features, [Int], Int)] = [
-            ("residual", capture.residual, capture.residualTargets, receivedFit),
-            ("output_gradient", capture.outputGradient, capture.outputGradientTargets, receivedFit),
-            ("full", capture.full, identity, fit), ("raw_input", capture.images, identity, fit)]
-        func probeAccuracy(_ f: Features, targets: [Int], fitCount: Int) throws -> Double {
+        // What the rank received is probed twice: as it is, and as an attacker facing masking's
+        // noise and random signs would (pooled, fitted on both signs).
+        let sources: [(String, Features, [Int], Int, ProbeDenoising)] = [
+            ("residual", capture.residual, capture.residualTargets, receivedFit, .none),
+            ("output_gradient", capture.outputGradient, capture.outputGradientTargets, receivedFit, .none),
+            (denoised("residual"), capture.residual, capture.residualTargets, receivedFit, .pooledBothSigns),
+            (denoised("output_gradient"), capture.outputGradient, capture.outputGradientTargets, receivedFit, .pooledBothSigns),
+            ("full", capture.full, identity, fit, .none), ("raw_input", capture.images, identity, fit, .none)]
+        func probeAccuracy(_ f: Features, targets: [Int], fitCount: Int, denoising: ProbeDenoising = .none) throws -> Double {
             try labelProbeAccuracy(f, labels: targets.map { capture.labels[$0] }, classes: capture.classes,
-                                   fitCount: fitCount, epochs: options.probeEpochs, seed: options.seed)
+                                   fitCount: fitCount, epochs: options.probeEpochs, seed: options.seed, denoising: denoising)
         }
-        var probe = try sources.map { ($0.0, try probeAccuracy($0.1, targets: $0.2, fitCount: $0.3)) }
+        var probe = try sources.map { ($0.0, try probeAccuracy($0.1, targets: $0.2, fitCount: $0.3, denoising: $0.4)) }
         probe.append(("chance", 1 / Double(capture.classes)))
         let probeSeconds = clock.lap()
 
@@ -150,7 +160,11 @@ package enum Attack {
                            seed: options.seed)
             return Unmixing(sourceCorrelation: ["residual": r.meanCorrelation, "output_gradient": dy.meanCorrelation],
                             labelProbe: ["residual": try probeAccuracy(r.features, targets: identity, fitCount: fit),
-                                         "output_gradient": try probeAccuracy(dy.features, targets: identity, fitCount: fit)],
+                                         "output_gradient": try probeAccuracy(dy.features, targets: identity, fitCount: fit),
+                                         denoised("residual"): try probeAccuracy(r.features, targets: identity, fitCount: fit,
+                                                                                 denoising: .pooledBothSigns),
+                                         denoised("output_gradient"): try probeAccuracy(dy.features, targets: identity, fitCount: fit,
+                                                                                        denoising: .pooledBothSigns)],
                             reconstruction: try reconstruct("unmixed_residual", r.features, identity, fit))
         }
         let unmixingSeconds = clock.lap()
@@ -231,15 +245,24 @@ extension Attack.Report {
                    ?? "the adversary holds what all \(s.ranks) ranks received (colluding: FastICA looks for 2K sources in each group's 3K)") } ?? "")
     }
 
+    /// What the denoising probe does to a map of `shape`, as the tables name it.
+    private func denoising(_ shape: [Int]) -> String {
+        let window = poolingWindow(shape)
+        return (window > 1 ? "pooled \(window)x\(window), " : "") + "both signs"
+    }
+
     /// One aligned table: label probes, then reconstructions.
     package var table: String {
         var lines = [headline, "",
-                     "label probe (conv-relu-pool-conv-relu-pool-linear, \(options.probeEpochs) epochs)   held-out accuracy"]
+                     "label probe (conv-relu-pool-conv-relu-pool-linear, \(options.probeEpochs) epochs)   held-out accuracy",
+                     "  (pooled: average pooling, stride = window, before the probe; both signs: fitted on x and -x alike, scored as received)"]
         let names = ["residual": "residual R (untrusted)", "output_gradient": "output gradient dY (untrusted)",
+                     Attack.denoised("residual"): "residual R (\(denoising(residualShape)))",
+                     Attack.denoised("output_gradient"): "output gradient dY (\(denoising(outputGradientShape)))",
                      "full": "full X (reference)", "raw_input": "raw input (reference)", "chance": "chance",
                      "noise": "Gaussian noise (baseline)"]
         for (source, accuracy) in labelProbe {
-            lines.append("  " + names[source]!.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: "%8.4f", accuracy))
+            lines.append("  " + names[source]!.padding(toLength: 46, withPad: " ", startingAt: 0) + String(format: "%8.4f", accuracy))
         }
         lines += ["", "input reconstruction: decoders fit on \(reconstructionFit) samples (ridge on the first \(min(reconstructionFit, ridgeFitSamples))), scored on \(reconstructionHeldOut) held-out images",
                   "  (pixels in [0,1]; PSNR dB, mean over images; SSIM 11x11 Gaussian sigma 1.5, valid window)",
@@ -255,6 +278,8 @@ extension Attack.Report {
                         + ["residual", "output_gradient"].map { String(format: "%13.4f", unmixing.sourceCorrelation[$0]!) }.joined(),
                       "  " + "label probe on recovered sources".padding(toLength: 34, withPad: " ", startingAt: 0)
                         + ["residual", "output_gradient"].map { String(format: "%13.4f", unmixing.labelProbe[$0]!) }.joined(),
+                      "  " + "  denoised as above".padding(toLength: 34, withPad: " ", startingAt: 0)
+                        + ["residual", "output_gradient"].map { String(format: "%13.4f", unmixing.labelProbe[Attack.denoised($0)]!) }.joined(),
                       "  " + "reconstruction from recovered R".padding(toLength: 34, withPad: " ", startingAt: 0)
                         + String(format: "  ridge %.2f dB (SSIM %.3f), conv %.2f dB (SSIM %.3f)", unmixing.reconstruction.ridge.psnr,
                                  unmixing.reconstruction.ridge.ssim, unmixing.reconstruction.conv.psnr, unmixing.reconstruction.conv.ssim)]
@@ -287,6 +312,11 @@ extension Attack.Report {
                 "ssim_window": "11x11 Gaussian, sigma 1.5, valid",
             ],
             "probe_epochs": options.probeEpochs, "decoder_epochs": options.decoderEpochs,
+            "denoising_probe": [
+                "keys": [Attack.denoised("residual"), Attack.denoised("output_gradient")],
+                "pooling_window": ["residual": poolingWindow(residualShape), "output_gradient": poolingWindow(outputGradientShape)],
+                "method": "average pooling (window x window, stride window) before the probe; fitted on x and -x with the same label, held-out scored as received",
+            ] as [String: Any],
             "seconds": Dictionary(uniqueKeysWithValues: seconds.map { ($0.0, $0.1) }),
         ]
         object["median_residual_norm"] = number(medianResidualNorm)

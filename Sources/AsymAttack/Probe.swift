@@ -60,16 +60,77 @@ func probeLayers(input: [Int], classes: Int) -> [LayerSpec] {
     return layers
 }
 
+/// What an attacker does to the captured features before classifying them. Under spread
+/// masking each crossed combination is data plus strong i.i.d. Gaussian noise, with a
+/// random sign; the plain probe takes the features as they are.
+package struct ProbeDenoising {
+    /// Average-pool each channel spatially (`poolingWindow`): the noise is i.i.d. per value
+    /// and averages out, while the signal is smooth over a few positions and stays.
+    package var pooled: Bool
+    /// Fit on every fitting sample as x and as -x, with the same label: a combination's sign
+    /// is random under masking, so the probe must not rely on it. Held-out samples are
+    /// scored as they are.
+    package var bothSigns: Bool
+
+    package init(pooled: Bool, bothSigns: Bool) {
+        self.pooled = pooled
+        self.bothSigns = bothSigns
+    }
+
+    package static let none = ProbeDenoising(pooled: false, bothSigns: false)
+    package static let pooledBothSigns = ProbeDenoising(pooled: true, bothSigns: true)
+}
+
+/// The denoising probe's average-pooling window (and stride) for a map of `shape`
+/// [C, H, W]: 4 when the smaller side is at least 8, 2 when at least 4, else 1 (none), so
+/// that a pooled map keeps at least two positions per side.
+package func poolingWindow(_ shape: [Int]) -> Int {
+    let side = min(shape[1], shape[2])
+    return side >= 8 ? 4 : side >= 4 ? 2 : 1
+}
+
+/// Non-overlapping `window` x `window` average pooling of every channel (stride `window`;
+/// a trailing strip narrower than the window is dropped).
+package func averagePooled(_ f: Features, window: Int) -> Features {
+    guard window > 1 else { return f }
+    let (c, h, w) = (f.shape[0], f.shape[1], f.shape[2])
+    let (ph, pw) = (h / window, w / window)
+    let scale = 1 / Float(window * window)
+    var out = Features(shape: [c, ph, pw], values: [Float](repeating: 0, count: f.count * c * ph * pw))
+    for s in 0..<f.count {
+        for ch in 0..<c {
+            let input = (s * c + ch) * h * w, output = (s * c + ch) * ph * pw
+            for y in 0..<(ph * window) {
+                for x in 0..<(pw * window) {
+                    out.values[output + (y / window) * pw + x / window] += f.values[input + y * w + x] * scale
+                }
+            }
+        }
+    }
+    return out
+}
+
 /// Label inference: trains the probe with this project's trainer on the first `fitCount`
-/// samples of `features` and returns its accuracy on the rest.
+/// samples of `features` and returns its accuracy on the rest, after `denoising`.
 package func labelProbeAccuracy(_ features: Features, labels: [Int32], classes: Int, fitCount: Int,
-                               epochs: Int, seed: Int = 0) throws -> Double {
-    let f = standardized(features, fitOn: fitCount)
+                               epochs: Int, seed: Int = 0, denoising: ProbeDenoising = .none) throws -> Double {
+    var input = denoising.pooled ? averagePooled(features, window: poolingWindow(features.shape)) : features
+    var inputLabels = labels
+    var inputFitCount = fitCount
+    if denoising.bothSigns {
+        let fitValues = input.slice(0..<fitCount).values
+        input.values.insert(contentsOf: fitValues.map { -$0 }, at: fitValues.count)
+        inputLabels.insert(contentsOf: labels[0..<fitCount], at: fitCount)
+        inputFitCount = 2 * fitCount
+    }
+    // Fitted on both signs when both are fitted, so the standardised copies stay negatives
+    // of each other (per-channel mean zero).
+    let f = standardized(input, fitOn: inputFitCount)
     func dataset(_ range: Range<Int>, _ name: String) -> Dataset {
         Dataset(name: name, channels: f.shape[0], height: f.shape[1], width: f.shape[2], classes: classes,
-                images: f.slice(range).values, labels: Array(labels[range]))
+                images: f.slice(range).values, labels: Array(inputLabels[range]))
     }
-    let data = DataSource(train: dataset(0..<fitCount, "probe/fit"), test: dataset(fitCount..<f.count, "probe/held-out"))
+    let data = DataSource(train: dataset(0..<inputFitCount, "probe/fit"), test: dataset(inputFitCount..<f.count, "probe/held-out"))
     var config = attackerConfig(input: f.shape, layers: probeLayers(input: f.shape, classes: classes),
                                 batch: 64, epochs: epochs, lr: 0.02, seed: seed)
     config.data.classes = classes
