@@ -30,7 +30,7 @@ build: deps
 # The default job: 1 trusted + 1 untrusted rank in asym mode on this machine. A second
 # `make train` continues runs/<name> (after Ctrl-C, from its checkpoint) instead of refusing it.
 train: build
-	launch/local.sh -t 1 -u 1 -- train --config $(CONFIG) --resume auto
+	launch/local.sh -t 1 -u 3 -- train --config $(CONFIG) --resume auto
 
 # The numeric tests run built with optimisation (fast); then once more in a debug build,
 # where Swift's checks and every precondition execute (the MPI jobs use the release binary
@@ -53,13 +53,15 @@ bench: build
 	@if python3 -c 'import torch' 2>/dev/null; then python3 scripts/torch_reference.py; else \
 	  echo "PyTorch is not installed: for the side-by-side table, pip install torch --index-url https://download.pytorch.org/whl/cpu"; fi
 
-# vgg-cifar on this machine: 1 trusted + 1 untrusted rank in asym mode against one
-# tee-only rank, one OpenBLAS thread per rank (wall clock, bytes moved, peak memory).
+# vgg-cifar on this machine, one OpenBLAS thread per rank (wall clock, bytes moved, peak
+# memory): one tee-only rank, the unprotected split on 1 trusted + 1 untrusted rank, and the
+# private default on 1 trusted + 3 untrusted ranks.
 BENCH_MPI := --config configs/vgg-cifar.yaml --set train.max_steps=24 --set train.log_every=8 \
              --set data.synthetic_train=1536 --set data.synthetic_test=512 --set train.threads=1
 bench-mpi: build
 	launch/local.sh -t 1 -u 0 -- train $(BENCH_MPI) --run-dir runs/bench-tee-only --set asym.mode=tee-only
-	launch/local.sh -t 1 -u 1 -- train $(BENCH_MPI) --run-dir runs/bench-asym --set asym.mode=asym
+	launch/local.sh -t 1 -u 1 -- train $(BENCH_MPI) --run-dir runs/bench-asym --set asym.mode=asym --set asym.mask=off --set asym.verify=false
+	launch/local.sh -t 1 -u 3 -- train $(BENCH_MPI) --run-dir runs/bench-private --set asym.mode=asym
 
 # `asymml plan --hardware` against real 1T+1U runs here: calibrate, predict, run, compare.
 bench-predict: build

@@ -38,7 +38,7 @@ let package = Package(
         // The asymmetric split: light SVD, split convolutions, the untrusted executor API.
         .target(name: "AsymSplit", dependencies: ["AsymKernels", "AsymIntegrity"], swiftSettings: fastMath),
         // What crosses, hidden: masking (exact) and residual noise (not exact), as executor wrappers.
-        .target(name: "AsymPrivacy", dependencies: ["AsymKernels", "AsymSplit", "AsymSecrets"], swiftSettings: fastMath),
+        .target(name: "AsymPrivacy", dependencies: ["AsymKernels", "AsymSplit", "AsymSecrets", "AsymIntegrity"], swiftSettings: fastMath),
         // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
         .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"]),
         // A small Swift wrapper over the HDF5 C library.

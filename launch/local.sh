@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One machine: T trusted + U untrusted ranks of asymml under Open MPI.
 #
-#   launch/local.sh [-t TRUSTED] [-u UNTRUSTED] [--restarts N] -- train --config FILE [asymml options...]
+#   launch/local.sh [-t TRUSTED (1)] [-u UNTRUSTED (3)] [--restarts N] -- train --config FILE [asymml options...]
 #
 # --restarts N: relaunch a job that fails once training has begun (a rank died or fell
 # silent) from its last checkpoint, up to N times (launch/mpirun-graceful.sh, with_restarts).
@@ -10,7 +10,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 trusted=1
-untrusted=1
+untrusted=3
 restarts=0
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -17,7 +17,8 @@ if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then steps="$1"; shift; fi
 bin=.build/release/asymml
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-common=(--config "$config" --set train.threads=1 "$@")
+# The prediction models the unprotected split (asym.mask: off) without checks.
+common=(--config "$config" --set train.threads=1 --set asym.mask=off --set asym.verify=false "$@")
 
 "$bin" bench --calibrate "${common[@]}" --steps 4 --output "$work/hardware.yaml" | head -1
 "$bin" plan "${common[@]}" --hardware "$work/hardware.yaml" --json > "$work/plan.json"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Soak: the private job (fmnist-cnn, 1 trusted + 3 untrusted ranks, spread masking at K = 1,
-# noise 10; 6 epochs, or STEPS if fewer) trained under launch/local.sh --restarts while an untrusted rank is killed every
+# Soak: the private default job (fmnist-cnn, 1 trusted + 3 untrusted ranks, spread masking
+# with the checks; 6 epochs, or STEPS if fewer) trained under launch/local.sh --restarts while an untrusted rank is killed every
 # KILL_EVERY seconds; then the same steps without kills. Reports the restarts, the steps
 # redone, the final accuracy of both runs, whether every tensor of the two final checkpoints
 # is bit-identical, and the resident memory of each role early and late in the run.
@@ -17,7 +17,7 @@ work="runs/soak-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$work"
 job=(train --config configs/fmnist-cnn.yaml --set train.epochs=6 --set train.max_steps="$steps" --set train.checkpoint_every=200
      --set train.log_every=100 --set train.eval_every=0 --set train.threads=1
-     --set 'asym.mask={inputs_per_group: 1, noise_scale: 10, spread: true}' --set cluster.timeout_s=30)
+     --set cluster.timeout_s=30)
 
 # Resident memory (MB) of the trusted rank and of the largest untrusted rank, now.
 memory() {

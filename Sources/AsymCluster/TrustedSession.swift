@@ -89,6 +89,10 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     package var arena = ActivationArena()
     /// The local batch of the last backward pass, whose shards the shares cover.
     private var backwardBatch = 0
+    /// The placement of the last backward message (spread masking: each member's share
+    /// covers its part of the rows), and the layers whose shares come back wide this step.
+    private var backwardPlacement: RowPlacement?
+    private var wideLayers: Set<Int> = []
     private var waitSeconds = 0.0
     /// Bytes sent to and received from the untrusted group so far.
     package private(set) var bytesSent = 0, bytesReceived = 0
@@ -202,13 +206,15 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             : inputGrads[d.layer]!
         inputGrads[d.layer] = dx
         backwardBatch = d.batch
+        backwardPlacement = d.placement
+        if d.wideShares { wideLayers.insert(d.layer) }
         var shares: (MessageKind, UnsafeMutablePointer<Float>, [Int])?
         if perSample {
             let t = Tensor.reuse(perSampleShares, shape: [d.batch] + layers[d.layer].weight.shape)
             perSampleShares = t
             shares = (.weightShares, t.data, layers[d.layer].weight.shape)
         }
-        exchange(send: perSample ? .outputGradientPerSample : .outputGradient, d.tensor.data,
+        exchange(send: perSample ? .outputGradientPerSample : d.wideShares ? .outputGradientWide : .outputGradient, d.tensor.data,
                  [g.outChannels, g.outHeight, g.outWidth],
                  receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer,
                  samples: d.samples, placement: d.placement)
@@ -338,16 +344,19 @@ package final class TrustedSession: Collective, UntrustedExecutor {
 
     /// Asks every member for its weight-gradient shares of this step (a step end), and hands
     /// each member's share of each layer to `body` with the samples it covers.
-    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
         if let fallback { return try fallback.collectGradientShares(body) }
         guard !group.isEmpty else { return }
-        let total = layers.map(\.weight.count).reduce(0, +), step = currentStep()
+        // A wide layer's share comes with its low-order part (as many values again).
+        let wide = layers.indices.map { wideLayers.contains($0) }
+        wideLayers.removeAll()
+        let total = zip(layers, wide).map { $0.weight.count * ($1 ? 2 : 1) }.reduce(0, +), step = currentStep()
         // Each share ends with the member's own compute and idle seconds of the step.
         let values = total + UntrustedServer.loadValues
         var shareBuffers: [Tensor] = []
         for _ in group { shareBuffers.append(arena.tensor(shape: [values], avoiding: shareBuffers)) }
         var replies: [Reply] = []
-        for (s, samples) in shards(backwardBatch) where !samples.isEmpty {
+        for (s, samples) in shards(backwardBatch, placement: backwardPlacement) where !samples.isEmpty {
             let peer = group[s]
             pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
             pending[s].append(try world.receiveFloats(shareBuffers[s].data, count: values, from: peer, tag: wireTag))
@@ -366,8 +375,9 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                          payload: r.payload)
             var offset = 0
             for (i, l) in layers.enumerated() {
-                try body(i, UnsafeMutablePointer(mutating: r.payload) + offset, r.samples)
-                offset += l.weight.count
+                let share = UnsafeMutablePointer(mutating: r.payload) + offset, n = l.weight.count
+                try body(i, share, wide[i] ? UnsafePointer(share + n) : nil, r.samples)
+                offset += wide[i] ? 2 * n : n
             }
         }
     }

@@ -56,7 +56,8 @@ package final class UntrustedServer {
             held += [weight] + (bias.map { [$0] } ?? [])
         }
         tensors = held
-        shares = Tensor(shape: [worker.weightCount + UntrustedServer.loadValues])
+        // Room for every layer's share with its low-order part (wide shares).
+        shares = Tensor(shape: [2 * worker.weightCount + UntrustedServer.loadValues])
         header = .allocate(byteCount: WireHeader.size, alignment: 8)
     }
 
@@ -85,7 +86,7 @@ package final class UntrustedServer {
             guard let step else { throw protocolError(h, "the weights must come first") }
             guard h.step == Int64(step) else { throw protocolError(h, "expected step \(step)") }
             switch kind {
-            case .residual, .outputGradient, .outputGradientPerSample:
+            case .residual, .outputGradient, .outputGradientPerSample, .outputGradientWide:
                 try serve(kind, h)
             case .stepEnd:
                 audit?.record(h, payload: nil)
@@ -143,23 +144,29 @@ package final class UntrustedServer {
             try reply(.inputGradient, layer: layer, shape: [n, g.inChannels, g.height, g.width], dx)
             try reply(.weightShares, layer: layer, shape: shares.shape, shares)
         } else {
-            let dx = worker.backward(layer: layer, outputGrad: input, samples: samples, batch: samples.upperBound)
+            let dx = worker.backward(layer: layer, outputGrad: input, samples: samples, batch: samples.upperBound,
+                                     wide: kind == .outputGradientWide)
             try reply(.inputGradient, layer: layer, shape: [n, g.inChannels, g.height, g.width], dx, first: first)
         }
     }
 
-    /// The step's weight-gradient shares of every split layer, packed in layer order, then
-    /// this rank's compute and idle seconds of the step.
+    /// The step's weight-gradient shares of every split layer, packed in layer order (a wide
+    /// share followed by its low-order part), then this rank's compute and idle seconds of
+    /// the step.
     private func sendShares() throws {
         var offset = 0
-        worker.takeGradientShares { _, share in
+        worker.takeGradientShares { _, share, low in
             (shares.data + offset).update(from: share.data, count: share.count)
             offset += share.count
+            if let low {
+                (shares.data + offset).update(from: low.data, count: low.count)
+                offset += low.count
+            }
         }
         shares[offset] = Float(worker.takeComputeSeconds())
         shares[offset + 1] = Float(idleSeconds)
         idleSeconds = 0
-        try reply(.gradientShare, layer: -1, shape: [shares.count], shares)
+        try reply(.gradientShare, layer: -1, shape: [offset + UntrustedServer.loadValues], shares)
         try finishReplies()
     }
 

@@ -12,6 +12,10 @@ package enum MessageKind: UInt32, CustomStringConvertible {
     case outputGradientPerSample
     /// corr(R_s, dY_s) of every (masked) sample of a shard, [n, Cout, C, k, k].
     case weightShares
+    /// Spread-masked output gradients: answer with the input gradient; the step's share of
+    /// this layer is accumulated in double and crosses at the step end as a float high part
+    /// and a float low part (`conv2dWeightGradientWide`).
+    case outputGradientWide
     package var description: String {
         switch self {
         case .residual: return "residual"
@@ -24,6 +28,7 @@ package enum MessageKind: UInt32, CustomStringConvertible {
         case .weights: return "weights"
         case .outputGradientPerSample: return "output gradient (per-sample shares)"
         case .weightShares: return "per-sample weight shares"
+        case .outputGradientWide: return "output gradient (wide share)"
         }
     }
 }

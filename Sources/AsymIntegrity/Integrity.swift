@@ -21,6 +21,26 @@ package enum IntegrityPolicy: String, Sendable {
     case recompute
 }
 
+/// What a failed check leads to, wherever results are checked (a split layer, or the masking
+/// layer for the combinations it sent): under `.recompute`, `recompute` replaces the result
+/// first; then the failure goes to `handler`. Under `.report` without a handler the process
+/// stops: an unchecked result must never be used silently. Returns the failure, if any.
+@discardableResult
+package func settle(_ failure: IntegrityFailure?, policy: IntegrityPolicy, handler: ((IntegrityFailure) -> Void)?,
+                    recompute: () -> Void) -> IntegrityFailure? {
+    guard let failure else { return nil }
+    switch (policy, handler) {
+    case (.recompute, let handler):
+        recompute()
+        handler?(failure)
+    case (.report, let handler?):
+        handler(failure)
+    case (.report, nil):
+        preconditionFailure("\(failure)")
+    }
+    return failure
+}
+
 /// An untrusted result that failed its check: the worst compared value and its tolerance.
 package struct IntegrityFailure: Error, Equatable, CustomStringConvertible {
     package let check: IntegrityCheck
@@ -330,6 +350,14 @@ package final class IntegrityChecker {
                                    check: .outputShare, section: .compareOutput, merge: (low, y))
     }
 
+    /// Checks Y_U ([batch, Cout, P]) against the forward probe, without merging anything into
+    /// it (masked combinations: the masking layer decodes them after the check).
+    package func checkOutputShare(_ y: UnsafePointer<Float>) -> IntegrityFailure? {
+        let g = geometry
+        return compareCombinations(of: y, rows: g.outChannels, length: g.outPositions, weights: s.data, inner: g.patchSize,
+                                   check: .outputShare, section: .compareOutput, merge: nil)
+    }
+
     // MARK: Input gradient
 
     /// Draws t and computes the probe conv_transpose(dY, W t) and the transposed patch norms
@@ -441,6 +469,22 @@ package final class IntegrityChecker {
         precondition(!checkedSamples[samples].contains(true), "layer \(layer): samples of \(samples) already checked")
         for n in samples { checkedSamples[n] = true }
         return timed(.compareShare) { compareShare(share, samples: samples) }
+    }
+
+    /// Checks the low-order part of a wide share (`OutputGradient.wideShares`): splitting a
+    /// double into float high and low parts leaves |low| <= half an ulp of high, so a part
+    /// beyond one ulp (or not finite) was not computed honestly. `checkGradientShare` checks
+    /// the high part; with this, a member can move its share by at most about one float
+    /// rounding of it, as float32 arithmetic on its side would.
+    package func checkLowOrderPart(_ high: UnsafePointer<Float>, _ low: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
+        // (Not counted in `highestRatio`: an honest part reaches half the allowance by construction.)
+        var worst = WorstComparison()
+        for i in 0..<geometry.weightCount {
+            worst.consider(index: i / geometry.patchSize, discrepancy: abs(low[i]), allowed: high[i].ulp)
+        }
+        guard worst.failed else { return nil }
+        return IntegrityFailure(check: .gradientShare, layer: layer, index: worst.index, discrepancy: worst.discrepancy,
+                                allowed: worst.allowed, samples: samples)
     }
 
     /// Retires z after every sample's share was checked: the next training pass draws a new one.

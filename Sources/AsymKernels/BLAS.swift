@@ -22,6 +22,19 @@ package enum BLAS {
                     beta, c, blasint(ldc))
     }
 
+    /// C[m, n] = op(A)[m, k] * op(B)[k, n] + beta * C in double precision (the wide
+    /// weight-gradient shares of masked combinations, `conv2dWeightGradientWide`).
+    @inline(__always)
+    package static func dgemm(
+        transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
+        beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), 1, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+    }
+
     /// y += alpha * x
     @inline(__always)
     package static func axpy(_ n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {

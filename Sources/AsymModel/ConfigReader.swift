@@ -284,6 +284,11 @@ func applyOverride(_ assignment: String, to root: inout Node) throws {
             }
             try set(&s[i], rest.dropFirst(), here)
             node = .sequence(s)
+        case .scalar where done == "asym.mask":
+            // `mask: off` and a key of it set: masking on, with that key (the more specific wins).
+            var child = Node([(Node, Node)]())
+            try set(&child, rest, done)
+            node = child
         case .scalar:
             throw ConfigError("--set \(assignment): \(done) is a value, not a mapping")
         }

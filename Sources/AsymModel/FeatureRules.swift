@@ -24,15 +24,15 @@ package struct FeatureRule {
 /// are known (`check(_:launch:)` from the MPI driver). No layer falls back silently instead.
 package enum FeatureRules {
     package static let table: [FeatureRule] = [
-        FeatureRule(name: "microbatches with a privacy layer or checks", needsLaunch: false) { c, _ in
+        FeatureRule(name: "microbatches with residual noise", needsLaunch: false) { c, _ in
             let a = c.asym
-            guard a.microbatches > 1 && (a.maskGroup > 0 || a.noiseStd > 0 || a.verify) else { return nil }
-            return "asym.microbatches: \(a.microbatches) does not work with asym.mask, asym.residual_noise or asym.verify yet (each takes whole batches); set asym.microbatches: 1"
+            guard a.microbatches > 1 && a.noiseStd > 0 else { return nil }
+            return "asym.microbatches: \(a.microbatches) does not work with asym.residual_noise yet (it takes whole batches); set asym.microbatches: 1"
         },
-        // (Decoded mixtures carry the decoding's rounding too: a false alarm at step 0.)
-        FeatureRule(name: "checks with masking or residual noise", needsLaunch: false) { c, _ in
-            guard c.asym.verify && (c.asym.maskGroup > 0 || c.asym.noiseStd > 0) else { return nil }
-            return "asym.verify does not work with asym.mask or asym.residual_noise yet (the checks' tolerances do not cover decoding or noise); turn one of them off"
+        // (Noised residuals are another model's inputs: there is no exact result to check.)
+        FeatureRule(name: "checks with residual noise", needsLaunch: false) { c, _ in
+            guard c.asym.verify && c.asym.noiseStd > 0 else { return nil }
+            return "asym.verify does not work with asym.residual_noise (the checks' tolerances do not cover the noise); turn one of them off"
         },
         FeatureRule(name: "spread without masking", needsLaunch: false) { c, _ in
             guard c.asym.maskSpread && c.asym.maskGroup == 0 else { return nil }
@@ -49,7 +49,7 @@ package enum FeatureRules {
         FeatureRule(name: "spread on fewer than 3 untrusted ranks", needsLaunch: true) { c, l in
             guard let l, c.asym.mode == .asym, c.asym.maskGroup > 0, c.asym.maskSpread,
                   let narrowest = l.groups.min(), narrowest < 3 else { return nil }
-            return "asym.mask.spread: needs at least 3 untrusted ranks per trusted rank, but a trusted rank here has \(narrowest): each group of k samples crosses as 3k combinations with k noise vectors per side, and a rank that got more than k of them could combine them free of noise; start more untrusted ranks (launch/local.sh -u \(3 * l.trusted)) or set asym.mask.spread=false"
+            return "asym.mask.spread: needs at least 3 untrusted ranks per trusted rank, but a trusted rank here has \(narrowest): the private setting sends each sample as 3 noisy mixtures, one to each of 3 untrusted ranks; launch \(3 * l.trusted) untrusted ranks (launch/local.sh -t \(l.trusted) -u \(3 * l.trusted)), or opt out with --set asym.mask=off, which sends residuals and output gradients in the clear and gives the labels away"
         },
     ]
 

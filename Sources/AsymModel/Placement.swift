@@ -49,7 +49,8 @@ package func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlace
         splitIndex += 1
         placements.append(LayerPlacement(layer: layer, side: .split,
                                          settings: SplitSettings(maxRank: rank, tau: tau, iterations: a.svdIterations,
-                                                                 basis: a.basis, verify: a.verify,
+                                                                 // (with masking, the masking layer checks instead)
+                                                                 basis: a.basis, verify: a.verify && a.maskGroup == 0,
                                                                  onFailure: a.onVerifyFailure == .abort ? .report : .recompute,
                                                                  microbatches: a.microbatches)))
     }

@@ -1,3 +1,4 @@
+import AsymIntegrity
 import AsymKernels
 import AsymSecrets
 import AsymSplit
@@ -47,42 +48,85 @@ import Darwin
 /// (`spreadBasis`) so that every block's k x k noise submatrices (U_b forward, Z_b backward) are
 /// invertible with singular values 1/sqrt(3) (1/sqrt(6) or 2/sqrt(6) on one dimension when k
 /// is odd): any combination of one rank's k rows carries noise, in every direction alike.
+/// Spread needs no pair weights (g = 1, see `GroupMask.drawBackward`), so each member returns
+/// one weight-gradient share, the sum of corr(x~_j, d~_j) over its rows, and the members'
+/// shares add up to the decoded one: O(|W|) per member and layer, not one |W| per combination.
+///
+/// **Checks** (`asym.verify`, docs/DESIGN.md §8): every combination a member returns is
+/// checked before it is decoded, by an `IntegrityChecker` over the message as it crossed (the
+/// combinations are its samples): the outputs and dX~ per combination, each member's share
+/// over its rows. Tolerances come from the combinations' own norms, so the decode's rounding
+/// never enters a comparison. Under `.recompute` a failed result is computed here from the
+/// combinations kept, and the member is excluded; a spread group that would be left with
+/// fewer than three members releases them all, and this rank computes the split layers.
 package final class MaskingExecutor: ExecutorWrapper {
     package let inner: UntrustedExecutor
     /// K, the samples mixed together (a last, smaller group takes the rest of the batch).
     package let groupSize: Int
-    /// sigma: noise standard deviation relative to the RMS of the group's residuals (or dY).
+    /// sigma: noise standard deviation relative to the RMS of the batch's residuals (or dY).
     package let noiseScale: Float
     /// Whether each group crosses as 3k combinations spread over three untrusted ranks.
     package let spread: Bool
+    /// With `asym.verify`: what a failed check of a returned combination does (nil: no checks).
+    package let checks: IntegrityPolicy?
+    /// Receives every failed check (under `.report` without one, the process stops).
+    package var failureHandler: ((IntegrityFailure) -> Void)?
     /// Seconds spent encoding and decoding (trusted work), since creation.
     package private(set) var codingSeconds = 0.0
 
     private final class LayerState {
-        let bias: Tensor?
+        let info: SplitLayerInfo
+        /// The model's own weight and bias tensors (updated in place by the optimizer).
+        let weight: Tensor, bias: Tensor?
         let weightCount: Int
+        /// Checks every combination the untrusted side returns, before it is decoded.
+        let checker: IntegrityChecker?
         var batch = 0
         var groups: [GroupMask] = []
         var encodedResidual: Tensor?, output: Tensor?, encodedGrad: Tensor?, inputGrad: Tensor?
+        /// Whether the last pass's result was decoded already (micro-batches ask once per part).
+        var forwardDecoded = false, backwardDecoded = false
         /// Where the combinations of the last forward pass went (spread only); backward follows it.
         var placement: RowPlacement?
-        /// The decoded share sum_i corr(R_i, dY_i) of dW, summed over the step's backward passes.
+        /// The decoded share sum_i corr(R_i, dY_i) of dW, summed over the step's backward passes
+        /// (without spread, from one correlation per combination; with spread, the members'
+        /// wide shares summed in `wideSum` and rounded once).
         let share: Tensor
-        init(bias: Tensor?, weightShape: [Int]) {
-            self.bias = bias
-            share = Tensor(shape: weightShape)
-            weightCount = share.count
+        private var wide: UnsafeMutablePointer<Double>?
+        var wideSum: UnsafeMutablePointer<Double> {
+            if let wide { return wide }
+            let w = UnsafeMutablePointer<Double>.allocate(capacity: weightCount)
+            w.initialize(repeating: 0, count: weightCount)
+            wide = w
+            return w
         }
+        deinit { wide?.deallocate() }
+        init(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?, checked: Bool) {
+            self.info = info; self.weight = weight; self.bias = bias
+            share = Tensor(shape: weight.shape)
+            weightCount = share.count
+            checker = checked ? IntegrityChecker(layer: info.layer, geometry: info.geometry) : nil
+        }
+        var rows: Int { encodedResidual?.shape[0] ?? 0 }
     }
     private var layers: [Int: LayerState] = [:]
     private var noise: Tensor?
+    private let scratch = Scratch()
+    /// Set once fewer than three untrusted ranks are left to spread over (after exclusions):
+    /// the others were released too, the inner executor computes on this rank, and nothing
+    /// crosses any more, so nothing is masked.
+    private var bypass = false
+    /// The placement of the latest message (spread): which member computed a row.
+    private var lastPlacement: RowPlacement?
 
-    package init(wrapping inner: UntrustedExecutor, groupSize: Int, noiseScale: Float, spread: Bool = false) {
+    package init(wrapping inner: UntrustedExecutor, groupSize: Int, noiseScale: Float, spread: Bool = false,
+                 checks: IntegrityPolicy? = nil) {
         precondition(groupSize >= 1, "mask groups need at least one sample")
         self.inner = inner
         self.groupSize = groupSize
         self.noiseScale = noiseScale
         self.spread = spread
+        self.checks = checks
     }
 
     /// Spread needs three untrusted ranks at least; in one process (no member count) the
@@ -94,8 +138,18 @@ package final class MaskingExecutor: ExecutorWrapper {
     }
 
     package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
-        layers[info.layer] = LayerState(bias: bias, weightShape: weight.shape)
+        layers[info.layer] = LayerState(info, weight: weight, bias: bias, checked: checks != nil)
         inner.register(info, weight: weight, bias: bias)
+    }
+
+    /// Per check, the largest discrepancy / allowed seen over every layer (as the split
+    /// layers' checkers report it for unmasked runs).
+    package var highestRatio: [IntegrityCheck: Float] {
+        var worst: [IntegrityCheck: Float] = [:]
+        for st in layers.values {
+            for (check, ratio) in st.checker?.highestRatio ?? [:] { worst[check] = max(worst[check] ?? 0, ratio) }
+        }
+        return worst
     }
 
     /// Read-only, for measuring leakage (`asymml attack`) and tests, never sent anywhere: the
@@ -114,7 +168,14 @@ package final class MaskingExecutor: ExecutorWrapper {
         (0..<((batch + K - 1) / K)).map { min(K, batch - $0 * K) }
     }
 
+    /// Micro-batches are taken, but a mask group's combinations cross together: the batch
+    /// leaves as one message with its last micro-batch, and is decoded when the first result
+    /// is asked for.
+    package var pipelines: Bool { bypass ? inner.pipelines : true }
+
     package func startForward(_ r: Residual) {
+        if bypass { return inner.startForward(r) }
+        guard r.samples.upperBound == r.batch else { return }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let st = layers[r.layer]!
         var stream = SecretStream()
@@ -130,25 +191,38 @@ package final class MaskingExecutor: ExecutorWrapper {
         let encoded = encode(r.tensor, groups: st.groups, mixes: st.groups.map(\.forwardMix), reuse: st.encodedResidual, &stream)
         st.encodedResidual = encoded
         st.placement = placement
+        st.forwardDecoded = false
+        lastPlacement = placement
         codingSeconds += seconds(since: t0)
         inner.startForward(r.crossing(as: encoded, placement: placement))
+        // The output check's probes on the combinations, while the untrusted side computes.
+        st.checker?.prepareForward(residual: encoded.data, batch: st.rows, weight: st.weight.data, bias: st.bias?.data,
+                                   training: r.training, scratch: scratch, progress: { inner.progress() })
     }
 
-    /// Whole batches only: a mask group's combinations cross together.
-    package var pipelines: Bool { false }
-
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
+        if bypass { return inner.finishForward(layer: layer, samples: samples) }
         let st = layers[layer]!
-        let out = inner.finishForward(layer: layer, samples: 0..<st.encodedResidual!.shape[0])
+        if st.forwardDecoded, let y = st.output { return y }
+        let out = inner.finishForward(layer: layer, samples: 0..<st.rows)
+        if let checker = st.checker {
+            resolve(checker.checkOutputShare(out.data)) {
+                conv2dForward(st.info.geometry, x: st.encodedResidual!.data, batch: st.rows, weight: st.weight.data,
+                              bias: st.bias?.data, y: out.data, scratch: scratch)
+            }
+        }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let y = decode(out, groups: st.groups, unmixes: st.groups.map(\.forwardUnmix), batch: st.batch, reuse: st.output)
         st.output = y
         if let bias = st.bias { restoreBias(y, bias: bias, groups: st.groups) }
+        st.forwardDecoded = true
         codingSeconds += seconds(since: t0)
         return y
     }
 
     package func startBackward(_ g: OutputGradient) {
+        if bypass { return inner.startBackward(g) }
+        guard g.samples.upperBound == g.batch else { return }
         backwardBatch = g.batch
         let t0 = DispatchTime.now().uptimeNanoseconds
         let st = layers[g.layer]!
@@ -157,20 +231,46 @@ package final class MaskingExecutor: ExecutorWrapper {
         for i in st.groups.indices { st.groups[i].drawBackward(&stream) }
         let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix), reuse: st.encodedGrad, &stream)
         st.encodedGrad = encoded
+        st.backwardDecoded = false
         codingSeconds += seconds(since: t0)
-        inner.startBackwardPerSample(g.crossing(as: encoded, placement: st.placement))
+        // Spread: every member returns one share, the sum of corr(x~_j, d~_j) over its own rows
+        // (their sum over the members is the decoded share: no pair weights, see GroupMask).
+        // Without spread a rank holds whole groups and the pair weights must stay secret, so
+        // each combination's correlation comes back on its own.
+        let message = g.crossing(as: encoded, placement: st.placement, wideShares: spread)
+        if spread { inner.startBackward(message) } else { inner.startBackwardPerSample(message) }
+        st.checker?.prepareBackward(outputGrad: encoded.data, batch: st.rows, weight: st.weight.data, biasGrad: nil, copy: nil,
+                                    scratch: scratch, progress: { inner.progress() })
     }
 
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
+        if bypass { return inner.finishBackward(layer: layer, samples: samples) }
         let st = layers[layer]!
-        let dxMixed = inner.finishBackward(layer: layer, samples: 0..<st.encodedGrad!.shape[0])
-        let shares = inner.finishWeightShares(layer: layer)
+        if st.backwardDecoded, let dx = st.inputGrad { return dx }
+        let dxMixed = inner.finishBackward(layer: layer, samples: 0..<st.rows)
+        if let checker = st.checker {
+            resolve(checker.checkInputGradient(dxMixed.data)) {
+                conv2dBackward(st.info.geometry, x: st.encodedGrad!.data, batch: st.rows, weight: st.weight.data,
+                               dy: st.encodedGrad!.data, dWeight: nil, dBias: nil, dx: dxMixed.data, scratch: scratch)
+            }
+        }
+        let shares = spread ? nil : inner.finishWeightShares(layer: layer)
+        if let shares, let checker = st.checker {
+            // One correlation per combination: each is checked on its own.
+            for row in 0..<st.rows {
+                let share = shares.data + row * st.weightCount
+                resolve(checker.checkGradientShare(share, samples: row..<(row + 1))) { recomputeShare(st, rows: row..<(row + 1), into: share) }
+            }
+            checker.finishShareChecks()
+        }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let dx = decode(dxMixed, groups: st.groups, unmixes: st.groups.map(\.backwardUnmix), batch: st.batch, reuse: st.inputGrad)
         st.inputGrad = dx
-        // share += sum_j g_j corr(x~_j, d~_j), group by group, block by block.
-        for group in st.groups {
-            for block in group.blocks {
+        st.backwardDecoded = true
+        if let shares {
+            // share += sum_j g_j corr(x~_j, d~_j), group by group.
+            for group in st.groups {
+                let block = group.blocks[0]
                 group.pairWeights.withUnsafeBufferPointer {
                     BLAS.gemv(trans: true, m: block.combinations.count, n: st.weightCount, a: shares.data + block.row * st.weightCount,
                               lda: st.weightCount, x: $0.baseAddress! + block.combinations.lowerBound, beta: 1, y: st.share.data)
@@ -183,23 +283,104 @@ package final class MaskingExecutor: ExecutorWrapper {
 
     /// The local batch of the last backward pass (the samples the decoded shares cover).
     private var backwardBatch = 0
-    /// Hands every layer's decoded weight-gradient share to `body` and zeroes it. The shares
-    /// are decoded here from the per-combination correlations, so they cover the whole batch.
-    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
+    /// Hands every layer's decoded weight-gradient share to `body`. With spread, each member
+    /// returned one wide share over its rows (checked here first); their sum, in double, is
+    /// the decoded share, rounded to float once. Without spread, the share decoded from the
+    /// per-combination correlations in `finishBackward`.
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
+        if bypass { return try inner.collectGradientShares(body) }
+        if spread {
+            var summed = Set<Int>()
+            try inner.collectGradientShares { layer, share, low, rows in
+                let st = layers[layer]!, wide = st.wideSum
+                var honest = true
+                if let checker = st.checker, checker.shareSamples > 0 {
+                    let failure = checker.checkGradientShare(share, samples: rows)
+                        ?? low.flatMap { checker.checkLowOrderPart(share, $0, samples: rows) }
+                    resolve(failure) {
+                        honest = false
+                        let g = st.info.geometry
+                        conv2dWeightGradientWide(g, x: st.encodedResidual!.data + rows.lowerBound * g.inputSize, batch: rows.count,
+                                                 dy: st.encodedGrad!.data + rows.lowerBound * g.outputSize, into: wide, scratch: scratch)
+                    }
+                }
+                if honest {
+                    for i in 0..<st.weightCount { wide[i] += Double(share[i]) + Double(low?[i] ?? 0) }
+                }
+                summed.insert(layer)
+            }
+            for st in layers.values { if let checker = st.checker, checker.shareSamples > 0 { checker.finishShareChecks() } }
+            for layer in summed.sorted() {
+                let st = layers[layer]!, wide = st.wideSum
+                for i in 0..<st.weightCount { st.share[i] = Float(wide[i]); wide[i] = 0 }
+                try body(layer, st.share.data, nil, 0..<backwardBatch)
+            }
+            return
+        }
         // The inner executor's step end still runs: its shares are not used (they would be
         // sums over combinations), but under MPI it is the exchange that carries each
         // untrusted rank's own compute and idle time of the step (`untrustedLoad`).
-        try inner.collectGradientShares { _, _, _ in }
+        try inner.collectGradientShares { _, _, _, _ in }
         for layer in layers.keys.sorted() {
             let st = layers[layer]!
-            try body(layer, st.share.data, 0..<backwardBatch)
+            try body(layer, st.share.data, nil, 0..<backwardBatch)
             st.share.zero()
         }
     }
 
+    /// corr(x~_j, d~_j) summed over `rows` of the last message, computed here (a failed
+    /// per-combination share under `.recompute`).
+    private func recomputeShare(_ st: LayerState, rows: Range<Int>, into share: UnsafeMutablePointer<Float>) {
+        let g = st.info.geometry
+        share.update(repeating: 0, count: st.weightCount)
+        conv2dBackward(g, x: st.encodedResidual!.data + rows.lowerBound * g.inputSize, batch: rows.count, weight: share,
+                       dy: st.encodedGrad!.data + rows.lowerBound * g.outputSize, dWeight: share, dBias: nil, dx: nil,
+                       scratch: scratch)
+    }
+
+    private func resolve(_ failure: IntegrityFailure?, recompute: () -> Void) {
+        settle(failure, policy: checks ?? .report, handler: failureHandler, recompute: recompute)
+    }
+
+    // Failures name rows of the latest message: who computed them is read from its placement.
+
+    /// A sample of the inner executor's sharding that the member computing `row` holds. The
+    /// inner executor shards contiguously; a spread placement's parts are not its shards, so a
+    /// spread row maps to its member j, and member j holds sample j * a of a batch of
+    /// members * a (a = the shards' alignment: one block each).
+    private func innerSample(ofRow row: Int) -> (sample: Int, batch: Int) {
+        guard spread, let placement = lastPlacement, let j = placement.parts.firstIndex(where: { $0.contains(row) }) else {
+            return (row, layers.values.map(\.rows).max() ?? row + 1)
+        }
+        return (j * convChunkAlignment, placement.parts.count * convChunkAlignment)
+    }
+
+    package func source(ofSample sample: Int, batch: Int) -> String {
+        if bypass { return inner.source(ofSample: sample, batch: batch) }
+        let (s, b) = innerSample(ofRow: sample)
+        return inner.source(ofSample: s, batch: b)
+    }
+
+    /// Excludes whoever computed these rows. A spread group needs three members: when fewer
+    /// are left, the rest are released as well and this rank computes the split layers
+    /// itself (nothing crosses from then on, so nothing needs masking).
+    package func exclude(sourcesOfSamples samples: [Int], batch: Int) throws -> String {
+        if bypass { return try inner.exclude(sourcesOfSamples: samples, batch: batch) }
+        let mapped = samples.map(innerSample(ofRow:))
+        let before = inner.members
+        var said = try inner.exclude(sourcesOfSamples: mapped.map(\.sample), batch: mapped.first?.batch ?? 0)
+        let left = inner.members ?? 0
+        guard spread, before != nil, left < 3 else { return said }
+        if left > 0 {
+            let a = convChunkAlignment
+            said += "; " + (try inner.exclude(sourcesOfSamples: (0..<left).map { $0 * a }, batch: left * a))
+        }
+        bypass = true
+        return said + " (spread masking needs 3 untrusted ranks: the split layers run on this trusted rank from now on)"
+    }
 
     /// The combinations of every group: out[L, size] = mix[:, 0..<k] x[k, size] + mix[:, k..<k+p]
-    /// noise[p, size], with p fresh noise vectors of standard deviation sigma times the group's
+    /// noise[p, size], with p fresh noise vectors of standard deviation sigma times the batch's
     /// RMS; each block of combinations lands at its row of the message.
     private func encode(_ x: Tensor, groups: [GroupMask], mixes: [[Float]], reuse: Tensor?,
                         _ stream: inout SecretStream) -> Tensor {
@@ -207,10 +388,15 @@ package final class MaskingExecutor: ExecutorWrapper {
         let total = groups.reduce(0) { $0 + $1.combinations }
         let out = Tensor.reuse(reuse, shape: [total] + x.shape.dropFirst())
         let n = Tensor.reuse(noise, shape: [groups.map(\.noiseSources).max() ?? 1, size]); noise = n
+        // One noise scale for the whole batch: a group's own RMS would make each combination's
+        // norm follow its samples' (about s times it), and that norm alone told a probe the
+        // label of a combination's dY at 0.21 (chance 0.10) whatever the noise scale.
+        let batch = groups.reduce(0) { $0 + $1.samples }
+        let sigma = noiseScale * rms(x.data, count: batch * size)
         var s0 = 0
         for (group, mix) in zip(groups, mixes) {
             let k = group.samples, p = group.noiseSources, src = x.data + s0 * size
-            stream.fillNormal(n.data, count: p * size, scale: noiseScale * rms(src, count: k * size))
+            stream.fillNormal(n.data, count: p * size, scale: sigma)
             mix.withUnsafeBufferPointer { m in
                 for block in group.blocks {
                     let a = m.baseAddress! + block.combinations.lowerBound * (k + p), c = out.data + block.row * size
@@ -347,12 +533,20 @@ struct GroupMask {
         blocks = spread ? (0..<3).map { Block(combinations: ($0 * k)..<(($0 + 1) * k)) } : [Block(combinations: 0..<L)]
     }
 
-    /// Draws the backward pass's fresh pair weights g (random sign, magnitude in [1/2, 2]) and
-    /// W (p x k; w^T when p = 1): N(0, 1) entries without spread, N(0, 1/k) with it, so that
-    /// Z W adds as much to a row as the data columns do.
+    /// Draws the backward pass's fresh W (p x k; w^T when p = 1): N(0, 1) entries without
+    /// spread, N(0, 1/k) with it, so that Z W adds as much to a row as the data columns do;
+    /// and, without spread, fresh pair weights g (random sign, magnitude in [1/2, 2]).
+    ///
+    /// Why spread needs no pair weights: they only rescale rows, and a spread rank's k rows
+    /// carry k backward noise vectors through an invertible Z_b, so no combination of them is
+    /// free of noise whatever the scales. With g = 1 a member's weight-gradient share is the
+    /// plain sum of corr(x~_j, d~_j) over its own rows: one |W| per member, computed from
+    /// nothing but what it received. Without spread one rank holds a whole group: the
+    /// forward rows' null combination reveals z, and only secret g keep it from finding the
+    /// backward combinations free of noise (orthogonal to diag(1/g) z).
     mutating func drawBackward(_ stream: inout SecretStream) {
         let k = samples, p = noiseSources, L = combinations
-        let g = (0..<L).map { _ in
+        let g = blocks.count > 1 ? [Double](repeating: 1, count: L) : (0..<L).map { _ in
             (stream.next() & 1 == 0 ? 1.0 : -1.0) * exp2(2 * Double(stream.next() >> 11) * 0x1p-53 - 1)
         }
         let scale = p == 1 ? 1 : 1 / Double(k).squareRoot()

@@ -71,6 +71,9 @@ package final class UntrustedWorker {
         let bias: Tensor?
         /// The share corr(R, dY) of dW, summed over the step's backward passes.
         let gradShare: Tensor
+        /// The same in double, for wide backward passes (`OutputGradient.wideShares`), and
+        /// the low-order part it crosses with; allocated by the first wide pass.
+        var wideShare: WideShare?
         var residual: Tensor?
         var output: Tensor?
         var inputGrad: Tensor?
@@ -123,16 +126,23 @@ package final class UntrustedWorker {
 
     /// dX = conv_transpose(dY, W) for the samples `samples` of `dy` (and of the residual of
     /// the forward pass), written at those samples of dX ([batch, C, H, W]); accumulates
-    /// corr(R, dY) of those samples into the layer's gradient share.
-    package func backward(layer: Int, outputGrad dy: Tensor, samples: Range<Int>, batch: Int) -> Tensor {
+    /// corr(R, dY) of those samples into the layer's gradient share, in double when `wide`.
+    package func backward(layer: Int, outputGrad dy: Tensor, samples: Range<Int>, batch: Int, wide: Bool = false) -> Tensor {
         let t0 = DispatchTime.now().uptimeNanoseconds
         backwardBatch = max(samples.upperBound, samples.lowerBound == 0 ? 0 : backwardBatch)
         var s = slots[layer]!
         let g = s.info.geometry, first = samples.lowerBound
         let dx = Tensor.grown(s.inputGrad, shape: [batch, g.inChannels, g.height, g.width], keeping: first * g.inputSize)
         conv2dBackward(g, x: s.residual!.data + first * g.inputSize, batch: samples.count, weight: s.weight.data,
-                       dy: dy.data + first * g.outputSize, dWeight: s.gradShare.data, dBias: nil,
+                       dy: dy.data + first * g.outputSize, dWeight: wide ? nil : s.gradShare.data, dBias: nil,
                        dx: dx.data + first * g.inputSize, scratch: scratch)
+        if wide {
+            let share = s.wideShare ?? WideShare(count: g.weightCount)
+            s.wideShare = share
+            share.used = true
+            conv2dWeightGradientWide(g, x: s.residual!.data + first * g.inputSize, batch: samples.count,
+                                     dy: dy.data + first * g.outputSize, into: share.values, scratch: scratch)
+        }
         s.inputGrad = dx
         count(since: t0)
         tamper(dx, check: .inputGradient, slot: &s)
@@ -159,8 +169,10 @@ package final class UntrustedWorker {
         }
         s.inputGrad = dx
         s.perSampleShares = shares
-        slots[layer] = s
         count(since: t0)
+        tamper(dx, check: .inputGradient, slot: &s)
+        tamper(shares, check: .gradientShare, slot: &s)
+        slots[layer] = s
         return (dx, shares)
     }
 
@@ -175,15 +187,22 @@ package final class UntrustedWorker {
         return seconds
     }
 
-    /// Hands every layer's weight-gradient share of the step to `body` (in layer order),
-    /// zeroes the shares and ends the step.
-    package func takeGradientShares(_ body: (_ layer: Int, _ share: Tensor) throws -> Void) rethrows {
+    /// Hands every layer's weight-gradient share of the step to `body` (in layer order), with
+    /// its low-order part when the step's passes were wide (the share is then the double
+    /// result's float rounding), zeroes the shares and ends the step.
+    package func takeGradientShares(_ body: (_ layer: Int, _ share: Tensor, _ low: Tensor?) throws -> Void) rethrows {
         for layer in slots.keys.sorted() {
             var s = slots[layer]!
+            var low: Tensor?
+            if let wide = s.wideShare, wide.used {
+                splitWide(wide.values, count: wide.count, high: s.gradShare.data, low: wide.low.data)
+                low = wide.low
+            }
             tamper(s.gradShare, check: .gradientShare, slot: &s)
             slots[layer] = s
-            try body(layer, s.gradShare)
+            try body(layer, s.gradShare, low)
             s.gradShare.zero()
+            s.wideShare?.reset()
         }
         step += 1
     }
@@ -226,6 +245,27 @@ package final class UntrustedWorker {
     package private(set) var backwardBatch = 0
 }
 
+/// A weight-gradient share accumulated in double, and the float low-order part it crosses
+/// with (`splitWide`).
+final class WideShare {
+    let count: Int
+    let values: UnsafeMutablePointer<Double>
+    let low: Tensor
+    /// Whether a wide pass added to it since the last step end.
+    var used = false
+    init(count: Int) {
+        self.count = count
+        values = .allocate(capacity: count)
+        values.initialize(repeating: 0, count: count)
+        low = Tensor(shape: [count])
+    }
+    deinit { values.deallocate() }
+    func reset() {
+        values.update(repeating: 0, count: count)
+        used = false
+    }
+}
+
 /// The untrusted executor in the same process: the worker, minus the wire.
 package final class LocalUntrusted: UntrustedExecutor {
     package let worker = UntrustedWorker()
@@ -248,7 +288,8 @@ package final class LocalUntrusted: UntrustedExecutor {
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { outputs[layer]! }
 
     package func startBackward(_ g: OutputGradient) {
-        inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, samples: g.samples, batch: g.batch)
+        inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, samples: g.samples, batch: g.batch,
+                                              wide: g.wideShares)
     }
 
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { inputGrads[layer]! }
@@ -270,9 +311,9 @@ package final class LocalUntrusted: UntrustedExecutor {
     /// The in-process worker's time is the trusted process's own (`takeComputeSeconds`).
     package var untrustedLoad: (compute: Double, idle: Double)? { nil }
 
-    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
         let samples = 0..<worker.backwardBatch
-        try worker.takeGradientShares { layer, share in try body(layer, share.data, samples) }
+        try worker.takeGradientShares { layer, share, low in try body(layer, share.data, low.map { UnsafePointer($0.data) }, samples) }
     }
 
     /// The worker reads the model's own weight tensors: nothing to send.

@@ -18,10 +18,13 @@ package struct Residual {
     package let output: Tensor?
     /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
     package let placement: RowPlacement?
+    /// Whether a backward pass follows (a training pass) or not (evaluation): a layer that
+    /// checks the results it receives keeps what the weight-gradient share's check needs.
+    package let training: Bool
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, output: Tensor? = nil,
-         placement: RowPlacement? = nil) {
+         placement: RowPlacement? = nil, training: Bool = true) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
-        self.output = output; self.placement = placement
+        self.output = output; self.placement = placement; self.training = training
     }
 
     /// This whole residual batch as it crosses after a privacy layer transformed it (masked
@@ -29,7 +32,7 @@ package struct Residual {
     /// by `placement`. Only a residual can become another one, so nothing else (inputs,
     /// labels, principal components) can be turned into a message.
     package func crossing(as tensor: Tensor, placement: RowPlacement?) -> Residual {
-        Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement)
+        Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement, training: training)
     }
 }
 
@@ -44,16 +47,20 @@ package struct OutputGradient {
     package let inputGrad: Tensor?
     /// Which untrusted group member gets which rows (spread masking); nil: contiguous shards.
     package let placement: RowPlacement?
+    /// Whether the weight-gradient share is accumulated in double and returned as a float
+    /// high and low part (spread masking: each member's share is ~sigma^2 times the gradient
+    /// and cancels only in the sum over members, `conv2dWeightGradientWide`).
+    package let wideShares: Bool
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, inputGrad: Tensor? = nil,
-         placement: RowPlacement? = nil) {
+         placement: RowPlacement? = nil, wideShares: Bool = false) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
-        self.inputGrad = inputGrad; self.placement = placement
+        self.inputGrad = inputGrad; self.placement = placement; self.wideShares = wideShares
     }
 
     /// This whole output-gradient batch as it crosses after a privacy layer transformed it
     /// (as `Residual.crossing`).
-    package func crossing(as tensor: Tensor, placement: RowPlacement?) -> OutputGradient {
-        OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement)
+    package func crossing(as tensor: Tensor, placement: RowPlacement?, wideShares: Bool = false) -> OutputGradient {
+        OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement, wideShares: wideShares)
     }
 }
 
@@ -114,10 +121,12 @@ package protocol UntrustedExecutor: AnyObject {
     /// resume) and after every optimizer step.
     func publishWeights() throws
     /// Hands this step's weight-gradient shares to `body`, one call per split layer and
-    /// untrusted contributor: the layer, its share (the weight's shape) and the samples of
-    /// the local batch it covers, so that each can be verified before it enters any sum
-    /// (docs/DESIGN.md §8). The executor then forgets them.
-    func collectGradientShares(_ body: (_ layer: Int, _ share: UnsafeMutablePointer<Float>, _ samples: Range<Int>) throws -> Void) throws
+    /// untrusted contributor: the layer, its share (the weight's shape), the share's low-order
+    /// part when it was computed wide (`OutputGradient.wideShares`: share + low is the double
+    /// result; nil otherwise) and the samples of the local batch it covers, so that each can
+    /// be verified before it enters any sum (docs/DESIGN.md §8). The executor then forgets them.
+    func collectGradientShares(_ body: (_ layer: Int, _ share: UnsafeMutablePointer<Float>, _ low: UnsafePointer<Float>?,
+                                        _ samples: Range<Int>) throws -> Void) throws
 
     // The layer passes.
 
@@ -137,8 +146,9 @@ package protocol UntrustedExecutor: AnyObject {
     func finishBackward(layer: Int, samples: Range<Int>) -> Tensor
     /// Starts dX = conv_transpose(dY, W) like `startBackward`, but keeps corr(R_s, dY_s) of
     /// every sample s apart instead of adding it to the share: the samples are then masked
-    /// combinations, and only the trusted side knows the weights that combine their
-    /// correlations into the true share (AsymPrivacy/Masking.swift). `finishBackward` returns dX.
+    /// combinations of one whole group (masking without spread), and only the trusted side
+    /// knows the weights that combine their correlations into the true share
+    /// (AsymPrivacy/Masking.swift). `finishBackward` returns dX.
     func startBackwardPerSample(_ g: OutputGradient)
     /// The per-sample correlations of the last `startBackwardPerSample` for `layer`,
     /// [batch, Cout, C, k, k]; call it after `finishBackward`.
@@ -167,7 +177,8 @@ extension UntrustedExecutor {
     /// each share first, by the samples it covers, before it enters the sum (docs/DESIGN.md
     /// §8), and ends its checks once every share arrived.
     package func addGradientShares(into grads: [Int: Tensor], verifiedBy splits: [Int: SplitConvolution] = [:]) throws {
-        try collectGradientShares { layer, share, samples in
+        try collectGradientShares { layer, share, low, samples in
+            precondition(low == nil, "layer \(layer): a wide share reached the split layers (only masking asks for them)")
             if let split = splits[layer], split.settings.verify { split.verifyGradientShare(share, samples: samples) }
             accumulate(share, into: grads[layer]!.data, count: grads[layer]!.count)
         }
@@ -185,7 +196,7 @@ package protocol ExecutorWrapper: UntrustedExecutor {
 extension ExecutorWrapper {
     package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) { inner.register(info, weight: weight, bias: bias) }
     package func publishWeights() throws { try inner.publishWeights() }
-    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {
+    package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
         try inner.collectGradientShares(body)
     }
     package var pipelines: Bool { inner.pipelines }

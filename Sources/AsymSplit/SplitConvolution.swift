@@ -159,12 +159,15 @@ package final class SplitConvolution {
         checker?.prepareForward(residual: R.data, batch: batch, weight: weight.data, bias: bias?.data, training: training,
                                 scratch: scratch, progress: { executor.progress() })
         // 3. The low-rank share Y_T = conv(U V, W), in the cheaper order, micro-batch by
-        // micro-batch; 4. each merged with Y_U as soon as it arrives.
+        // micro-batch; 4. each merged with Y_U as soon as it arrives. With the check, which
+        // covers the whole batch at once, the merge waits for every micro-batch's Y_U.
         let yT = arena.tensor(shape: [batch * g.outputSize], avoiding: [x, R, output]).data
         let low = LowRankForward(self, rank: rank, batch: batch, weight: weight, U: U, V: V)
         var merged: Tensor?
-        for cut in cuts {
+        for (i, cut) in cuts.enumerated() {
             low.compute(cut, into: yT)
+            if checker != nil && i < cuts.count - 1 { continue }
+            for early in cuts[..<i] where checker != nil { _ = executor.finishForward(layer: info.layer, samples: early) }
             merged = merge(cut, lowShare: yT, chunk: low.chunk, batch: batch, weight: weight, bias: bias, residual: R)
         }
         return merged!
@@ -218,7 +221,7 @@ package final class SplitConvolution {
                 totalEnergy += e.totalEnergy
             }
             // The residual goes to the untrusted side; the low-rank part stays here.
-            executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch, samples: cut, output: output))
+            executor.startForward(Residual(layer: info.layer, tensor: R, batch: batch, samples: cut, output: output, training: training))
             executor.progress()
         }
         if perSample {
@@ -316,11 +319,11 @@ package final class SplitConvolution {
     /// The micro-batches of a batch (`settings.microbatches`, cut at multiples of
     /// `convChunkAlignment`, so that every sample's convolutions are those of the whole
     /// batch). The config's feature rules keep micro-batches away from executors that take
-    /// whole batches and from the checks; a layer never falls back to whole batches silently.
+    /// whole batches; a layer never falls back to whole batches silently.
     private func microbatches(_ batch: Int) -> [Range<Int>] {
         let parts = settings.microbatches
-        precondition(parts == 1 || (executor.pipelines && checker == nil),
-                     "layer \(info.layer): \(parts) micro-batches with an executor that takes whole batches or with the checks")
+        precondition(parts == 1 || executor.pipelines,
+                     "layer \(info.layer): \(parts) micro-batches with an executor that takes whole batches")
         return (0..<parts).map { shardRange(batch, shards: parts, index: $0) }.filter { !$0.isEmpty }
     }
 
@@ -487,18 +490,8 @@ package final class SplitConvolution {
     /// Counts and reports a failed check; under `.recompute`, replaces the result first.
     @discardableResult
     private func resolve(_ failure: IntegrityFailure?, recompute: () -> Void) -> IntegrityFailure? {
-        guard let failure else { return nil }
-        integrityFailures += 1
-        switch (settings.onFailure, failureHandler) {
-        case (.recompute, let handler):
-            recompute()
-            handler?(failure)
-        case (.report, let handler?):
-            handler(failure)
-        case (.report, nil):
-            preconditionFailure("\(failure)")
-        }
-        return failure
+        if failure != nil { integrityFailures += 1 }
+        return settle(failure, policy: settings.onFailure, handler: failureHandler, recompute: recompute)
     }
 
     /// The low-rank part U V and the residual R of sample `s` in the last forward pass,

@@ -105,6 +105,7 @@ package final class Trainer {
         for conv in splitLayers where config.asym.verify {
             conv.split!.failureHandler = { [unowned self] in self.integrityFailures.append($0) }
         }
+        masking?.failureHandler = { [unowned self] in self.integrityFailures.append($0) }
     }
 
     deinit { labels.deallocate() }
@@ -122,10 +123,16 @@ package final class Trainer {
         var e = executor
         if a.noiseStd > 0 { e = ResidualNoiseExecutor(wrapping: e, std: Float(a.noiseStd), clip: Float(a.noiseClip)) }
         if a.maskGroup > 0 {
-            e = MaskingExecutor(wrapping: e, groupSize: a.maskGroup, noiseScale: Float(a.maskNoise), spread: a.maskSpread)
+            // With masking the checks run in the masking layer, on the combinations as they
+            // crossed (the split layers see decoded results, which carry the decode's rounding).
+            e = MaskingExecutor(wrapping: e, groupSize: a.maskGroup, noiseScale: Float(a.maskNoise), spread: a.maskSpread,
+                                checks: a.verify ? (a.onVerifyFailure == .abort ? .report : .recompute) : nil)
         }
         return e
     }
+
+    /// The masking layer, when the config asks for one.
+    private var masking: MaskingExecutor? { untrusted as? MaskingExecutor }
 
     static func totalSteps(_ c: Config, _ o: EpochOrder) -> Int {
         let all = c.train.epochs * o.batchesPerEpoch
@@ -187,8 +194,9 @@ package final class Trainer {
     /// layer so far (how close honest results came to a false alarm; a failure shows > 1).
     package var integrityHeadroom: [IntegrityCheck: Float] {
         var worst: [IntegrityCheck: Float] = [:]
-        for conv in splitLayers {
-            for (check, ratio) in conv.split?.checker?.highestRatio ?? [:] { worst[check] = max(worst[check] ?? 0, ratio) }
+        let checked = splitLayers.map { $0.split?.checker?.highestRatio ?? [:] } + [masking?.highestRatio ?? [:]]
+        for ratios in checked {
+            for (check, ratio) in ratios { worst[check] = max(worst[check] ?? 0, ratio) }
         }
         return worst
     }
@@ -237,9 +245,29 @@ package final class Trainer {
         try collective.checkReplicas(model.parameters.map(\.value) + buffers, what: "parameters and batch-norm statistics at step \(position.step)")
     }
 
-    /// Bytes sent to the untrusted side per step: residuals forward, output gradients backward.
+    /// Rows that cross per sample: masking sends a group of K as 3K combinations with spread,
+    /// as K + 2 without.
+    private var rowsPerSample: Double {
+        let a = config.asym
+        return a.maskGroup == 0 ? 1 : a.maskSpread ? 3 : Double(a.maskGroup + 2) / Double(a.maskGroup)
+    }
+
+    /// Bytes sent to the untrusted side per step: residuals forward, output gradients backward
+    /// (masked combinations where masking is on).
     package var bytesToUntrustedPerStep: Int {
-        splitLayers.map { 4 * localBatch * ($0.geometry.inputSize + $0.geometry.outputSize) }.reduce(0, +)
+        splitLayers.map { Int(rowsPerSample * Double(4 * localBatch * ($0.geometry.inputSize + $0.geometry.outputSize))) }.reduce(0, +)
+    }
+
+    /// Bytes returned per step: the outputs and input gradients of what crossed, and the
+    /// weight-gradient shares: one per member (twice as wide with spread, which returns a
+    /// low-order part), or one per combination without spread.
+    package var bytesFromUntrustedPerStep: Int {
+        let a = config.asym, members = untrusted?.members ?? 1, rows = rowsPerSample * Double(localBatch)
+        return splitLayers.map { l -> Int in
+            let g = l.geometry
+            let shares = a.maskGroup == 0 ? members : a.maskSpread ? 2 * members : Int(rows.rounded())
+            return Int(rows * Double(4 * (g.outputSize + g.inputSize))) + 4 * shares * g.weightCount
+        }.reduce(0, +)
     }
 
     /// ||R||^2 / ||X||^2 of every split layer in the last forward pass, by layer name.

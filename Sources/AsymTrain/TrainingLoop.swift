@@ -95,7 +95,8 @@ package struct TrainingLoop {
         var summary = String(format: "done: %d steps in %@", total - startStep, ProgressBar.clock(seconds))
         if let last { summary += String(format: "; test accuracy %.2f%%, test loss %.4f", 100 * last.accuracy, last.loss) }
         if trainer.untrusted != nil {
-            summary += String(format: "; %.1f MB to the untrusted side per step", Double(trainer.bytesToUntrustedPerStep) / 1e6)
+            summary += String(format: "; %.1f MB to the untrusted side per step, %.1f MB back", Double(trainer.bytesToUntrustedPerStep) / 1e6,
+                              Double(trainer.bytesFromUntrustedPerStep) / 1e6)
         }
         run.say(summary)
         let headroom = trainer.integrityHeadroom
@@ -140,6 +141,7 @@ package struct TrainingLoop {
             line += String(format: "  trusted %.0f ms  waiting on untrusted %.0f ms", 1000 * window.trusted, 1000 * window.untrusted)
             fields += [("trusted_s", .number(window.trusted)), ("untrusted_s", .number(window.untrusted)),
                        ("bytes_to_untrusted", .int(trainer.bytesToUntrustedPerStep)),
+                       ("bytes_from_untrusted", .int(trainer.bytesFromUntrustedPerStep)),
                        ("residual_energy", .object(trainer.residualEnergies.map { ($0.0, .number($0.1)) }))]
         }
         if let load = window.load {

@@ -24,7 +24,7 @@ func smallConfig() throws -> Config {
             - {type: flatten}
             - {name: fc, type: linear, out: 10}
         train: {threads: 2}
-        asym: {mode: asym, rank: 2}
+        asym: {mode: asym, rank: 2, mask: off, verify: false}
         """)
 }
 

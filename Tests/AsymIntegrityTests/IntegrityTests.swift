@@ -169,7 +169,7 @@ final class ShardedUntrusted: UntrustedExecutor {
     func finishBackward(layer: Int, samples: Range<Int>) -> Tensor { inputGrad! }
     func takeComputeSeconds() -> Double { 0 }
     /// Not used: the tests take each worker's share themselves, by its samples.
-    func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) throws -> Void) throws {}
+    func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {}
     func publishWeights() {}
     // The checks of a sharded batch take whole batches and need nothing else of an executor.
     var pipelines: Bool { false }
@@ -240,7 +240,7 @@ final class ShardedLayer {
         }
         var shares: [Tensor] = []
         for (i, worker) in workers.enumerated() {
-            worker.takeGradientShares { _, share in
+            worker.takeGradientShares { _, share, _ in
                 if ranges[i].isEmpty { share.fill(idleShare) }
                 split.verifyGradientShare(share.data, samples: ranges[i])
                 shares.append(copyOf(share))

@@ -48,14 +48,23 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(unknownLayer.contains("'gelu' is not accepted") && unknownLayer.contains("relu"), unknownLayer)
         let shapes = errorMessage { _ = try Model(try smokeConfig(["model.layers.8.in=65"]).model) }
         XCTAssertTrue(shapes.contains("declares in: 65, but 64 features"), shapes)
-        let masked = errorMessage { _ = try smokeConfig(["asym.verify=true", "asym.mask={inputs_per_group: 2}"]) }
-        XCTAssertTrue(masked.contains("asym.verify does not work with asym.mask"), masked)
+        let noisy = errorMessage { _ = try smokeConfig(["asym.verify=true", "asym.residual_noise={std: 0.1, clip: 1}"]) }
+        XCTAssertTrue(noisy.contains("asym.verify does not work with asym.residual_noise"), noisy)
         let spreadAlone = errorMessage { _ = try smokeConfig(["asym.mask={inputs_per_group: 0, spread: true}"]) }
         XCTAssertTrue(spreadAlone.contains("asym.mask.spread: needs masking on"), spreadAlone)
-        let spread = try smokeConfig(["asym.mask.spread=true"])  // inputs_per_group defaults to 2 with a mask key
-        XCTAssertEqual([spread.asym.maskGroup, spread.asym.maskSpread ? 1 : 0], [2, 1])
-        XCTAssertTrue(spread.yaml.contains("spread: true"), spread.yaml)
+        // The private setting is the default; `mask: off` (smoke's) is the unprotected split,
+        // and a key of the mask set on top of it turns masking on with the defaults.
+        let byDefault = try Config.parse(yaml: "model: {input: [1, 4, 4], layers: [{type: flatten}, {type: linear, out: 2}]}\ndata: {dataset: synthetic, classes: 2}")
+        XCTAssertEqual([byDefault.asym.maskGroup, byDefault.asym.maskSpread ? 1 : 0, byDefault.asym.verify ? 1 : 0], [1, 1, 1])
+        XCTAssertEqual(byDefault.asym.maskNoise, AsymConfig.privateNoise)
+        XCTAssertEqual(try smokeConfig().asym.maskGroup, 0)
         XCTAssertFalse(try smokeConfig().asym.maskSpread)
+        XCTAssertEqual(try smokeConfig(["asym.mask=false"]).asym.maskGroup, 0)
+        let spread = try smokeConfig(["asym.mask.noise_scale=10"])
+        XCTAssertEqual([spread.asym.maskGroup, spread.asym.maskSpread ? 1 : 0], [1, 1])
+        XCTAssertTrue(spread.yaml.contains("spread: true"), spread.yaml)
+        let whole = try smokeConfig(["asym.mask={inputs_per_group: 2, spread: false}"])
+        XCTAssertEqual([whole.asym.maskGroup, whole.asym.maskSpread ? 1 : 0], [2, 0])
         let none = errorMessage { _ = try smokeConfig(["data.train_samples=0"]) }
         XCTAssertTrue(none.contains("data.train_samples: must be positive"), none)
     }

@@ -7,12 +7,12 @@ final class FeatureRulesTests: XCTestCase {
     /// Per rule name: overrides and a launch that break the rule, the line's start, and
     /// overrides and a launch that keep it.
     let cases: [String: (breaking: [String], launch: LaunchShape?, message: String, keeping: [String], keptLaunch: LaunchShape?)] = [
-        "microbatches with a privacy layer or checks":
-            (["asym.microbatches=2", "asym.mask={inputs_per_group: 2}"], nil, "asym.microbatches: 2 does not work with asym.mask",
-             ["asym.microbatches=2"], nil),
-        "checks with masking or residual noise":
-            (["asym.verify=true", "asym.residual_noise={std: 0.1, clip: 1}"], nil, "asym.verify does not work with asym.mask or asym.residual_noise",
-             ["asym.verify=true"], nil),
+        "microbatches with residual noise":
+            (["asym.microbatches=2", "asym.residual_noise={std: 0.1, clip: 1}"], nil, "asym.microbatches: 2 does not work with asym.residual_noise",
+             ["asym.microbatches=2", "asym.mask={inputs_per_group: 2, spread: true}", "asym.verify=true"], nil),
+        "checks with residual noise":
+            (["asym.verify=true", "asym.residual_noise={std: 0.1, clip: 1}"], nil, "asym.verify does not work with asym.residual_noise",
+             ["asym.verify=true", "asym.mask={inputs_per_group: 1, spread: true}"], nil),
         "spread without masking":
             (["asym.mask={inputs_per_group: 0, spread: true}"], nil, "asym.mask.spread: needs masking on",
              ["asym.mask={inputs_per_group: 1, spread: true}"], nil),

@@ -18,7 +18,9 @@ final class RecordingExecutor: ExecutorWrapper {
     /// Whole batches: each message is recorded as it crosses.
     var pipelines: Bool { false }
     func startForward(_ r: Residual) { residuals.append(r.tensor.array); placements.append(r.placement); local.startForward(r) }
-    func startBackward(_ g: OutputGradient) { outputGrads.append(g.tensor.array); local.startBackward(g) }
+    func startBackward(_ g: OutputGradient) {
+        outputGrads.append(g.tensor.array); backwardPlacements.append(g.placement); local.startBackward(g)
+    }
     func startBackwardPerSample(_ g: OutputGradient) {
         outputGrads.append(g.tensor.array); backwardPlacements.append(g.placement); local.startBackwardPerSample(g)
     }

@@ -13,19 +13,22 @@ func errorMessage(_ body: () throws -> Void, file: StaticString = #filePath, lin
     return ""
 }
 
+/// The unprotected split without checks: the plan's basic accounting.
+private let unprotected = ["asym.mask=off", "asym.verify=false"]
+
 /// `asymml plan`: FLOPs and bytes per side.
 final class PlanTests: XCTestCase {
     /// The plan's totals: vgg-cifar with a batch basis keeps the trusted share of training
     /// FLOPs at or under 8%; the integrity checks add at most 15% to the trusted FLOPs, and
     /// count in the totals exactly when `asym.verify` is on.
     func testPlanTrustedShare() throws {
-        let c = try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml", overrides: ["asym.basis=batch"])
+        let c = try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml", overrides: unprotected + ["asym.basis=batch"])
         let plan = try Plan(c)
         print(plan.table)
         XCTAssertLessThanOrEqual(plan.training.trustedShare, 0.08)
         XCTAssertTrue(plan.json.contains("\"totals\": {\"forward\": {\"trusted_flops\""))
         let verified = try Plan(try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml",
-                                                overrides: ["asym.basis=batch", "asym.verify=true"]))
+                                                overrides: unprotected + ["asym.basis=batch", "asym.verify=true"]))
         XCTAssertGreaterThan(plan.verifyTraining, 0)
         XCTAssertEqual(verified.training.trustedFlops, plan.training.trustedFlops + plan.verifyTraining,
                        accuracy: 1e-6 * plan.training.trustedFlops)
@@ -66,7 +69,7 @@ final class PredictionTests: XCTestCase {
     /// accelerators and links the speed-up is the trusted-time one; tee-only counts each
     /// layer whole at the trusted rates.
     func testPredictionComposesThePlan() throws {
-        let plan = try Plan(try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml", overrides: ["asym.basis=batch"]))
+        let plan = try Plan(try Config.load(path: repoRoot + "/configs/vgg-cifar.yaml", overrides: unprotected + ["asym.basis=batch"]))
         let h = Hardware(teeGflops: 40, teeSplitGflops: 10, teeElementwiseGflops: 1, accelGflops: 200, linkGbps: 10,
                          linkLatencyMicroseconds: 5)
         let p = Prediction(plan: plan, hardware: h)

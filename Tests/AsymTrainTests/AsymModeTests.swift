@@ -68,7 +68,18 @@ final class AsymModeTests: XCTestCase {
                 whole = whole ?? t
             }
         }
-        XCTAssertThrowsError(try smokeConfig(base + ["asym.microbatches=2", "asym.verify=true"])) {
+        // With the checks, and with spread masking and its checks (the masking layer sends a
+        // batch's groups together, so its micro-batches leave as one message): the same model.
+        for extra in [["asym.verify=true"], ["asym.verify=true", "asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}"],
+                      ["asym.basis=batch", "asym.mask={inputs_per_group: 2, noise_scale: 30, spread: true}"]] {
+            for k in [1, 2, 4] {
+                let t = try Trainer(config: try smokeConfig(base + extra + ["asym.microbatches=\(k)"]))
+                for _ in 0..<10 { try t.step() }
+                let worst = assertTensorsClose(t, plain, 1e-5, "\(extra), k = \(k)")
+                print("\(extra), k = \(k): worst tensor after 10 steps against plain: \(worst.0) \(worst.1)")
+            }
+        }
+        XCTAssertThrowsError(try smokeConfig(base + ["asym.microbatches=2", "asym.residual_noise={std: 0.1, clip: 1}"])) {
             XCTAssertTrue("\($0)".contains("asym.microbatches"), "\($0)")
         }
         XCTAssertThrowsError(try smokeConfig(base + ["asym.microbatches=0"]))
@@ -148,15 +159,21 @@ final class VerifiedTrainingTests: XCTestCase {
         return t
     }
 
+    /// Unmasked, with spread masking (the masking layer checks every combination before it
+    /// decodes) and with masking without spread (one correlation per combination checked).
     func testEveryFaultIsCaughtAndRecomputeKeepsTheModel() throws {
         setThreads(1)
-        let honest = try train([], fault: nil)
-        for kind in ["flip", "scale", "zero", "replay", "grad"] {
-            let abort = errorMessage { _ = try self.train([], fault: "1:\(kind):2") }
-            XCTAssertTrue(abort.contains("the in-process untrusted side, step 2: integrity check failed"), "\(kind): \(abort)")
-            let recomputed = try train(["asym.on_verify_failure=recompute"], fault: "1:\(kind):2")
-            let worst = assertTensorsClose(recomputed, honest, 1e-5, "recompute after \(kind)")
-            print("\(kind): caught (\(abort.split(separator: ":").dropFirst(3).first ?? "")); recompute worst tensor \(worst.0) \(worst.1)")
+        for masking in [[], ["asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}"],
+                        ["asym.mask={inputs_per_group: 2, noise_scale: 3}"]] {
+            let honest = try train(masking, fault: nil)
+            XCTAssertTrue(honest.integrityHeadroom.values.allSatisfy { $0 > 0 && $0 < 0.5 }, "\(masking): \(honest.integrityHeadroom)")
+            for kind in ["flip", "scale", "zero", "replay", "grad"] {
+                let abort = errorMessage { _ = try self.train(masking, fault: "1:\(kind):2") }
+                XCTAssertTrue(abort.contains("the in-process untrusted side, step 2: integrity check failed"), "\(masking) \(kind): \(abort)")
+                let recomputed = try train(masking + ["asym.on_verify_failure=recompute"], fault: "1:\(kind):2")
+                let worst = assertTensorsClose(recomputed, honest, 1e-5, "\(masking): recompute after \(kind)")
+                print("\(masking) \(kind): caught (\(abort.split(separator: ":").dropFirst(3).first ?? "")); recompute worst tensor \(worst.0) \(worst.1)")
+            }
         }
     }
 
