@@ -373,12 +373,17 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         for r in replies {
             try validate(WireHeader(decoding: receiveHeaders + r.headerSlot * WireHeader.size), expected: r.header, from: r.peer,
                          payload: r.payload)
-            var offset = 0
-            for (i, l) in layers.enumerated() {
-                let share = UnsafeMutablePointer(mutating: r.payload) + offset, n = l.weight.count
+        }
+        // Layer by layer, every member's share of a layer before the next layer's (a caller
+        // that sums the members' shares needs one layer's accumulator at a time).
+        var offset = 0
+        for (i, l) in layers.enumerated() {
+            let n = l.weight.count
+            for r in replies {
+                let share = UnsafeMutablePointer(mutating: r.payload) + offset
                 try body(i, share, wide[i] ? UnsafePointer(share + n) : nil, r.samples)
-                offset += wide[i] ? 2 * n : n
             }
+            offset += wide[i] ? 2 * n : n
         }
     }
 

@@ -88,29 +88,33 @@ package final class MaskingExecutor: ExecutorWrapper {
         var forwardDecoded = false, backwardDecoded = false
         /// Where the combinations of the last forward pass went (spread only); backward follows it.
         var placement: RowPlacement?
-        /// The decoded share sum_i corr(R_i, dY_i) of dW, summed over the step's backward passes
-        /// (without spread, from one correlation per combination; with spread, the members'
-        /// wide shares summed in `wideSum` and rounded once).
-        let share: Tensor
-        private var wide: UnsafeMutablePointer<Double>?
-        var wideSum: UnsafeMutablePointer<Double> {
-            if let wide { return wide }
-            let w = UnsafeMutablePointer<Double>.allocate(capacity: weightCount)
-            w.initialize(repeating: 0, count: weightCount)
-            wide = w
-            return w
-        }
-        deinit { wide?.deallocate() }
+        /// Without spread: the decoded share sum_i corr(R_i, dY_i) of dW, from one correlation
+        /// per combination, summed over the step's backward passes.
+        lazy var share = Tensor(shape: weight.shape)
         init(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?, checked: Bool) {
             self.info = info; self.weight = weight; self.bias = bias
-            share = Tensor(shape: weight.shape)
-            weightCount = share.count
+            weightCount = weight.count
             checker = checked ? IntegrityChecker(layer: info.layer, geometry: info.geometry) : nil
         }
-        var rows: Int { encodedResidual?.shape[0] ?? 0 }
+        /// Rows of the last message.
+        var rows = 0
+        /// Where the caller wants the decoded Y and dX of the current passes (nil: buffers of
+        /// this layer's own).
+        var outputTarget: Tensor?, inputGradTarget: Tensor?
     }
     private var layers: [Int: LayerState] = [:]
     private var noise: Tensor?
+    /// Set when the untrusted side keeps no reference to a message once it is sent (MPI: the
+    /// transport copies it out). Then, unless `.recompute` needs each layer's combinations at
+    /// the step end, one buffer serves every layer's message and one every reply (a layer's
+    /// are done with once it is decoded), instead of 3 x R, 3 x dY, 3 x Y and 3 x dX per layer.
+    package var messagesLeave = false
+    private let sharedMessage = Tensor(shape: [1]), sharedReply = Tensor(shape: [1])
+    private var sharesBuffers: Bool { messagesLeave && checks != .recompute }
+    /// The members' wide shares of the layer being summed (`collectGradientShares`), and its
+    /// rounding to float.
+    private var wideSum: UnsafeMutablePointer<Double>?, wideCapacity = 0
+    private let summedShare = Tensor(shape: [1])
     private let scratch = Scratch()
     /// Set once fewer than three untrusted ranks are left to spread over (after exclusions):
     /// the others were released too, the inner executor computes on this rank, and nothing
@@ -188,13 +192,16 @@ package final class MaskingExecutor: ExecutorWrapper {
             var row = 0  // group after group, as the transport shards them
             for g in st.groups.indices { st.groups[g].blocks[0].row = row; row += st.groups[g].combinations }
         }
-        let encoded = encode(r.tensor, groups: st.groups, mixes: st.groups.map(\.forwardMix), reuse: st.encodedResidual, &stream)
+        let encoded = encode(r.tensor, groups: st.groups, mixes: st.groups.map(\.forwardMix),
+                             reuse: sharesBuffers ? sharedMessage : st.encodedResidual, &stream)
         st.encodedResidual = encoded
+        st.rows = encoded.shape[0]
+        st.outputTarget = r.output
         st.placement = placement
         st.forwardDecoded = false
         lastPlacement = placement
         codingSeconds += seconds(since: t0)
-        inner.startForward(r.crossing(as: encoded, placement: placement))
+        inner.startForward(r.crossing(as: encoded, placement: placement, output: sharesBuffers ? sharedReply : nil))
         // The output check's probes on the combinations, while the untrusted side computes.
         st.checker?.prepareForward(residual: encoded.data, batch: st.rows, weight: st.weight.data, bias: st.bias?.data,
                                    training: r.training, scratch: scratch, progress: { inner.progress() })
@@ -203,7 +210,7 @@ package final class MaskingExecutor: ExecutorWrapper {
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
         if bypass { return inner.finishForward(layer: layer, samples: samples) }
         let st = layers[layer]!
-        if st.forwardDecoded, let y = st.output { return y }
+        if st.forwardDecoded, let y = st.outputTarget ?? st.output { return y }
         let out = inner.finishForward(layer: layer, samples: 0..<st.rows)
         if let checker = st.checker {
             resolve(checker.checkOutputShare(out.data)) {
@@ -212,8 +219,9 @@ package final class MaskingExecutor: ExecutorWrapper {
             }
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let y = decode(out, groups: st.groups, unmixes: st.groups.map(\.forwardUnmix), batch: st.batch, reuse: st.output)
-        st.output = y
+        let y = decode(out, groups: st.groups, unmixes: st.groups.map(\.forwardUnmix), batch: st.batch,
+                       reuse: st.outputTarget ?? st.output)
+        if st.outputTarget == nil { st.output = y }
         if let bias = st.bias { restoreBias(y, bias: bias, groups: st.groups) }
         st.forwardDecoded = true
         codingSeconds += seconds(since: t0)
@@ -229,15 +237,17 @@ package final class MaskingExecutor: ExecutorWrapper {
         precondition(g.batch == st.batch, "backward batch \(g.batch) after a forward of \(st.batch)")
         var stream = SecretStream()
         for i in st.groups.indices { st.groups[i].drawBackward(&stream) }
-        let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix), reuse: st.encodedGrad, &stream)
+        let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix),
+                             reuse: sharesBuffers ? sharedMessage : st.encodedGrad, &stream)
         st.encodedGrad = encoded
+        st.inputGradTarget = g.inputGrad
         st.backwardDecoded = false
         codingSeconds += seconds(since: t0)
         // Spread: every member returns one share, the sum of corr(x~_j, d~_j) over its own rows
         // (their sum over the members is the decoded share: no pair weights, see GroupMask).
         // Without spread a rank holds whole groups and the pair weights must stay secret, so
         // each combination's correlation comes back on its own.
-        let message = g.crossing(as: encoded, placement: st.placement, wideShares: spread)
+        let message = g.crossing(as: encoded, placement: st.placement, wideShares: spread, inputGrad: sharesBuffers ? sharedReply : nil)
         if spread { inner.startBackward(message) } else { inner.startBackwardPerSample(message) }
         st.checker?.prepareBackward(outputGrad: encoded.data, batch: st.rows, weight: st.weight.data, biasGrad: nil, copy: nil,
                                     scratch: scratch, progress: { inner.progress() })
@@ -246,7 +256,7 @@ package final class MaskingExecutor: ExecutorWrapper {
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
         if bypass { return inner.finishBackward(layer: layer, samples: samples) }
         let st = layers[layer]!
-        if st.backwardDecoded, let dx = st.inputGrad { return dx }
+        if st.backwardDecoded, let dx = st.inputGradTarget ?? st.inputGrad { return dx }
         let dxMixed = inner.finishBackward(layer: layer, samples: 0..<st.rows)
         if let checker = st.checker {
             resolve(checker.checkInputGradient(dxMixed.data)) {
@@ -264,8 +274,9 @@ package final class MaskingExecutor: ExecutorWrapper {
             checker.finishShareChecks()
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let dx = decode(dxMixed, groups: st.groups, unmixes: st.groups.map(\.backwardUnmix), batch: st.batch, reuse: st.inputGrad)
-        st.inputGrad = dx
+        let dx = decode(dxMixed, groups: st.groups, unmixes: st.groups.map(\.backwardUnmix), batch: st.batch,
+                        reuse: st.inputGradTarget ?? st.inputGrad)
+        if st.inputGradTarget == nil { st.inputGrad = dx }
         st.backwardDecoded = true
         if let shares {
             // share += sum_j g_j corr(x~_j, d~_j), group by group.
@@ -290,9 +301,19 @@ package final class MaskingExecutor: ExecutorWrapper {
     package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
         if bypass { return try inner.collectGradientShares(body) }
         if spread {
-            var summed = Set<Int>()
+            // The members' shares come layer by layer (each layer's from every member before
+            // the next layer's): one double accumulator serves them all.
+            var current: Int?
+            func flush() throws {
+                guard let layer = current, let wide = wideSum else { return }
+                let count = layers[layer]!.weightCount
+                let share = Tensor.reuse(summedShare, shape: [count])
+                for i in 0..<count { share[i] = Float(wide[i]); wide[i] = 0 }
+                try body(layer, share.data, nil, 0..<backwardBatch)
+            }
             try inner.collectGradientShares { layer, share, low, rows in
-                let st = layers[layer]!, wide = st.wideSum
+                if layer != current { try flush(); current = layer }
+                let st = layers[layer]!, wide = wideAccumulator(st.weightCount)
                 var honest = true
                 if let checker = st.checker, checker.shareSamples > 0 {
                     let failure = checker.checkGradientShare(share, samples: rows)
@@ -307,14 +328,9 @@ package final class MaskingExecutor: ExecutorWrapper {
                 if honest {
                     for i in 0..<st.weightCount { wide[i] += Double(share[i]) + Double(low?[i] ?? 0) }
                 }
-                summed.insert(layer)
             }
+            try flush()
             for st in layers.values { if let checker = st.checker, checker.shareSamples > 0 { checker.finishShareChecks() } }
-            for layer in summed.sorted() {
-                let st = layers[layer]!, wide = st.wideSum
-                for i in 0..<st.weightCount { st.share[i] = Float(wide[i]); wide[i] = 0 }
-                try body(layer, st.share.data, nil, 0..<backwardBatch)
-            }
             return
         }
         // The inner executor's step end still runs: its shares are not used (they would be
@@ -327,6 +343,18 @@ package final class MaskingExecutor: ExecutorWrapper {
             st.share.zero()
         }
     }
+
+    /// The zeroed double accumulator of the members' shares, for `count` values at least.
+    private func wideAccumulator(_ count: Int) -> UnsafeMutablePointer<Double> {
+        if let w = wideSum, wideCapacity >= count { return w }
+        wideSum?.deallocate()
+        let w = UnsafeMutablePointer<Double>.allocate(capacity: count)
+        w.initialize(repeating: 0, count: count)
+        wideSum = w; wideCapacity = count
+        return w
+    }
+
+    deinit { wideSum?.deallocate() }
 
     /// corr(x~_j, d~_j) summed over `rows` of the last message, computed here (a failed
     /// per-combination share under `.recompute`).

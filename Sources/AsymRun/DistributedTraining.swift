@@ -108,7 +108,7 @@ package enum DistributedTraining {
             session.placementAudit = try AuditLog(folder: auditFolder(config, options), rank: world.rank, name: "placement")
         }
         let trainer = try Trainer(config: config, collective: session, executor: config.asym.mode == .asym ? session : nil)
-        trainer.model.residualsLeave()  // sent away: the session keeps no reference to them
+        trainer.messagesLeave()  // sent away: the session keeps no reference to them
         session.arena = trainer.model.arena
         session.currentStep = { [unowned trainer] in trainer.position.step }
         let resumed = try checkpoint.map { try RunStart.resume(trainer, from: $0, world: worldInfo) } ?? []

@@ -31,8 +31,9 @@ package struct Residual {
     /// combinations, added noise): `tensor` has one row per message row, and the rows go out
     /// by `placement`. Only a residual can become another one, so nothing else (inputs,
     /// labels, principal components) can be turned into a message.
-    package func crossing(as tensor: Tensor, placement: RowPlacement?) -> Residual {
-        Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement, training: training)
+    /// `output`: where the trusted side wants the reply (nil: the executor's own buffer).
+    package func crossing(as tensor: Tensor, placement: RowPlacement?, output: Tensor? = nil) -> Residual {
+        Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], output: output, placement: placement, training: training)
     }
 }
 
@@ -59,8 +60,8 @@ package struct OutputGradient {
 
     /// This whole output-gradient batch as it crosses after a privacy layer transformed it
     /// (as `Residual.crossing`).
-    package func crossing(as tensor: Tensor, placement: RowPlacement?, wideShares: Bool = false) -> OutputGradient {
-        OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], placement: placement, wideShares: wideShares)
+    package func crossing(as tensor: Tensor, placement: RowPlacement?, wideShares: Bool = false, inputGrad: Tensor? = nil) -> OutputGradient {
+        OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], inputGrad: inputGrad, placement: placement, wideShares: wideShares)
     }
 }
 

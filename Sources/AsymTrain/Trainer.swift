@@ -131,6 +131,18 @@ package final class Trainer {
         return e
     }
 
+    /// For an untrusted side that keeps no reference to what it receives (MPI): the split
+    /// layers write R into the model's arena, and the masking layer shares its message buffers
+    /// between layers.
+    package func messagesLeave() {
+        masking?.messagesLeave = true
+        // Under `recompute` a masked run may lose its spread group and compute the split
+        // layers on this rank, whose in-process untrusted half keeps each R until backward.
+        // (Unmasked, the split layers' own checker keeps R under `recompute`.)
+        if masking != nil && config.asym.verify && config.asym.onVerifyFailure == .recompute { return }
+        model.residualsLeave()
+    }
+
     /// The masking layer, when the config asks for one.
     private var masking: MaskingExecutor? { untrusted as? MaskingExecutor }
 

@@ -307,6 +307,21 @@ final class MPIJobTests: XCTestCase {
             XCTAssertTrue(errors.first?.contains(expected[kind]!) ?? false, "\(kind): \(job.output)")
             XCTAssertLessThan(job.seconds, 20, "\(kind): ended by a deadline, not by the check")
             for crash in ["crashed", "Fatal error", "malloc"] { XCTAssertFalse(job.output.contains(crash), "\(kind): \(job.output)") }
+            // The private setting on 1T+3U under `recompute`: a protocol fault is no result to
+            // recompute, it ends the job just as promptly.
+            let spread = try runJob([repoRoot + "/launch/local.sh", "-t", "1", "-u", "3", "--", "train", "--config", smoke,
+                                     "--set", "asym.mode=asym", "--set", "asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}",
+                                     "--set", "asym.verify=true", "--set", "asym.on_verify_failure=recompute",
+                                     "--set", "cluster.timeout_s=20", "--set", "train.max_steps=6", "--run-dir", "\(dir)/spread-\(kind.rawValue)",
+                                     "--inject-fault", "2:\(kind.rawValue):2"], timeout: 60)
+            let spreadErrors = spread.output.split(separator: "\n").filter { $0.hasPrefix("asymml: error:") }
+            print(String(format: "private 1T+3U, wire fault %@: exit %d after %.1f s: %@", kind.rawValue, spread.status, spread.seconds,
+                         spreadErrors.first.map(String.init) ?? "-"))
+            XCTAssertEqual(spread.status, 1, "private \(kind): \(spread.output)")
+            XCTAssertEqual(spreadErrors.count, 1, "private \(kind): \(spread.output)")
+            XCTAssertTrue(spreadErrors.first?.contains("rank 2 (untrusted)") ?? false, "private \(kind): \(spread.output)")
+            XCTAssertLessThan(spread.seconds, 20, "private \(kind): ended by a deadline, not by the check")
+            for crash in ["crashed", "Fatal error", "malloc"] { XCTAssertFalse(spread.output.contains(crash), "private \(kind): \(spread.output)") }
         }
         // A wire fault needs an MPI launch.
         let alone = try runJob([binary, "train", "--config", smoke, "--run-dir", dir + "/alone", "--inject-fault", "1:flood:2"])

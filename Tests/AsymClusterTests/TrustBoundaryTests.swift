@@ -342,6 +342,62 @@ final class TrustBoundaryTests: XCTestCase {
         }
     }
 
+    /// A private run stopped on 1T+3U resumes on 2T+6U and on 1T+4U and ends where plain
+    /// training does (the masks are fresh per message, so nothing of them is checkpointed).
+    func testPrivateRunResumesOnAnotherLayout() throws {
+        setThreads(1)
+        let base = ["train.threads=1", "data.shuffle=false", "train.checkpoint_every=2"]
+        let plain = try Trainer(config: try Config.load(path: smoke, overrides: base + ["train.max_steps=6"]))
+        for _ in 0..<6 { try plain.step() }
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let private_ = ["asym.mode=asym", "asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}", "asym.verify=true"]
+        for (step, trusted, untrusted) in [(2, 1, 3), (4, 2, 6), (6, 1, 4)] {
+            let job = try runJob(mpirun(trusted + untrusted, ["train", "--config", smoke, "--run-dir", dir, "--resume", "auto"]
+                                        + args(base + private_ + ["train.max_steps=\(step)", "cluster.trusted=\(trusted)"])))
+            XCTAssertEqual(job.status, 0, job.output)
+            if step > 2 { XCTAssertTrue(job.output.contains("at step \(step - 2)"), job.output) }
+        }
+        let worst = try tensorDifferences("\(dir)/checkpoints/step-00000006.h5", plain.model).max { $0.1 < $1.1 }!
+        print("private run on 1T+3U, resumed on 2T+6U, then 1T+4U: worst tensor against plain after 6 steps \(worst.0) \(worst.1)")
+        XCTAssertLessThanOrEqual(worst.1, 1e-5, worst.0)
+    }
+
+    /// The private setting (spread masking with the checks) catches every result fault before
+    /// anything is decoded: under `abort` the job ends naming the rank; under `recompute` the
+    /// trusted rank recomputes the combinations and excludes the rank. A spread group needs
+    /// three members: on 1T+4U the other three go on masked; on 1T+3U the two left are
+    /// released and the trusted rank computes the split layers itself. Either way the model
+    /// ends where plain training does.
+    func testPrivateSettingCatchesEveryFaultUnderBothPolicies() throws {
+        setThreads(1)
+        let base = ["asym.mode=asym", "asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}", "asym.verify=true",
+                    "train.max_steps=6", "train.threads=1"]
+        let plain = try Trainer(config: try Config.load(path: smoke, overrides: ["train.max_steps=6", "train.threads=1"]))
+        for _ in 0..<6 { try plain.step() }
+        for kind in ["flip", "scale", "zero", "replay", "grad"] {
+            let dir = temporaryFolder()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let job = try runJob(mpirun(4, ["train", "--config", smoke, "--run-dir", dir, "--inject-fault", "2:\(kind):2"] + args(base)))
+            let line = job.output.split(separator: "\n").first { $0.contains("integrity check failed") } ?? ""
+            print("private 1T+3U, abort, \(kind): exit \(job.status): \(line)")
+            XCTAssertNotEqual(job.status, 0, kind)
+            XCTAssertTrue(line.contains("rank 2 (untrusted), step 2"), "\(kind): \(job.output)")
+            for untrusted in [3, 4] {
+                let dir = temporaryFolder()
+                defer { try? FileManager.default.removeItem(atPath: dir) }
+                let job = try runJob(mpirun(1 + untrusted, ["train", "--config", smoke, "--run-dir", dir, "--inject-fault", "2:\(kind):2"]
+                                            + args(base + ["asym.on_verify_failure=recompute"])))
+                XCTAssertEqual(job.status, 0, job.output)
+                XCTAssertTrue(job.output.contains("rank 2 (untrusted) excluded for the rest of the run"), job.output)
+                XCTAssertEqual(job.output.contains("the split layers run on this trusted rank from now on"), untrusted == 3, job.output)
+                let worst = try tensorDifferences("\(dir)/checkpoints/step-00000006.h5", plain.model).max { $0.1 < $1.1 }!
+                print("private 1T+\(untrusted)U, recompute, \(kind): worst tensor against plain \(worst.0) \(worst.1)")
+                XCTAssertLessThanOrEqual(worst.1, 1e-5, "1T+\(untrusted)U \(kind): \(worst.0)")
+            }
+        }
+    }
+
     /// An honest run of the private default raises no false alarm: fmnist-cnn as shipped
     /// (spread masking, every combination checked before it is decoded, `abort` on failure)
     /// on real Fashion-MNIST (its first 2,048 training images, to keep the suite short), 2
