@@ -178,3 +178,24 @@ package func addAndSumSquares(_ x: UnsafePointer<Float>, into y: UnsafeMutablePo
     }
     return total
 }
+
+/// out_j = sum_s coefficients[j * sources.count + s] * sources[s], for every output row j, each
+/// `count` values long: the small dense mixings of masking (a group's combinations from its
+/// samples and noise, and back). One pass writes each output; tiles of 2048 values keep the
+/// output in L1 while the sources are added in, where a GEMM with k = 1 or 2 would pack its
+/// operands first (3x slower here).
+package func mixRows(_ coefficients: UnsafePointer<Float>, sources: [UnsafePointer<Float>], into outputs: [UnsafeMutablePointer<Float>],
+                     count: Int) {
+    let tile = 2048, n = sources.count
+    for first in stride(from: 0, to: count, by: tile) {
+        let r = first..<min(count, first + tile)
+        for (j, out) in outputs.enumerated() {
+            let c0 = coefficients[j * n], x0 = sources[0]
+            simd8(r, vector: { i in store8(c0 * load8(x0, i), out, i) }, scalar: { i in out[i] = c0 * x0[i] })
+            for s in 1..<max(n, 1) {
+                let c = coefficients[j * n + s], x = sources[s]
+                simd8(r, vector: { i in store8(load8(out, i) + c * load8(x, i), out, i) }, scalar: { i in out[i] += c * x[i] })
+            }
+        }
+    }
+}

@@ -425,12 +425,11 @@ package final class MaskingExecutor: ExecutorWrapper {
         for (group, mix) in zip(groups, mixes) {
             let k = group.samples, p = group.noiseSources, src = x.data + s0 * size
             stream.fillNormal(n.data, count: p * size, scale: sigma)
+            let sources = (0..<k).map { UnsafePointer(src + $0 * size) } + (0..<p).map { UnsafePointer(n.data + $0 * size) }
             mix.withUnsafeBufferPointer { m in
                 for block in group.blocks {
-                    let a = m.baseAddress! + block.combinations.lowerBound * (k + p), c = out.data + block.row * size
-                    BLAS.gemm(m: block.combinations.count, n: size, k: k, a: a, lda: k + p, b: src, ldb: size, c: c, ldc: size)
-                    BLAS.gemm(m: block.combinations.count, n: size, k: p, a: a + k, lda: k + p, b: n.data, ldb: size,
-                              beta: 1, c: c, ldc: size)
+                    mixRows(m.baseAddress! + block.combinations.lowerBound * (k + p), sources: sources,
+                            into: (0..<block.combinations.count).map { out.data + (block.row + $0) * size }, count: size)
                 }
             }
             s0 += k
@@ -438,21 +437,19 @@ package final class MaskingExecutor: ExecutorWrapper {
         return out
     }
 
-    /// The samples of every group: out[k, size] = unmix[k, L] y[L, size], summed block by block
-    /// (each block's results sit at its rows of the message).
+    /// The samples of every group: out[k, size] = unmix[k, L] y[L, size] (each block's
+    /// results sit at its rows of the message).
     private func decode(_ y: Tensor, groups: [GroupMask], unmixes: [[Float]], batch: Int, reuse: Tensor?) -> Tensor {
         let size = y.count / y.shape[0]
         let out = Tensor.reuse(reuse, shape: [batch] + y.shape.dropFirst())
         var s0 = 0
         for (group, unmix) in zip(groups, unmixes) {
-            let k = group.samples, L = group.combinations
+            // The group's combinations in combination order, wherever their blocks sit.
+            let rows = group.blocks.flatMap { b in (0..<b.combinations.count).map { UnsafePointer(y.data + (b.row + $0) * size) } }
             unmix.withUnsafeBufferPointer { u in
-                for (b, block) in group.blocks.enumerated() {
-                    BLAS.gemm(m: k, n: size, k: block.combinations.count, a: u.baseAddress! + block.combinations.lowerBound, lda: L,
-                              b: y.data + block.row * size, ldb: size, beta: b == 0 ? 0 : 1, c: out.data + s0 * size, ldc: size)
-                }
+                mixRows(u.baseAddress!, sources: rows, into: (0..<group.samples).map { out.data + (s0 + $0) * size }, count: size)
             }
-            s0 += k
+            s0 += group.samples
         }
         return out
     }

@@ -13,7 +13,23 @@ package struct SplitCost {
     /// step's forward pass, an inference pass, and the backward pass (dX and the share).
     package var verifyForward = 0.0, verifyInference = 0.0, verifyBackward = 0.0
 
-    package init(geometry g: ConvGeometry, rank r: Int, iterations q: Int, basis: SplitSettings.Basis, batch B: Int) {
+    /// Masking (docs/DESIGN.md §9): each group of K samples crosses as `rows` combinations per
+    /// sample (3 with spread, (K + 2) / K without) mixing `mixed` sources per combination
+    /// (K data and K noise vectors with spread), and `members` untrusted ranks return a share.
+    package struct Masking {
+        package let rows: Double, mixed: Double, members: Double, spread: Bool
+        package init(groupSize K: Int, spread: Bool, members: Int) {
+            rows = spread ? 3 : Double(K + 2) / Double(K)
+            mixed = spread ? Double(2 * K) : Double(K + 1)
+            self.members = Double(members); self.spread = spread
+        }
+    }
+    /// The masking layer's own trusted work: the encode and decode products, and the noise
+    /// values it draws (counted as FLOPs, about what a Gaussian from the AES keystream costs).
+    package var codingForward = 0.0, codingBackward = 0.0
+
+    package init(geometry g: ConvGeometry, rank r: Int, iterations q: Int, basis: SplitSettings.Basis, batch B: Int,
+                 masking: Masking? = nil) {
         let C = Double(g.inChannels), Cout = Double(g.outChannels), k2 = Double(g.kernel * g.kernel)
         let P = Double(g.height * g.width), Po = Double(g.outPositions), rank = Double(r), b = Double(B)
         let full = 2 * Cout * C * k2 * Po * b
@@ -52,5 +68,26 @@ package struct SplitCost {
         verifyInference = forwardChecks(taps: k2)
         verifyBackward = 2 * Cout * K + b * (2 * Cout * Po + k2 * P + 2 * k2 * Cout * Po + k2 * P + 4 * C * P + 2 * Cout * Po)
             + 4 * Cout * K
+        guard let m = masking else { return }
+        // The untrusted side computes every combination; the checks cover every combination;
+        // the combinations cross both ways, and the shares come back once per member (twice as
+        // wide with spread) or once per combination.
+        untrustedForward *= m.rows
+        untrustedBackward *= m.rows
+        verifyForward *= m.rows; verifyInference *= m.rows; verifyBackward *= m.rows
+        bytesToUntrusted *= m.rows
+        let shares = m.spread ? 2 * m.members : m.rows * b
+        bytesFromUntrusted = bytesFromUntrusted * m.rows + 4 * shares * Cout * K
+        // Encode: each combination a product over the mixed sources; noise: one Gaussian per
+        // value of each noise vector (~10 FLOPs); decode: each sample a product over its
+        // group's combinations. Forward R -> Y, backward dY -> dX.
+        let noise = 10 * (m.mixed / 2)
+        func coding(_ input: Double, _ output: Double) -> Double {
+            b * (2 * m.rows * m.mixed * input + noise * input + 2 * m.rows * output)
+        }
+        codingForward = coding(C * P, Cout * Po)
+        codingBackward = coding(Cout * Po, C * P)
+        trustedForward += codingForward
+        trustedBackward += codingBackward
     }
 }

@@ -60,7 +60,7 @@ package struct BenchmarkResult {
                    trainGFlops, 100 * trainGFlops / sgemmPeak, inferGFlops, 100 * inferGFlops / sgemmPeak, sgemmOpenBLAS, sgemmDNNL),
         ]
         if let teeOnly, let asym, let trainingSpeedup, let inferenceSpeedup {
-            let tb = 1 / plan.training.trustedShare, ib = 1 / plan.forward.trustedShare
+            let tb = plan.trainingBound, ib = plan.forwardBound
             lines += [
                 String(format: "  tee-only   trusted %7.1f ms/step training, %7.1f ms/batch inference",
                        1000 * teeOnly.trustedTrainSeconds, 1000 * teeOnly.trustedInferSeconds),
@@ -92,8 +92,8 @@ package struct BenchmarkResult {
                                                + (asymVerified.map { [("asym-verify", .number($0.trustedTrainSeconds))] } ?? []))),
                 ("trusted_s_per_inference_batch", .object([("tee-only", .number(teeOnly.trustedInferSeconds)), ("asym", .number(asym.trustedInferSeconds))]
                                                           + (asymVerified.map { [("asym-verify", .number($0.trustedInferSeconds))] } ?? []))),
-                ("training_speedup", .number(trainingSpeedup)), ("training_bound", .number(1 / plan.training.trustedShare)),
-                ("inference_speedup", .number(inferenceSpeedup)), ("inference_bound", .number(1 / plan.forward.trustedShare)),
+                ("training_speedup", .number(trainingSpeedup)), ("training_bound", .number(plan.trainingBound)),
+                ("inference_speedup", .number(inferenceSpeedup)), ("inference_bound", .number(plan.forwardBound)),
             ]
         }
         if let verifyTrainingCost, let verifyInferenceCost {

@@ -18,6 +18,30 @@ private let unprotected = ["asym.mask=off", "asym.verify=false"]
 
 /// `asymml plan`: FLOPs and bytes per side.
 final class PlanTests: XCTestCase {
+    /// The private default is counted as it runs: 3 combinations per sample (3x the untrusted
+    /// FLOPs, the checks and the bytes to the untrusted side), the trusted rank's encode, noise
+    /// and decode on top of the split's work, and the wide shares coming back once per member.
+    func testPlanCountsThePrivateSetting() throws {
+        let path = repoRoot + "/configs/fmnist-cnn.yaml"
+        let open = try Plan(try Config.load(path: path, overrides: ["asym.mask=off"]))
+        let masked = try Plan(try Config.load(path: path))
+        print(masked.table)
+        XCTAssertNotNil(masked.masking)
+        XCTAssertNil(open.masking)
+        XCTAssertEqual(masked.training.untrustedFlops, 3 * open.training.untrustedFlops, accuracy: 1e-9 * open.training.untrustedFlops)
+        XCTAssertEqual(masked.verifyTraining, 3 * open.verifyTraining, accuracy: 1e-9 * open.verifyTraining)
+        XCTAssertGreaterThan(masked.training.trustedFlops, open.training.trustedFlops)
+        XCTAssertLessThan(masked.trainingBound, open.trainingBound)
+        XCTAssertEqual(masked.plainTrainingFlops, open.plainTrainingFlops)
+        for (m, o) in zip(masked.rows, open.rows) where m.placement == "split" {
+            let g = try XCTUnwrap(Model(try Config.load(path: path).model).leaves.first { $0.name == m.name } as? Conv2dLayer).geometry
+            let b = Double(masked.batch), out = 4 * b * Double(g.inputSize + g.outputSize)
+            XCTAssertEqual(o.bytesCrossing, 2 * out + 0, accuracy: 1)
+            // To: 3x R and dY; back: 3x Y and dX, and each of 3 members' share twice as wide.
+            XCTAssertEqual(m.bytesCrossing, 3 * 2 * out + 4 * 2 * 3 * Double(g.weightCount), accuracy: 1)
+        }
+    }
+
     /// The plan's totals: vgg-cifar with a batch basis keeps the trusted share of training
     /// FLOPs at or under 8%; the integrity checks add at most 15% to the trusted FLOPs, and
     /// count in the totals exactly when `asym.verify` is on.

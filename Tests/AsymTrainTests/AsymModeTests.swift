@@ -23,12 +23,14 @@ final class AsymModeTests: XCTestCase {
             ["asym.mode=asym", "asym.rank={policy: energy, tau: 0.05, max: 8}"],
             ["asym.mode=asym", "asym.svd_iterations=1", "model.layers.2.rank=8"],
             // Masked offload (exact): K samples cross as K+2 noisy mixtures.
-            ["asym.mode=asym", "asym.mask={inputs_per_group: 2, noise_scale: 3}"],
-            ["asym.mode=asym", "asym.basis=batch", "asym.mask={inputs_per_group: 4, noise_scale: 3}"],
-            // Spread (exact): 3K mixtures with K noise vectors per side, placed for 3 ranks.
-            ["asym.mode=asym", "asym.mask={inputs_per_group: 1, noise_scale: 3, spread: true}"],
+            ["asym.mode=asym", "asym.mask={inputs_per_group: 2, noise_scale: 3, spread: false}"],
+            ["asym.mode=asym", "asym.basis=batch", "asym.mask={inputs_per_group: 4, noise_scale: 3, spread: false}"],
+            // Spread (exact): 3K mixtures with K noise vectors per side, placed for 3 ranks; the
+            // private default (K = 1, noise 30, checks on) in both bases, and K = 2, 3.
+            ["asym.mode=asym", "asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}", "asym.verify=true"],
+            ["asym.mode=asym", "asym.basis=batch", "asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}", "asym.verify=true"],
             ["asym.mode=asym", "asym.basis=batch", "asym.mask={inputs_per_group: 3, noise_scale: 3, spread: true}"],
-            ["asym.mode=asym", "asym.mask={inputs_per_group: 2, noise_scale: 10, spread: true}"],  // the scale that hides labels
+            ["asym.mode=asym", "asym.mask={inputs_per_group: 2, noise_scale: 30, spread: true}"],
             // Residual noise with std 0 is off: exact.
             ["asym.mode=asym", "asym.residual_noise={std: 0, clip: 1}"],
         ]
@@ -164,7 +166,7 @@ final class VerifiedTrainingTests: XCTestCase {
     func testEveryFaultIsCaughtAndRecomputeKeepsTheModel() throws {
         setThreads(1)
         for masking in [[], ["asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}"],
-                        ["asym.mask={inputs_per_group: 2, noise_scale: 3}"]] {
+                        ["asym.mask={inputs_per_group: 2, noise_scale: 3, spread: false}"]] {
             let honest = try train(masking, fault: nil)
             XCTAssertTrue(honest.integrityHeadroom.values.allSatisfy { $0 > 0 && $0 < 0.5 }, "\(masking): \(honest.integrityHeadroom)")
             for kind in ["flip", "scale", "zero", "replay", "grad"] {
