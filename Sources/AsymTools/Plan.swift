@@ -42,6 +42,9 @@ package struct Plan {
     /// With `asym.mask`: what the masking costs are counted for (trusted coding in the trusted
     /// columns, every combination in the untrusted ones and the bytes).
     package let masking: String?
+    /// The untrusted ranks a trusted rank's messages go to: 3 with spread masking (each
+    /// computes a third of the combinations), else 1.
+    package let members: Int
 
     package init(_ config: Config) throws {
         let model = try Model(config.model)
@@ -55,6 +58,7 @@ package struct Plan {
         masking = a.maskGroup == 0 ? nil : a.maskSpread
             ? "spread, K = \(a.maskGroup): 3 combinations per sample, K on each of 3 untrusted ranks; encode, noise and decode counted as trusted work"
             : "K = \(a.maskGroup) without spread: \(a.maskGroup + 2) combinations per \(a.maskGroup) samples on one rank"
+        members = a.maskGroup > 0 && a.maskSpread ? 3 : 1
         let b = Double(batch)
         var first = true
         for p in placements {

@@ -8,8 +8,9 @@ import Foundation
 /// The model: each layer's trusted work runs at the rate of its kernel class; an untrusted
 /// rank convolves the residuals at the accelerator's rate; each pass of a split layer sends
 /// one message out and gets one back (R then Y_U forward, dY then dX backward), and the
-/// weights and the weight-gradient share cross once per step. One trusted and one untrusted
-/// rank; ranks do not compute while they wait, so without micro-batches a split layer's
+/// weights and the weight-gradient share cross once per step. One trusted rank and one
+/// untrusted rank (three with spread masking, each computing a third, all through the trusted
+/// rank's one link); ranks do not compute while they wait, so without micro-batches a split layer's
 /// pass takes t + l + u (trusted work, link, untrusted work). With k micro-batches the three
 /// stages overlap as a pipeline: (t + l + u) / k + (k - 1) / k * max(t, l, u), with k
 /// messages each way. The optimizer's update counts as elementwise work on every parameter.
@@ -66,13 +67,15 @@ package struct Prediction {
     /// A training step (`training`) or an inference batch, with `k` micro-batches.
     package func times(training: Bool, microbatches k: Int) -> Times {
         var t = Times()
-        let kk = Double(max(1, k))
+        // Masking sends a batch's groups as one message: micro-batches do not overlap there.
+        let kk = plan.masking == nil ? Double(max(1, k)) : 1
         for r in plan.rows {
             for backward in training ? [false, true] : [false] {
                 let trusted = trustedPass(r, backward: backward, training: training)
                 t.trusted += trusted
                 guard r.kernel == .split else { t.wall += trusted; continue }
-                let untrusted = (backward ? r.untrustedBackward : r.untrustedForward) / (hardware.accelGflops * 1e9)
+                // The members compute their parts at once; the trusted rank's link carries all.
+                let untrusted = (backward ? r.untrustedBackward : r.untrustedForward) / (hardware.accelGflops * 1e9) / Double(plan.members)
                 let link = linkSeconds(bytes: r.bytesCrossing / 2 + (backward ? r.weightBytes : 0), messages: 2 * kk)
                 t.untrusted += untrusted
                 t.link += link
@@ -102,7 +105,7 @@ package struct Prediction {
     package static let microbatchCounts = [1, 2, 4]
 
     package var table: String {
-        var lines = ["prediction for 1 trusted + 1 untrusted rank, batch \(plan.batch) (\(hardware.summary)):",
+        var lines = ["prediction for 1 trusted + \(plan.members) untrusted rank\(plan.members > 1 ? "s" : ""), batch \(plan.batch) (\(hardware.summary)):",
                      "                  trusted ms  untrusted ms    link ms   wall ms k=1      k=2      k=4   tee-only ms   speed-up k=1 (k=4)"]
         for training in [true, false] {
             let runs = Prediction.microbatchCounts.map { times(training: training, microbatches: $0) }
