@@ -32,6 +32,9 @@ package struct Dataset: Sendable {
     package let pixels: Pixels
     /// count class indices.
     package let labels: [Int32]
+    /// Per channel, the value of a pixel of 0 (black) once normalised: what the padding of
+    /// `Augmentation` fills with.
+    package let zeroPixel: [Float]
 
     /// Floats per sample: channels * height * width.
     package var sampleSize: Int { channels * height * width }
@@ -44,16 +47,21 @@ package struct Dataset: Sendable {
                   pixels: .floats(images), labels: labels)
     }
 
-    /// Wraps values and labels in NCHW order; `count` is `labels.count`.
+    /// Wraps values and labels in NCHW order; `count` is `labels.count`. `zeroPixel` is for
+    /// floats only (nil: 0 in every channel); pixel bytes take it from their table.
     package init(name: String, channels: Int, height: Int, width: Int, classes: Int,
-                pixels: Pixels, labels: [Int32]) {
+                pixels: Pixels, labels: [Int32], zeroPixel: [Float]? = nil) {
         let values: Int
         switch pixels {
-        case .floats(let f): values = f.count
+        case .floats(let f):
+            values = f.count
+            self.zeroPixel = zeroPixel ?? [Float](repeating: 0, count: channels)
         case .bytes(let b, let table):
             values = b.count
             if table.count != channels * 256 { fatalError("Dataset \(name): \(table.count) table entries for \(channels) channels") }
+            self.zeroPixel = (0..<channels).map { table[$0 * 256] }
         }
+        if self.zeroPixel.count != channels { fatalError("Dataset \(name): \(self.zeroPixel.count) zero-pixel values for \(channels) channels") }
         // fatalError, not precondition: this module builds with -Ounchecked, which drops preconditions.
         guard channels > 0, height > 0, width > 0, classes > 0,
               values == labels.count * channels * height * width else {
@@ -101,7 +109,7 @@ package struct Dataset: Sendable {
         case .bytes(let b, let table): kept = .bytes(Array(b.prefix(values)), table: table)
         }
         return Dataset(name: "\(name)[0..<\(n)]", channels: channels, height: height, width: width, classes: classes,
-                       pixels: kept, labels: Array(labels.prefix(n)))
+                       pixels: kept, labels: Array(labels.prefix(n)), zeroPixel: zeroPixel)
     }
 
     /// Copies the samples at `indices` into caller-owned buffers: sample k of the batch goes to
@@ -165,6 +173,19 @@ package struct Normalization: Sendable, Equatable {
 /// and is faster than the arithmetic. Validates `normalization` for `channels` channels;
 /// `dataset` names the data in the error.
 func pixelTable(_ normalization: Normalization?, channels: Int, dataset: String) throws -> [Float] {
+    let (mean, std) = try normalizationPerChannel(normalization, channels: channels, dataset: dataset)
+    var table = [Float](repeating: 0, count: channels * 256)
+    for c in 0..<channels {
+        for p in 0..<256 {
+            table[c * 256 + p] = (Float(p) / 255 - mean[c]) / std[c]
+        }
+    }
+    return table
+}
+
+/// `normalization`'s mean and std for each of `channels` channels (0 and 1 without one),
+/// validated as `pixelTable` says.
+func normalizationPerChannel(_ normalization: Normalization?, channels: Int, dataset: String) throws -> (mean: [Float], std: [Float]) {
     var mean = [Float](repeating: 0, count: channels)
     var std = [Float](repeating: 1, count: channels)
     if let normalization {
@@ -188,13 +209,7 @@ func pixelTable(_ normalization: Normalization?, channels: Int, dataset: String)
             }
         }
     }
-    var table = [Float](repeating: 0, count: channels * 256)
-    for c in 0..<channels {
-        for p in 0..<256 {
-            table[c * 256 + p] = (Float(p) / 255 - mean[c]) / std[c]
-        }
-    }
-    return table
+    return (mean, std)
 }
 
 /// Converts `count` bytes through a 256-entry table (one channel of `pixelTable`).

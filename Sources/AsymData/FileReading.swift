@@ -48,6 +48,27 @@ func readWholeFile(_ path: String, advice: String) throws -> [UInt8] {
     return bytes
 }
 
+/// Reads a whole file as it is, for formats that compress inside (zip, PNG): one buffer of
+/// the file's size, where `readWholeFile` would grow one for a gzip stream of unknown length.
+func readFile(_ path: String, advice: String) throws -> [UInt8] {
+    guard access(path, F_OK) == 0 else { throw DataError.missingFile(path: path, advice: advice) }
+    guard let file = fopen(path, "rb") else {
+        throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
+    }
+    defer { fclose(file) }
+    var info = stat()
+    guard fstat(fileno(file), &info) == 0 else {
+        throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
+    }
+    guard info.st_mode & S_IFMT == S_IFREG else { throw DataError.unreadable(path: path, reason: "not a regular file") }
+    var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+    let got = bytes.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+    guard got == bytes.count else {
+        throw DataError.unreadable(path: path, reason: "read \(got) of its \(bytes.count) bytes")
+    }
+    return bytes
+}
+
 /// `directory/file`, without doubling a trailing slash.
 func joinPath(_ directory: String, _ file: String) -> String {
     if directory.isEmpty { return file }

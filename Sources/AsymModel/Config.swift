@@ -37,6 +37,18 @@ package enum LayerType: String, ConfigName {
 /// The data sets a run can train on (docs/DESIGN.md §7).
 package enum DatasetKind: String, ConfigName {
     case fashionMNIST = "fashion-mnist", cifar10, synthetic
+    /// A NumPy .npz file with `x_train`, `y_train`, `x_test`, `y_test`.
+    case npz
+    /// `path/train/<class>/*.png` and `path/test/<class>/*.png`.
+    case imageFolder = "image_folder"
+}
+
+/// The optimizers of `optimizer.type`.
+package enum OptimizerType: String, ConfigName {
+    /// torch.optim.SGD: momentum, dampening, Nesterov, weight decay added to the gradient.
+    case sgd
+    /// torch.optim.AdamW: Adam with weight decay decoupled from the gradient (Loshchilov & Hutter).
+    case adamw
 }
 
 /// Weight initialisation (`model.init`).
@@ -86,10 +98,29 @@ package struct DataConfig: Equatable {
     /// [mean, std] for all channels, or [[means...], [stds...]] per channel; nil: pixel/255.
     package var normalizeMean: [Double]?
     package var normalizeStd: [Double]?
+    /// Random crop and flip of training batches.
+    package var augment = AugmentConfig()
     /// Sizes of the synthetic set.
     package var syntheticTrain = 4096
     package var syntheticTest = 1024
     package var classes = 10
+}
+
+/// `data.augment`: torchvision's RandomCrop(size, padding) then RandomHorizontalFlip(0.5),
+/// on training batches only.
+package struct AugmentConfig: Equatable {
+    /// Zero padding on each side before the random crop back to the input size; 0 is no crop.
+    package var randomCrop = 0
+    package var horizontalFlip = false
+    package var isOff: Bool { randomCrop == 0 && !horizontalFlip }
+
+    package init(randomCrop: Int = 0, horizontalFlip: Bool = false) {
+        self.randomCrop = randomCrop
+        self.horizontalFlip = horizontalFlip
+    }
+}
+extension AugmentConfig: CustomStringConvertible {
+    package var description: String { "{random_crop: \(randomCrop), horizontal_flip: \(horizontalFlip)}" }
 }
 
 package struct ModelConfig: Equatable {
@@ -124,13 +155,21 @@ package struct LayerSpec: Equatable {
 }
 
 package struct OptimizerConfig: Equatable {
-    package var type = "sgd"
+    package var type = OptimizerType.sgd
     package var lr = 0.01
+    /// SGD only.
     package var momentum = 0.0
     package var dampening = 0.0
-    package var weightDecay = 0.0
     package var nesterov = false
+    /// SGD: L2 added to the gradient; AdamW: decoupled, p *= 1 - lr * weight_decay.
+    package var weightDecay = 0.0
+    /// AdamW only: the decay rates of the first and second moment, and the denominator's epsilon.
+    package var beta1 = 0.9
+    package var beta2 = 0.999
+    package var eps = 1e-8
     package var schedule = ScheduleConfig()
+
+    package init() {}
 }
 
 package struct ScheduleConfig: Equatable {
@@ -251,16 +290,25 @@ extension Config {
         c.seed = try r.int("seed", c.seed, "Seeds the weight initialisation, the shuffle order and the synthetic set.")
 
         var d = try r.child("data", "The data set and its batches.")
-        c.data.dataset = try d.choice("dataset", c.data.dataset, "The data set to train on (docs/DESIGN.md §7).")
-        c.data.path = try d.string("path", KeyDoc("Folder of the data files.", shown: "the dataset's default location"))
+        c.data.dataset = try d.choice("dataset", c.data.dataset,
+            "The data set to train on (docs/DESIGN.md §7). `npz`: NumPy arrays `x_train`, `y_train`, `x_test`, `y_test` (images uint8, float32 or float64 in NCHW, NHWC, or NHW for one channel, told apart by `model.input`; integer labels). `image_folder`: 8-bit grayscale or RGB PNGs of `model.input`'s size in `train/<class>/` and `test/<class>/`, classes numbered in name order.")
+        c.data.path = try d.string("path", KeyDoc("Folder of the data files (npz: the .npz file; image_folder: the folder holding `train/` and `test/`).",
+                                                  shown: "the dataset's default location"))
         c.data.batchSize = try d.int("batch_size", c.data.batchSize, "The global batch size (summed over all trusted ranks).")
         c.data.shuffle = try d.bool("shuffle", c.data.shuffle, "Shuffle the training set each epoch (the order depends only on the seed and the epoch).")
         c.data.trainSamples = try d.int("train_samples", KeyDoc(
             "Train on the first N samples of the training split only (quick runs and tests).", shown: "none (all)"))
         if let n = d.raw("normalize", type: "[mean, std] or [[means...], [stds...]]", KeyDoc(
-            "[mean, std] for all channels, or [[means...], [stds...]] per channel.", shown: "none (pixel/255)")) {
+            "[mean, std] for all channels, or [[means...], [stds...]] per channel, of pixel/255 (8-bit images) or of the values as stored (float npz images).", shown: "none (pixel/255)")) {
             (c.data.normalizeMean, c.data.normalizeStd) = try Config.normalization(n)
         }
+        let augment = d.map("augment", "Augmentation of training batches (never of evaluation): each sample's crop and flip depend only on the seed, the epoch and the sample's index.")
+        var ar = try d.nested(augment ?? Node([(Node, Node)]()), "augment")
+        c.data.augment.randomCrop = try ar.int("random_crop", c.data.augment.randomCrop,
+            "Pad each side with this many pixels of value 0 (black, before normalisation), then crop back to the input size at a random offset (torchvision's RandomCrop(size, padding)); 0 is off.")
+        c.data.augment.horizontalFlip = try ar.bool("horizontal_flip", c.data.augment.horizontalFlip,
+            "Mirror left-right with probability 0.5, after the crop (torchvision's RandomHorizontalFlip).")
+        try ar.finish()
         c.data.syntheticTrain = try d.int("synthetic_train", c.data.syntheticTrain, "Training samples of the synthetic set.")
         c.data.syntheticTest = try d.int("synthetic_test", c.data.syntheticTest, "Test samples of the synthetic set.")
         c.data.classes = try d.int("classes", c.data.classes, "Classes of the synthetic set (the last layer's outputs must match).")
@@ -276,13 +324,20 @@ extension Config {
         try m.finish()
 
         var o = try r.child("optimizer", "The optimizer and the learning-rate schedule.")
-        c.optimizer.type = try o.choice("type", c.optimizer.type, ["sgd"], "The optimizer: `torch.optim.SGD`'s update.")
+        c.optimizer.type = try o.choice("type", c.optimizer.type,
+                                        "The optimizer: `sgd` (`torch.optim.SGD`'s update) or `adamw` (`torch.optim.AdamW`'s).")
         c.optimizer.lr = try o.float("lr", c.optimizer.lr, "The learning rate (the schedule's starting rate).")
         c.optimizer.momentum = try o.float("momentum", c.optimizer.momentum, "SGD momentum (as in PyTorch).")
         c.optimizer.dampening = try o.float("dampening", c.optimizer.dampening, "SGD dampening (as in PyTorch).")
-        c.optimizer.weightDecay = try o.float("weight_decay", c.optimizer.weightDecay, "SGD weight decay (as in PyTorch).")
+        c.optimizer.weightDecay = try o.float("weight_decay", c.optimizer.weightDecay,
+            "Weight decay as in PyTorch: `sgd` adds weight_decay * p to the gradient; `adamw` decouples it, p *= 1 - lr * weight_decay, before the Adam step.")
         c.optimizer.nesterov = try o.bool("nesterov", c.optimizer.nesterov,
                                           "Nesterov momentum (as in PyTorch: needs momentum > 0 and dampening 0).")
+        let betas = try o.floats("betas", [c.optimizer.beta1, c.optimizer.beta2],
+                                 "AdamW: [beta1, beta2], the decay rates of the running mean of the gradient and of its square.")
+        guard betas.count == 2 else { throw ConfigError("optimizer.betas: expected two numbers [beta1, beta2], got \(betas.count)") }
+        (c.optimizer.beta1, c.optimizer.beta2) = (betas[0], betas[1])
+        c.optimizer.eps = try o.float("eps", c.optimizer.eps, "AdamW: added to the denominator sqrt(v) for numerical stability.")
         if let s = o.map("schedule", KeyDoc("The learning-rate schedule.",
                                             shortForm: "a name alone is short for `{type: NAME}`")) {
             var sr = try o.nested(s.string.map { Node([(Node("type"), Node($0))]) } ?? s, "schedule")
@@ -390,6 +445,8 @@ extension Config {
         try check(data.syntheticTrain > 0 && data.syntheticTest > 0, "data.synthetic_train/synthetic_test: must be positive")
         try check(data.trainSamples.map { $0 > 0 } ?? true, "data.train_samples: must be positive")
         try check(data.classes > 1, "data.classes: need at least 2 classes")
+        try check(data.augment.randomCrop >= 0 && data.augment.randomCrop <= ConfigLimits.dimension,
+                  "data.augment.random_crop: the padding must lie in 0...\(ConfigLimits.dimension) (0: no crop), got \(data.augment.randomCrop)")
         try check(model.input.count == 3 && model.input.allSatisfy { $0 > 0 },
                   "model.input: expected [channels, height, width], got \(model.input)")
         try checkLimits()
@@ -402,6 +459,18 @@ extension Config {
         try check(optimizer.lr > 0, "optimizer.lr: must be positive, got \(optimizer.lr)")
         try check(optimizer.momentum >= 0, "optimizer.momentum: must be >= 0")
         try check(optimizer.weightDecay >= 0, "optimizer.weight_decay: must be >= 0")
+        try check([optimizer.beta1, optimizer.beta2].allSatisfy { $0 >= 0 && $0 < 1 },
+                  "optimizer.betas: each must lie in [0, 1), got [\(optimizer.beta1), \(optimizer.beta2)]")
+        try check(optimizer.eps > 0, "optimizer.eps: must be positive, got \(optimizer.eps)")
+        let defaults = OptimizerConfig()
+        switch optimizer.type {
+        case .sgd:
+            try check(optimizer.beta1 == defaults.beta1 && optimizer.beta2 == defaults.beta2 && optimizer.eps == defaults.eps,
+                      "optimizer.betas, optimizer.eps: only adamw uses them, and optimizer.type is sgd")
+        case .adamw:
+            try check(optimizer.momentum == 0 && optimizer.dampening == 0 && !optimizer.nesterov,
+                      "optimizer.momentum, dampening, nesterov: only sgd uses them; adamw's moments decay by optimizer.betas")
+        }
         try check(!optimizer.nesterov || (optimizer.momentum > 0 && optimizer.dampening == 0),
                   "optimizer.nesterov: needs momentum > 0 and dampening 0 (as in PyTorch)")
         try check(optimizer.schedule.stepEpochs > 0, "optimizer.schedule.step_epochs: must be positive")
@@ -614,6 +683,7 @@ extension Config {
         var dataPairs: [(String, Node?)] = [
             ("dataset", s(data.dataset.rawValue)), ("path", data.path.map(s)), ("batch_size", n(data.batchSize)),
             ("shuffle", b(data.shuffle)), ("train_samples", data.trainSamples.map(n)),
+            ("augment", map([("random_crop", n(data.augment.randomCrop)), ("horizontal_flip", b(data.augment.horizontalFlip))])),
         ]
         if let mean = data.normalizeMean, let std = data.normalizeStd {
             dataPairs.append(("normalize", mean.count == 1 ? list([f(mean[0]), f(std[0])])
@@ -640,13 +710,18 @@ extension Config {
         var schedPairs: [(String, Node?)] = [("type", s(sched.type.rawValue))]
         if sched.type == .step { schedPairs += [("step_epochs", n(sched.stepEpochs)), ("gamma", f(sched.gamma))] }
         if sched.type == .cosine { schedPairs += [("min_lr", f(sched.minLR))] }
+        let o = optimizer
+        // Each optimizer's own keys only (validate() refuses the other's away from their defaults).
+        let optimizerPairs: [(String, Node?)] = o.type == .sgd
+            ? [("type", s(o.type.rawValue)), ("lr", f(o.lr)), ("momentum", f(o.momentum)), ("dampening", f(o.dampening)),
+               ("weight_decay", f(o.weightDecay)), ("nesterov", b(o.nesterov)), ("schedule", map(schedPairs))]
+            : [("type", s(o.type.rawValue)), ("lr", f(o.lr)), ("betas", list([f(o.beta1), f(o.beta2)])), ("eps", f(o.eps)),
+               ("weight_decay", f(o.weightDecay)), ("schedule", map(schedPairs))]
         let root = map([
             ("name", s(name)), ("seed", n(seed)),
             ("data", map(dataPairs)),
             ("model", map([("input", list(model.input.map(n))), ("init", s(model.initScheme.rawValue)), ("layers", Node(layers))])),
-            ("optimizer", map([("type", s(optimizer.type)), ("lr", f(optimizer.lr)), ("momentum", f(optimizer.momentum)),
-                               ("dampening", f(optimizer.dampening)), ("weight_decay", f(optimizer.weightDecay)),
-                               ("nesterov", b(optimizer.nesterov)), ("schedule", map(schedPairs))])),
+            ("optimizer", map(optimizerPairs)),
             ("train", map([("epochs", n(train.epochs)), ("max_steps", train.maxSteps.map(n)),
                            ("checkpoint_every", n(train.checkpointEvery)), ("checkpoint_epochs", b(train.checkpointEpochs)),
                            ("keep", n(train.keep)),

@@ -211,6 +211,17 @@ struct ConfigReader {
         } ?? fallback
     }
 
+    /// A list of finite numbers (a single number is a list of one).
+    mutating func floats(_ k: String, _ fallback: [Double], _ doc: KeyDoc) throws -> [Double] {
+        let yaml = "[\(fallback.map { "\($0)" }.joined(separator: ", "))]"
+        record(k, .value, "list of numbers", yaml, "`\(yaml)`", doc)
+        guard let values = try floats(k) else { return fallback }
+        if let bad = values.first(where: { !$0.isFinite }) {
+            throw ConfigError("\(key(k)): expected finite numbers, got \(bad)")
+        }
+        return values
+    }
+
     /// A top-level section (absent means all defaults).
     mutating func child(_ k: String, _ doc: KeyDoc) throws -> ConfigReader {
         record(k, .section, "map", nil, "", doc)

@@ -55,8 +55,9 @@ package enum Commands {
                      "  world \(h.world)", "  software \(h.softwareVersion)"]
         if let c = try? Config.parse(yaml: h.config) {
             lines.append("  config: name \(c.name), dataset \(c.data.dataset), batch \(c.data.batchSize), " +
-                         "\(c.model.layers.count) layers, input \(c.model.input), sgd lr \(c.optimizer.lr) " +
-                         "momentum \(c.optimizer.momentum), schedule \(c.optimizer.schedule.type.rawValue), " +
+                         "\(c.model.layers.count) layers, input \(c.model.input), \(c.optimizer.type.rawValue) lr \(c.optimizer.lr) " +
+                         (c.optimizer.type == .sgd ? "momentum \(c.optimizer.momentum)" : "betas [\(c.optimizer.beta1), \(c.optimizer.beta2)]") +
+                         ", schedule \(c.optimizer.schedule.type.rawValue), " +
                          "epochs \(c.train.epochs), mode \(c.asym.mode.rawValue)")
         }
         var failures: [String] = []

@@ -21,8 +21,9 @@ package struct WorldInfo: Equatable {
 package let softwareVersion = "asymml-swift 0.1.0"
 
 /// The HDF5 checkpoint layout of docs/DESIGN.md §5 (a contract): PyTorch tensor layouts under
-/// `/model/<layer>/<param>`, the momentum buffers under `/optimizer/<layer>/<param>`, and
-/// what else a bit-exact continuation needs under `/state`.
+/// `/model/<layer>/<param>`, the optimizer state under `/optimizer/<layer>/<param>` (SGD: the
+/// momentum buffer; AdamW: a group of `exp_avg` and `exp_avg_sq`, with `/state/adamw_step`),
+/// and what else a bit-exact continuation needs under `/state`.
 package enum Checkpoint {
     package static let format = "asymml-checkpoint"
     package static let formatVersion: Int64 = 1
@@ -43,8 +44,7 @@ package enum Checkpoint {
             for param in layer.parameters {
                 try f.writeFloats("/model/\(layer.name)/\(param.name)", shape: param.value.shape,
                                   values: UnsafeBufferPointer(param.value.buffer))
-                try f.writeFloats("/optimizer/\(layer.name)/\(param.name)", shape: param.momentum.shape,
-                                  values: UnsafeBufferPointer(param.momentum.buffer))
+                try writeOptimizerState(f, "/optimizer/\(layer.name)/\(param.name)", of: param, adamW: t.optimizer.adamW)
             }
             for b in layer.buffers {
                 try f.writeFloats("/model/\(layer.name)/\(b.name)", shape: b.value.shape,
@@ -62,6 +62,9 @@ package enum Checkpoint {
         try f.writeInt64s("/state/data_epoch", shape: [], values: [Int64(t.epoch(ofStep: p.step))])
         try f.writeInt64s("/state/data_cursor", shape: [], values: [Int64(p.step % t.order.batchesPerEpoch)])
         try f.writeInt64s("/state/momentum_initialized", shape: [], values: [momentumReady ? 1 : 0])
+        if let adamW = t.optimizer.adamW {
+            try f.writeInt64s("/state/adamw_step", shape: [], values: [Int64(adamW.steps)])
+        }
         // asym.basis: batch warm-starts each step's basis from the last one (rank 0's here).
         for conv in t.splitLayers {
             if let w = conv.split?.warmBasis {
@@ -70,6 +73,18 @@ package enum Checkpoint {
         }
         try f.flush()
         try f.close()
+    }
+
+    /// SGD's momentum buffer as the dataset `path`, or AdamW's moments as `path/exp_avg` and
+    /// `path/exp_avg_sq` (PyTorch's state names); which one a file holds, `/state/adamw_step` tells.
+    private static func writeOptimizerState(_ f: HDF5File, _ path: String, of param: Parameter, adamW: AdamWState?) throws {
+        guard let adamW else {
+            try f.writeFloats(path, shape: param.momentum.shape, values: UnsafeBufferPointer(param.momentum.buffer))
+            return
+        }
+        let m = adamW.moments(of: param)
+        try f.writeFloats("\(path)/exp_avg", shape: m.expAvg.shape, values: UnsafeBufferPointer(m.expAvg.buffer))
+        try f.writeFloats("\(path)/exp_avg_sq", shape: m.expAvgSq.shape, values: UnsafeBufferPointer(m.expAvgSq.buffer))
     }
 
     /// What a checkpoint says about itself, read without loading tensors.
@@ -124,13 +139,15 @@ package enum Checkpoint {
     /// against the model. Returns notes on accepted config differences (e.g. a new lr).
     @discardableResult
     package static func load(_ path: String, into t: Trainer, for purpose: Purpose = .resume) throws -> [String] {
-        let (position, notes) = try load(path, model: t.model, config: t.config, for: purpose)
+        let (position, notes) = try load(path, model: t.model, config: t.config, adamW: t.optimizer.adamW, for: purpose)
         t.position = position
         return notes
     }
 
-    /// Restores a model replica and its optimizer state (what every rank holds) from `path`.
-    package static func load(_ path: String, model: Model, config: Config,
+    /// Restores a model replica and, to resume, its optimizer state (what every rank holds)
+    /// from `path`: SGD's momentum lives in the parameters, AdamW's moments in `adamW` (nil:
+    /// not restored).
+    package static func load(_ path: String, model: Model, config: Config, adamW: AdamWState? = nil,
                              for purpose: Purpose = .resume) throws -> (TrainingPosition, [String]) {
         let f: HDF5File
         do { f = try HDF5File.open(path: path) } catch {
@@ -156,13 +173,12 @@ package enum Checkpoint {
         let position: TrainingPosition
         do {
             notes += try restoreTensors(f, path: path, model: model)
+            notes += try restoreOptimizer(f, path: path, model: model, type: config.optimizer.type, adamW: adamW)
             let step = try scalar(f, "/state/step"), samplesSeen = try scalar(f, "/state/samples_seen")
-            let momentum = try scalar(f, "/state/momentum_initialized")
             // Each matches its crc32, but a file written by hand could still hold anything.
-            guard step >= 0, samplesSeen >= 0, momentum == 0 || momentum == 1 else {
-                throw CheckpointError("\(path): /state holds step \(step), samples_seen \(samplesSeen), momentum_initialized \(momentum); a checkpoint needs step >= 0, samples_seen >= 0 and momentum_initialized 0 or 1")
+            guard step >= 0, samplesSeen >= 0 else {
+                throw CheckpointError("\(path): /state holds step \(step), samples_seen \(samplesSeen); a checkpoint needs step >= 0 and samples_seen >= 0")
             }
-            for p in model.parameters { p.hasMomentum = momentum == 1 }
             position = TrainingPosition(step: Int(step), samplesSeen: samplesSeen)
         } catch let e as HDF5Error {
             throw CheckpointError("checkpoint rejected: \(e)")
@@ -171,25 +187,60 @@ package enum Checkpoint {
         return (position, notes)
     }
 
-    /// Every model tensor, optimizer buffer and warm-start basis, checked against the model.
-    /// Returns notes on what was not restored.
+    /// The float32 dataset `dataset` into `tensor`, whose shape it must have.
+    private static func restore(_ f: HDF5File, path: String, _ dataset: String, into tensor: Tensor) throws {
+        let (shape, values) = try f.readFloats(dataset)
+        guard shape == tensor.shape else {
+            throw CheckpointError("\(path): \(dataset) has shape \(shape), the model needs \(tensor.shape)")
+        }
+        values.withUnsafeBufferPointer { tensor.data.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    /// The state of the optimizer `type` (see `writeOptimizerState`). A file that holds the
+    /// other optimizer's state restores none, and a note says so: the state starts fresh.
+    static func restoreOptimizer(_ f: HDF5File, path: String, model: Model, type: OptimizerType,
+                                 adamW: AdamWState?) throws -> [String] {
+        let saved: OptimizerType = try f.exists("/state/adamw_step") ? .adamw : .sgd
+        guard saved == type else {
+            return ["the checkpoint holds \(saved) state but optimizer.type is \(type): \(type) starts from fresh state"]
+        }
+        switch type {
+        case .sgd:
+            let momentum = try scalar(f, "/state/momentum_initialized")
+            guard momentum == 0 || momentum == 1 else {
+                throw CheckpointError("\(path): /state/momentum_initialized is \(momentum); a checkpoint needs 0 or 1")
+            }
+            for layer in model.leaves {
+                for param in layer.parameters {
+                    try restore(f, path: path, "/optimizer/\(layer.name)/\(param.name)", into: param.momentum)
+                    param.hasMomentum = momentum == 1
+                }
+            }
+        case .adamw:
+            guard let adamW else { return [] }
+            let steps = try scalar(f, "/state/adamw_step")
+            guard steps >= 0 else { throw CheckpointError("\(path): /state/adamw_step is \(steps); a checkpoint needs >= 0") }
+            for layer in model.leaves {
+                for param in layer.parameters {
+                    let m = adamW.moments(of: param), group = "/optimizer/\(layer.name)/\(param.name)"
+                    try restore(f, path: path, "\(group)/exp_avg", into: m.expAvg)
+                    try restore(f, path: path, "\(group)/exp_avg_sq", into: m.expAvgSq)
+                }
+            }
+            adamW.steps = Int(steps)
+        }
+        return []
+    }
+
+    /// Every model tensor and warm-start basis, checked against the model. Returns notes on
+    /// what was not restored.
     @discardableResult
     static func restoreTensors(_ f: HDF5File, path: String, model: Model) throws -> [String] {
         var notes: [String] = []
-        func restore(_ dataset: String, into tensor: Tensor) throws {
-            let (shape, values) = try f.readFloats(dataset)
-            guard shape == tensor.shape else {
-                throw CheckpointError("\(path): \(dataset) has shape \(shape), the model needs \(tensor.shape)")
-            }
-            values.withUnsafeBufferPointer { tensor.data.update(from: $0.baseAddress!, count: values.count) }
-        }
         do {
             for layer in model.leaves {
-                for param in layer.parameters {
-                    try restore("/model/\(layer.name)/\(param.name)", into: param.value)
-                    try restore("/optimizer/\(layer.name)/\(param.name)", into: param.momentum)
-                }
-                for b in layer.buffers { try restore("/model/\(layer.name)/\(b.name)", into: b.value) }
+                for param in layer.parameters { try restore(f, path: path, "/model/\(layer.name)/\(param.name)", into: param.value) }
+                for b in layer.buffers { try restore(f, path: path, "/model/\(layer.name)/\(b.name)", into: b.value) }
                 if layer.batchesTracked != nil {
                     layer.batchesTracked = try f.readInt64s("/model/\(layer.name)/num_batches_tracked").values.first
                 }
@@ -256,9 +307,13 @@ package enum Checkpoint {
         func note<T: Equatable>(_ key: String, _ a: T, _ b: T) {
             if a != b { notes.append("\(key) changed from \(a) to \(b)") }
         }
+        note("optimizer.type", saved.optimizer.type.rawValue, now.optimizer.type.rawValue)
         note("optimizer.lr", saved.optimizer.lr, now.optimizer.lr)
         note("optimizer.momentum", saved.optimizer.momentum, now.optimizer.momentum)
         note("optimizer.weight_decay", saved.optimizer.weightDecay, now.optimizer.weightDecay)
+        note("optimizer.betas", [saved.optimizer.beta1, saved.optimizer.beta2], [now.optimizer.beta1, now.optimizer.beta2])
+        note("optimizer.eps", saved.optimizer.eps, now.optimizer.eps)
+        note("data.augment", "\(saved.data.augment)", "\(now.data.augment)")
         note("optimizer.schedule", saved.optimizer.schedule.type.rawValue, now.optimizer.schedule.type.rawValue)
         note("train.epochs", saved.train.epochs, now.train.epochs)
         note("train.max_steps", saved.train.maxSteps.map(String.init) ?? "none", now.train.maxSteps.map(String.init) ?? "none")

@@ -6,6 +6,8 @@ import Foundation
 package struct DataSource {
     package let train: Dataset
     package let test: Dataset
+    /// `data.augment` of training batches; nil when off.
+    package let augmentation: Augmentation?
 
     package static let defaultFashionMNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -13,6 +15,7 @@ package struct DataSource {
     package init(train: Dataset, test: Dataset) {
         self.train = train
         self.test = test
+        augmentation = nil
     }
 
     package init(_ config: Config) throws {
@@ -34,6 +37,18 @@ package struct DataSource {
             }
             all = try loadCIFAR10(directory: dir, split: .train, normalization: normalization)
             test = try loadCIFAR10(directory: dir, split: .test, normalization: normalization)
+        case .npz:
+            guard let file = d.path else {
+                throw ConfigError("data.path: npz needs the .npz file (np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...))")
+            }
+            let splits = try loadNPZ(path: file, input: input, normalization: normalization)
+            (all, test) = (splits.train, splits.test)
+        case .imageFolder:
+            guard let dir = d.path else {
+                throw ConfigError("data.path: image_folder needs the folder that holds train/<class>/*.png and test/<class>/*.png")
+            }
+            let splits = try loadImageFolder(directory: dir, input: input, normalization: normalization)
+            (all, test) = (splits.train, splits.test)
         case .synthetic:
             let seed = UInt64(truncatingIfNeeded: config.seed)
             // Synthetic samples are already about zero mean and unit variance: no normalisation.
@@ -56,6 +71,19 @@ package struct DataSource {
         }
         guard train.count >= d.batchSize else {
             throw ConfigError("data.batch_size: \(d.batchSize) is larger than the \(train.count) training samples")
+        }
+        augmentation = d.augment.isOff ? nil : Augmentation(padding: d.augment.randomCrop, horizontalFlip: d.augment.horizontalFlip,
+                                                             seed: UInt64(truncatingIfNeeded: config.seed))
+    }
+
+    /// Training samples `indices` of epoch `epoch` into the batch buffers (`Dataset.gather`),
+    /// augmented as `data.augment` says. Evaluation reads `test` with `gather`: never augmented.
+    package func gatherTraining(indices: some Collection<Int32>, epoch: Int, images: UnsafeMutablePointer<Float>,
+                                labels: UnsafeMutablePointer<Int32>) {
+        if let augmentation {
+            train.gather(indices: indices, augmentation: augmentation, epoch: epoch, images: images, labels: labels)
+        } else {
+            train.gather(indices: indices, images: images, labels: labels)
         }
     }
 }

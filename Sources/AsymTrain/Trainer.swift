@@ -164,7 +164,7 @@ package final class Trainer {
         if cachedPermutation?.epoch != e { cachedPermutation = (e, order.permutation(epoch: e)) }
         let global = order.batch(cachedPermutation!.perm, index: step % order.batchesPerEpoch)
         let start = global.startIndex + (collective?.trustedIndex ?? 0) * localBatch
-        data.train.gather(indices: global[start..<(start + localBatch)], images: images.data, labels: labels)
+        data.gatherTraining(indices: global[start..<(start + localBatch)], epoch: e, images: images.data, labels: labels)
     }
 
     /// One optimizer step on the next global batch. Returns its mean loss and accuracy.
