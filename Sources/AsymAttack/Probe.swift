@@ -90,21 +90,14 @@ package func poolingWindow(_ shape: [Int]) -> Int {
 }
 
 /// Non-overlapping `window` x `window` average pooling of every channel (stride `window`;
-/// a trailing strip narrower than the window is dropped).
+/// a trailing strip narrower than the window is dropped): the average-pooling layer's kernel.
 package func averagePooled(_ f: Features, window: Int) -> Features {
     guard window > 1 else { return f }
-    let (c, h, w) = (f.shape[0], f.shape[1], f.shape[2])
-    let (ph, pw) = (h / window, w / window)
-    let scale = 1 / Float(window * window)
-    var out = Features(shape: [c, ph, pw], values: [Float](repeating: 0, count: f.count * c * ph * pw))
-    for s in 0..<f.count {
-        for ch in 0..<c {
-            let input = (s * c + ch) * h * w, output = (s * c + ch) * ph * pw
-            for y in 0..<(ph * window) {
-                for x in 0..<(pw * window) {
-                    out.values[output + (y / window) * pw + x / window] += f.values[input + y * w + x] * scale
-                }
-            }
+    let g = PoolGeometry(channels: f.shape[0], height: f.shape[1], width: f.shape[2], kernel: window, stride: window)
+    var out = Features(shape: [g.channels, g.outHeight, g.outWidth], values: [Float](repeating: 0, count: f.count * g.outputSize))
+    f.values.withUnsafeBufferPointer { x in
+        out.values.withUnsafeMutableBufferPointer { y in
+            avgPoolForward(g, x: x.baseAddress!, batch: f.count, y: y.baseAddress!)
         }
     }
     return out
