@@ -164,11 +164,13 @@ package final class SplitConvolution {
         let yT = arena.tensor(shape: [batch * g.outputSize], avoiding: [x, R, output]).data
         let low = LowRankForward(self, rank: rank, batch: batch, weight: weight, U: U, V: V)
         var merged: Tensor?
-        for (i, cut) in cuts.enumerated() {
+        for cut in cuts {
             low.compute(cut, into: yT)
-            if checker != nil && i < cuts.count - 1 { continue }
-            for early in cuts[..<i] where checker != nil { _ = executor.finishForward(layer: info.layer, samples: early) }
-            merged = merge(cut, lowShare: yT, chunk: low.chunk, batch: batch, weight: weight, bias: bias, residual: R)
+            if checker == nil { merged = merge(cut, lowShare: yT, chunk: low.chunk, batch: batch, weight: weight, bias: bias, residual: R) }
+        }
+        if checker != nil {
+            for cut in cuts.dropLast() { _ = executor.finishForward(layer: info.layer, samples: cut) }
+            merged = merge(cuts.last!, lowShare: yT, chunk: low.chunk, batch: batch, weight: weight, bias: bias, residual: R)
         }
         return merged!
     }

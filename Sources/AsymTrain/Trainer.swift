@@ -261,7 +261,7 @@ package final class Trainer {
     /// as K + 2 without.
     private var rowsPerSample: Double {
         let a = config.asym
-        return a.maskGroup == 0 ? 1 : a.maskSpread ? 3 : Double(a.maskGroup + 2) / Double(a.maskGroup)
+        return a.maskGroup == 0 ? 1 : SplitCost.Masking(groupSize: a.maskGroup, spread: a.maskSpread, members: 1).rows
     }
 
     /// Bytes sent to the untrusted side per step: residuals forward, output gradients backward
