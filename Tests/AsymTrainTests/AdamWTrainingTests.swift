@@ -21,14 +21,7 @@ final class AdamWTrainingTests: XCTestCase {
     func testPlainTrainingReducesTheLoss() throws {
         setThreads(1)
         let t = try Trainer(config: try adamW(["train.epochs=3", "optimizer.schedule=cosine"]))
-        let before = try t.evaluate(t.data.test)
-        var first = 0.0, last = 0.0
-        for i in 0..<96 {
-            let (loss, _) = try t.step()
-            if i < 8 { first += loss / 8 }
-            if i >= 88 { last += loss / 8 }
-        }
-        let after = try t.evaluate(t.data.test)
+        let (first, last, before, after) = try trainAndMeasure(t, steps: 96, window: 8)
         print("adamw, synthetic: train loss \(first) -> \(last), test accuracy \(before.accuracy) -> \(after.accuracy)")
         XCTAssertLessThan(last, 0.5 * first)
         XCTAssertGreaterThan(after.accuracy, 0.9)

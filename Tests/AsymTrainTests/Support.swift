@@ -50,3 +50,16 @@ func assertTensorsClose(_ a: Trainer, _ b: Trainer, _ tolerance: Float, _ label:
     for (name, d) in diffs { XCTAssertLessThanOrEqual(d, tolerance, "\(label): \(name)", file: file, line: line) }
     return diffs.max { $0.1 < $1.1 } ?? ("", 0)
 }
+
+/// Trains `steps` steps and returns the mean training loss of the first and the last
+/// `window` steps, with the test-set evaluation before and after.
+func trainAndMeasure(_ t: Trainer, steps: Int, window: Int) throws -> (first: Double, last: Double, before: Evaluation, after: Evaluation) {
+    let before = try t.evaluate(t.data.test)
+    var first = 0.0, last = 0.0
+    for i in 0..<steps {
+        let (loss, _) = try t.step()
+        if i < window { first += loss / Double(window) }
+        if i >= steps - window { last += loss / Double(window) }
+    }
+    return (first, last, before, try t.evaluate(t.data.test))
+}

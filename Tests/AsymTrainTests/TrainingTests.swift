@@ -86,14 +86,7 @@ final class TrainingTests: XCTestCase {
     func testTrainingReducesLossOnSyntheticData() throws {
         setThreads(1)
         let t = try Trainer(config: try smokeConfig(["train.epochs=10"]))
-        let before = try t.evaluate(t.data.test)
-        var first = 0.0, last = 0.0
-        for i in 0..<320 {
-            let (loss, _) = try t.step()
-            if i < 20 { first += loss / 20 }
-            if i >= 300 { last += loss / 20 }
-        }
-        let after = try t.evaluate(t.data.test)
+        let (first, last, before, after) = try trainAndMeasure(t, steps: 320, window: 20)
         print("synthetic: train loss \(first) -> \(last), test accuracy \(before.accuracy) -> \(after.accuracy)")
         XCTAssertLessThan(last, 0.5 * first)
         XCTAssertGreaterThan(after.accuracy, 0.9)
