@@ -12,12 +12,23 @@
 /// [batch, Cout, Ho, Wo]. One GEMM per chunk of samples, as `conv2dBackward`.
 package func conv2dWeightGradientWide(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int, dy: UnsafePointer<Float>,
                                       into dWeight: UnsafeMutablePointer<Double>, scratch: Scratch) {
-    let P = g.outPositions, K = g.patchSize, Cout = g.outChannels
-    let chunk = chunkSamples(g), widest = min(chunk, batch)
+    let P = g.outPositions, K = g.patchSize, widest = min(chunkSamples(g), batch)
     let col = scratch.buffer(0, count: K * widest * P)
-    let wideCol = UnsafeMutablePointer<Double>.allocate(capacity: K * widest * P)
-    let wideDy = UnsafeMutablePointer<Double>.allocate(capacity: Cout * widest * P)
-    defer { wideCol.deallocate(); wideDy.deallocate() }
+    // The double copies live in scratch slots 2 and 3 (two floats a double), kept from call to
+    // call like the kernels' other buffers: no allocation per step.
+    let colRoom = K * widest * P, dyRoom = g.outChannels * widest * P
+    scratch.buffer(2, count: 2 * colRoom).withMemoryRebound(to: Double.self, capacity: colRoom) { wideCol in
+        scratch.buffer(3, count: 2 * dyRoom).withMemoryRebound(to: Double.self, capacity: dyRoom) { wideDy in
+            accumulateWide(g, x: x, batch: batch, dy: dy, col: col, wideCol: wideCol, wideDy: wideDy, into: dWeight)
+        }
+    }
+}
+
+/// `conv2dWeightGradientWide`'s loop: per chunk of samples, the patches and dY in double, one DGEMM.
+private func accumulateWide(_ g: ConvGeometry, x: UnsafePointer<Float>, batch: Int, dy: UnsafePointer<Float>,
+                            col: UnsafeMutablePointer<Float>, wideCol: UnsafeMutablePointer<Double>,
+                            wideDy: UnsafeMutablePointer<Double>, into dWeight: UnsafeMutablePointer<Double>) {
+    let P = g.outPositions, K = g.patchSize, Cout = g.outChannels, chunk = chunkSamples(g)
     var b0 = 0
     while b0 < batch {
         let nb = min(chunk, batch - b0), ld = nb * P
