@@ -7,6 +7,8 @@ import AsymKernels
 package struct SplitCost {
     package var trustedForward = 0.0, untrustedForward = 0.0
     package var trustedBackward = 0.0, untrustedBackward = 0.0
+    /// The convolution whole, as tee-only computes it (the untrusted side's work unmasked).
+    package var wholeForward = 0.0, wholeBackward = 0.0
     /// Residuals and output gradients sent; output shares and input gradients received.
     package var bytesToUntrusted = 0.0, bytesFromUntrusted = 0.0
     /// The integrity checks' trusted work (`asym.verify`, docs/DESIGN.md §8): a training
@@ -46,10 +48,12 @@ package struct SplitCost {
         let rebuild = 2 * C * rank * P * b + full
         let split = SplitConvolution.combinedCheaper(geometry: g, rank: r, batch: B, perSample: basis == .sample)
         trustedForward = svd + (split ? combined : rebuild) + Cout * Po * b  // + the merge
-        untrustedForward = full
+        wholeForward = full
+        wholeBackward = 2 * full  // dX and dW
+        untrustedForward = wholeForward
         // Backward: corr(V, dY) and the GEMM with U (or corr(U V, dY) in full), and db.
         trustedBackward = (split ? combined : full) + Cout * Po * b
-        untrustedBackward = 2 * full  // dX and the share corr(R, dY)
+        untrustedBackward = wholeBackward  // dX and the share corr(R, dY)
         bytesToUntrusted = 4 * b * (C * P + Cout * Po)
         bytesFromUntrusted = 4 * b * (Cout * Po + C * P)
 

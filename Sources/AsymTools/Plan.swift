@@ -58,7 +58,10 @@ package struct Plan {
         masking = a.maskGroup == 0 ? nil : a.maskSpread
             ? "spread, K = \(a.maskGroup): 3 combinations per sample, K on each of 3 untrusted ranks; encode, noise and decode counted as trusted work"
             : "K = \(a.maskGroup) without spread: \(a.maskGroup + 2) combinations per \(a.maskGroup) samples on one rank"
-        members = a.maskGroup > 0 && a.maskSpread ? 3 : 1
+        // Spread places a group's combinations on 3 untrusted ranks; without spread on one.
+        let maskCost = a.maskGroup > 0 ? SplitCost.Masking(groupSize: a.maskGroup, spread: a.maskSpread,
+                                                           members: a.maskSpread ? 3 : 1) : nil
+        members = Int(maskCost?.members ?? 1)
         let b = Double(batch)
         var first = true
         for p in placements {
@@ -69,11 +72,8 @@ package struct Plan {
             row.elements = b * Double(l.inputShape.reduce(1, *) + l.outputShape.reduce(1, *))
             row.kernel = l is Conv2dLayer || l is LinearLayer || l is BasicBlock ? .gemm : .elementwise
             if let conv = l as? Conv2dLayer, p.side == .split, let s = p.settings {
-                let a = config.asym
-                let masking = a.maskGroup > 0 ? SplitCost.Masking(groupSize: a.maskGroup, spread: a.maskSpread,
-                                                                  members: a.maskSpread ? 3 : 1) : nil
                 let cost = SplitCost(geometry: conv.geometry, rank: s.maxRank, iterations: s.iterations, basis: s.basis, batch: batch,
-                                     masking: masking)
+                                     masking: maskCost)
                 row.placement = "split"
                 row.rank = s.tau.map { "<=\(s.maxRank) (tau \($0))" } ?? "\(s.maxRank)"
                 row.trustedForward = cost.trustedForward
@@ -85,8 +85,8 @@ package struct Plan {
                 row.verifyBackward = cost.verifyBackward
                 row.verifyInference = cost.verifyInference
                 row.kernel = .split
-                row.teeOnlyForward = cost.untrustedForward / (masking?.rows ?? 1)
-                row.teeOnlyBackward = cost.untrustedBackward / (masking?.rows ?? 1)
+                row.teeOnlyForward = cost.wholeForward
+                row.teeOnlyBackward = cost.wholeBackward
                 row.weightBytes = 2 * 4 * Double(conv.geometry.weightCount)
             } else {
                 row.trustedForward = forward
