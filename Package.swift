@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "AsymHDF5", dependencies: ["CHDF5", "CZlib"]),
         // The model: config (YAML) and its feature rules, layers, models, placement, the
         // optimizer and schedules, and the collective seam between trusted replicas.
-        .target(name: "AsymModel", dependencies: ["AsymKernels", "AsymSplit", "Yams"]),
+        .target(name: "AsymModel", dependencies: ["AsymKernels", "AsymSplit", "AsymIntegrity", "Yams"]),
         // Training: the trainer, the training loop, data sources, checkpoints, the run folder.
         .target(name: "AsymTrain", dependencies: ["AsymModel", "AsymKernels", "AsymSplit", "AsymIntegrity", "AsymPrivacy", "AsymData", "AsymHDF5",
                                                  "AsymViz"]),

@@ -1,5 +1,11 @@
+import AsymIntegrity
 import AsymKernels
 import AsymSplit
+
+extension AsymConfig {
+    /// What a failed integrity check does in the layer that checks (`asym.on_verify_failure`).
+    package var integrityPolicy: IntegrityPolicy { onVerifyFailure == .abort ? .report : .recompute }
+}
 
 /// Where one layer runs in asym mode.
 package struct LayerPlacement {
@@ -51,7 +57,7 @@ package func placeLayers(_ model: Model, _ config: Config) throws -> [LayerPlace
                                          settings: SplitSettings(maxRank: rank, tau: tau, iterations: a.svdIterations,
                                                                  // (with masking, the masking layer checks instead)
                                                                  basis: a.basis, verify: a.verify && a.maskGroup == 0,
-                                                                 onFailure: a.onVerifyFailure == .abort ? .report : .recompute,
+                                                                 onFailure: a.integrityPolicy,
                                                                  microbatches: a.microbatches)))
     }
     return placements

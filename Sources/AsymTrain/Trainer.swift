@@ -126,7 +126,7 @@ package final class Trainer {
             // With masking the checks run in the masking layer, on the combinations as they
             // crossed (the split layers see decoded results, which carry the decode's rounding).
             e = MaskingExecutor(wrapping: e, groupSize: a.maskGroup, noiseScale: Float(a.maskNoise), spread: a.maskSpread,
-                                checks: a.verify ? (a.onVerifyFailure == .abort ? .report : .recompute) : nil)
+                                checks: a.verify ? a.integrityPolicy : nil)
         }
         return e
     }
