@@ -26,6 +26,9 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // oneDNN: convolutions on the widest vector unit the CPU has (no pkg-config file).
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
+        // PNG and JPEG decoding for image_folder (libpng, libjpeg-turbo): C, because both
+        // libraries report errors by longjmp, which must not cross Swift frames.
+        .target(name: "CImage", linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
 
         // Tensors and the numeric kernels (forward and backward), on OpenBLAS and oneDNN.
         .target(name: "AsymKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: fastMath),
@@ -39,8 +42,8 @@ let package = Package(
         .target(name: "AsymSplit", dependencies: ["AsymKernels", "AsymIntegrity"], swiftSettings: fastMath),
         // What crosses, hidden: masking (exact) and residual noise (not exact), as executor wrappers.
         .target(name: "AsymPrivacy", dependencies: ["AsymKernels", "AsymSplit", "AsymSecrets", "AsymIntegrity"], swiftSettings: fastMath),
-        // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, synthetic.
-        .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib"]),
+        // Data sets: Fashion-MNIST IDX (gzip), CIFAR-10 binary, NumPy .npz, image folders, synthetic.
+        .target(name: "AsymData", dependencies: ["AsymKernels", "CZlib", "CImage"]),
         // A small Swift wrapper over the HDF5 C library.
         .target(name: "AsymHDF5", dependencies: ["CHDF5", "CZlib"]),
         // The model: config (YAML) and its feature rules, layers, models, placement, the

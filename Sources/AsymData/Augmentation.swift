@@ -41,10 +41,13 @@ extension Dataset {
     /// `gather`, with sample i of the batch placed as `augmentation.placement(epoch:index: i)`
     /// says: output pixel (y, x) of a channel is source pixel (y + top - padding, x' + left -
     /// padding), x' = W - 1 - x when flipped and x otherwise, and `zeroPixel` where that falls
-    /// outside the image. Allocates nothing, like `gather`.
+    /// outside the image. Allocates nothing, like `gather` (files aside: one sample's buffer).
     package func gather(indices: some Collection<Int32>, augmentation: Augmentation, epoch: Int,
                         images batchImages: UnsafeMutablePointer<Float>,
                         labels batchLabels: UnsafeMutablePointer<Int32>) {
+        // Files are read whole, a sample at a time, into this buffer, then placed.
+        var read: [Float] = []
+        if case .files = pixels { read = [Float](repeating: 0, count: sampleSize) }
         var k = 0
         for index in indices {
             let i = Int(index)
@@ -65,6 +68,11 @@ extension Dataset {
                             table[c * 256 + Int(sample[offset])]
                         }
                     }
+                }
+            case .files(let files):
+                read.withUnsafeMutableBufferPointer { sample in
+                    do { try files.read(i, into: sample.baseAddress!) } catch { sampleReadFailed(error) }
+                    placePixels(place, padding: augmentation.padding, into: out) { c, offset in sample[offset] }
                 }
             }
             batchLabels[k] = labels[i]

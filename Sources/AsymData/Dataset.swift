@@ -4,19 +4,23 @@ package enum Split: String, Sendable, CaseIterable {
     case test
 }
 
-/// A labelled image data set held entirely in memory, ready for training.
+/// A labelled image data set, ready for training: held in memory, or read from its files a
+/// batch at a time (`Pixels.files`).
 ///
 /// Samples are in NCHW order (sample, channel, row, column). Sets whose source is 8-bit
 /// pixels (Fashion-MNIST, CIFAR-10) keep the bytes, a quarter of the floats' memory
 /// (Fashion-MNIST: 47 MB instead of 188, CIFAR-10: 154 instead of 614), and `gather`
 /// normalises each batch through a 256-entry table per channel: the same floats as
 /// converting the whole set up front. Other sets (synthetic, captured tensors) are floats.
+/// Sets that may not fit in memory (.npz stored members, image folders) stay in their files:
+/// only the labels are loaded, and `gather` reads and normalises each sample it is asked for.
 package struct Dataset: Sendable {
-    /// The samples' values: normalised floats, or pixel bytes with `pixelTable`'s table
-    /// (256 floats per channel) that normalises them.
+    /// The samples' values: normalised floats, pixel bytes with `pixelTable`'s table
+    /// (256 floats per channel) that normalises them, or files read sample by sample.
     package enum Pixels: Sendable {
         case floats([Float])
         case bytes([UInt8], table: [Float])
+        case files(any SampleFiles)
     }
 
     /// A short name for logs, e.g. "fashion-mnist/train".
@@ -48,7 +52,7 @@ package struct Dataset: Sendable {
     }
 
     /// Wraps values and labels in NCHW order; `count` is `labels.count`. `zeroPixel` is for
-    /// floats only (nil: 0 in every channel); pixel bytes take it from their table.
+    /// floats and files (nil: 0 in every channel); pixel bytes take it from their table.
     package init(name: String, channels: Int, height: Int, width: Int, classes: Int,
                 pixels: Pixels, labels: [Int32], zeroPixel: [Float]? = nil) {
         let values: Int
@@ -60,6 +64,9 @@ package struct Dataset: Sendable {
             values = b.count
             if table.count != channels * 256 { fatalError("Dataset \(name): \(table.count) table entries for \(channels) channels") }
             self.zeroPixel = (0..<channels).map { table[$0 * 256] }
+        case .files:
+            values = labels.count * channels * height * width
+            self.zeroPixel = zeroPixel ?? [Float](repeating: 0, count: channels)
         }
         if self.zeroPixel.count != channels { fatalError("Dataset \(name): \(self.zeroPixel.count) zero-pixel values for \(channels) channels") }
         // fatalError, not precondition: this module builds with -Ounchecked, which drops preconditions.
@@ -78,26 +85,14 @@ package struct Dataset: Sendable {
         self.labels = labels
     }
 
-    /// Every sample's normalised values, NCHW: a copy for pixel bytes (tests, small sets;
-    /// training reads samples through `gather`).
+    /// Every sample's normalised values, NCHW: a copy for pixel bytes and files (tests, small
+    /// sets; training reads samples through `gather`).
     package var images: [Float] {
-        switch pixels {
-        case .floats(let f): return f
-        case .bytes(let b, let table):
-            var out = [Float](repeating: 0, count: b.count)
-            let plane = height * width
-            b.withUnsafeBufferPointer { b in
-                table.withUnsafeBufferPointer { table in
-                    out.withUnsafeMutableBufferPointer { out in
-                        for i in 0..<count * channels {
-                            convertPixels(b.baseAddress! + i * plane, count: plane, table: table.baseAddress! + i % channels * 256,
-                                          into: out.baseAddress! + i * plane)
-                        }
-                    }
-                }
-            }
-            return out
-        }
+        if case .floats(let f) = pixels { return f }
+        var out = [Float](repeating: 0, count: count * sampleSize)
+        var labels = [Int32](repeating: 0, count: count)
+        gather(indices: Int32(0)..<Int32(count), images: &out, labels: &labels)
+        return out
     }
 
     /// The first `n` samples.
@@ -107,6 +102,7 @@ package struct Dataset: Sendable {
         switch pixels {
         case .floats(let f): kept = .floats(Array(f.prefix(values)))
         case .bytes(let b, let table): kept = .bytes(Array(b.prefix(values)), table: table)
+        case .files: kept = pixels
         }
         return Dataset(name: "\(name)[0..<\(n)]", channels: channels, height: height, width: width, classes: classes,
                        pixels: kept, labels: Array(labels.prefix(n)), zeroPixel: zeroPixel)
@@ -115,8 +111,10 @@ package struct Dataset: Sendable {
     /// Copies the samples at `indices` into caller-owned buffers: sample k of the batch goes to
     /// `images + k * sampleSize` and `labels[k]`. The buffers must hold `indices.count` samples.
     ///
-    /// Called every training step, so it allocates nothing. Ranges (`0..<64`), arrays and the
-    /// slices `EpochOrder.batch` returns all work as `indices`.
+    /// Called every training step, so it allocates nothing (files aside, which read each sample
+    /// as it comes). Ranges (`0..<64`), arrays and the slices `EpochOrder.batch` returns all
+    /// work as `indices`. A sample of `files` that cannot be read ends the process with one
+    /// line naming the file (`sampleReadFailed`).
     package func gather(indices: some Collection<Int32>,
                        images batchImages: UnsafeMutablePointer<Float>,
                        labels batchLabels: UnsafeMutablePointer<Int32>) {
@@ -140,6 +138,8 @@ package struct Dataset: Sendable {
                         }
                     }
                 }
+            case .files(let files):
+                do { try files.read(i, into: out) } catch { sampleReadFailed(error) }
             }
             batchLabels[k] = labels[i]
             k += 1

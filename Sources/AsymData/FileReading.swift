@@ -48,25 +48,61 @@ func readWholeFile(_ path: String, advice: String) throws -> [UInt8] {
     return bytes
 }
 
-/// Reads a whole file as it is, for formats that compress inside (zip, PNG): one buffer of
-/// the file's size, where `readWholeFile` would grow one for a gzip stream of unknown length.
-func readFile(_ path: String, advice: String) throws -> [UInt8] {
-    guard access(path, F_OK) == 0 else { throw DataError.missingFile(path: path, advice: advice) }
-    guard let file = fopen(path, "rb") else {
-        throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
+/// A regular file held open for reads at offsets (pread): the .npz members that are read a
+/// batch at a time instead of whole. pread keeps no file position, so any thread may read.
+final class ReadableFile: Sendable {
+    let path: String
+    let size: Int
+    private let descriptor: Int32
+
+    /// Opens `path`; `advice` goes into the error when it is missing.
+    init(_ path: String, advice: String) throws {
+        guard access(path, F_OK) == 0 else { throw DataError.missingFile(path: path, advice: advice) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DataError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            let reason = info.st_mode & S_IFMT == S_IFDIR ? "a folder, not a file" : "not a regular file"
+            close(fd)
+            throw DataError.unreadable(path: path, reason: reason)
+        }
+        self.path = path
+        size = Int(info.st_size)
+        descriptor = fd
     }
-    defer { fclose(file) }
+
+    deinit { close(descriptor) }
+
+    /// Fills `buffer` from `offset`; a read past the end is `truncated`, naming `what`.
+    func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer, what: String) throws {
+        guard offset >= 0, offset <= size, buffer.count <= size - offset else {
+            throw DataError.truncated(path: what, detail: "expected \(buffer.count) bytes at offset \(offset), the file has \(size)")
+        }
+        var done = 0
+        while done < buffer.count {
+            let got = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else {
+                throw DataError.unreadable(path: what, reason: got < 0 ? String(cString: strerror(errno))
+                                           : "the file ended at \(offset + done) bytes; it changed since it was opened")
+            }
+            done += got
+        }
+    }
+
+    /// `count` bytes from `offset`.
+    func read(at offset: Int, _ count: Int, what: String) throws -> [UInt8] {
+        guard count >= 0 else { throw DataError.malformed(path: what, detail: "a negative length (\(count) bytes) at offset \(offset)") }
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(at: offset, into: $0, what: what) }
+        return bytes
+    }
+}
+
+/// Whether `path` is a folder (false when it is missing: the loader then says so).
+func isFolder(_ path: String) -> Bool {
     var info = stat()
-    guard fstat(fileno(file), &info) == 0 else {
-        throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
-    }
-    guard info.st_mode & S_IFMT == S_IFREG else { throw DataError.unreadable(path: path, reason: "not a regular file") }
-    var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-    let got = bytes.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
-    guard got == bytes.count else {
-        throw DataError.unreadable(path: path, reason: "read \(got) of its \(bytes.count) bytes")
-    }
-    return bytes
+    return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
 }
 
 /// `directory/file`, without doubling a trailing slash.

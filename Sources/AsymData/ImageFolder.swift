@@ -4,23 +4,24 @@ import Glibc
 import Darwin
 #endif
 
-/// Loads `directory/train/<class>/*.png` and `directory/test/<class>/*.png`, torchvision's
+/// Loads `directory/train/<class>/*` and `directory/test/<class>/*`, torchvision's
 /// ImageFolder layout: the training split's class folders, sorted by name (byte order), are
 /// classes 0, 1, ...; the test split's folders must be among them, and take their numbers.
 ///
-/// Images are 8-bit grayscale or RGB PNGs (`decodePNG`), all of `input`'s height and width
-/// ([C, H, W], C 1 or 3); with C = 3 a grayscale image is repeated in every channel (as
-/// torchvision's loader converts to RGB). They are kept as bytes, normalised batch by batch as
-/// CIFAR-10's are. Files and folders whose names start with "." are skipped; any other file
-/// in a class folder that is not a .png, and every image that does not read, fit or match
-/// `input`, is a `DataError` naming the file. Files are read in name order within a class.
+/// Images are PNG or JPEG files (`ImageFiles`), all of `input`'s height and width ([C, H, W],
+/// C 1 or 3); with C = 3 a grayscale image is repeated in every channel (as torchvision's
+/// loader converts to RGB). Every file's header is read here, so an image that is not one,
+/// is cut off or does not match `input` is a `DataError` naming the file before training
+/// starts; the pixels are decoded a batch at a time and normalised as CIFAR-10's are. Files
+/// and folders whose names start with "." are skipped; any other file in a class folder that
+/// is not a .png, .jpg or .jpeg is an error. Files are read in name order within a class.
 package func loadImageFolder(directory: String, input: [Int], normalization: Normalization?) throws -> (train: Dataset, test: Dataset) {
     let (channels, height, width) = (input[0], input[1], input[2])
     guard channels == 1 || channels == 3 else {
         throw DataError.invalidArgument("model.input: image_folder reads grayscale (1 channel) or RGB (3 channels) images, not \(channels) channels")
     }
     let table = try pixelTable(normalization, channels: channels, dataset: directory)
-    let advice = "image_folder needs data.path/train/<class>/*.png and data.path/test/<class>/*.png"
+    let advice = "image_folder needs data.path/train/<class>/*.png (or .jpg) and data.path/test/<class>/*.png"
     let trainRoot = joinPath(directory, "train"), testRoot = joinPath(directory, "test")
     let classes = try classFolders(trainRoot, advice: advice)
     let testClasses = try classFolders(testRoot, advice: advice)
@@ -30,33 +31,18 @@ package func loadImageFolder(directory: String, input: [Int], normalization: Nor
     }
 
     func split(_ root: String, _ folders: [String], _ name: String) throws -> Dataset {
-        var files: [(path: String, label: Int32)] = []
+        var files: [String] = [], labels: [Int32] = []
         for folder in folders {
-            let label = Int32(classes.firstIndex(of: folder)!)
-            let images = try pngFiles(joinPath(root, folder))
-            files += images.map { ($0, label) }
+            let images = try imageFiles(joinPath(root, folder))
+            files += images
+            labels += repeatElement(Int32(classes.firstIndex(of: folder)!), count: images.count)
         }
         guard files.count <= Int(Int32.max) else {
             throw DataError.malformed(path: root, detail: "\(files.count) images is more than this trainer indexes (2^31 - 1)")
         }
-        let plane = height * width, sampleSize = channels * plane
-        var pixels = [UInt8](repeating: 0, count: files.count * sampleSize)
-        for (k, file) in files.enumerated() {
-            let image = try decodePNG(try readFile(file.path, advice: advice), path: file.path)
-            guard image.width == width, image.height == height else {
-                throw DataError.malformed(path: file.path, detail: "the image is \(image.width) x \(image.height) (width x height); model.input \(input) needs \(width) x \(height)")
-            }
-            guard image.channels == channels || image.channels == 1 else {
-                throw DataError.malformed(path: file.path, detail: "the image is RGB but model.input \(input) has 1 channel; save the images as grayscale or set 3 channels")
-            }
-            // Interleaved rows to NCHW planes; a grayscale image fills every channel.
-            for c in 0..<channels {
-                let from = image.channels == 1 ? 0 : c, to = k * sampleSize + c * plane
-                for p in 0..<plane { pixels[to + p] = image.pixels[p * image.channels + from] }
-            }
-        }
+        let images = try ImageFiles(files, input: input, table: table)
         return Dataset(name: "\(lastPathComponent(directory))/\(name)", channels: channels, height: height, width: width,
-                       classes: classes.count, pixels: .bytes(pixels, table: table), labels: files.map(\.label))
+                       classes: classes.count, pixels: .files(images), labels: labels, zeroPixel: (0..<channels).map { table[$0 * 256] })
     }
     return (try split(trainRoot, classes, "train"), try split(testRoot, testClasses, "test"))
 }
@@ -71,19 +57,19 @@ private func classFolders(_ root: String, advice: String) throws -> [String] {
     return folders
 }
 
-/// The .png files of a class folder, in name order; at least one.
-private func pngFiles(_ folder: String) throws -> [String] {
+/// The image files of a class folder, in name order; at least one.
+private func imageFiles(_ folder: String) throws -> [String] {
     let files = try folderEntries(folder, advice: "").map { entry -> String in
         let path = joinPath(folder, entry.name)
         guard !entry.isFolder else {
-            throw DataError.malformed(path: path, detail: "a folder inside a class folder; image_folder reads <split>/<class>/*.png, one level deep")
+            throw DataError.malformed(path: path, detail: "a folder inside a class folder; image_folder reads <split>/<class>/<image>, one level deep")
         }
-        guard entry.name.lowercased().hasSuffix(".png") else {
-            throw DataError.malformed(path: path, detail: "not a .png file; image_folder reads PNG images only (move other files out of the class folders)")
+        guard ImageFiles.Format(path) != nil else {
+            throw DataError.malformed(path: path, detail: "not a .png, .jpg or .jpeg file; image_folder reads PNG and JPEG images only (move other files out of the class folders)")
         }
         return path
     }
-    guard !files.isEmpty else { throw DataError.malformed(path: folder, detail: "the class folder holds no .png images") }
+    guard !files.isEmpty else { throw DataError.malformed(path: folder, detail: "the class folder holds no images") }
     return files
 }
 

@@ -1,12 +1,12 @@
 import CZlib
 
-/// Inflates deflate data that must come out as exactly `size` bytes: a zlib stream (`zlib`,
-/// PNG's IDAT) or raw deflate (a zip member). `path` names the data in errors
-/// ("data.npz: x_train.npy"). Damaged data, a stream that ends early and one that decompresses
-/// past `size` are each a `DataError`.
-func inflate(_ input: UnsafeRawBufferPointer, zlib: Bool, size: Int, path: String) throws -> [UInt8] {
+/// Inflates raw deflate data (a zip member) that must come out as exactly `size` bytes. `path`
+/// names the data in errors ("data.npz: x_train.npy"). Damaged data, a stream that ends early
+/// and one that decompresses past `size` are each a `DataError`.
+func inflate(_ input: UnsafeRawBufferPointer, size: Int, path: String) throws -> [UInt8] {
     var stream = z_stream()
-    guard inflateInit2_(&stream, zlib ? 15 : -15, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+    // -15: raw deflate, no zlib header, as zip members hold it.
+    guard inflateInit2_(&stream, -15, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
         throw DataError.unreadable(path: path, reason: "zlib could not start inflating (out of memory?)")
     }
     defer { inflateEnd(&stream) }

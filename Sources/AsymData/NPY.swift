@@ -1,6 +1,7 @@
-/// One array of a .npy file (NumPy's format, versions 1 to 3): its shape, its element type and
-/// its data, in C order and little-endian (the byte order NumPy writes on every common machine).
-struct NPYArray {
+/// The header of a .npy file (NumPy's format, versions 1 to 3): the array's shape, its element
+/// type, and where its data starts, in C order and little-endian (the byte order NumPy writes
+/// on every common machine).
+struct NPYHeader {
     /// The element types the loaders use: integers (labels, uint8 pixels) and floats (pixels).
     enum Element: Equatable {
         case unsigned(bytes: Int), signed(bytes: Int), float(bytes: Int)
@@ -22,23 +23,24 @@ struct NPYArray {
     let path: String
     let shape: [Int]
     let element: Element
-    private let bytes: [UInt8]
     /// Where the data starts, after the header.
-    private let dataOffset: Int
+    let dataOffset: Int
 
     var count: Int { shape.reduce(1, *) }
     /// The shape as NumPy prints it: (60000, 28, 28), (5,).
-    var shapeText: String { NPYArray.shapeText(shape) }
+    var shapeText: String { NPYHeader.shapeText(shape) }
     static func shapeText(_ shape: [Int]) -> String {
         "(" + shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",)" : ")")
     }
 
-    init(_ bytes: [UInt8], path: String) throws {
+    /// Parses the header of a .npy file of `size` bytes, whose bytes `read(offset, count)`
+    /// returns (throwing `truncated` past the end); checks that the data fills the rest exactly.
+    init(size: Int, path: String, read: (Int, Int) throws -> [UInt8]) throws {
         self.path = path
-        self.bytes = bytes
         func malformed(_ detail: String) -> DataError { DataError.malformed(path: path, detail: detail) }
-        guard bytes.starts(with: [0x93] + Array("NUMPY".utf8)) else { throw malformed("not a .npy array (no \\x93NUMPY magic)") }
-        let reader = LittleEndian(bytes: bytes, path: path)
+        let start = try read(0, min(size, 12))
+        guard start.starts(with: [0x93] + Array("NUMPY".utf8)) else { throw malformed("not a .npy array (no \\x93NUMPY magic)") }
+        let reader = LittleEndian(bytes: start, path: path)
         let version = try reader.int(at: 6, 1)
         let lengthBytes: Int
         switch version {
@@ -47,7 +49,7 @@ struct NPYArray {
         default: throw malformed(".npy format version \(version) is not supported (1 to 3 are)")
         }
         let headerLength = try reader.int(at: 8, lengthBytes)
-        let header = String(decoding: try reader.slice(at: 8 + lengthBytes, headerLength), as: UTF8.self)
+        let header = String(decoding: try read(8 + lengthBytes, headerLength), as: UTF8.self)
         dataOffset = 8 + lengthBytes + headerLength
 
         // The header is a Python dict literal: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
@@ -63,7 +65,7 @@ struct NPYArray {
         guard let quote = descr.first, quote == "'" || quote == "\"", let close = descr.dropFirst().firstIndex(of: quote) else {
             throw malformed("structured arrays are not supported (dtype \(descr.prefix { $0 != "}" }))")
         }
-        element = try NPYArray.element(String(descr[descr.index(after: descr.startIndex)..<close]), malformed)
+        element = try NPYHeader.element(String(descr[descr.index(after: descr.startIndex)..<close]), malformed)
         guard try value("fortran_order").hasPrefix("False") else {
             throw malformed("the array is in Fortran order; save np.ascontiguousarray(array) instead")
         }
@@ -76,10 +78,10 @@ struct NPYArray {
         var expected = element.size
         for d in shape {
             let (p, overflow) = expected.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw malformed("the .npy shape \(NPYArray.shapeText(shape)) is impossibly large") }
+            guard !overflow else { throw malformed("the .npy shape \(NPYHeader.shapeText(shape)) is impossibly large") }
             expected = p
         }
-        let found = bytes.count - dataOffset
+        let found = size - dataOffset
         guard found >= expected else {
             throw DataError.truncated(path: path, detail: "\(shapeText) \(element.name) needs \(expected) bytes of data, found \(found)")
         }
@@ -104,23 +106,32 @@ struct NPYArray {
         }
     }
 
+}
+
+/// A whole .npy array in memory: labels, and the images of a deflated .npz member.
+struct NPYArray {
+    let header: NPYHeader
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8], path: String) throws {
+        header = try NPYHeader(size: bytes.count, path: path) { offset, count in
+            try Array(LittleEndian(bytes: bytes, path: path).slice(at: offset, count))
+        }
+        self.bytes = bytes
+    }
+
     /// Element i of an integer array; nil where it does not fit an Int.
     func integer(_ i: Int) -> Int? {
-        let at = dataOffset + i * element.size
+        let at = header.dataOffset + i * header.element.size
         var raw: UInt64 = 0
-        for b in (0..<element.size).reversed() { raw = raw << 8 | UInt64(bytes[at + b]) }
-        switch element {
+        for b in (0..<header.element.size).reversed() { raw = raw << 8 | UInt64(bytes[at + b]) }
+        switch header.element {
         case .signed(let size):
             let unused = UInt64(64 - 8 * size)
             return Int(Int64(bitPattern: raw << unused) >> unused)
         default:
             return Int(exactly: raw)
         }
-    }
-
-    /// The data: `count` elements of `element.size` bytes, little-endian.
-    func withData<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[dataOffset...])) }
     }
 }
 

@@ -1,9 +1,11 @@
 import CZlib
 
-/// The members of a zip archive held in memory, as NumPy's `savez` (stored) and
-/// `savez_compressed` (deflated) write them: found through the central directory (ZIP64
-/// included, as NumPy writes members of 4 GiB and more), each checked against its CRC-32
-/// when read. Encrypted members and other compression methods are refused.
+/// The members of a zip archive, as NumPy's `savez` (stored) and `savez_compressed`
+/// (deflated) write them: found through the central directory (ZIP64 included, as NumPy writes
+/// members of 4 GiB and more). Only the end of the file and the directory are read here; a
+/// member is read when asked for, whole (`contents`, checked against its CRC-32) or in place
+/// (`storedData`, for reads a batch at a time). Encrypted members and other compression
+/// methods are refused.
 struct ZipArchive {
     struct Member {
         let name: String
@@ -14,36 +16,42 @@ struct ZipArchive {
         let headerOffset: Int
     }
 
-    let path: String
-    let bytes: [UInt8]
+    let file: ReadableFile
     /// In central-directory order.
     let members: [Member]
 
-    init(path: String, bytes: [UInt8]) throws {
-        self.path = path
-        self.bytes = bytes
-        let reader = LittleEndian(bytes: bytes, path: path)
-        let end = try ZipArchive.endRecord(bytes, path: path)
-        var entries = try reader.int(at: end + 10, 2)
-        var directorySize = try reader.int(at: end + 12, 4), directoryOffset = try reader.int(at: end + 16, 4)
+    var path: String { file.path }
+
+    init(_ file: ReadableFile) throws {
+        self.file = file
+        let path = file.path
+        // The end record lies in the last 64 KiB + 22 bytes (a comment may follow it).
+        let tailStart = max(0, file.size - 22 - 0xFFFF)
+        let tail = LittleEndian(bytes: try file.read(at: tailStart, file.size - tailStart, what: path), path: path)
+        let end = try ZipArchive.endRecord(tail.bytes, startsLikeZip: try file.read(at: 0, min(4, file.size), what: path) == [0x50, 0x4B, 0x03, 0x04],
+                                           path: path)
+        var entries = try tail.int(at: end + 10, 2)
+        var directorySize = try tail.int(at: end + 12, 4), directoryOffset = try tail.int(at: end + 16, 4)
         if entries == 0xFFFF || directorySize == 0xFFFF_FFFF || directoryOffset == 0xFFFF_FFFF {
             // ZIP64: a locator right before the end record points at the ZIP64 end record.
-            guard end >= 20, try reader.int(at: end - 20, 4) == 0x0706_4B50 else {
+            guard end >= 20, try tail.int(at: end - 20, 4) == 0x0706_4B50 else {
                 throw DataError.malformed(path: path, detail: "the zip end record asks for ZIP64 but no ZIP64 locator precedes it")
             }
-            let end64 = try reader.int(at: end - 12, 8)
-            guard try reader.int(at: end64, 4) == 0x0606_4B50 else {
+            let end64 = try tail.int(at: end - 12, 8)
+            let record = LittleEndian(bytes: try file.read(at: end64, min(56, max(0, file.size - end64)), what: path), path: path)
+            guard try record.int(at: 0, 4) == 0x0606_4B50 else {
                 throw DataError.malformed(path: path, detail: "no ZIP64 end record at offset \(end64)")
             }
-            entries = try reader.int(at: end64 + 32, 8)
-            directorySize = try reader.int(at: end64 + 40, 8)
-            directoryOffset = try reader.int(at: end64 + 48, 8)
+            entries = try record.int(at: 32, 8)
+            directorySize = try record.int(at: 40, 8)
+            directoryOffset = try record.int(at: 48, 8)
         }
-        guard directoryOffset <= bytes.count, directorySize <= bytes.count - directoryOffset else {
+        guard directoryOffset <= file.size, directorySize <= file.size - directoryOffset else {
             throw DataError.truncated(path: path, detail: "the zip central directory lies past the end of the file")
         }
+        let reader = LittleEndian(bytes: try file.read(at: directoryOffset, directorySize, what: path), path: path)
         var members: [Member] = []
-        var at = directoryOffset
+        var at = 0
         for _ in 0..<entries {
             guard try reader.int(at: at, 4) == 0x0201_4B50 else {
                 throw DataError.malformed(path: path, detail: "zip central directory entry \(members.count) is damaged")
@@ -79,47 +87,67 @@ struct ZipArchive {
         self.members = members
     }
 
-    /// The end-of-central-directory record: the last one in the final 64 KiB + 22 bytes (a
-    /// comment may follow it).
-    private static func endRecord(_ bytes: [UInt8], path: String) throws -> Int {
+    /// The end-of-central-directory record's offset in `tail`, the file's last bytes: the last
+    /// signature found.
+    private static func endRecord(_ tail: [UInt8], startsLikeZip: Bool, path: String) throws -> Int {
         let signature: [UInt8] = [0x50, 0x4B, 0x05, 0x06]
-        if bytes.count >= 22 {
-            for at in stride(from: bytes.count - 22, through: max(0, bytes.count - 22 - 0xFFFF), by: -1)
-            where bytes[at..<(at + 4)].elementsEqual(signature) {
+        if tail.count >= 22 {
+            for at in stride(from: tail.count - 22, through: 0, by: -1) where tail[at..<(at + 4)].elementsEqual(signature) {
                 return at
             }
         }
-        if bytes.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
-            throw DataError.truncated(path: path, detail: "the zip archive has no end record (\(bytes.count) bytes)")
+        if startsLikeZip {
+            throw DataError.truncated(path: path, detail: "the zip archive has no end record")
         }
         throw DataError.malformed(path: path, detail: "not a zip archive (an .npz file is one, as np.savez writes it)")
     }
 
-    /// The member's contents, inflated if deflated, checked against its CRC-32.
-    func contents(of m: Member) throws -> [UInt8] {
-        let what = "\(path): \(m.name)"
+    /// "data.npz: x_train.npy": how errors name a member.
+    func name(_ m: Member) -> String { "\(path): \(m.name)" }
+
+    /// Where the member's data starts in the file, after checking that it is neither encrypted
+    /// nor cut off.
+    private func dataOffset(_ m: Member) throws -> Int {
+        let what = name(m)
         guard m.flags & 1 == 0 else { throw DataError.malformed(path: what, detail: "the member is encrypted") }
-        let reader = LittleEndian(bytes: bytes, path: what)
-        guard try reader.int(at: m.headerOffset, 4) == 0x0403_4B50 else {
+        let header = LittleEndian(bytes: try file.read(at: m.headerOffset, min(30, max(0, file.size - m.headerOffset)), what: what), path: what)
+        guard try header.int(at: 0, 4) == 0x0403_4B50 else {
             throw DataError.malformed(path: what, detail: "no local zip header at offset \(m.headerOffset)")
         }
-        let start = m.headerOffset + 30 + (try reader.int(at: m.headerOffset + 26, 2)) + (try reader.int(at: m.headerOffset + 28, 2))
-        guard start <= bytes.count, m.compressedSize <= bytes.count - start else {
+        let start = m.headerOffset + 30 + (try header.int(at: 26, 2)) + (try header.int(at: 28, 2))
+        guard start <= file.size, m.compressedSize <= file.size - start else {
             throw DataError.truncated(path: what, detail: "the member's \(m.compressedSize) bytes run past the end of the file")
         }
-        let data: [UInt8]
+        return start
+    }
+
+    /// Where a stored (uncompressed) member's `size` bytes lie in the file, for reads in place;
+    /// nil for a deflated member, which can only be read whole. The CRC-32 is not checked: that
+    /// would read the whole member.
+    func storedData(of m: Member) throws -> Int? {
+        let start = try dataOffset(m)
         switch m.method {
         case 0:
             guard m.compressedSize == m.size else {
-                throw DataError.malformed(path: what, detail: "a stored member of \(m.compressedSize) bytes declares \(m.size)")
+                throw DataError.malformed(path: name(m), detail: "a stored member of \(m.compressedSize) bytes declares \(m.size)")
             }
-            data = Array(bytes[start..<(start + m.size)])
+            return start
         case 8:
-            data = try bytes.withUnsafeBytes { b in
-                try inflate(UnsafeRawBufferPointer(rebasing: b[start..<(start + m.compressedSize)]), zlib: false, size: m.size, path: what)
-            }
+            return nil
         default:
-            throw DataError.malformed(path: what, detail: "compression method \(m.method) is not supported (np.savez stores, np.savez_compressed deflates)")
+            throw DataError.malformed(path: name(m), detail: "compression method \(m.method) is not supported (np.savez stores, np.savez_compressed deflates)")
+        }
+    }
+
+    /// The member's contents, inflated if deflated, checked against its CRC-32.
+    func contents(of m: Member) throws -> [UInt8] {
+        let what = name(m)
+        let data: [UInt8]
+        if let start = try storedData(of: m) {
+            data = try file.read(at: start, m.size, what: what)
+        } else {
+            let raw = try file.read(at: try dataOffset(m), m.compressedSize, what: what)
+            data = try raw.withUnsafeBytes { try inflate($0, size: m.size, path: what) }
         }
         let crc = data.withUnsafeBufferPointer { crc32(0, $0.baseAddress, uInt($0.count)) }
         guard UInt32(crc) == m.crc else {

@@ -37,10 +37,19 @@ package enum LayerType: String, ConfigName {
 /// The data sets a run can train on (docs/DESIGN.md §7).
 package enum DatasetKind: String, ConfigName {
     case fashionMNIST = "fashion-mnist", cifar10, synthetic
-    /// A NumPy .npz file with `x_train`, `y_train`, `x_test`, `y_test`.
+    /// NumPy .npz: `path/train.npz` and `path/test.npz` with `x` and `y`, or one file with
+    /// `x_train`, `y_train`, `x_test`, `y_test`.
     case npz
-    /// `path/train/<class>/*.png` and `path/test/<class>/*.png`.
+    /// `path/train/<class>/*` and `path/test/<class>/*`, PNG or JPEG.
     case imageFolder = "image_folder"
+}
+
+/// The order of an npz set's image dimensions (`data.layout`).
+package enum DataLayout: String, ConfigName {
+    /// (N, C, H, W), PyTorch's order.
+    case nchw
+    /// (N, H, W, C), Keras's and most image libraries' order.
+    case nhwc
 }
 
 /// The optimizers of `optimizer.type`.
@@ -90,6 +99,8 @@ package struct DataConfig: Equatable {
     package var dataset = DatasetKind.synthetic
     /// Folder of the data files; nil means the dataset's default location.
     package var path: String?
+    /// The dimension order of npz images.
+    package var layout = DataLayout.nchw
     /// The global batch size (summed over all trusted ranks).
     package var batchSize = 64
     package var shuffle = true
@@ -291,9 +302,11 @@ extension Config {
 
         var d = try r.child("data", "The data set and its batches.")
         c.data.dataset = try d.choice("dataset", c.data.dataset,
-            "The data set to train on (docs/DESIGN.md §7). `npz`: NumPy arrays `x_train`, `y_train`, `x_test`, `y_test` (images uint8, float32 or float64 in NCHW, NHWC, or NHW for one channel, told apart by `model.input`; integer labels). `image_folder`: 8-bit grayscale or RGB PNGs of `model.input`'s size in `train/<class>/` and `test/<class>/`, classes numbered in name order.")
-        c.data.path = try d.string("path", KeyDoc("Folder of the data files (npz: the .npz file; image_folder: the folder holding `train/` and `test/`).",
+            "The data set to train on (docs/DESIGN.md §7). `npz`: NumPy arrays, `x` and `y` in `train.npz` and `test.npz` (or `x_train`, `y_train`, `x_test`, `y_test` in one file): images uint8, float32 or float64 in the order `data.layout` says, integer labels. Images saved with `np.savez` are read from the file a batch at a time; `np.savez_compressed` ones are inflated whole into memory, so use `np.savez` for data larger than memory. `image_folder`: PNG or JPEG images of `model.input`'s size in `train/<class>/` and `test/<class>/`, classes numbered in name order, decoded a batch at a time (libpng, libjpeg-turbo).")
+        c.data.path = try d.string("path", KeyDoc("Where the data is (npz: the folder holding `train.npz` and `test.npz`, or one .npz file; image_folder: the folder holding `train/` and `test/`).",
                                                   shown: "the dataset's default location"))
+        c.data.layout = try d.choice("layout", c.data.layout,
+            "npz only: the order of the image dimensions, `nchw` (N, C, H, W) or `nhwc` (N, H, W, C); (N, H, W) is one channel in either.")
         c.data.batchSize = try d.int("batch_size", c.data.batchSize, "The global batch size (summed over all trusted ranks).")
         c.data.shuffle = try d.bool("shuffle", c.data.shuffle, "Shuffle the training set each epoch (the order depends only on the seed and the epoch).")
         c.data.trainSamples = try d.int("train_samples", KeyDoc(
@@ -688,6 +701,9 @@ extension Config {
         if let mean = data.normalizeMean, let std = data.normalizeStd {
             dataPairs.append(("normalize", mean.count == 1 ? list([f(mean[0]), f(std[0])])
                               : list([list(mean.map(f)), list(std.map(f))])))
+        }
+        if data.dataset == .npz {
+            dataPairs.append(("layout", s(data.layout.rawValue)))
         }
         if data.dataset == .synthetic {
             dataPairs += [("synthetic_train", n(data.syntheticTrain)), ("synthetic_test", n(data.syntheticTest)),

@@ -38,14 +38,14 @@ package struct DataSource {
             all = try loadCIFAR10(directory: dir, split: .train, normalization: normalization)
             test = try loadCIFAR10(directory: dir, split: .test, normalization: normalization)
         case .npz:
-            guard let file = d.path else {
-                throw ConfigError("data.path: npz needs the .npz file (np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...))")
+            guard let path = d.path else {
+                throw ConfigError("data.path: npz needs the folder of train.npz and test.npz (np.savez(file, x=images, y=labels)), or one .npz file")
             }
-            let splits = try loadNPZ(path: file, input: input, normalization: normalization)
+            let splits = try loadNPZ(path: path, input: input, channelsLast: d.layout == .nhwc, normalization: normalization)
             (all, test) = (splits.train, splits.test)
         case .imageFolder:
             guard let dir = d.path else {
-                throw ConfigError("data.path: image_folder needs the folder that holds train/<class>/*.png and test/<class>/*.png")
+                throw ConfigError("data.path: image_folder needs the folder that holds train/<class>/ and test/<class>/ (PNG or JPEG images)")
             }
             let splits = try loadImageFolder(directory: dir, input: input, normalization: normalization)
             (all, test) = (splits.train, splits.test)
@@ -78,6 +78,7 @@ package struct DataSource {
 
     /// Training samples `indices` of epoch `epoch` into the batch buffers (`Dataset.gather`),
     /// augmented as `data.augment` says. Evaluation reads `test` with `gather`: never augmented.
+    /// Sets that stay in their files (npz, image_folder) are read here, one batch at a time.
     package func gatherTraining(indices: some Collection<Int32>, epoch: Int, images: UnsafeMutablePointer<Float>,
                                 labels: UnsafeMutablePointer<Int32>) {
         if let augmentation {

@@ -1,6 +1,7 @@
 // Helpers that write .npy arrays and .npz archives byte for byte as NumPy does, so that the
 // loader tests need neither Python nor NumPy.
 import CZlib
+import Foundation
 import XCTest
 
 func littleEndian(_ value: Int, _ width: Int) -> [UInt8] {
@@ -47,40 +48,85 @@ func rawDeflate(_ input: [UInt8]) -> [UInt8] {
 /// them for members past 4 GiB.
 func npzArchive(_ members: [(name: String, bytes: [UInt8])], deflated: Bool, zip64Directory: Bool = false) -> [UInt8] {
     var file: [UInt8] = [], directory: [UInt8] = []
-    let method = deflated ? 8 : 0, time = littleEndian(0x5A00, 2), date = littleEndian(0x5B21, 2)
+    let method = deflated ? 8 : 0
     for (name, bytes) in members {
         let data = deflated ? rawDeflate(bytes) : bytes
         let crc = Int(bytes.withUnsafeBufferPointer { crc32(0, $0.baseAddress, uInt($0.count)) })
-        let offset = file.count
-        file += littleEndian(0x0403_4B50, 4) + littleEndian(45, 2) + littleEndian(0, 2) + littleEndian(method, 2) + time + date
-        file += littleEndian(crc, 4) + littleEndian(0xFFFF_FFFF, 4) + littleEndian(0xFFFF_FFFF, 4)
-        file += littleEndian(name.utf8.count, 2) + littleEndian(20, 2) + Array(name.utf8)
-        file += littleEndian(1, 2) + littleEndian(16, 2) + littleEndian(bytes.count, 8) + littleEndian(data.count, 8)
-        file += data
-        let wide = zip64Directory ? 0xFFFF_FFFF : nil
-        directory += littleEndian(0x0201_4B50, 4) + littleEndian(0x032D, 2) + littleEndian(45, 2) + littleEndian(0, 2)
-        directory += littleEndian(method, 2) + time + date + littleEndian(crc, 4)
-        directory += littleEndian(wide ?? data.count, 4) + littleEndian(wide ?? bytes.count, 4)
-        directory += littleEndian(name.utf8.count, 2) + littleEndian(zip64Directory ? 28 : 0, 2) + littleEndian(0, 2)
-        directory += littleEndian(0, 2) + littleEndian(0, 2) + littleEndian(0x0180_0000, 4) + littleEndian(wide ?? offset, 4)
-        directory += Array(name.utf8)
-        if zip64Directory {
-            directory += littleEndian(1, 2) + littleEndian(24, 2) + littleEndian(bytes.count, 8) + littleEndian(data.count, 8)
-                + littleEndian(offset, 8)
+        directory += zipDirectoryEntry(name, method: method, crc: crc, size: bytes.count, compressed: data.count, offset: file.count,
+                                       zip64: zip64Directory)
+        file += zipLocalHeader(name, method: method, crc: crc, size: bytes.count, compressed: data.count) + data
+    }
+    return file + directory + zipEndRecords(entries: members.count, directory: directory.count, at: file.count, zip64: zip64Directory)
+}
+
+private let zipTime = littleEndian(0x5A00, 2), zipDate = littleEndian(0x5B21, 2)
+
+/// A member's local header as Python's zipfile writes it for NumPy (which forces ZIP64): all-ones
+/// sizes and a ZIP64 extra field with the real ones.
+func zipLocalHeader(_ name: String, method: Int, crc: Int, size: Int, compressed: Int) -> [UInt8] {
+    var h = littleEndian(0x0403_4B50, 4) + littleEndian(45, 2) + littleEndian(0, 2) + littleEndian(method, 2) + zipTime + zipDate
+    h += littleEndian(crc, 4) + littleEndian(0xFFFF_FFFF, 4) + littleEndian(0xFFFF_FFFF, 4)
+    h += littleEndian(name.utf8.count, 2) + littleEndian(20, 2) + Array(name.utf8)
+    return h + littleEndian(1, 2) + littleEndian(16, 2) + littleEndian(size, 8) + littleEndian(compressed, 8)
+}
+
+/// A member's central directory entry: 32-bit values, or (`zip64`) all ones and a ZIP64 extra field.
+func zipDirectoryEntry(_ name: String, method: Int, crc: Int, size: Int, compressed: Int, offset: Int, zip64: Bool) -> [UInt8] {
+    let wide = zip64 ? 0xFFFF_FFFF : nil
+    var d = littleEndian(0x0201_4B50, 4) + littleEndian(0x032D, 2) + littleEndian(45, 2) + littleEndian(0, 2)
+    d += littleEndian(method, 2) + zipTime + zipDate + littleEndian(crc, 4)
+    d += littleEndian(wide ?? compressed, 4) + littleEndian(wide ?? size, 4)
+    d += littleEndian(name.utf8.count, 2) + littleEndian(zip64 ? 28 : 0, 2) + littleEndian(0, 2)
+    d += littleEndian(0, 2) + littleEndian(0, 2) + littleEndian(0x0180_0000, 4) + littleEndian(wide ?? offset, 4)
+    d += Array(name.utf8)
+    if zip64 {
+        d += littleEndian(1, 2) + littleEndian(24, 2) + littleEndian(size, 8) + littleEndian(compressed, 8) + littleEndian(offset, 8)
+    }
+    return d
+}
+
+/// The end records after a central directory of `directory` bytes at offset `at` (with `zip64`,
+/// the ZIP64 end record and locator first).
+func zipEndRecords(entries: Int, directory: Int, at directoryOffset: Int, zip64: Bool) -> [UInt8] {
+    var e: [UInt8] = []
+    if zip64 {
+        let end64 = directoryOffset + directory
+        e += littleEndian(0x0606_4B50, 4) + littleEndian(44, 8) + littleEndian(45, 2) + littleEndian(45, 2)
+        e += littleEndian(0, 4) + littleEndian(0, 4) + littleEndian(entries, 8) + littleEndian(entries, 8)
+        e += littleEndian(directory, 8) + littleEndian(directoryOffset, 8)
+        e += littleEndian(0x0706_4B50, 4) + littleEndian(0, 4) + littleEndian(end64, 8) + littleEndian(1, 4)
+    }
+    e += littleEndian(0x0605_4B50, 4) + littleEndian(0, 2) + littleEndian(0, 2)
+    e += littleEndian(zip64 ? 0xFFFF : entries, 2) + littleEndian(zip64 ? 0xFFFF : entries, 2)
+    e += littleEndian(zip64 ? 0xFFFF_FFFF : directory, 4)
+    return e + littleEndian(zip64 ? 0xFFFF_FFFF : directoryOffset, 4) + littleEndian(0, 2)
+}
+
+/// Writes a stored .npz of `x.npy` and `y.npy` too large to build in memory: `x` is the .npy
+/// header (written with no data), followed by `xBytes` bytes `pixel(0)`, `pixel(1)`, ...,
+/// generated and written 1 MiB at a time (twice: once for the CRC-32, once to write them).
+func writeLargeStoredNPZ(_ path: String, x: [UInt8], xBytes: Int, pixel: (Int) -> UInt8, y: [UInt8]) throws {
+    func chunks(_ body: ([UInt8]) throws -> Void) rethrows {
+        try body(x)
+        for start in stride(from: 0, to: xBytes, by: 1 << 20) {
+            try body((start..<min(start + (1 << 20), xBytes)).map(pixel))
         }
     }
-    let directoryOffset = file.count
-    file += directory
-    if zip64Directory {
-        let end64 = file.count
-        file += littleEndian(0x0606_4B50, 4) + littleEndian(44, 8) + littleEndian(45, 2) + littleEndian(45, 2)
-        file += littleEndian(0, 4) + littleEndian(0, 4) + littleEndian(members.count, 8) + littleEndian(members.count, 8)
-        file += littleEndian(directory.count, 8) + littleEndian(directoryOffset, 8)
-        file += littleEndian(0x0706_4B50, 4) + littleEndian(0, 4) + littleEndian(end64, 8) + littleEndian(1, 4)
-    }
-    file += littleEndian(0x0605_4B50, 4) + littleEndian(0, 2) + littleEndian(0, 2)
-    file += littleEndian(zip64Directory ? 0xFFFF : members.count, 2) + littleEndian(zip64Directory ? 0xFFFF : members.count, 2)
-    file += littleEndian(zip64Directory ? 0xFFFF_FFFF : directory.count, 4)
-    file += littleEndian(zip64Directory ? 0xFFFF_FFFF : directoryOffset, 4) + littleEndian(0, 2)
-    return file
+    var crc: uLong = 0
+    chunks { c in crc = c.withUnsafeBufferPointer { crc32(crc, $0.baseAddress, uInt($0.count)) } }
+    guard let file = FileHandle(forWritingAtPath: path) ?? {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        return FileHandle(forWritingAtPath: path)
+    }() else { throw CocoaError(.fileWriteUnknown) }
+    defer { try? file.close() }
+    let xSize = x.count + xBytes
+    let yCRC = Int(y.withUnsafeBufferPointer { crc32(0, $0.baseAddress, uInt($0.count)) })
+    try file.write(contentsOf: zipLocalHeader("x.npy", method: 0, crc: Int(crc), size: xSize, compressed: xSize))
+    try chunks { try file.write(contentsOf: $0) }
+    let yOffset = Int(try file.offset())
+    try file.write(contentsOf: zipLocalHeader("y.npy", method: 0, crc: yCRC, size: y.count, compressed: y.count) + y)
+    let directory = zipDirectoryEntry("x.npy", method: 0, crc: Int(crc), size: xSize, compressed: xSize, offset: 0, zip64: false)
+        + zipDirectoryEntry("y.npy", method: 0, crc: yCRC, size: y.count, compressed: y.count, offset: yOffset, zip64: false)
+    let directoryOffset = Int(try file.offset())
+    try file.write(contentsOf: directory + zipEndRecords(entries: 2, directory: directory.count, at: directoryOffset, zip64: false))
 }
