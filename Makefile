@@ -2,9 +2,10 @@
 SWIFT   ?= swift
 CONFIG  ?= configs/fmnist-cnn.yaml
 BIN     := .build/release/asymml
-# Debian packages the build and the default job need (pkg-config finds the C libraries).
+# Debian packages the build and the default job need (pkg-config finds the C libraries);
+# python3's numpy, h5py and yaml run scripts/to_torch.py and from_torch.py in the tests.
 PACKAGES := pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev libhdf5-dev hdf5-tools \
-            zlib1g-dev dataset-fashion-mnist
+            zlib1g-dev libpng-dev libjpeg-dev dataset-fashion-mnist python3-numpy python3-h5py python3-yaml
 
 # Open MPI refuses to run as root unless told to; CI and containers run as root.
 export OMPI_ALLOW_RUN_AS_ROOT := 1

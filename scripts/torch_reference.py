@@ -31,43 +31,15 @@ except ImportError:
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def build_model(model_config):
-    """nn.Sequential of the config's layers (the layer types the benchmarked configs use)."""
-    channels, height, width = model_config["input"]
-    features = None
-    layers = []
-    for spec in model_config["layers"]:
-        kind = spec["type"]
-        if kind == "conv":
-            k, s, p = spec["kernel"], spec.get("stride", 1), spec.get("padding", 0)
-            layers.append(nn.Conv2d(channels, spec["out"], k, stride=s, padding=p))
-            channels = spec["out"]
-            height, width = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
-        elif kind == "relu":
-            layers.append(nn.ReLU())
-        elif kind in ("maxpool", "avgpool"):
-            k = spec["kernel"]
-            s = spec.get("stride", k)
-            layers.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(k, stride=s))
-            height, width = (height - k) // s + 1, (width - k) // s + 1
-        elif kind == "batchnorm":
-            layers.append(nn.BatchNorm2d(channels))
-        elif kind == "flatten":
-            layers.append(nn.Flatten())
-            features = channels * height * width
-        elif kind == "linear":
-            layers.append(nn.Linear(features, spec["out"]))
-            features = spec["out"]
-        else:
-            sys.exit(f"torch_reference.py: layer type '{kind}' has no PyTorch twin here")
-    return nn.Sequential(*layers), features
+# The config's model as a torch module: the same builder the checkpoint scripts use.
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from asymml_torch import build_module  # noqa: E402
 
 
 def time_torch(config, steps):
     """Median seconds of a training step and of an inference batch."""
-    model, classes = build_model(config["model"])
+    model = build_module(config["model"])
+    classes = next(spec["out"] for spec in reversed(config["model"]["layers"]) if spec.get("type") == "linear")
     batch = config["data"]["batch_size"]
     opt = config.get("optimizer", {})
     sgd = torch.optim.SGD(model.parameters(), lr=opt.get("lr", 0.01), momentum=opt.get("momentum", 0),
@@ -112,7 +84,8 @@ def vector_unit():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", nargs="+", default=["configs/fmnist-cnn.yaml", "configs/vgg-cifar.yaml"])
+    ap.add_argument("--configs", nargs="+", default=["configs/fmnist-cnn.yaml", "configs/vgg-cifar.yaml",
+                                                    "configs/resnet18-cifar.yaml", "configs/vgg16-cifar.yaml"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per round (after two warm-up steps)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of PyTorch and asymml")

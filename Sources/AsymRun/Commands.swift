@@ -20,8 +20,9 @@ package enum Commands {
         let trainer = try Trainer(config: config, executor: local)
         let world = WorldInfo(trusted: 1, untrusted: config.asym.mode == .asym ? 1 : 0, mode: config.asym.mode)
         let resumed = try checkpoint.map { try RunStart.resume(trainer, from: $0, world: world) } ?? []
+        let initialized = try RunStart.initialize(trainer, options)
         let run = try RunStart.openFolder(config, options, writer: true, resumedStep: checkpoint == nil ? nil : trainer.position.step,
-                                          lines: notes + resumed) {
+                                          lines: notes + resumed + initialized.lines) {
             "asymml train: \(config.name), mode \(config.asym.mode), one process, \(kernelThreads) threads; config \($0)/config.yaml"
         }
         return try TrainingLoop(trainer: trainer, run: run, world: world).fit()

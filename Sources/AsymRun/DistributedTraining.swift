@@ -115,9 +115,16 @@ package enum DistributedTraining {
         guard try trustedComm.allAgree([Double(trainer.position.step)]) else {
             throw ProtocolError("trusted ranks disagree on the step to resume from (rank \(world.rank) has \(trainer.position.step)); is the run folder shared by all trusted ranks?")
         }
+        // --init: every trusted rank reads the file itself (as a resume does); the replicas
+        // must start identical, so they compare what they loaded before any step.
+        let initialized = try RunStart.initialize(trainer, options)
+        guard try trustedComm.allAgree(initialized.fingerprint) else {
+            throw ProtocolError("trusted ranks loaded different --init tensors (rank \(world.rank): \(options.initFrom ?? "no --init")); give every trusted rank the same file")
+        }
         let run = try RunStart.openFolder(config, options, writer: world.rank == 0,
                                           rankLog: options.rankLogs ? "rank-\(world.rank).log" : nil,
-                                          resumedStep: checkpoint == nil ? nil : trainer.position.step, lines: notes + resumed) {
+                                          resumedStep: checkpoint == nil ? nil : trainer.position.step,
+                                          lines: notes + resumed + initialized.lines) {
             "asymml train: \(config.name) on \(layout.summary), \(kernelThreads) threads per rank; config \($0)/config.yaml"
         }
         // The untrusted group gets its state from here, never from the run folder.

@@ -10,6 +10,8 @@ package struct TrainOptions {
     package var runDir: String?
     /// `auto` or a checkpoint path.
     package var resume: String?
+    /// `--init`: a new run whose model starts from this file's tensors (`InitialWeights`).
+    package var initFrom: String?
     /// This process's role in an MPMD launch (nil: by rank, `cluster.trusted`).
     package var role: Role?
     /// Ranks other than 0 log to rank-N.log.
@@ -26,10 +28,10 @@ package struct TrainOptions {
     /// Message-level misbehaviour of untrusted ranks, by world rank (under MPI only).
     package var wireFaults: [Int: WireFault] = [:]
 
-    package init(runDir: String? = nil, resume: String? = nil, role: Role? = nil, rankLogs: Bool = false, verbose: Bool = false,
-                 echo: Bool = true, force: Bool = false, faults: [Int: Fault] = [:]) {
-        self.runDir = runDir; self.resume = resume; self.role = role; self.rankLogs = rankLogs; self.verbose = verbose
-        self.echo = echo; self.force = force; self.faults = faults
+    package init(runDir: String? = nil, resume: String? = nil, initFrom: String? = nil, role: Role? = nil, rankLogs: Bool = false,
+                 verbose: Bool = false, echo: Bool = true, force: Bool = false, faults: [Int: Fault] = [:]) {
+        self.runDir = runDir; self.resume = resume; self.initFrom = initFrom; self.role = role; self.rankLogs = rankLogs
+        self.verbose = verbose; self.echo = echo; self.force = force; self.faults = faults
     }
 
     /// The run folder's path for `config`.
@@ -44,13 +46,16 @@ package struct TrainOptions {
 /// 2. `checkpoint`: the one to resume from (`auto`: the newest that verifies, skipping a
 ///    damaged latest one);
 /// 3. the caller builds the trainer and `resume`s it, which checks the checkpoint against
-///    the config;
+///    the config, or `initialize`s its model (`--init`);
 /// 4. `openFolder` writes the resolved config, keeps metrics.jsonl up to the resumed step and
 ///    says the header line.
 package enum RunStart {
     /// Refuses to start a new run over an earlier one: a run folder is never clobbered.
     package static func claim(_ config: Config, _ options: TrainOptions) throws {
         let path = options.folder(config)
+        if options.initFrom != nil && options.resume != nil {
+            throw UsageError("--init starts a new run from a model's tensors and --resume continues a run: give one of them")
+        }
         if options.force {
             guard options.resume == nil else { throw UsageError("--force starts over and --resume continues: give one of them") }
             try RunFolder.clear(path)
@@ -79,6 +84,19 @@ package enum RunStart {
         let notes = try Checkpoint.load(checkpoint, into: trainer)
         return ["resumed from \(checkpoint) at step \(trainer.position.step); " +
                 (try Checkpoint.layoutNote(checkpoint, world, basis: trainer.config.asym.basis))] + notes.map { "note: \($0)" }
+    }
+
+    /// `--init`: loads the file's tensors into the trainer's model (before any step, so the
+    /// optimizer state and the position stay fresh). Returns the lines to say and what the
+    /// trusted ranks compare to be sure they start alike: the tensor count and a hash of the
+    /// tensors' crc32s, each exact in a Double (`[0, 0, 0]` without `--init`).
+    package static func initialize(_ trainer: Trainer, _ options: TrainOptions) throws -> (lines: [String], fingerprint: [Double]) {
+        guard let path = options.initFrom else { return ([], [0, 0, 0]) }
+        let crcs = try InitialWeights.load(path, into: trainer.model)
+        // FNV-1a over the crc32s, split into two 32-bit halves.
+        let hash = crcs.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64(UInt32(truncatingIfNeeded: $1))) &* 0x100_0000_01b3 }
+        return (["initialized from \(path): \(crcs.count) model tensors (parameters, batch-norm statistics); step 0, fresh optimizer state"],
+                [Double(crcs.count), Double(hash >> 32), Double(hash & 0xffff_ffff)])
     }
 
     /// Opens the run folder (`writer`: rank 0 or the only process; other ranks get a view that

@@ -94,17 +94,22 @@ package enum Checkpoint {
     }
 
     package static func header(_ f: HDF5File) throws -> Header {
-        let name = f.path
-        guard (try? f.stringAttribute("format")) == format else {
-            throw CheckpointError("\(name): not an asymml checkpoint (no format = \"\(format)\" attribute)")
-        }
-        let version = try f.int64Attribute("format_version")
-        guard version == formatVersion else {
-            throw CheckpointError("\(name): checkpoint format version \(version); this build reads version \(formatVersion)")
-        }
+        if let problem = formatProblem(f) { throw CheckpointError("\(f.path): \(problem)") }
         return Header(step: try f.int64Attribute("step"), epoch: try f.int64Attribute("epoch"),
                       samplesSeen: try f.int64Attribute("samples_seen"), config: try f.stringAttribute("config"),
                       world: try f.stringAttribute("world"), softwareVersion: try f.stringAttribute("software_version"))
+    }
+
+    /// Why `f` is not a checkpoint this build reads (its format or version), or nil.
+    package static func formatProblem(_ f: HDF5File) -> String? {
+        guard (try? f.stringAttribute("format")) == format else {
+            return "not an asymml checkpoint (no format = \"\(format)\" attribute)"
+        }
+        let version = try? f.int64Attribute("format_version")
+        guard version == formatVersion else {
+            return "checkpoint format version \(version.map(String.init) ?? "missing"); this build reads version \(formatVersion)"
+        }
+        return nil
     }
 
     /// Checks a checkpoint without a model: its header and every dataset's crc32. Returns each
@@ -188,7 +193,7 @@ package enum Checkpoint {
     }
 
     /// The float32 dataset `dataset` into `tensor`, whose shape it must have.
-    private static func restore(_ f: HDF5File, path: String, _ dataset: String, into tensor: Tensor) throws {
+    package static func restore(_ f: HDF5File, path: String, _ dataset: String, into tensor: Tensor) throws {
         let (shape, values) = try f.readFloats(dataset)
         guard shape == tensor.shape else {
             throw CheckpointError("\(path): \(dataset) has shape \(shape), the model needs \(tensor.shape)")

@@ -41,6 +41,8 @@ struct Train: ParsableCommand {
     @OptionGroup var options: ConfigOptions
     @Option(help: "Continue from a checkpoint: 'auto' (the newest in the run folder) or a path.")
     var resume: String?
+    @Option(name: .customLong("init"), help: "Start a new run from the model tensors of a checkpoint or of scripts/from_torch.py's output (step 0, fresh optimizer state).")
+    var initFrom: String?
     @Option(name: .customLong("run-dir"), help: "The run folder (default runs/<name>).")
     var runDir: String?
     @Flag(help: "Start over in a run folder that holds an earlier run, deleting its checkpoints, metrics and logs.")
@@ -84,6 +86,7 @@ struct Train: ParsableCommand {
         var run = TrainOptions(runDir: runDir, resume: resume, role: role, rankLogs: rankLogs, verbose: verbose, force: force,
                                faults: faults)
         run.wireFaults = wireFaults
+        run.initFrom = initFrom
         Interruption.install()
         if Communicator.launchedByMPI {
             Foundation.exit(DistributedTraining.train(config: config, options: run))

@@ -15,7 +15,7 @@ final class ModelConfigsTests: XCTestCase {
         try Config.load(path: repositoryRoot + "/configs/" + file, overrides: overrides)
     }
 
-    /// Every state_dict key of a model, as `scripts/torch_checkpoint.py export` writes it:
+    /// Every state_dict key of a model, as `scripts/to_torch.py` writes it:
     /// `<layer>.<param>` with a block's `shortcut.conv`/`shortcut.bn` as torchvision's
     /// `downsample.0`/`downsample.1`.
     private func torchKeys(_ model: Model) -> [String] {
