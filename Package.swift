@@ -32,8 +32,10 @@ let package = Package(
 
         // Tensors and the numeric kernels (forward and backward), on OpenBLAS and oneDNN.
         .target(name: "AsymKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: fastMath),
+        // Box-Muller in C, compiled for AVX-512, AVX2 and the baseline (the loader picks one).
+        .target(name: "CNoise"),
         // The one source of secret randomness: keystreams under keys from the system CSPRNG.
-        .target(name: "AsymSecrets", dependencies: ["AsymKernels", .product(name: "Crypto", package: "swift-crypto"),
+        .target(name: "AsymSecrets", dependencies: ["AsymKernels", "CNoise", .product(name: "Crypto", package: "swift-crypto"),
                                                    .product(name: "_CryptoExtras", package: "swift-crypto")],
                 swiftSettings: fastMath),
         // Freivalds-style checks of what untrusted ranks return (docs/DESIGN.md §8).
@@ -72,7 +74,7 @@ let package = Package(
         // Inputs that several test targets share (random and low-rank feature maps).
         .target(name: "AsymTestSupport", dependencies: ["AsymKernels"], path: "Tests/AsymTestSupport"),
         .testTarget(name: "AsymKernelsTests", dependencies: ["AsymKernels", "AsymTestSupport"]),
-        .testTarget(name: "AsymSecretsTests", dependencies: ["AsymSecrets", "AsymKernels"]),
+        .testTarget(name: "AsymSecretsTests", dependencies: ["AsymSecrets", "AsymKernels", "CNoise"]),
         .testTarget(name: "AsymIntegrityTests", dependencies: ["AsymTestSupport", "AsymIntegrity", "AsymSplit", "AsymKernels"]),
         .testTarget(name: "AsymSplitTests", dependencies: ["AsymTestSupport", "AsymSplit", "AsymKernels"]),
         .testTarget(name: "AsymPrivacyTests", dependencies: ["AsymTestSupport", "AsymPrivacy", "AsymSplit", "AsymKernels"]),

@@ -536,7 +536,13 @@ package final class IntegrityChecker {
         precondition(!checkedSamples.contains(true), "layer \(layer): training pass amid the checks of a weight-gradient share")
         let Cout = geometry.outChannels
         if !filterDrawn {
-            timed(.randomDraws) { random.fillSigned(z.data, count: geometry.patchSize) }
+            // A share row shifted by a constant d moves that row of G z by d * sum(z): z is
+            // redrawn until |sum(z)| >= |z|_2 / 2 (about 1.6 draws), so such a shift (a
+            // bias-like error, the `grad` fault) is caught like any other, instead of slipping
+            // through whenever the signs nearly cancel. Other directions keep their odds.
+            timed(.randomDraws) {
+                repeat { random.fillSigned(z.data, count: geometry.patchSize) } while !constantShiftShows(z.data, count: geometry.patchSize)
+            }
             let k2 = geometry.kernel * geometry.kernel, f = z.data, norms = filterNorms.data
             for c in 0..<geometry.inChannels {
                 var e: Float = 0
@@ -557,6 +563,13 @@ package final class IntegrityChecker {
             samplePasses.append(contentsOf: repeatElement(0, count: more))
             checkedSamples.append(contentsOf: repeatElement(false, count: more))
         }
+    }
+
+    /// Whether |sum(z)| >= |z|_2 / 2 (see `startPass`).
+    private func constantShiftShows(_ z: UnsafePointer<Float>, count: Int) -> Bool {
+        var sum: Double = 0, squares: Double = 0
+        for i in 0..<count { sum += Double(z[i]); squares += Double(z[i]) * Double(z[i]) }
+        return 4 * sum * sum >= squares
     }
 
     // MARK: Shared steps

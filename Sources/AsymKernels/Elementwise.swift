@@ -83,6 +83,12 @@ package func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<
     }
 }
 
+/// y += c (one value added to a row, e.g. a channel's bias).
+package func addScalar(_ c: Float, to y: UnsafeMutablePointer<Float>, count: Int) {
+    let v = SIMD8<Float>(repeating: c)
+    simd8(0..<count, vector: { i in store8(load8(y, i) + v, y, i) }, scalar: { i in y[i] += c })
+}
+
 /// sums[c] += the sum of channel c of `y` [batch, channels, positions], NCHW or in channel
 /// blocks of `block` (see `ConvBlocks`): the bias gradient of a convolution from its output
 /// gradient. Both layouts add the same terms in the same order.

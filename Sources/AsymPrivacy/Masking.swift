@@ -220,9 +220,8 @@ package final class MaskingExecutor: ExecutorWrapper {
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let y = decode(out, groups: st.groups, unmixes: st.groups.map(\.forwardUnmix), batch: st.batch,
-                       reuse: st.outputTarget ?? st.output)
+                       reuse: st.outputTarget ?? st.output, bias: st.bias)
         if st.outputTarget == nil { st.output = y }
-        if let bias = st.bias { restoreBias(y, bias: bias, groups: st.groups) }
         st.forwardDecoded = true
         codingSeconds += seconds(since: t0)
         return y
@@ -438,8 +437,12 @@ package final class MaskingExecutor: ExecutorWrapper {
     }
 
     /// The samples of every group: out[k, size] = unmix[k, L] y[L, size] (each block's
-    /// results sit at its rows of the message).
-    private func decode(_ y: Tensor, groups: [GroupMask], unmixes: [[Float]], batch: Int, reuse: Tensor?) -> Tensor {
+    /// results sit at its rows of the message). With `bias` (forward outputs), each sample's
+    /// bias is set right while the group's outputs are in cache: every combination's output
+    /// carried b once, so sample i's decoded output carries it sum_j M[j,i] times, and gets
+    /// (1 - that) b added per channel.
+    private func decode(_ y: Tensor, groups: [GroupMask], unmixes: [[Float]], batch: Int, reuse: Tensor?,
+                        bias: Tensor? = nil) -> Tensor {
         let size = y.count / y.shape[0]
         let out = Tensor.reuse(reuse, shape: [batch] + y.shape.dropFirst())
         var s0 = 0
@@ -448,6 +451,15 @@ package final class MaskingExecutor: ExecutorWrapper {
             let rows = group.blocks.flatMap { b in (0..<b.combinations.count).map { UnsafePointer(y.data + (b.row + $0) * size) } }
             unmix.withUnsafeBufferPointer { u in
                 mixRows(u.baseAddress!, sources: rows, into: (0..<group.samples).map { out.data + (s0 + $0) * size }, count: size)
+            }
+            if let bias {
+                let channels = bias.count, positions = size / channels, L = group.combinations
+                for i in 0..<group.samples {
+                    let missing = 1 - unmix[(i * L)..<((i + 1) * L)].reduce(0, +)
+                    for o in 0..<channels {
+                        addScalar(missing * bias[o], to: out.data + ((s0 + i) * channels + o) * positions, count: positions)
+                    }
+                }
             }
             s0 += group.samples
         }
@@ -476,23 +488,6 @@ package final class MaskingExecutor: ExecutorWrapper {
             }
         }
         return RowPlacement(parts: parts, groups: rowGroups)
-    }
-
-    /// Each combination's output carried the bias once, so sample i's decoded output carries it
-    /// sum_j M[j,i] times: add (1 - that) b back per channel.
-    private func restoreBias(_ y: Tensor, bias: Tensor, groups: [GroupMask]) {
-        let channels = bias.count, positions = y.count / (y.shape[0] * channels)
-        var s = 0
-        for group in groups {
-            for i in 0..<group.samples {
-                let missing = 1 - group.forwardUnmix[(i * group.combinations)..<((i + 1) * group.combinations)].reduce(0, +)
-                for o in 0..<channels {
-                    let row = y.data + (s * channels + o) * positions, add = missing * bias[o]
-                    for p in 0..<positions { row[p] += add }
-                }
-                s += 1
-            }
-        }
     }
 
     private func rms(_ x: UnsafePointer<Float>, count: Int) -> Float {

@@ -1,6 +1,7 @@
 import AsymKernels
 import Crypto
 import _CryptoExtras
+import CNoise
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -64,89 +65,32 @@ package struct SecretStream: RandomNumberGenerator {
         return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
     }
 
-    /// Fills `p[0..<count]` with normal values of standard deviation `scale`: Box-Muller on
-    /// AES-CTR keystream words, one word per value, in chunks of 2^15 values (each under its own
-    /// nonce) in parallel, so each value depends only on its position, not on the thread count.
+    /// Fills `p[0..<count]` with normal values of standard deviation `scale`: Box-Muller
+    /// (`asym_box_muller`, on the widest vector unit the CPU has) on AES-CTR keystream words,
+    /// one word per value, in chunks of 2^13 values (each under its own nonce) in parallel, so
+    /// each value depends only on its position, not on the thread count. A chunk's 32 KB of
+    /// keystream stays under malloc's mmap threshold: no page faults per chunk.
     package mutating func fillNormal(_ p: UnsafeMutablePointer<Float>, count: Int, scale: Float) {
         precondition(bulkCalls < UInt32.max, "keystream exhausted: use a new SecretStream per message")
-        let chunk = 1 << 15, chunks = (count + chunk - 1) / chunk
+        let chunk = 1 << 13, chunks = (count + chunk - 1) / chunk
         let call = bulkCalls, key = bulkKey
         bulkCalls += 1
-        let zeros = [UInt8](repeating: 0, count: 4 * min(chunk, (count + 15) / 16 * 16))
+        // Box-Muller takes words in groups of 32: a short last chunk draws its group in full.
+        let zeros = [UInt8](repeating: 0, count: 4 * min(chunk, (count + 31) / 32 * 32))
         parallelRanges(chunks, grain: 2) { range in
             for c in range {
                 let lo = c * chunk, n = min(chunk, count - lo)
                 let keystream: Data
                 do {  // nonce (call, chunk, 0): 96 bits, then AES-CTR's 32-bit block counter from 0
                     let nonce = try AES._CTR.Nonce(nonceBytes: [call, UInt32(c), 0].withUnsafeBytes { Array($0) })
-                    keystream = try AES._CTR.encrypt(zeros[0..<(4 * ((n + 15) / 16 * 16))], using: key, nonce: nonce)
+                    keystream = try AES._CTR.encrypt(zeros[0..<(4 * ((n + 31) / 32 * 32))], using: key, nonce: nonce)
                 } catch {
                     fatalError("AES-CTR with a 256-bit key and a 96-bit nonce failed: \(error)")
                 }
                 keystream.withUnsafeBytes { words in
-                    var last = SIMD16<Float>()  // a short last group's 16 values, of which n - i are kept
-                    for i in stride(from: 0, to: n, by: 16) {
-                        let w1 = words.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
-                        let w2 = words.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<UInt32>.self)
-                        if i + 16 <= n {
-                            SecretStream.boxMuller(w1, w2, scale: scale, into: p + lo + i)
-                        } else {
-                            withUnsafeMutableBytes(of: &last) { v in
-                                let values = v.baseAddress!.assumingMemoryBound(to: Float.self)
-                                SecretStream.boxMuller(w1, w2, scale: scale, into: values)
-                                (p + lo + i).update(from: values, count: n - i)
-                            }
-                        }
-                    }
+                    asym_box_muller(words.baseAddress!.assumingMemoryBound(to: UInt32.self), n, scale, p + lo)
                 }
             }
         }
-    }
-
-    /// 16 normal values from 8 + 8 uniform words: radius sqrt(-2 ln u1) from `w1`, angle from
-    /// `w2` (its top two bits pick the quadrant, its low 24 bits the offset in it, so sine and
-    /// cosine need polynomials on [-pi/4, pi/4) only). Cosines go to out[0..<8], sines to
-    /// out[8..<16]. Only vector adds, multiplies and selects (the compiler turns SIMD square
-    /// roots and calls into scalar loops): ln by its series, the square root by Newton steps on
-    /// 1/sqrt, all accurate to about 1e-7 relative (`SecretStreamTests.testVectorBoxMullerMatchesLibm`).
-    @inline(__always)
-    package static func boxMuller(_ w1: SIMD8<UInt32>, _ w2: SIMD8<UInt32>, scale: Float, into out: UnsafeMutablePointer<Float>) {
-        typealias V = SIMD8<Float>
-        // u1 in (0, 1] = 2^e m, m in [sqrt(1/2), sqrt(2)); ln m = 2 atanh(t), t = (m - 1) / (m + 1),
-        // |t| < 0.172, by its odd series to t^9.
-        let u1 = (V(SIMD8<Int32>(truncatingIfNeeded: w1 &>> 8)) + 1) * 0x1p-24
-        // Moving the bits by 1 - sqrt(1/2) (as floats' bit patterns) puts m's range boundary at
-        // sqrt(1/2) with integer operations only.
-        let bits = unsafeBitCast(u1, to: SIMD8<Int32>.self) &+ (0x3F80_0000 - 0x3F35_04F3)
-        let e = V((bits &>> 23) &- 127)
-        let m = unsafeBitCast((bits & 0x007F_FFFF) &+ 0x3F35_04F3, to: V.self)
-        let t = (m - 1) / (m + 1), t2 = t * t
-        var series = t2 * (1.0 / 9) + (1.0 / 7)
-        series = (series * t2 + (1.0 / 5)) * t2 + (1.0 / 3)
-        series = series * t2 + 1
-        let x = -2 * (e * 0.693_147_18 + 2 * t * series)  // -2 ln u1, in [0, 33.3]
-        // sqrt(x) = x / sqrt(x): 1/sqrt(x) from the exponent-halving guess and three Newton steps.
-        var y = unsafeBitCast(SIMD8<Int32>(repeating: 0x5F37_59DF) &- (unsafeBitCast(x, to: SIMD8<Int32>.self) &>> 1), to: V.self)
-        y = y * (1.5 - 0.5 * x * y * y)
-        y = y * (1.5 - 0.5 * x * y * y)
-        y = y * (1.5 - 0.5 * x * y * y)
-        let r = scale * x * y  // u1 = 1 gives x = -0, a finite guess y and r = 0
-        let a = (V(SIMD8<Int32>(truncatingIfNeeded: w2 & 0xFF_FFFF)) * 0x1p-24 - 0.5) * (Float.pi / 2)
-        let a2 = a * a
-        var sinA = a2 * (1.0 / 362_880) - (1.0 / 5040)
-        sinA = ((sinA * a2 + (1.0 / 120)) * a2 - (1.0 / 6)) * a2 + 1
-        sinA = sinA * a
-        var cosA = a2 * (-1.0 / 3_628_800) + (1.0 / 40320)
-        cosA = ((cosA * a2 - (1.0 / 720)) * a2 + (1.0 / 24)) * a2 - 0.5
-        cosA = cosA * a2 + 1
-        // Quadrant q: (sin, cos)(q pi/2 + a) is (sin a, cos a) turned q quarter turns: odd q
-        // swaps them (negating the cosine), q >= 2 negates both; done on bit patterns (SIMD
-        // comparisons and selects compile to scalar loops).
-        let sinBits = unsafeBitCast(sinA, to: SIMD8<UInt32>.self), cosBits = unsafeBitCast(cosA, to: SIMD8<UInt32>.self)
-        let odd = 0 &- ((w2 &>> 30) & 1), sign = (w2 &>> 31) &<< 31
-        let s = unsafeBitCast((sinBits & ~odd | cosBits & odd) ^ sign, to: V.self)
-        let c = unsafeBitCast((cosBits & ~odd | (sinBits ^ 0x8000_0000) & odd) ^ sign, to: V.self)
-        UnsafeMutableRawPointer(out).storeBytes(of: r * c, as: V.self)
-        UnsafeMutableRawPointer(out + 8).storeBytes(of: r * s, as: V.self)
     }
 }

@@ -34,9 +34,8 @@ package struct Fault: Equatable {
     /// flip: one output value changed by 1% of the output's largest |entry|; scale: output
     /// shares scaled by 1.01; zero: input gradients zeroed; replay: the previous step's output
     /// shares; grad: half the share's largest |entry| added to output channel 0 of every
-    /// weight-gradient share (a whole row shifted by a constant is caught only when the secret
-    /// filter's entries do not nearly cancel: at 1% it slipped through about once in 30 steps,
-    /// while any single changed value is always caught).
+    /// weight-gradient share (a whole row shifted by a constant: the checker draws its secret
+    /// filter so that its entries never nearly cancel, see `IntegrityChecker.startPass`).
     package static func parse(_ text: String) throws -> (rank: Int, fault: Fault) {
         let parts = text.split(separator: ":").map(String.init)
         let kinds = ["flip", "scale", "zero", "replay", "grad"]
