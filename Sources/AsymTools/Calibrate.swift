@@ -74,6 +74,8 @@ package func calibrate(config: Config, steps: Int, link: () throws -> (gbps: Dou
     let measured = try link()
     return Calibration(hardware: Hardware(teeGflops: rate(gemm), teeSplitGflops: rate(split), teeElementwiseGflops: rate(elementwise),
                                           accelGflops: untrustedFlops / max(asym.untrusted, 1e-9) / 1e9,
-                                          linkGbps: measured.gbps, linkLatencyMicroseconds: measured.latencyMicroseconds),
+                                          linkGbps: measured.gbps, linkLatencyMicroseconds: measured.latencyMicroseconds,
+                                          // A local run's ranks (launch/local.sh) share these cores.
+                                          sharedCores: Double(ProcessInfo.processInfo.activeProcessorCount)),
                        config: c.name, threads: kernelThreads, steps: steps)
 }

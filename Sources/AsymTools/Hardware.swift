@@ -23,9 +23,14 @@ package struct Hardware: Equatable, Sendable {
     /// latency of one message in microseconds.
     package var linkGbps: Double
     package var linkLatencyMicroseconds: Double
+    /// When every rank runs on one machine's cores (a local run, as `bench --calibrate`
+    /// measures): how many. A step then takes at least all ranks' compute over the cores
+    /// (nil: each rank has a processor of its own).
+    package var sharedCores: Double?
 
-    /// The keys of a hardware spec and file, in order.
-    static let keys = ["tee_gflops", "tee_split_gflops", "tee_elementwise_gflops", "accel_gflops", "link_gbps", "link_latency_us"]
+    /// The keys of a hardware spec and file, in order (`shared_cores` optional).
+    static let keys = ["tee_gflops", "tee_split_gflops", "tee_elementwise_gflops", "accel_gflops", "link_gbps", "link_latency_us",
+                       "shared_cores"]
 
     /// The split and elementwise rates as fractions of the GEMM rate, when a spec gives only
     /// `tee_gflops`: measured on this project's 2-core AVX-512 machine, one thread
@@ -33,18 +38,19 @@ package struct Hardware: Equatable, Sendable {
     /// suffers more from its encrypted memory, so treat these as optimistic for SGX.
     package static let splitFraction = 0.25, elementwiseFraction = 0.02
 
-    package var values: [Double] {
-        [teeGflops, teeSplitGflops, teeElementwiseGflops, accelGflops, linkGbps, linkLatencyMicroseconds]
+    package var values: [Double?] {
+        [teeGflops, teeSplitGflops, teeElementwiseGflops, accelGflops, linkGbps, linkLatencyMicroseconds, sharedCores]
     }
 
     package init(teeGflops: Double, teeSplitGflops: Double? = nil, teeElementwiseGflops: Double? = nil,
-                 accelGflops: Double, linkGbps: Double, linkLatencyMicroseconds: Double = 0) {
+                 accelGflops: Double, linkGbps: Double, linkLatencyMicroseconds: Double = 0, sharedCores: Double? = nil) {
         self.teeGflops = teeGflops
         self.teeSplitGflops = teeSplitGflops ?? teeGflops * Hardware.splitFraction
         self.teeElementwiseGflops = teeElementwiseGflops ?? teeGflops * Hardware.elementwiseFraction
         self.accelGflops = accelGflops
         self.linkGbps = linkGbps
         self.linkLatencyMicroseconds = linkLatencyMicroseconds
+        self.sharedCores = sharedCores
     }
 
     /// `--hardware`: comma-separated items, each `key=value` or the path of a hardware file
@@ -73,7 +79,8 @@ package struct Hardware: Equatable, Sendable {
         }
         return Hardware(teeGflops: try required("tee_gflops"), teeSplitGflops: pairs["tee_split_gflops"],
                         teeElementwiseGflops: pairs["tee_elementwise_gflops"], accelGflops: try required("accel_gflops"),
-                        linkGbps: try required("link_gbps"), linkLatencyMicroseconds: pairs["link_latency_us"] ?? 0)
+                        linkGbps: try required("link_gbps"), linkLatencyMicroseconds: pairs["link_latency_us"] ?? 0,
+                        sharedCores: pairs["shared_cores"])
     }
 
     /// A hardware file: `key: value` lines, `#` comments.
@@ -96,12 +103,13 @@ package struct Hardware: Equatable, Sendable {
 
     /// The hardware file `bench --calibrate` writes (and `parse` reads).
     package func file(comment: String) -> String {
-        (comment.split(separator: "\n").map { "# \($0)" } + zip(Hardware.keys, values).map { "\($0): \(String(format: "%.4g", $1))" })
+        (comment.split(separator: "\n").map { "# \($0)" } + zip(Hardware.keys, values).compactMap { key, v in v.map { "\(key): \(String(format: "%.4g", $0))" } })
             .joined(separator: "\n") + "\n"
     }
 
     package var summary: String {
         String(format: "tee %.3g GFLOP/s (GEMM), %.3g (split layers), %.3g (elementwise); accelerator %.3g GFLOP/s; link %.3g Gbit/s, %.3g us",
                teeGflops, teeSplitGflops, teeElementwiseGflops, accelGflops, linkGbps, linkLatencyMicroseconds)
+            + (sharedCores.map { String(format: "; all ranks on %.3g shared cores", $0) } ?? "")
     }
 }

@@ -14,6 +14,8 @@ import Foundation
 /// pass takes t + l + u (trusted work, link, untrusted work). With k micro-batches the three
 /// stages overlap as a pipeline: (t + l + u) / k + (k - 1) / k * max(t, l, u), with k
 /// messages each way. The optimizer's update counts as elementwise work on every parameter.
+/// With `shared_cores` (a local run: every rank on one machine's cores) a step takes at
+/// least the compute of all ranks over those cores.
 package struct Prediction {
     /// Seconds of one training step or one inference batch.
     package struct Times {
@@ -87,6 +89,10 @@ package struct Prediction {
             t.trusted += update
             t.wall += update
         }
+        // Ranks on shared cores: a step takes at least every rank's compute over the cores.
+        if let cores = hardware.sharedCores {
+            t.wall = max(t.wall, (t.trusted + t.untrusted * Double(plan.members)) / cores)
+        }
         return t
     }
 
@@ -129,7 +135,7 @@ package struct Prediction {
                             ("wall_s", .object(Prediction.microbatchCounts.map {
                                 ("\($0)", .number(times(training: training, microbatches: $0).wall)) }))])
         }
-        return .object([("hardware", .object(zip(Hardware.keys, hardware.values).map { ($0, .number($1)) })),
+        return .object([("hardware", .object(zip(Hardware.keys, hardware.values).compactMap { key, v in v.map { (key, .number($0)) } })),
                         ("training", side(true)), ("inference", side(false))])
     }
 }

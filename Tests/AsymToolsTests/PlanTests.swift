@@ -76,6 +76,11 @@ final class PredictionTests: XCTestCase {
         var faster = h
         faster.linkGbps = 100
         XCTAssertEqual(try Hardware.parse("\(file),link_gbps=100"), faster)
+        var local = h
+        local.sharedCores = 2
+        try local.file(comment: "calibrated here").write(toFile: file, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try Hardware.parse(file), local)
+        XCTAssertEqual(try Hardware.parse("\(file),shared_cores=4").sharedCores, 4)
         let bare = try Hardware.parse("tee_gflops=10,accel_gflops=100,link_gbps=1")
         XCTAssertEqual(bare.teeSplitGflops, 10 * Hardware.splitFraction)
         XCTAssertEqual(bare.linkLatencyMicroseconds, 0)
@@ -123,5 +128,19 @@ final class PredictionTests: XCTestCase {
             / gemmRows.map { $0.trustedForward + $0.trustedBackward }.reduce(0, +)
         XCTAssertEqual(ideal.teeOnly(training: true) / t.wall, bound, accuracy: 1e-3 * bound)
         XCTAssertTrue(plan.json(extra: [("prediction", p.json)]).contains("\"prediction\": {\"hardware\""))
+    }
+
+    /// Ranks on shared cores (a local run): the private setting's 1 trusted + 3 untrusted
+    /// ranks on 2 cores take at least their compute over 2 cores, more than on 4 machines.
+    func testSharedCoresBoundTheStep() throws {
+        let plan = try Plan(try Config.load(path: repoRoot + "/configs/fmnist-cnn.yaml"))
+        XCTAssertEqual(plan.members, 3)
+        var h = Hardware(teeGflops: 100, teeSplitGflops: 15, teeElementwiseGflops: 4, accelGflops: 40, linkGbps: 30)
+        let apart = Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1)
+        h.sharedCores = 2
+        let shared = Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1)
+        XCTAssertEqual(shared.wall, max(apart.wall, (apart.trusted + 3 * apart.untrusted) / 2), accuracy: 1e-12)
+        h.sharedCores = 1
+        XCTAssertGreaterThan(Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1).wall, apart.wall)
     }
 }
