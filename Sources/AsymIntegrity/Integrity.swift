@@ -124,19 +124,24 @@ enum RoundingModel {
     static let unitRoundoff: Float = 0x1p-24
     static let safety: Float = 8
 
+    /// The unit of a wide share's check (`IntegrityChecker.wideShares`): both sides sum float
+    /// products in double (2^-53 a rounding), and the member's double result crosses as float
+    /// high + low parts, which hold it to 2^-48; 2^-47 covers both.
+    static let wideUnitRoundoff: Float = 0x1p-47
+
     static func tolerance(scale: Float, sigma: Float, combined: Float, inner: Int, terms: Int,
-                          weighted: Float) -> Float {
-        Scales(sigma: sigma, combined: combined, inner: inner, terms: terms).tolerance(scale: scale, weighted: weighted)
+                          weighted: Float, unit: Float = unitRoundoff) -> Float {
+        Scales(sigma: sigma, combined: combined, inner: inner, terms: terms, unit: unit).tolerance(scale: scale, weighted: weighted)
     }
 
     /// The terms that every compared value of one message shares: tol = scale * perScale +
     /// weighted * perWeighted.
     struct Scales {
         let perScale: Float, perWeighted: Float
-        init(sigma: Float, combined: Float, inner: Int, terms: Int) {
+        init(sigma: Float, combined: Float, inner: Int, terms: Int, unit: Float = unitRoundoff) {
             let si = Float(inner).squareRoot(), st = Float(terms).squareRoot()
-            perScale = safety * unitRoundoff * (si * (sigma + combined) + st * sigma)
-            perWeighted = safety * unitRoundoff * st
+            perScale = safety * unit * (si * (sigma + combined) + st * sigma)
+            perWeighted = safety * unit * st
         }
         @inline(__always)
         func tolerance(scale: Float, weighted: Float) -> Float { scale * perScale + weighted * perWeighted }
@@ -220,6 +225,20 @@ package final class IntegrityChecker {
     private var checkedSamples: [Bool] = []    // [n]: its share checked since the last finish
     private var shareRight: [Double] = [], shareMax: [Float] = []  // one range's, [Cout]
 
+    /// Set when the weight-gradient shares are double results that cross as float high + low
+    /// parts (spread masking's wide shares, `OutputGradient.wideShares`). Their check then runs
+    /// in double: q = conv(R, z) and the reference sum_p q dY are computed in double, G z from
+    /// high + low, and the tolerance is double rounding's (`RoundingModel.wideUnitRoundoff`).
+    /// With float rounding, the tolerance followed the noisy combinations' norms (noise 30
+    /// makes a share about 900 times the gradient), and a member could move the decoded
+    /// weight gradient by about 1e-3 of itself per step unseen; in double, by about 1e-10.
+    package var wideShares = false
+    /// Wide shares: q per sample and position ([batch, P]) and the reference per sample and
+    /// output channel ([n][o]), in double; z's taps as a k*k x C matrix, and one sample's
+    /// input and taps, in double.
+    private var qWide: [Double] = [], shareReferenceWide: [Double] = []
+    private var zTaps: [Double] = [], wideInput: [Double] = [], wideTaps: [Double] = []
+
     /// The largest discrepancy / allowed seen per check: how close honest runs come to a
     /// false alarm (a failed check shows > 1).
     package private(set) var highestRatio: [IntegrityCheck: Float] = [:]
@@ -282,7 +301,9 @@ package final class IntegrityChecker {
         let HW = g.height * g.width, P = g.outPositions
         if training { startPass(batch: batch) }
         timed(.randomDraws) { random.fillSigned(s.data, count: Cout) }
-        let rows = (training ? 2 : 1) * k2
+        // z's taps join the float probe's GEMM, or, with wide shares, a double one of their own.
+        let wideQ = training && wideShares
+        let rows = (training && !wideShares ? 2 : 1) * k2
         timed(.combinedKernels) {
             // s^T W and |W_o|_inf, in blocks of rows that stay in cache for the second.
             let block = max(1, (1 << 16) / K)
@@ -300,14 +321,23 @@ package final class IntegrityChecker {
             for c in 0..<C {
                 for tap in 0..<k2 {
                     m[tap * C + c] = a[c * k2 + tap]
-                    if training { m[(k2 + tap) * C + c] = f[c * k2 + tap] }
+                    if training && !wideShares { m[(k2 + tap) * C + c] = f[c * k2 + tap] }
                 }
+            }
+            if wideQ {
+                zTaps = [Double](repeating: 0, count: k2 * C)
+                for c in 0..<C { for tap in 0..<k2 { zTaps[tap * C + c] = Double(f[c * k2 + tap]) } }
             }
         }
         let y = Tensor.reuse(probe, shape: [batch, P]); probe = y
         let energy = Tensor.reuse(patchEnergy, shape: [batch, P]); patchEnergy = energy
-        let kept = training ? Tensor.reuse(q, shape: [batch, P]) : nil
+        let kept = training && !wideShares ? Tensor.reuse(q, shape: [batch, P]) : nil
         if let kept { q = kept }
+        if wideQ {
+            qWide = [Double](repeating: 0, count: batch * P)
+            if wideInput.count < C * HW { wideInput = [Double](repeating: 0, count: C * HW) }
+            if wideTaps.count < k2 * HW { wideTaps = [Double](repeating: 0, count: k2 * HW) }
+        }
         let taps = scratch.buffer(0, count: rows * HW), map = scratch.buffer(1, count: HW)
         forEachChunk(batch, sampleSize: C * HW) { chunk in
             timed(.toleranceNorms) {
@@ -335,6 +365,7 @@ package final class IntegrityChecker {
                         shiftedSum(g, taps: taps + k2 * HW, tapStride: HW, into: kept.data + n * P, transposed: false)
                         probeEnergy[n] += sumOfSquares(kept.data + n * P, count: P)
                     }
+                    if wideQ { probeEnergy[n] += wideProbe(sample: r + n * C * HW, into: n * P) }
                 }
             }
             progress()
@@ -387,7 +418,9 @@ package final class IntegrityChecker {
         }
         let share = filterDrawn
         if share {
-            guard let q, q.count == batch * P else { preconditionFailure("layer \(layer): backward without its forward pass") }
+            guard wideShares ? qWide.count == batch * P : q?.count == batch * P else {
+                preconditionFailure("layer \(layer): backward without its forward pass")
+            }
         }
         let x = Tensor.reuse(probe, shape: [batch, HW]); probe = x
         let energy = Tensor.reuse(patchEnergy, shape: [batch, HW]); patchEnergy = energy
@@ -430,10 +463,20 @@ package final class IntegrityChecker {
             }
             if share {
                 timed(.shareReference) {
-                    shareReference.withUnsafeMutableBufferPointer { ref in
-                        for n in chunk {
-                            BLAS.gemv(m: Cout, n: P, a: dy + n * Cout * P, lda: P, x: q!.data + n * P, beta: 1,
-                                      y: ref.baseAddress! + n * Cout)
+                    if wideShares {
+                        qWide.withUnsafeBufferPointer { qw in
+                            shareReferenceWide.withUnsafeMutableBufferPointer { ref in
+                                for n in chunk {
+                                    for o in 0..<Cout { ref[n * Cout + o] += wideDot(dy + (n * Cout + o) * P, qw.baseAddress! + n * P, count: P) }
+                                }
+                            }
+                        }
+                    } else {
+                        shareReference.withUnsafeMutableBufferPointer { ref in
+                            for n in chunk {
+                                BLAS.gemv(m: Cout, n: P, a: dy + n * Cout * P, lda: P, x: q!.data + n * P, beta: 1,
+                                          y: ref.baseAddress! + n * Cout)
+                            }
                         }
                     }
                 }
@@ -460,31 +503,18 @@ package final class IntegrityChecker {
 
     /// Checks the share of samples `samples` of G ([Cout, C*k*k], summed over the passes since
     /// the last check) per output channel: G z against sum over those samples of
-    /// sum_p q dY. Every sample must be checked exactly once (one range per untrusted rank, or
-    /// all at once) before `finishShareChecks`.
-    package func checkGradientShare(_ share: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
+    /// sum_p q dY. With wide shares, G is high + `low` (in double). Every sample must be
+    /// checked exactly once (one range per untrusted rank, or all at once) before
+    /// `finishShareChecks`.
+    package func checkGradientShare(_ share: UnsafePointer<Float>, low: UnsafePointer<Float>? = nil,
+                                    samples: Range<Int>) -> IntegrityFailure? {
         precondition(filterDrawn, "layer \(layer): no training pass since the last weight-gradient share check")
         precondition(samples.lowerBound >= 0 && samples.upperBound <= samplePasses.count,
                      "layer \(layer): share of samples \(samples) outside the batch 0..<\(samplePasses.count)")
         precondition(!checkedSamples[samples].contains(true), "layer \(layer): samples of \(samples) already checked")
+        precondition(wideShares == (low != nil), "layer \(layer): a wide share needs its low part, and only a wide share has one")
         for n in samples { checkedSamples[n] = true }
-        return timed(.compareShare) { compareShare(share, samples: samples) }
-    }
-
-    /// Checks the low-order part of a wide share (`OutputGradient.wideShares`): splitting a
-    /// double into float high and low parts leaves |low| <= half an ulp of high, so a part
-    /// beyond one ulp (or not finite) was not computed honestly. `checkGradientShare` checks
-    /// the high part; with this, a member can move its share by at most about one float
-    /// rounding of it, as float32 arithmetic on its side would.
-    package func checkLowOrderPart(_ high: UnsafePointer<Float>, _ low: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
-        // (Not counted in `highestRatio`: an honest part reaches half the allowance by construction.)
-        var worst = WorstComparison()
-        for i in 0..<geometry.weightCount {
-            worst.consider(index: i / geometry.patchSize, discrepancy: abs(low[i]), allowed: high[i].ulp)
-        }
-        guard worst.failed else { return nil }
-        return IntegrityFailure(check: .gradientShare, layer: layer, index: worst.index, discrepancy: worst.discrepancy,
-                                allowed: worst.allowed, samples: samples)
+        return timed(.compareShare) { compareShare(share, low: low, samples: samples) }
     }
 
     /// Retires z after every sample's share was checked: the next training pass draws a new one.
@@ -497,7 +527,7 @@ package final class IntegrityChecker {
         checkedSamples.removeAll(keepingCapacity: true)
     }
 
-    private func compareShare(_ share: UnsafePointer<Float>, samples: Range<Int>) -> IntegrityFailure? {
+    private func compareShare(_ share: UnsafePointer<Float>, low: UnsafePointer<Float>?, samples: Range<Int>) -> IntegrityFailure? {
         let g = geometry, K = g.patchSize, Cout = g.outChannels, P = g.outPositions
         var rho2 = 0.0, q2 = 0.0, positions = 0
         for n in samples { rho2 += filterEnergy[n]; q2 += probeEnergy[n]; positions += samplePasses[n] * P }
@@ -512,7 +542,7 @@ package final class IntegrityChecker {
                         for o in 0..<Cout { right[o] = 0; largest[o] = 0 }
                         for n in samples {
                             for o in 0..<Cout {
-                                right[o] += Double(reference[n * Cout + o])
+                                right[o] += wideShares ? shareReferenceWide[n * Cout + o] : Double(reference[n * Cout + o])
                                 largest[o] = max(largest[o], maxima[n * Cout + o])
                             }
                         }
@@ -521,10 +551,12 @@ package final class IntegrityChecker {
                 let block = max(1, (1 << 16) / K), weights = z.data
                 for o in 0..<Cout {
                     if o % block == 0 { pulled += pullIntoCache(share + o * K, count: min(block, Cout - o) * K) }
-                    let (lhs, sq) = combination(share + o * K, weights: weights, count: K)
+                    let (lhs, sq) = low.map { wideCombination(share + o * K, $0 + o * K, weights: weights, count: K) }
+                        ?? { let (l, q) = combination(share + o * K, weights: weights, count: K); return (Double(l), q) }()
                     let allowed = RoundingModel.tolerance(scale: largest[o], sigma: rho, combined: qNorm, inner: positions,
-                                                          terms: K, weighted: sq.squareRoot())
-                    worst.consider(index: o, discrepancy: abs(lhs - Float(right[o])), allowed: allowed)
+                                                          terms: K, weighted: sq.squareRoot(),
+                                                          unit: low == nil ? RoundingModel.unitRoundoff : RoundingModel.wideUnitRoundoff)
+                    worst.consider(index: o, discrepancy: Float(abs(lhs - right[o])), allowed: allowed)
                 }
             }
         }
@@ -551,17 +583,35 @@ package final class IntegrityChecker {
             }
             filterDrawn = true
             shareReference.removeAll(keepingCapacity: true); outputGradMax.removeAll(keepingCapacity: true)
+            shareReferenceWide.removeAll(keepingCapacity: true)
             filterEnergy.removeAll(keepingCapacity: true); probeEnergy.removeAll(keepingCapacity: true)
             samplePasses.removeAll(keepingCapacity: true); checkedSamples.removeAll(keepingCapacity: true)
         }
         let more = batch - samplePasses.count
         if more > 0 {
             shareReference.append(contentsOf: repeatElement(0, count: more * Cout))
+            shareReferenceWide.append(contentsOf: repeatElement(0, count: wideShares ? more * Cout : 0))
             outputGradMax.append(contentsOf: repeatElement(0, count: more * Cout))
             filterEnergy.append(contentsOf: repeatElement(0, count: more))
             probeEnergy.append(contentsOf: repeatElement(0, count: more))
             samplePasses.append(contentsOf: repeatElement(0, count: more))
             checkedSamples.append(contentsOf: repeatElement(false, count: more))
+        }
+    }
+
+    /// Wide shares: q of one sample in double, conv(x, z) with one output channel (z's taps
+    /// times the sample's channels by dgemm, then `shiftedSum`), into qWide[offset...];
+    /// returns |q|^2.
+    private func wideProbe(sample x: UnsafePointer<Float>, into offset: Int) -> Double {
+        let g = geometry, C = g.inChannels, HW = g.height * g.width, k2 = g.kernel * g.kernel, P = g.outPositions
+        wideInput.withUnsafeMutableBufferPointer { w in for i in 0..<(C * HW) { w[i] = Double(x[i]) } }
+        BLAS.dgemm(m: k2, n: HW, k: C, a: zTaps, lda: C, b: wideInput, ldb: HW, beta: 0, c: &wideTaps, ldc: HW)
+        return qWide.withUnsafeMutableBufferPointer { q in
+            let out = q.baseAddress! + offset
+            wideTaps.withUnsafeBufferPointer { shiftedSum(g, taps: $0.baseAddress!, tapStride: HW, into: out, transposed: false) }
+            var energy: Double = 0
+            for p in 0..<P { energy += out[p] * out[p] }
+            return energy
         }
     }
 

@@ -17,8 +17,8 @@ import AsymKernels
 ///
 /// Tap t = ki * k + kj starts at taps + t * tapStride; a stride of 0 adds one map at every tap
 /// (a box sum: patch norms from a map of squares). Accumulates into `out`.
-package func shiftedSum(_ g: ConvGeometry, taps: UnsafePointer<Float>, tapStride: Int,
-                       into out: UnsafeMutablePointer<Float>, transposed: Bool) {
+package func shiftedSum<T: TapValue>(_ g: ConvGeometry, taps: UnsafePointer<T>, tapStride: Int,
+                                    into out: UnsafeMutablePointer<T>, transposed: Bool) {
     let k = g.kernel, s = g.stride, pad = g.padding, W = g.width, Wo = g.outWidth
     // Output rows (columns) whose input row (column) oh*s - pad + ki lies inside the map.
     func valid(_ tap: Int, size: Int, outSize: Int) -> Range<Int> {
@@ -36,7 +36,7 @@ package func shiftedSum(_ g: ConvGeometry, taps: UnsafePointer<Float>, tapStride
                 let o = oh * Wo, i = (oh * s - pad + ki) * W - pad + kj
                 let d = out + (transposed ? i : o), r = tap + (transposed ? o : i)
                 if s == 1 {
-                    addRow(r + cols.lowerBound, into: d + cols.lowerBound, count: cols.count)
+                    T.addRow(r + cols.lowerBound, into: d + cols.lowerBound, count: cols.count)
                 } else if transposed {
                     for ow in cols { d[ow * s] += r[ow] }
                 } else {
@@ -90,10 +90,37 @@ func pullIntoCache(_ p: UnsafePointer<Float>, count: Int) -> Float {
 }
 
 /// d[j] += r[j] (the compiler does not vectorise it: d and r might overlap).
-@inline(__always) private func addRow(_ r: UnsafePointer<Float>, into d: UnsafeMutablePointer<Float>, count: Int) {
-    var j = 0
-    while j + 8 <= count { store8(load8(d, j) + load8(r, j), d, j); j += 8 }
-    while j < count { d[j] += r[j]; j += 1 }
+/// The values `shiftedSum` adds: float probes, and the double probe of the share check
+/// with wide shares (`IntegrityChecker.wideShares`).
+package protocol TapValue: FloatingPoint {
+    /// d[0..<count] += r[0..<count]
+    static func addRow(_ r: UnsafePointer<Self>, into d: UnsafeMutablePointer<Self>, count: Int)
+}
+
+extension Float: TapValue {
+    @inline(__always) package static func addRow(_ r: UnsafePointer<Float>, into d: UnsafeMutablePointer<Float>, count: Int) {
+        var j = 0
+        while j + 8 <= count { store8(load8(d, j) + load8(r, j), d, j); j += 8 }
+        while j < count { d[j] += r[j]; j += 1 }
+    }
+}
+
+extension Double: TapValue {
+    @inline(__always) package static func addRow(_ r: UnsafePointer<Double>, into d: UnsafeMutablePointer<Double>, count: Int) {
+        for j in 0..<count { d[j] += r[j] }
+    }
+}
+
+/// sum_p x[p] * q[p] in double, x float (a row of dY), q double (the wide share check's probe).
+func wideDot(_ x: UnsafePointer<Float>, _ q: UnsafePointer<Double>, count: Int) -> Double {
+    var s4 = SIMD4<Double>(repeating: 0), s: Double = 0, j = 0
+    while j + 4 <= count {
+        let xv = SIMD4<Double>(Double(x[j]), Double(x[j + 1]), Double(x[j + 2]), Double(x[j + 3]))
+        s4 += xv * UnsafeRawPointer(q + j).loadUnaligned(as: SIMD4<Double>.self)
+        j += 4
+    }
+    while j < count { s += Double(x[j]) * q[j]; j += 1 }
+    return s + s4.sum()
 }
 
 /// The largest |x_j| (x trusted: no NaN).
@@ -122,6 +149,19 @@ func combination(_ x: UnsafePointer<Float>, weights v: UnsafePointer<Float>, cou
     }
     while j < count { let t = v[j] * x[j]; s += t; q += t * t; j += 1 }
     return (s + s8.sum(), q + q8.sum())
+}
+
+/// The same for a wide share's row, high + low parts: the sum in double, the squares (which
+/// only scale a tolerance) in float.
+func wideCombination(_ high: UnsafePointer<Float>, _ low: UnsafePointer<Float>, weights v: UnsafePointer<Float>,
+                     count: Int) -> (sum: Double, squares: Float) {
+    var s: Double = 0, q: Float = 0
+    for j in 0..<count {
+        s += (Double(high[j]) + Double(low[j])) * Double(v[j])
+        let t = v[j] * high[j]
+        q += t * t
+    }
+    return (s, q)
 }
 
 /// sum[p] = sum_i v_i rows[i][p] and squares[p] = sum_i v_i^2 rows[i][p]^2 over `count` rows

@@ -91,10 +91,11 @@ package final class MaskingExecutor: ExecutorWrapper {
         /// Without spread: the decoded share sum_i corr(R_i, dY_i) of dW, from one correlation
         /// per combination, summed over the step's backward passes.
         lazy var share = Tensor(shape: weight.shape)
-        init(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?, checked: Bool) {
+        init(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?, checked: Bool, wide: Bool) {
             self.info = info; self.weight = weight; self.bias = bias
             weightCount = weight.count
             checker = checked ? IntegrityChecker(layer: info.layer, geometry: info.geometry) : nil
+            checker?.wideShares = wide
         }
         /// Rows of the last message.
         var rows = 0
@@ -142,7 +143,7 @@ package final class MaskingExecutor: ExecutorWrapper {
     }
 
     package func register(_ info: SplitLayerInfo, weight: Tensor, bias: Tensor?) {
-        layers[info.layer] = LayerState(info, weight: weight, bias: bias, checked: checks != nil)
+        layers[info.layer] = LayerState(info, weight: weight, bias: bias, checked: checks != nil, wide: spread)
         inner.register(info, weight: weight, bias: bias)
     }
 
@@ -315,9 +316,7 @@ package final class MaskingExecutor: ExecutorWrapper {
                 let st = layers[layer]!, wide = wideAccumulator(st.weightCount)
                 var honest = true
                 if let checker = st.checker, checker.shareSamples > 0 {
-                    let failure = checker.checkGradientShare(share, samples: rows)
-                        ?? low.flatMap { checker.checkLowOrderPart(share, $0, samples: rows) }
-                    resolve(failure) {
+                    resolve(checker.checkGradientShare(share, low: low, samples: rows)) {
                         honest = false
                         let g = st.info.geometry
                         conv2dWeightGradientWide(g, x: st.encodedResidual!.data + rows.lowerBound * g.inputSize, batch: rows.count,
