@@ -14,8 +14,9 @@ import Foundation
 /// pass takes t + l + u (trusted work, link, untrusted work). With k micro-batches the three
 /// stages overlap as a pipeline: (t + l + u) / k + (k - 1) / k * max(t, l, u), with k
 /// messages each way. The optimizer's update counts as elementwise work on every parameter.
-/// With `shared_cores` (a local run: every rank on one machine's cores) a step takes at
-/// least the compute of all ranks over those cores.
+/// With `shared_cores` (a local run: every rank on one machine's cores) the untrusted ranks
+/// share the cores while they compute (members / cores times as long, when more), and a
+/// step takes at least the compute of all ranks over the cores.
 package struct Prediction {
     /// Seconds of one training step or one inference batch.
     package struct Times {
@@ -71,6 +72,8 @@ package struct Prediction {
         var t = Times()
         // Masking sends a batch's groups as one message: micro-batches do not overlap there.
         let kk = plan.masking == nil ? Double(max(1, k)) : 1
+        // More untrusted ranks than shared cores: while they compute, they share the cores.
+        let crowding = hardware.sharedCores.map { max(1, Double(plan.members) / $0) } ?? 1
         for r in plan.rows {
             for backward in training ? [false, true] : [false] {
                 let trusted = trustedPass(r, backward: backward, training: training)
@@ -81,7 +84,8 @@ package struct Prediction {
                 let link = linkSeconds(bytes: r.bytesCrossing / 2 + (backward ? r.weightBytes : 0), messages: 2 * kk)
                 t.untrusted += untrusted
                 t.link += link
-                t.wall += (trusted + link + untrusted) / kk + (kk - 1) / kk * max(trusted, link, untrusted)
+                let u = untrusted * crowding
+                t.wall += (trusted + link + u) / kk + (kk - 1) / kk * max(trusted, link, u)
             }
         }
         if training {

@@ -130,8 +130,9 @@ final class PredictionTests: XCTestCase {
         XCTAssertTrue(plan.json(extra: [("prediction", p.json)]).contains("\"prediction\": {\"hardware\""))
     }
 
-    /// Ranks on shared cores (a local run): the private setting's 1 trusted + 3 untrusted
-    /// ranks on 2 cores take at least their compute over 2 cores, more than on 4 machines.
+    /// Ranks on shared cores (a local run): the private setting's 3 untrusted ranks on 2 cores
+    /// compute 1.5 times as long as on machines of their own (the trusted rank waits while
+    /// they do), and never faster than all ranks' compute over the cores.
     func testSharedCoresBoundTheStep() throws {
         let plan = try Plan(try Config.load(path: repoRoot + "/configs/fmnist-cnn.yaml"))
         XCTAssertEqual(plan.members, 3)
@@ -139,7 +140,8 @@ final class PredictionTests: XCTestCase {
         let apart = Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1)
         h.sharedCores = 2
         let shared = Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1)
-        XCTAssertEqual(shared.wall, max(apart.wall, (apart.trusted + 3 * apart.untrusted) / 2), accuracy: 1e-12)
+        XCTAssertEqual(shared.wall, apart.wall + 0.5 * apart.untrusted, accuracy: 1e-12)
+        XCTAssertGreaterThanOrEqual(shared.wall, (apart.trusted + 3 * apart.untrusted) / 2)
         h.sharedCores = 1
         XCTAssertGreaterThan(Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1).wall, apart.wall)
     }
