@@ -66,9 +66,10 @@ def time_torch(config, steps):
     return statistics.median(train), statistics.median(infer)
 
 
-def run_asymml(binary, path, threads, steps):
+def run_asymml(binary, path, threads, steps, batch):
     out = subprocess.run([binary, "bench", "--config", path, "--plain-only", "--json", "--steps", str(steps),
-                          "--set", f"train.threads={threads}"], check=True, capture_output=True, text=True).stdout
+                          "--set", f"train.threads={threads}", "--set", f"data.batch_size={batch}"],
+                         check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -90,6 +91,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps per round (after two warm-up steps)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of PyTorch and asymml")
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build/release/asymml"))
+    ap.add_argument("--batch", type=int, help="batch size for both (default: each config's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"PyTorch {torch.__version__} (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}) against "
@@ -99,11 +101,13 @@ def main():
     for path in args.configs:
         with open(os.path.join(ROOT, path)) as f:
             config = yaml.safe_load(f)
+        if args.batch:
+            config["data"]["batch_size"] = args.batch
         batch = config["data"]["batch_size"]
         ours, theirs = [], []
         for _ in range(args.rounds):
             theirs.append(time_torch(config, args.steps))
-            ours.append(run_asymml(args.binary, os.path.join(ROOT, path), args.threads, args.steps))
+            ours.append(run_asymml(args.binary, os.path.join(ROOT, path), args.threads, args.steps, batch))
         for what, key, index in [("training", "train", 0), ("inference", "infer", 1)]:
             mine = statistics.median(r[f"{key}_samples_per_s"] for r in ours)
             torch_rate = batch / statistics.median(t[index] for t in theirs)
