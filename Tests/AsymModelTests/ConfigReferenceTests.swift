@@ -68,7 +68,7 @@ final class ConfigReferenceTests: XCTestCase {
         // with each schedule, is a key of the reference.
         let recorded = Set(records.map(\.path))
         var configs = [try Config.parse(yaml: Config.referenceProbe)]
-        for name in ["fmnist-cnn", "vgg-cifar", "resnet-cifar", "smoke"] {
+        for name in shippedConfigNames {
             configs.append(try Config.load(path: "\(repoRoot)/configs/\(name).yaml"))
         }
         configs += try ["step", "cosine"].map { try smokeConfig(["optimizer.schedule=\($0)"]) }

@@ -5,6 +5,10 @@ import XCTest
 
 let repoRoot = repositoryRoot
 
+/// The names of every config in configs/ (what the shipped-config tests cover).
+let shippedConfigNames: [String] = ((try? FileManager.default.contentsOfDirectory(atPath: repoRoot + "/configs")) ?? [])
+    .filter { $0.hasSuffix(".yaml") }.map { String($0.dropLast(5)) }.sorted()
+
 func smokeConfig(_ overrides: [String] = []) throws -> Config {
     try Config.load(path: repoRoot + "/configs/smoke.yaml", overrides: overrides)
 }
