@@ -8,6 +8,36 @@ import Foundation
 import XCTest
 
 final class AsymModeTests: XCTestCase {
+    /// ResNet-18 and VGG-16 (batch norm, basic blocks with projection shortcuts) in every
+    /// mode: tee-only, the unprotected split and the private default (spread masking, checks
+    /// on) compute the same first-step loss as plain to 2e-5 (the whole forward pass: splits,
+    /// decodes, blocks, batch norm; measured 1.4e-7 unprotected, 1-5e-6
+    /// private: the decodes of 12 to 19 split layers at noise 30) and take the step. Their
+    /// tensors are not compared after an update: on a few synthetic samples these deep ReLU
+    /// networks turn rounding-level differences into percent-level gradient differences
+    /// (scaling plain's parameters by 1 +- 1e-7 moved resnet18-cifar's gradients by up to 9.7%
+    /// after one step; asym's own differences were 1%), while resnet-cifar stays at 4e-6.
+    func testResNet18AndVGG16TrainInEveryMode() throws {
+        setThreads(1)
+        for file in ["resnet18-cifar", "vgg16-cifar"] {
+            let base = ["data.dataset=synthetic", "data.synthetic_train=8", "data.synthetic_test=4", "data.batch_size=8",
+                        "data.augment={random_crop: 0, horizontal_flip: false}", "train.threads=1", "optimizer.lr=0.01"]
+            func firstLoss(_ overrides: [String]) throws -> Double {
+                let t = try Trainer(config: try Config.load(path: "\(repoRoot)/configs/\(file).yaml", overrides: base + overrides))
+                t.log = { _ in }
+                let loss = try t.step().loss
+                XCTAssertEqual(t.position.step, 1)
+                return loss
+            }
+            let plain = try firstLoss(["asym.mode=plain"])
+            for v in [["asym.mode=tee-only"], ["asym.mode=asym", "asym.mask=off", "asym.verify=false"], ["asym.mode=asym"]] {
+                let loss = try firstLoss(v)
+                print("\(file) \(v): first-step loss \(loss), plain \(plain)")
+                XCTAssertEqual(loss, plain, accuracy: 2e-5 * plain, "\(file) \(v): first-step loss")
+            }
+        }
+    }
+
     /// 20 steps in asym (both bases, all rank policies) and in tee-only give the weights of
     /// 20 plain steps from the same seed and data order, to 1e-4 relative.
     func testAsymAndTeeOnlyTrainTheSameModelAsPlain() throws {
