@@ -1,7 +1,6 @@
 import AsymModel
 import AsymTrain
 import AsymHDF5
-import AsymKernels
 import Foundation
 
 /// `asymml train --init PATH`: a new run whose model starts from the tensors of PATH (an
@@ -26,7 +25,7 @@ package enum InitialWeights {
         do { f = try HDF5File.open(path: path) } catch { throw failure("cannot open it as HDF5 (\(error))") }
         defer { try? f.close() }
         if let problem = Checkpoint.formatProblem(f) { throw failure(problem) }
-        let slots = model.leaves.flatMap(slots(of:))
+        let slots = Checkpoint.modelTensors(model)
         do {
             let stored = try f.exists("/model") ? Set(try Checkpoint.datasets(f, under: "/model")) : []
             let wanted = slots.map(\.dataset)
@@ -44,29 +43,11 @@ package enum InitialWeights {
                     throw failure("\(slot.dataset) has shape \(shape), the config's model needs \(slot.shape)")
                 }
             }
-            for slot in slots {
-                switch slot.target {
-                case .floats(let tensor): try Checkpoint.restore(f, path: path, slot.dataset, into: tensor)
-                case .count(let layer): layer.batchesTracked = try f.readInt64s(slot.dataset).values.first
-                }
-            }
+            for slot in slots { try Checkpoint.restore(f, path: path, slot) }
             return try slots.map { try f.int64Attribute("crc32", at: $0.dataset) }
         } catch let e as HDF5Error {
             throw failure("\(e)")
         }
-    }
-
-    /// One dataset of the model and where it goes.
-    private struct Slot {
-        enum Target { case floats(Tensor), count(Layer) }
-        var dataset: String, shape: [Int], target: Target
-    }
-
-    /// A layer's datasets in `Checkpoint.write`'s order: parameters, buffers, num_batches_tracked.
-    private static func slots(of layer: Layer) -> [Slot] {
-        let tensors = layer.parameters.map { ($0.name, $0.value) } + layer.buffers.map { ($0.name, $0.value) }
-        return tensors.map { Slot(dataset: "/model/\(layer.name)/\($0.0)", shape: $0.1.shape, target: .floats($0.1)) }
-            + (layer.batchesTracked == nil ? [] : [Slot(dataset: "/model/\(layer.name)/num_batches_tracked", shape: [], target: .count(layer))])
     }
 
     private static func more(_ names: [String]) -> String {

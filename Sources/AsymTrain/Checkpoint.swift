@@ -192,8 +192,34 @@ package enum Checkpoint {
         return (position, notes)
     }
 
+    /// One dataset under `/model` and what it holds in the model: a parameter's or buffer's
+    /// float tensor, or a batch-norm layer's step count.
+    package struct ModelTensor {
+        package enum Target { case floats(Tensor), count(Layer) }
+        package let dataset: String, shape: [Int], target: Target
+    }
+
+    /// The model's datasets in `write`'s order, layer by layer: parameters, buffers,
+    /// num_batches_tracked.
+    package static func modelTensors(_ model: Model) -> [ModelTensor] {
+        model.leaves.flatMap { layer -> [ModelTensor] in
+            let tensors = layer.parameters.map { ($0.name, $0.value) } + layer.buffers.map { ($0.name, $0.value) }
+            return tensors.map { ModelTensor(dataset: "/model/\(layer.name)/\($0.0)", shape: $0.1.shape, target: .floats($0.1)) }
+                + (layer.batchesTracked == nil ? []
+                   : [ModelTensor(dataset: "/model/\(layer.name)/num_batches_tracked", shape: [], target: .count(layer))])
+        }
+    }
+
+    /// Reads one model dataset into the model (a float tensor must have the model's shape).
+    package static func restore(_ f: HDF5File, path: String, _ tensor: ModelTensor) throws {
+        switch tensor.target {
+        case .floats(let t): try restore(f, path: path, tensor.dataset, into: t)
+        case .count(let layer): layer.batchesTracked = try f.readInt64s(tensor.dataset).values.first
+        }
+    }
+
     /// The float32 dataset `dataset` into `tensor`, whose shape it must have.
-    package static func restore(_ f: HDF5File, path: String, _ dataset: String, into tensor: Tensor) throws {
+    private static func restore(_ f: HDF5File, path: String, _ dataset: String, into tensor: Tensor) throws {
         let (shape, values) = try f.readFloats(dataset)
         guard shape == tensor.shape else {
             throw CheckpointError("\(path): \(dataset) has shape \(shape), the model needs \(tensor.shape)")
@@ -243,13 +269,7 @@ package enum Checkpoint {
     static func restoreTensors(_ f: HDF5File, path: String, model: Model) throws -> [String] {
         var notes: [String] = []
         do {
-            for layer in model.leaves {
-                for param in layer.parameters { try restore(f, path: path, "/model/\(layer.name)/\(param.name)", into: param.value) }
-                for b in layer.buffers { try restore(f, path: path, "/model/\(layer.name)/\(b.name)", into: b.value) }
-                if layer.batchesTracked != nil {
-                    layer.batchesTracked = try f.readInt64s("/model/\(layer.name)/num_batches_tracked").values.first
-                }
-            }
+            for tensor in modelTensors(model) { try restore(f, path: path, tensor) }
             for case let conv as Conv2dLayer in model.leaves {
                 let path = "/state/warm_basis/\(conv.name)"
                 guard let split = conv.split, try f.exists(path) else { continue }
