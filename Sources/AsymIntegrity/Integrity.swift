@@ -589,7 +589,8 @@ package final class IntegrityChecker {
         }
         let more = batch - samplePasses.count
         if more > 0 {
-            shareReference.append(contentsOf: repeatElement(0, count: more * Cout))
+            // One reference per sample and output channel: in double with wide shares, else in float.
+            shareReference.append(contentsOf: repeatElement(0, count: wideShares ? 0 : more * Cout))
             shareReferenceWide.append(contentsOf: repeatElement(0, count: wideShares ? more * Cout : 0))
             outputGradMax.append(contentsOf: repeatElement(0, count: more * Cout))
             filterEnergy.append(contentsOf: repeatElement(0, count: more))
