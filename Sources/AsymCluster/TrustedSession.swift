@@ -66,10 +66,14 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let kind: MessageKind, layer: Int, samples: Range<Int>
         var replies: [Reply] = []
         var requests: [[Request]]
+        /// Per member, the receives of replies that overwrite the message (`replyOverwrites`):
+        /// posted by `complete` once the member's message has left.
+        var laterReceives: [[() throws -> Request]]
         let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
         init(kind: MessageKind, layer: Int, samples: Range<Int>, members: Int) {
             self.kind = kind; self.layer = layer; self.samples = samples
             requests = Array(repeating: [], count: members)
+            laterReceives = Array(repeating: [], count: members)
             sendHeaders = .allocate(byteCount: max(1, members) * WireHeader.size, alignment: 8)
             receiveHeaders = .allocate(byteCount: 2 * max(1, members) * WireHeader.size, alignment: 8)
         }
@@ -173,13 +177,14 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     package func startForward(_ r: Residual) {
         if let fallback { return fallback.startForward(r) }
         let g = layers[r.layer].info.geometry
+        precondition(!r.replyOverwrites || r.tensor.capacity >= r.batch * g.outputSize, "the message of layer \(r.layer) cannot hold its reply")
         // The first micro-batch of a pass sizes the buffer; the others land in it.
         let y = r.samples.lowerBound == 0 ? Tensor.reuse(r.output ?? outputs[r.layer], shape: [r.batch, g.outChannels, g.outHeight, g.outWidth])
             : outputs[r.layer]!
         outputs[r.layer] = y
         exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
                  receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, samples: r.samples,
-                 placement: r.placement)
+                 placement: r.placement, replyOverwrites: r.replyOverwrites)
     }
 
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
@@ -202,6 +207,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     private func startBackward(_ d: OutputGradient, perSample: Bool) {
         if let fallback { return perSample ? fallback.startBackwardPerSample(d) : fallback.startBackward(d) }
         let g = layers[d.layer].info.geometry
+        precondition(!d.replyOverwrites || d.tensor.capacity >= d.batch * g.inputSize, "the message of layer \(d.layer) cannot hold its reply")
         let dx = d.samples.lowerBound == 0 ? Tensor.reuse(d.inputGrad ?? inputGrads[d.layer], shape: [d.batch, g.inChannels, g.height, g.width])
             : inputGrads[d.layer]!
         inputGrads[d.layer] = dx
@@ -217,7 +223,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         exchange(send: perSample ? .outputGradientPerSample : d.wideShares ? .outputGradientWide : .outputGradient, d.tensor.data,
                  [g.outChannels, g.outHeight, g.outWidth],
                  receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer,
-                 samples: d.samples, placement: d.placement)
+                 samples: d.samples, placement: d.placement, replyOverwrites: d.replyOverwrites)
     }
 
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
@@ -256,12 +262,18 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// member s, with its header, and posts the receive of its reply straight into `reply` at
     /// the same samples. A micro-batch (samples not from 0) is its own flight; its `first`
     /// counts the member's samples handed out earlier in the same layer pass.
+    /// `replyOverwrites`: `reply` is the message's own buffer, so the receives wait for
+    /// `complete` (the caller reads the message until then) and for every member's message to have left.
+    /// No other exchange may start meanwhile: a member's replies match receives in the order
+    /// they are posted.
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
                           then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int,
-                          samples: Range<Int>, placement: RowPlacement? = nil) {
+                          samples: Range<Int>, placement: RowPlacement? = nil, replyOverwrites: Bool = false) {
         precondition(!flights.contains { $0.kind == replyKind && $0.layer == layer && $0.samples.overlaps(samples) },
                      "\(replyKind) of layer \(layer), samples \(samples), is already in flight")
+        precondition(!flights.contains { $0.laterReceives.contains { !$0.isEmpty } } && (!replyOverwrites || flights.isEmpty),
+                     "an exchange whose reply overwrites its message must be the only one in flight")
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
         let flight = Flight(kind: replyKind, layer: layer, samples: samples, members: group.count)
         let pass = Int(replyKind.rawValue) << 32 | layer
@@ -280,12 +292,10 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                 let sendHeader = flight.sendHeaders + s * WireHeader.size
                 WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + sampleShape, payload: data,
                            count: n * inSize, first: first).encode(into: sendHeader)
-                let target = reply + lo * outSize
-                flight.requests[s].append(try world.receiveBytes(flight.receiveHeaders + s * WireHeader.size, count: WireHeader.size,
-                                                                 from: peer, tag: wireTag))
-                flight.requests[s].append(try world.receiveFloats(target, count: n * outSize, from: peer, tag: wireTag))
-                flight.requests[s].append(try world.sendBytes(sendHeader, count: WireHeader.size, to: peer, tag: wireTag))
-                flight.requests[s].append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
+                let target = reply + lo * outSize, world = self.world, headers = flight.receiveHeaders
+                var receives: [() throws -> Request] = [
+                    { try world.receiveBytes(headers + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag) },
+                    { try world.receiveFloats(target, count: n * outSize, from: peer, tag: wireTag) }]
                 flight.replies.append(Reply(shard: s, peer: peer, samples: lo..<(lo + n),
                                             header: WireHeader(kind: replyKind, step: step, layer: layer, shard: s,
                                                                shape: [n] + replyShape, payload: nil, count: n * outSize, first: first),
@@ -294,15 +304,21 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                 bytesReceived += WireHeader.size + 4 * n * outSize
                 if let (kind, buffer, shape) = second {
                     let size = shape.reduce(1, *), slot = group.count + s, start = buffer + lo * size
-                    flight.requests[s].append(try world.receiveBytes(flight.receiveHeaders + slot * WireHeader.size,
-                                                                     count: WireHeader.size, from: peer, tag: wireTag))
-                    flight.requests[s].append(try world.receiveFloats(start, count: n * size, from: peer, tag: wireTag))
+                    receives.append { try world.receiveBytes(headers + slot * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag) }
+                    receives.append { try world.receiveFloats(start, count: n * size, from: peer, tag: wireTag) }
                     flight.replies.append(Reply(shard: s, peer: peer, samples: lo..<(lo + n),
                                                 header: WireHeader(kind: kind, step: step, layer: layer, shard: s, shape: [n] + shape,
                                                                    payload: nil, count: n * size),
                                                 payload: start, headerSlot: slot))
                     bytesReceived += WireHeader.size + 4 * n * size
                 }
+                if replyOverwrites {
+                    flight.laterReceives[s] = receives
+                } else {
+                    for post in receives { flight.requests[s].append(try post()) }
+                }
+                flight.requests[s].append(try world.sendBytes(sendHeader, count: WireHeader.size, to: peer, tag: wireTag))
+                flight.requests[s].append(try world.sendFloats(data, count: n * inSize, to: peer, tag: wireTag))
             }
         }
         flights.append(flight)
@@ -316,6 +332,17 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let flight = flights.remove(at: index)
         let t0 = DispatchTime.now().uptimeNanoseconds
         fatalOnError {
+            // Every member's message must have left before any reply lands: rows of a reply and
+            // of a message differ in size, so one member's reply covers other members' rows.
+            let later = flight.laterReceives.indices.filter { !flight.laterReceives[$0].isEmpty }
+            for s in later {
+                try world.waitAll(&flight.requests[s], peer: untrustedName(group[s]),
+                                  awaiting: "the message of split layer \(layer) at step \(currentStep()) to be taken")
+            }
+            for s in later {
+                for post in flight.laterReceives[s] { flight.requests[s].append(try post()) }
+                flight.laterReceives[s] = []
+            }
             for s in Set(flight.replies.map(\.shard)).sorted() {
                 try world.waitAll(&flight.requests[s], peer: untrustedName(group[s]),
                                   awaiting: "the \(kind) of split layer \(layer) at step \(currentStep())")
@@ -353,38 +380,31 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let total = zip(layers, wide).map { $0.weight.count * ($1 ? 2 : 1) }.reduce(0, +), step = currentStep()
         // Each share ends with the member's own compute and idle seconds of the step.
         let values = total + UntrustedServer.loadValues
-        var shareBuffers: [Tensor] = []
-        for _ in group { shareBuffers.append(arena.tensor(shape: [values], avoiding: shareBuffers)) }
-        var replies: [Reply] = []
-        for (s, samples) in shards(backwardBatch, placement: backwardPlacement) where !samples.isEmpty {
+        // Every member is asked at once, and their shares land one member after another in one
+        // buffer: a member's are checked and summed before the next member's arrive (vgg-cifar's
+        // wide shares are 18.6 MB a member).
+        let members = shards(backwardBatch, placement: backwardPlacement).filter { !$0.samples.isEmpty }
+        for (s, _) in members { try sendControl(.stepEnd, to: s) }
+        let buffer = arena.tensor(shape: [values], avoiding: [])
+        var loads: [(compute: Double, idle: Double)] = []
+        for (s, samples) in members {
             let peer = group[s]
             pending[s].append(try world.receiveBytes(receiveHeaders + s * WireHeader.size, count: WireHeader.size, from: peer, tag: wireTag))
-            pending[s].append(try world.receiveFloats(shareBuffers[s].data, count: values, from: peer, tag: wireTag))
-            try sendControl(.stepEnd, to: s)
-            replies.append(Reply(shard: s, peer: peer, samples: samples,
-                                 header: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [values],
-                                                    payload: nil, count: values),
-                                 payload: shareBuffers[s].data, headerSlot: s))
+            pending[s].append(try world.receiveFloats(buffer.data, count: values, from: peer, tag: wireTag))
             bytesReceived += WireHeader.size + 4 * values
-        }
-        try waitForMembers(replies.map(\.shard), awaiting: "its weight-gradient shares at step \(step)")
-        untrustedLoad = replies.isEmpty ? nil
-            : (replies.map { Double($0.payload[total]) }.max()!, replies.map { Double($0.payload[total + 1]) }.max()!)
-        for r in replies {
-            try validate(WireHeader(decoding: receiveHeaders + r.headerSlot * WireHeader.size), expected: r.header, from: r.peer,
-                         payload: r.payload)
-        }
-        // Layer by layer, every member's share of a layer before the next layer's (a caller
-        // that sums the members' shares needs one layer's accumulator at a time).
-        var offset = 0
-        for (i, l) in layers.enumerated() {
-            let n = l.weight.count
-            for r in replies {
-                let share = UnsafeMutablePointer(mutating: r.payload) + offset
-                try body(i, share, wide[i] ? UnsafePointer(share + n) : nil, r.samples)
+            try waitForMembers([s], awaiting: "its weight-gradient shares at step \(step)")
+            try validate(WireHeader(decoding: receiveHeaders + s * WireHeader.size),
+                         expected: WireHeader(kind: .gradientShare, step: step, layer: -1, shard: s, shape: [values], payload: nil, count: values),
+                         from: peer, payload: buffer.data)
+            loads.append((Double(buffer[total]), Double(buffer[total + 1])))
+            var offset = 0
+            for (i, l) in layers.enumerated() {
+                let n = l.weight.count, share = buffer.data + offset
+                try body(i, share, wide[i] ? UnsafePointer(share + n) : nil, samples)
+                offset += wide[i] ? 2 * n : n
             }
-            offset += wide[i] ? 2 * n : n
         }
+        untrustedLoad = loads.isEmpty ? nil : (loads.map(\.compute).max()!, loads.map(\.idle).max()!)
     }
 
     /// Sends the split layers' weights and biases to every member, for the current step.

@@ -107,15 +107,23 @@ package final class MaskingExecutor: ExecutorWrapper {
     private var noise: Tensor?
     /// Set when the untrusted side keeps no reference to a message once it is sent (MPI: the
     /// transport copies it out). Then, unless `.recompute` needs each layer's combinations at
-    /// the step end, one buffer serves every layer's message and one every reply (a layer's
-    /// are done with once it is decoded), instead of 3 x R, 3 x dY, 3 x Y and 3 x dX per layer.
+    /// the step end, one buffer serves every layer's message and its reply: the combinations
+    /// are read (sent, probed by the checks) before the reply lands over them
+    /// (`Residual.replyOverwrites`), and a layer's results are done with once decoded. That is
+    /// 3 x max(R, Y) of the largest layer in all, instead of 3 x R, 3 x dY, 3 x Y and 3 x dX per layer.
     package var messagesLeave = false
-    private let sharedMessage = Tensor(shape: [1]), sharedReply = Tensor(shape: [1])
+    private let sharedBuffer = Tensor(shape: [1])
     private var sharesBuffers: Bool { messagesLeave && checks != .recompute }
-    /// The members' wide shares of the layer being summed (`collectGradientShares`), and its
-    /// rounding to float.
-    private var wideSum: UnsafeMutablePointer<Double>?, wideCapacity = 0
-    private let summedShare = Tensor(shape: [1])
+
+    /// The buffer a message of `rows` combinations of `sampleSize` values is encoded into, with
+    /// room for a reply of `replySize` values per row when it lands there.
+    private func messageBuffer(kept: Tensor?, rows: Int, sampleSize: Int, replySize: Int) -> Tensor? {
+        guard sharesBuffers else { return kept }
+        return Tensor.reuse(sharedBuffer, shape: [rows * max(sampleSize, replySize)])
+    }
+    /// Where the sum of the members' wide shares, every layer's, is kept when the message
+    /// buffer is not shared (`collectGradientShares`); and one layer's sum rounded to float.
+    private let ownAccumulator = Tensor(shape: [1]), summedShare = Tensor(shape: [1])
     private let scratch = Scratch()
     /// Set once fewer than three untrusted ranks are left to spread over (after exclusions):
     /// the others were released too, the inner executor computes on this rank, and nothing
@@ -193,8 +201,10 @@ package final class MaskingExecutor: ExecutorWrapper {
             var row = 0  // group after group, as the transport shards them
             for g in st.groups.indices { st.groups[g].blocks[0].row = row; row += st.groups[g].combinations }
         }
-        let encoded = encode(r.tensor, groups: st.groups, mixes: st.groups.map(\.forwardMix),
-                             reuse: sharesBuffers ? sharedMessage : st.encodedResidual, &stream)
+        let g = st.info.geometry
+        let buffer = messageBuffer(kept: st.encodedResidual, rows: st.groups.reduce(0) { $0 + $1.combinations },
+                                   sampleSize: g.inputSize, replySize: g.outputSize)
+        let encoded = encode(r.tensor, groups: st.groups, mixes: st.groups.map(\.forwardMix), reuse: buffer, &stream)
         st.encodedResidual = encoded
         st.rows = encoded.shape[0]
         st.outputTarget = r.output
@@ -202,7 +212,7 @@ package final class MaskingExecutor: ExecutorWrapper {
         st.forwardDecoded = false
         lastPlacement = placement
         codingSeconds += seconds(since: t0)
-        inner.startForward(r.crossing(as: encoded, placement: placement, output: sharesBuffers ? sharedReply : nil))
+        inner.startForward(r.crossing(as: encoded, placement: placement, replyOverwrites: sharesBuffers))
         // The output check's probes on the combinations, while the untrusted side computes.
         st.checker?.prepareForward(residual: encoded.data, batch: st.rows, weight: st.weight.data, bias: st.bias?.data,
                                    training: r.training, scratch: scratch, progress: { inner.progress() })
@@ -237,8 +247,9 @@ package final class MaskingExecutor: ExecutorWrapper {
         precondition(g.batch == st.batch, "backward batch \(g.batch) after a forward of \(st.batch)")
         var stream = SecretStream()
         for i in st.groups.indices { st.groups[i].drawBackward(&stream) }
-        let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix),
-                             reuse: sharesBuffers ? sharedMessage : st.encodedGrad, &stream)
+        let geometry = st.info.geometry
+        let buffer = messageBuffer(kept: st.encodedGrad, rows: st.rows, sampleSize: geometry.outputSize, replySize: geometry.inputSize)
+        let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix), reuse: buffer, &stream)
         st.encodedGrad = encoded
         st.inputGradTarget = g.inputGrad
         st.backwardDecoded = false
@@ -247,7 +258,7 @@ package final class MaskingExecutor: ExecutorWrapper {
         // (their sum over the members is the decoded share: no pair weights, see GroupMask).
         // Without spread a rank holds whole groups and the pair weights must stay secret, so
         // each combination's correlation comes back on its own.
-        let message = g.crossing(as: encoded, placement: st.placement, wideShares: spread, inputGrad: sharesBuffers ? sharedReply : nil)
+        let message = g.crossing(as: encoded, placement: st.placement, wideShares: spread, replyOverwrites: sharesBuffers)
         if spread { inner.startBackward(message) } else { inner.startBackwardPerSample(message) }
         st.checker?.prepareBackward(outputGrad: encoded.data, batch: st.rows, weight: st.weight.data, biasGrad: nil, copy: nil,
                                     scratch: scratch, progress: { inner.progress() })
@@ -301,33 +312,14 @@ package final class MaskingExecutor: ExecutorWrapper {
     package func collectGradientShares(_ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
         if bypass { return try inner.collectGradientShares(body) }
         if spread {
-            // The members' shares come layer by layer (each layer's from every member before
-            // the next layer's): one double accumulator serves them all.
-            var current: Int?
-            func flush() throws {
-                guard let layer = current, let wide = wideSum else { return }
-                let count = layers[layer]!.weightCount
-                let share = Tensor.reuse(summedShare, shape: [count])
-                for i in 0..<count { share[i] = Float(wide[i]); wide[i] = 0 }
-                try body(layer, share.data, nil, 0..<backwardBatch)
-            }
-            try inner.collectGradientShares { layer, share, low, rows in
-                if layer != current { try flush(); current = layer }
-                let st = layers[layer]!, wide = wideAccumulator(st.weightCount)
-                var honest = true
-                if let checker = st.checker, checker.shareSamples > 0 {
-                    resolve(checker.checkGradientShare(share, low: low, samples: rows)) {
-                        honest = false
-                        let g = st.info.geometry
-                        conv2dWeightGradientWide(g, x: st.encodedResidual!.data + rows.lowerBound * g.inputSize, batch: rows.count,
-                                                 dy: st.encodedGrad!.data + rows.lowerBound * g.outputSize, into: wide, scratch: scratch)
-                    }
-                }
-                if honest {
-                    for i in 0..<st.weightCount { wide[i] += Double(share[i]) + Double(low?[i] ?? 0) }
-                }
-            }
-            try flush()
+            // Each member's shares come layer after layer, member after member: one double
+            // accumulator holds every layer's sum until the last member's are in.
+            var offsets: [Int: Int] = [:], total = 0
+            for layer in layers.keys.sorted() { offsets[layer] = total; total += layers[layer]!.weightCount }
+            // Two floats a double; the message buffer is free at a step end (nothing is in flight).
+            let storage = Tensor.reuse(sharesBuffers ? sharedBuffer : ownAccumulator, shape: [2 * total])
+            storage.zero()
+            try storage.data.withMemoryRebound(to: Double.self, capacity: total) { try sumShares(into: $0, offsets: offsets, body) }
             for st in layers.values { if let checker = st.checker, checker.shareSamples > 0 { checker.finishShareChecks() } }
             return
         }
@@ -342,17 +334,35 @@ package final class MaskingExecutor: ExecutorWrapper {
         }
     }
 
-    /// The zeroed double accumulator of the members' shares, for `count` values at least.
-    private func wideAccumulator(_ count: Int) -> UnsafeMutablePointer<Double> {
-        if let w = wideSum, wideCapacity >= count { return w }
-        wideSum?.deallocate()
-        let w = UnsafeMutablePointer<Double>.allocate(capacity: count)
-        w.initialize(repeating: 0, count: count)
-        wideSum = w; wideCapacity = count
-        return w
+    /// Spread: checks each member's wide share of each layer and adds it to the layer's sum
+    /// in `wide` (at the layer's offset, zeroed), then hands every summed layer, rounded to
+    /// float once, to `body`.
+    private func sumShares(into wide: UnsafeMutablePointer<Double>, offsets: [Int: Int],
+                           _ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
+        var summed = Set<Int>()
+        try inner.collectGradientShares { layer, share, low, rows in
+            let st = layers[layer]!, sum = wide + offsets[layer]!
+            summed.insert(layer)
+            var honest = true
+            if let checker = st.checker, checker.shareSamples > 0 {
+                resolve(checker.checkGradientShare(share, low: low, samples: rows)) {
+                    honest = false
+                    let g = st.info.geometry
+                    conv2dWeightGradientWide(g, x: st.encodedResidual!.data + rows.lowerBound * g.inputSize, batch: rows.count,
+                                             dy: st.encodedGrad!.data + rows.lowerBound * g.outputSize, into: sum, scratch: scratch)
+                }
+            }
+            if honest {
+                for i in 0..<st.weightCount { sum[i] += Double(share[i]) + Double(low?[i] ?? 0) }
+            }
+        }
+        for layer in summed.sorted() {
+            let count = layers[layer]!.weightCount, sum = wide + offsets[layer]!
+            let share = Tensor.reuse(summedShare, shape: [count])
+            for i in 0..<count { share[i] = Float(sum[i]) }
+            try body(layer, share.data, nil, 0..<backwardBatch)
+        }
     }
-
-    deinit { wideSum?.deallocate() }
 
     /// corr(x~_j, d~_j) summed over `rows` of the last message, computed here (a failed
     /// per-combination share under `.recompute`).

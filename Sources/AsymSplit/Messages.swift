@@ -21,19 +21,25 @@ package struct Residual {
     /// Whether a backward pass follows (a training pass) or not (evaluation): a layer that
     /// checks the results it receives keeps what the weight-gradient share's check needs.
     package let training: Bool
+    /// Whether the reply is to land in `tensor`'s own buffer (which must hold it): an executor
+    /// that sends the message lets the reply in only once the message has left and the caller
+    /// asks for the result (`finishForward`), so the caller may read the message until then.
+    package let replyOverwrites: Bool
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, output: Tensor? = nil,
-         placement: RowPlacement? = nil, training: Bool = true) {
+         placement: RowPlacement? = nil, training: Bool = true, replyOverwrites: Bool = false) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
-        self.output = output; self.placement = placement; self.training = training
+        self.output = output; self.placement = placement; self.training = training; self.replyOverwrites = replyOverwrites
     }
 
     /// This whole residual batch as it crosses after a privacy layer transformed it (masked
     /// combinations, added noise): `tensor` has one row per message row, and the rows go out
     /// by `placement`. Only a residual can become another one, so nothing else (inputs,
     /// labels, principal components) can be turned into a message.
-    /// `output`: where the trusted side wants the reply (nil: the executor's own buffer).
-    package func crossing(as tensor: Tensor, placement: RowPlacement?, output: Tensor? = nil) -> Residual {
-        Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], output: output, placement: placement, training: training)
+    /// `output`: where the trusted side wants the reply (nil: the executor's own buffer);
+    /// `replyOverwrites`: the reply lands in the message's own buffer instead.
+    package func crossing(as tensor: Tensor, placement: RowPlacement?, output: Tensor? = nil, replyOverwrites: Bool = false) -> Residual {
+        Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], output: replyOverwrites ? tensor : output, placement: placement,
+                 training: training, replyOverwrites: replyOverwrites)
     }
 }
 
@@ -52,16 +58,20 @@ package struct OutputGradient {
     /// high and low part (spread masking: each member's share is ~sigma^2 times the gradient
     /// and cancels only in the sum over members, `conv2dWeightGradientWide`).
     package let wideShares: Bool
+    /// Whether dX is to land in `tensor`'s own buffer (as `Residual.replyOverwrites`).
+    package let replyOverwrites: Bool
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, inputGrad: Tensor? = nil,
-         placement: RowPlacement? = nil, wideShares: Bool = false) {
+         placement: RowPlacement? = nil, wideShares: Bool = false, replyOverwrites: Bool = false) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
-        self.inputGrad = inputGrad; self.placement = placement; self.wideShares = wideShares
+        self.inputGrad = inputGrad; self.placement = placement; self.wideShares = wideShares; self.replyOverwrites = replyOverwrites
     }
 
     /// This whole output-gradient batch as it crosses after a privacy layer transformed it
     /// (as `Residual.crossing`).
-    package func crossing(as tensor: Tensor, placement: RowPlacement?, wideShares: Bool = false, inputGrad: Tensor? = nil) -> OutputGradient {
-        OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], inputGrad: inputGrad, placement: placement, wideShares: wideShares)
+    package func crossing(as tensor: Tensor, placement: RowPlacement?, wideShares: Bool = false, inputGrad: Tensor? = nil,
+                          replyOverwrites: Bool = false) -> OutputGradient {
+        OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], inputGrad: replyOverwrites ? tensor : inputGrad,
+                       placement: placement, wideShares: wideShares, replyOverwrites: replyOverwrites)
     }
 }
 
@@ -122,7 +132,8 @@ package protocol UntrustedExecutor: AnyObject {
     /// resume) and after every optimizer step.
     func publishWeights() throws
     /// Hands this step's weight-gradient shares to `body`, one call per split layer and
-    /// untrusted contributor: the layer, its share (the weight's shape), the share's low-order
+    /// untrusted contributor, contributor after contributor (each one's layers in order, each
+    /// share valid during its call only): the layer, its share (the weight's shape), the share's low-order
     /// part when it was computed wide (`OutputGradient.wideShares`: share + low is the double
     /// result; nil otherwise) and the samples of the local batch it covers, so that each can
     /// be verified before it enters any sum (docs/DESIGN.md §8). The executor then forgets them.

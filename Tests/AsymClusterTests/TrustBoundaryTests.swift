@@ -447,13 +447,15 @@ final class TrustBoundaryTests: XCTestCase {
         guard let teeOnly = tee.first, let trusted = asym.first else { return }
         XCTAssertLessThanOrEqual(Double(trusted), 1.05 * Double(teeOnly), "trusted \(trusted) MB against tee-only \(teeOnly) MB")
         XCTAssertLessThanOrEqual(trusted, 200, "trusted \(trusted) MB")
-        // The private default on 1T+3U: measured 293 MB against 168 (1.74x; the goal is 1.2x).
-        // The masking layer's shared message and reply buffers (3x the largest R and Y) are
-        // most of the difference; per-layer copies would be 746 MB.
+        // The private default on 1T+3U: measured 234 MB against 168 (1.39x; the goal is 1.2x).
+        // The masking layer's one message buffer (3x the largest R or Y: the reply lands over
+        // the message) is most of the difference; at a step end it also holds the members'
+        // wide-share sum. 1.5x catches either undone: a reply buffer of its own (+50 MB) or
+        // every member's shares at once with an accumulator apart (+37 MB).
         let masked = try peaks(4, "asym", privateDefault: true)
         XCTAssertEqual(masked.count, 2)
         if let privateTrusted = masked.first {
-            XCTAssertLessThanOrEqual(Double(privateTrusted), 2 * Double(trusted), "private trusted \(privateTrusted) MB against \(trusted) MB")
+            XCTAssertLessThanOrEqual(Double(privateTrusted), 1.5 * Double(trusted), "private trusted \(privateTrusted) MB against \(trusted) MB")
         }
     }
 
