@@ -55,7 +55,8 @@ let package = Package(
         .target(name: "AsymTrain", dependencies: ["AsymModel", "AsymKernels", "AsymSplit", "AsymIntegrity", "AsymPrivacy", "AsymData", "AsymHDF5",
                                                  "AsymViz"]),
         // Tools around training: plan (costs), bench (timings) and pictures (plots, privacy).
-        .target(name: "AsymTools", dependencies: ["AsymModel", "AsymTrain", "AsymKernels", "AsymSplit", "AsymData", "AsymViz"]),
+        .target(name: "AsymTools", dependencies: ["AsymModel", "AsymTrain", "AsymKernels", "AsymSplit", "AsymData", "AsymViz",
+                                                 "AsymPrivacy", "AsymIntegrity"]),
         // Pictures and TensorBoard: PNG writing, line charts, scalar event files.
         .target(name: "AsymViz", dependencies: ["CZlib"]),
         // The MPI transport: roles, the wire protocol, remote untrusted execution, reduction.

@@ -71,8 +71,25 @@ package final class MaskingExecutor: ExecutorWrapper {
     package let checks: IntegrityPolicy?
     /// Receives every failed check (under `.report` without one, the process stops).
     package var failureHandler: ((IntegrityFailure) -> Void)?
-    /// Seconds spent encoding and decoding (trusted work), since creation.
+    /// Seconds spent encoding and decoding (trusted work, the noise included), since creation.
     package private(set) var codingSeconds = 0.0
+
+    /// Whether the checkers time their sections (`asymml bench --profile`).
+    package var checkTiming = false {
+        didSet { for st in layers.values { st.checker?.timing = checkTiming } }
+    }
+
+    /// Each check section's thread CPU seconds over every layer's checker since the last call
+    /// (with `checkTiming`).
+    package func takeCheckSeconds() -> [IntegritySection: Double] {
+        var total: [IntegritySection: Double] = [:]
+        for st in layers.values {
+            guard let checker = st.checker else { continue }
+            for (section, t) in checker.sectionSeconds { total[section, default: 0] += t }
+            checker.resetTiming()
+        }
+        return total
+    }
 
     private final class LayerState {
         let info: SplitLayerInfo

@@ -3,6 +3,8 @@ import AsymTrain
 import AsymData
 import AsymKernels
 import AsymSplit
+import AsymPrivacy
+import AsymIntegrity
 import Foundation
 
 package func median(_ xs: [Double]) -> Double {
@@ -75,7 +77,8 @@ package struct BenchmarkResult {
                                     1000 * asymVerified.trustedInferSeconds, 100 * verifyInferenceCost), at: lines.count - 1)
             }
         }
-        return lines.joined(separator: "\n") + [plain.profile, teeOnly?.profile, asym?.profile].compactMap { $0.map { "\n" + $0 } }.joined()
+        return lines.joined(separator: "\n") + [plain.profile, teeOnly?.profile, asym?.profile, asymVerified?.profile]
+            .compactMap { $0.map { "\n" + $0 } }.joined()
     }
 
     package var json: String {
@@ -133,10 +136,19 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false, plainO
         let local = LocalUntrusted()
         let trainer = try Trainer(config: m, data: data, executor: local)
         var step: [Double] = [], trusted: [Double] = []
+        // With checks on a masked config, the profile is the masking layer's: coding and each
+        // check section (the layer table above covers the same layers without checks).
+        let masking = profile && verify ? trainer.untrusted as? MaskingExecutor : nil
+        var coding0 = 0.0
         for i in 0..<(steps + 2) {
             if profile && i == 2 && !verify {
                 trainer.model.profile = LayerProfile(layers: trainer.model.layers.count,
                                                      untrustedClock: { local.worker.totalSeconds })
+            }
+            if let masking, i == 2 {
+                masking.checkTiming = true
+                _ = masking.takeCheckSeconds()
+                coding0 = masking.codingSeconds
             }
             try trainer.step()
             if i >= 2 {
@@ -144,11 +156,16 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false, plainO
                 trusted.append(trainer.lastStepSeconds - trainer.lastUntrustedSeconds)
             }
         }
+        var table = trainer.model.profile.map { "\(mode.rawValue), " + $0.table(trainer.model) }
+        if let masking {
+            masking.checkTiming = false
+            table = maskingProfile(coding: masking.codingSeconds - coding0, checks: masking.takeCheckSeconds(), steps: steps,
+                                   trustedStep: median(trusted))
+        }
         let x = Tensor(shape: [c.data.batchSize] + c.model.input)
         let labels = UnsafeMutablePointer<Int32>.allocate(capacity: c.data.batchSize)
         defer { labels.deallocate() }
         data.test.gather(indices: Int32(0)..<Int32(c.data.batchSize), images: x.data, labels: labels)
-        let table = trainer.model.profile.map { "\(mode.rawValue), " + $0.table(trainer.model) }
         trainer.model.profile = nil
         var infer: [Double] = [], inferTrusted: [Double] = []
         _ = trainer.untrusted?.takeComputeSeconds()
@@ -171,4 +188,17 @@ package func benchmark(config: Config, steps: Int, profile: Bool = false, plainO
                            asymVerified: plainOnly || !checksApply ? nil : try time(.asym, verify: true), plan: plan,
                            trainFlops: plan.plainTrainingFlops, inferFlops: plan.plainForwardFlops,
                            sgemmOpenBLAS: sgemmRate(n: 2048, onDNNL: false), sgemmDNNL: sgemmRate(n: 2048, onDNNL: true))
+}
+
+/// `bench --profile` with checks on a masked config: the masking layer's trusted time per
+/// training step (means over the timed steps, the checks' forward and backward passes of
+/// every step): encoding and decoding with the noise, and each check section.
+private func maskingProfile(coding: Double, checks: [IntegritySection: Double], steps: Int, trustedStep: Double) -> String {
+    let perStep = { (seconds: Double) in 1e3 * seconds / Double(steps) }
+    let sections = IntegritySection.allCases.compactMap { section in
+        checks[section].flatMap { $0 > 0 ? String(format: "%@ %.1f", section.rawValue, perStep($0)) : nil }
+    }
+    let checked = perStep(checks.values.reduce(0, +))
+    return String(format: "asym+verify, masking layer, ms/step (trusted step %.1f): encode and decode with the noise %.1f, checks %.1f (",
+                  1e3 * trustedStep, perStep(coding), checked) + sections.joined(separator: ", ") + ")"
 }

@@ -146,3 +146,35 @@ final class PredictionTests: XCTestCase {
         XCTAssertGreaterThan(Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1).wall, apart.wall)
     }
 }
+
+/// `asymml bench --profile` on the private setting: the masking layer's own clocks.
+final class BenchmarkProfileTests: XCTestCase {
+    /// With checks on a masked config the profile splits the masking layer's trusted time into
+    /// its coding and each check section, every one measured (not zero), and the sections add
+    /// up to the checks' total.
+    func testProfileSplitsTheMaskingLayersTime() throws {
+        #if DEBUG
+        // Timing a debug build measures nothing (66 s here); the release pass runs it.
+        throw XCTSkip("bench timings run in the release pass of make test")
+        #else
+        // fmnist-cnn (the private default), on synthetic data of its shape: the smoke model's
+        // sections round to 0.0 ms.
+        let config = try Config.load(path: repoRoot + "/configs/fmnist-cnn.yaml", overrides: ["train.threads=1"])
+        let result = try benchmark(config: config, steps: 2, profile: true)
+        let line = try XCTUnwrap(result.asymVerified?.profile)
+        print(line)
+        func value(_ label: String) throws -> Double {
+            let match = try XCTUnwrap(line.firstMatch(of: Regex<(Substring, Substring)>(label + " ([0-9.]+)")), "\(label) in \(line)")
+            return try XCTUnwrap(Double(match.1))
+        }
+        XCTAssertGreaterThan(try value("encode and decode with the noise"), 0)
+        let checks = try value("checks")
+        XCTAssertGreaterThan(checks, 0)
+        let sections = try ["forward probe", "dX probe", "tolerance norms", "compare output share", "compare dX"].map(value)
+        XCTAssertTrue(sections.allSatisfy { $0 > 0 }, line)
+        XCTAssertLessThanOrEqual(sections.reduce(0, +), checks + 0.5, line)
+        // Without checks the asym profile stays the per-layer table.
+        XCTAssertTrue(result.asym?.profile?.hasPrefix("asym, trusted ms per step") ?? false, result.asym?.profile ?? "none")
+        #endif
+    }
+}
