@@ -15,8 +15,9 @@ import Foundation
 /// stages overlap as a pipeline: (t + l + u) / k + (k - 1) / k * max(t, l, u), with k
 /// messages each way. The optimizer's update counts as elementwise work on every parameter.
 /// With `shared_cores` (a local run: every rank on one machine's cores) the untrusted ranks
-/// share the cores while they compute (members / cores times as long, when more), and a
-/// step takes at least the compute of all ranks over the cores.
+/// share the cores while they compute with each other and with the trusted rank, whose wait
+/// polls (`Communicator.waitAll` spins on MPI_Testall): (members + 1) / cores times as long,
+/// when more. A step takes at least the compute of all ranks over the cores.
 package struct Prediction {
     /// Seconds of one training step or one inference batch.
     package struct Times {
@@ -72,8 +73,9 @@ package struct Prediction {
         var t = Times()
         // Masking sends a batch's groups as one message: micro-batches do not overlap there.
         let kk = plan.masking == nil ? Double(max(1, k)) : 1
-        // More untrusted ranks than shared cores: while they compute, they share the cores.
-        let crowding = hardware.sharedCores.map { max(1, Double(plan.members) / $0) } ?? 1
+        // More ranks than shared cores: while the members compute they share the cores, with
+        // each other and with the trusted rank polling for their replies.
+        let crowding = hardware.sharedCores.map { max(1, Double(plan.members + 1) / $0) } ?? 1
         for r in plan.rows {
             for backward in training ? [false, true] : [false] {
                 let trusted = trustedPass(r, backward: backward, training: training)

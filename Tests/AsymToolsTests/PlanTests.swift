@@ -140,7 +140,8 @@ final class PredictionTests: XCTestCase {
         let apart = Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1)
         h.sharedCores = 2
         let shared = Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1)
-        XCTAssertEqual(shared.wall, apart.wall + 0.5 * apart.untrusted, accuracy: 1e-12)
+        // 3 members and the polling trusted rank on 2 cores: each member computes twice as long.
+        XCTAssertEqual(shared.wall, apart.wall + apart.untrusted, accuracy: 1e-12)
         XCTAssertGreaterThanOrEqual(shared.wall, (apart.trusted + 3 * apart.untrusted) / 2)
         h.sharedCores = 1
         XCTAssertGreaterThan(Prediction(plan: plan, hardware: h).times(training: true, microbatches: 1).wall, apart.wall)
