@@ -67,7 +67,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         var replies: [Reply] = []
         var requests: [[Request]]
         /// Per member, the receives of replies that overwrite the message (`replyOverwrites`):
-        /// posted by `complete` once the member's message has left.
+        /// posted by `complete` once every member's message has left.
         var laterReceives: [[() throws -> Request]]
         let sendHeaders: UnsafeMutableRawPointer, receiveHeaders: UnsafeMutableRawPointer
         init(kind: MessageKind, layer: Int, samples: Range<Int>, members: Int) {
@@ -263,9 +263,9 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// the same samples. A micro-batch (samples not from 0) is its own flight; its `first`
     /// counts the member's samples handed out earlier in the same layer pass.
     /// `replyOverwrites`: `reply` is the message's own buffer, so the receives wait for
-    /// `complete` (the caller reads the message until then) and for every member's message to have left.
-    /// No other exchange may start meanwhile: a member's replies match receives in the order
-    /// they are posted.
+    /// `complete` (the caller reads the message until then) and for every member's message
+    /// to have left. No other exchange may start meanwhile: a member's replies match receives
+    /// in the order they are posted.
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
                           then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int,
