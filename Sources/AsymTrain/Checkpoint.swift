@@ -40,18 +40,10 @@ package enum Checkpoint {
         try f.setAttribute("config", string: t.config.yaml)
         try f.setAttribute("world", string: world.json)
         try f.setAttribute("software_version", string: softwareVersion)
+        for tensor in modelTensors(t.model) { try write(f, tensor) }
         for layer in t.model.leaves {
             for param in layer.parameters {
-                try f.writeFloats("/model/\(layer.name)/\(param.name)", shape: param.value.shape,
-                                  values: UnsafeBufferPointer(param.value.buffer))
                 try writeOptimizerState(f, "/optimizer/\(layer.name)/\(param.name)", of: param, adamW: t.optimizer.adamW)
-            }
-            for b in layer.buffers {
-                try f.writeFloats("/model/\(layer.name)/\(b.name)", shape: b.value.shape,
-                                  values: UnsafeBufferPointer(b.value.buffer))
-            }
-            if let n = layer.batchesTracked {
-                try f.writeInt64s("/model/\(layer.name)/num_batches_tracked", shape: [], values: [n])
             }
         }
         let momentumReady = t.model.parameters.allSatisfy(\.hasMomentum)
@@ -207,6 +199,14 @@ package enum Checkpoint {
             return tensors.map { ModelTensor(dataset: "/model/\(layer.name)/\($0.0)", shape: $0.1.shape, target: .floats($0.1)) }
                 + (layer.batchesTracked == nil ? []
                    : [ModelTensor(dataset: "/model/\(layer.name)/num_batches_tracked", shape: [], target: .count(layer))])
+        }
+    }
+
+    /// Writes one model dataset from the model.
+    static func write(_ f: HDF5File, _ tensor: ModelTensor) throws {
+        switch tensor.target {
+        case .floats(let t): try f.writeFloats(tensor.dataset, shape: t.shape, values: UnsafeBufferPointer(t.buffer))
+        case .count(let layer): try f.writeInt64s(tensor.dataset, shape: [], values: [layer.batchesTracked!])
         }
     }
 
