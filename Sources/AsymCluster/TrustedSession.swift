@@ -52,7 +52,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// The exchanges in flight, oldest first: one per layer pass, or one per micro-batch.
     private var flights: [Flight] = []
     /// Per layer pass (reply kind and layer): each member's samples handed out so far in the
-    /// pass, which numbers the next micro-batch's `first` sample in that member's shard.
+    /// pass, which numbers the next micro-batch's `first` sample in that member's shard (a
+    /// piece of a pass brings its own) and counts the rows a member's share covers.
     private var handedOut: [Int: [Int]] = [:]
     private struct Reply {
         let shard: Int, peer: Int, samples: Range<Int>, header: WireHeader, payload: UnsafePointer<Float>
@@ -93,9 +94,11 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     package var arena = ActivationArena()
     /// The local batch of the last backward pass, whose shards the shares cover.
     private var backwardBatch = 0
-    /// The placement of the last backward message (spread masking: each member's share
-    /// covers its part of the rows), and the layers whose shares come back wide this step.
-    private var backwardPlacement: RowPlacement?
+    /// Whether the last backward pass was placed (spread masking), and then each member's rows
+    /// of it, over all of the pass's pieces: each member's share covers those rows, numbered
+    /// member after member as a placement numbers one message's rows. Also the layers whose
+    /// shares come back wide this step.
+    private var backwardPlaced = false, backwardRows: [Int]?
     private var wideLayers: Set<Int> = []
     private var waitSeconds = 0.0
     /// Bytes sent to and received from the untrusted group so far.
@@ -142,6 +145,18 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         return Array(zip(active, placement.parts))
     }
 
+    /// The active members with the rows of the last backward pass that their weight-gradient
+    /// shares cover: contiguous shards of its batch, or, when it was placed, each member's rows
+    /// handed out over the pass's pieces, numbered member after member.
+    private func shareRows() -> [(member: Int, samples: Range<Int>)] {
+        guard backwardPlaced, let counts = backwardRows else { return shards(backwardBatch) }
+        var next = 0
+        return active.map { s in
+            defer { next += counts[s] }
+            return (s, next..<(next + counts[s]))
+        }
+    }
+
     /// Each message spreads over the active members (a `RowPlacement` has one part per member).
     package var members: Int? { fallback == nil ? active.count : nil }
 
@@ -184,7 +199,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         outputs[r.layer] = y
         exchange(send: .residual, r.tensor.data, [g.inChannels, g.height, g.width],
                  receive: .outputShare, y.data, [g.outChannels, g.outHeight, g.outWidth], layer: r.layer, samples: r.samples,
-                 placement: r.placement, replyOverwrites: r.replyOverwrites)
+                 placement: r.placement, replyOverwrites: r.replyOverwrites, piece: r.piece)
     }
 
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
@@ -212,7 +227,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             : inputGrads[d.layer]!
         inputGrads[d.layer] = dx
         backwardBatch = d.batch
-        backwardPlacement = d.placement
+        backwardPlaced = d.placement != nil
         if d.wideShares { wideLayers.insert(d.layer) }
         var shares: (MessageKind, UnsafeMutablePointer<Float>, [Int])?
         if perSample {
@@ -223,7 +238,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         exchange(send: perSample ? .outputGradientPerSample : d.wideShares ? .outputGradientWide : .outputGradient, d.tensor.data,
                  [g.outChannels, g.outHeight, g.outWidth],
                  receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer,
-                 samples: d.samples, placement: d.placement, replyOverwrites: d.replyOverwrites)
+                 samples: d.samples, placement: d.placement, replyOverwrites: d.replyOverwrites, piece: d.piece)
+        if d.placement != nil { backwardRows = handedOut[Int(MessageKind.inputGradient.rawValue) << 32 | d.layer] }
     }
 
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
@@ -265,11 +281,13 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// `replyOverwrites`: `reply` is the message's own buffer, so the receives wait for
     /// `complete` (the caller reads the message until then) and for every member's message
     /// to have left. No other exchange may start meanwhile: a member's replies match receives
-    /// in the order they are posted.
+    /// in the order they are posted. `piece`: the message is one piece of its layer pass, and
+    /// says where each member's rows sit in its shard (`PieceOfPass`).
     private func exchange(send kind: MessageKind, _ payload: UnsafePointer<Float>, _ sampleShape: [Int],
                           receive replyKind: MessageKind, _ reply: UnsafeMutablePointer<Float>, _ replyShape: [Int],
                           then second: (MessageKind, UnsafeMutablePointer<Float>, [Int])? = nil, layer: Int,
-                          samples: Range<Int>, placement: RowPlacement? = nil, replyOverwrites: Bool = false) {
+                          samples: Range<Int>, placement: RowPlacement? = nil, replyOverwrites: Bool = false,
+                          piece: PieceOfPass? = nil) {
         precondition(!flights.contains { $0.kind == replyKind && $0.layer == layer && $0.samples.overlaps(samples) },
                      "\(replyKind) of layer \(layer), samples \(samples), is already in flight")
         precondition(!flights.contains { $0.laterReceives.contains { !$0.isEmpty } } && (!replyOverwrites || flights.isEmpty),
@@ -277,16 +295,16 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         let inSize = sampleShape.reduce(1, *), outSize = replyShape.reduce(1, *), step = currentStep()
         let flight = Flight(kind: replyKind, layer: layer, samples: samples, members: group.count)
         let pass = Int(replyKind.rawValue) << 32 | layer
-        if samples.lowerBound == 0 { handedOut[pass] = Array(repeating: 0, count: group.count) }
+        if piece?.opens ?? (samples.lowerBound == 0) { handedOut[pass] = Array(repeating: 0, count: group.count) }
         fatalOnError {
-            for (s, part) in shards(samples.count, placement: placement) {
+            for (j, (s, part)) in shards(samples.count, placement: placement).enumerated() {
                 let peer = group[s], n = part.count
                 if n == 0 { continue }  // a small (evaluation) batch leaves this member idle
                 if let placement {
                     placementAudit?.recordPlacement(kind: kind, step: step, layer: layer, member: peer, rows: part,
                                                     groups: Array(placement.groups[part]))
                 }
-                let lo = samples.lowerBound + part.lowerBound, first = handedOut[pass]![s]
+                let lo = samples.lowerBound + part.lowerBound, first = piece?.first[j] ?? handedOut[pass]![s]
                 handedOut[pass]![s] += n
                 let data = payload + lo * inSize
                 let sendHeader = flight.sendHeaders + s * WireHeader.size
@@ -383,7 +401,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
         // Every member is asked at once, and their shares land one member after another in one
         // buffer: a member's are checked and summed before the next member's arrive (vgg-cifar's
         // wide shares are 18.6 MB a member).
-        let members = shards(backwardBatch, placement: backwardPlacement).filter { !$0.samples.isEmpty }
+        let members = shareRows().filter { !$0.samples.isEmpty }
         for (s, _) in members { try sendControl(.stepEnd, to: s) }
         let buffer = arena.tensor(shape: [values], avoiding: [])
         var loads: [(compute: Double, idle: Double)] = []

@@ -50,8 +50,9 @@ package struct WireHeader: Equatable, CustomStringConvertible {
     package var step: Int64
     package var count: Int64
     package var checksum: UInt64
-    /// The first sample of the payload within the shard (micro-batches, docs/DESIGN.md §4.3): a
-    /// reply carries its request's. Version 3 (the padding of version 2, which was 0).
+    /// The first sample of the payload within the shard (micro-batches, docs/DESIGN.md §4.3, and
+    /// the pieces of a spread pass, §9): a reply carries its request's. Version 3 (the padding
+    /// of version 2, which was 0).
     package var first: Int32 = 0
 
     package init(kind: MessageKind, step: Int, layer: Int, shard: Int, shape: [Int], payload: UnsafePointer<Float>?, count: Int,

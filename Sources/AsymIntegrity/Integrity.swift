@@ -61,6 +61,15 @@ package struct IntegrityFailure: Error, Equatable, CustomStringConvertible {
         self.discrepancy = discrepancy; self.allowed = allowed; self.samples = samples
     }
 
+    /// The same failure with its sample renumbered by `map` (a check of a message that was a
+    /// piece of its layer pass names the pass's row); `positions` per sample. A share's
+    /// failure names pass rows already.
+    package func renumbered(_ map: (Int) -> Int, positions: Int) -> IntegrityFailure {
+        guard samples == nil else { return self }
+        return IntegrityFailure(check: check, layer: layer, index: map(index / positions) * positions + index % positions,
+                                discrepancy: discrepancy, allowed: allowed)
+    }
+
     package var description: String {
         let shard = samples.map { ", share of samples \($0.lowerBound)..<\($0.upperBound)" } ?? ""
         return "integrity check failed: layer \(layer), \(check.rawValue)\(shard): discrepancy \(discrepancy) > allowed \(allowed) at index \(index)"
@@ -186,6 +195,19 @@ private func weightedNorm(_ v: UnsafePointer<Float>, _ m: UnsafePointer<Float>, 
 /// R as C x H*W; (W t)^T as k*k x Cout times dY as Cout x P), then `shiftedSum`. The patch
 /// norms of the tolerances are box sums of sum_c R_c^2 (sum_o dY_o^2), read while the sample
 /// is in cache.
+/// Where the rows of a message sit in its layer pass, when the pass crosses in pieces (spread
+/// masking through one buffer): the weight-gradient share's state is kept per pass row, so
+/// that each member's share is checked against its rows of every piece.
+package struct PassPiece {
+    /// The pass row of each message row.
+    package let rows: [Int]
+    /// The pass's rows in all.
+    package let passRows: Int
+    /// Whether this is the pass's first piece (a forward pass starts its q there).
+    package let opens: Bool
+    package init(rows: [Int], passRows: Int, opens: Bool) { self.rows = rows; self.passRows = passRows; self.opens = opens }
+}
+
 package final class IntegrityChecker {
     let layer: Int
     let geometry: ConvGeometry
@@ -295,11 +317,15 @@ package final class IntegrityChecker {
     /// probes conv(R, s^T W) + s.b and q = conv(R, z) and the patch norms of R. Call it
     /// after handing R over, while the untrusted side computes; `progress` runs between chunks
     /// of samples (to let transfers advance).
+    /// `piece`: the message is a piece of its pass (wide shares only); nil: the whole pass.
     package func prepareForward(residual r: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
-                        bias b: UnsafePointer<Float>?, training: Bool, scratch: Scratch, progress: () -> Void = {}) {
+                        bias b: UnsafePointer<Float>?, training: Bool, scratch: Scratch, piece: PassPiece? = nil,
+                        progress: () -> Void = {}) {
         let g = geometry, C = g.inChannels, K = g.patchSize, k2 = g.kernel * g.kernel, Cout = g.outChannels
         let HW = g.height * g.width, P = g.outPositions
-        if training { startPass(batch: batch) }
+        precondition(piece == nil || wideShares || !training, "layer \(layer): a pass in pieces needs wide shares")
+        let passRows = piece?.passRows ?? batch, rowsOfPass = piece?.rows
+        if training { startPass(batch: passRows) }
         timed(.randomDraws) { random.fillSigned(s.data, count: Cout) }
         // z's taps join the float probe's GEMM, or, with wide shares, a double one of their own.
         let wideQ = training && wideShares
@@ -334,7 +360,7 @@ package final class IntegrityChecker {
         let kept = training && !wideShares ? Tensor.reuse(q, shape: [batch, P]) : nil
         if let kept { q = kept }
         if wideQ {
-            qWide = [Double](repeating: 0, count: batch * P)
+            if piece?.opens ?? true { qWide = [Double](repeating: 0, count: passRows * P) }
             if wideInput.count < C * HW { wideInput = [Double](repeating: 0, count: C * HW) }
             if wideTaps.count < k2 * HW { wideTaps = [Double](repeating: 0, count: k2 * HW) }
         }
@@ -351,7 +377,7 @@ package final class IntegrityChecker {
                         let norms = filterNorms.data, energies = rowScratch.data
                         var rho: Double = 0
                         for c in 0..<C { rho += Double(norms[c]) * Double(energies[c]) }
-                        filterEnergy[n] += rho
+                        filterEnergy[rowsOfPass?[n] ?? n] += rho
                     }
                 }
             }
@@ -365,7 +391,10 @@ package final class IntegrityChecker {
                         shiftedSum(g, taps: taps + k2 * HW, tapStride: HW, into: kept.data + n * P, transposed: false)
                         probeEnergy[n] += sumOfSquares(kept.data + n * P, count: P)
                     }
-                    if wideQ { probeEnergy[n] += wideProbe(sample: r + n * C * HW, into: n * P) }
+                    if wideQ {
+                        let at = rowsOfPass?[n] ?? n
+                        probeEnergy[at] += wideProbe(sample: r + n * C * HW, into: at * P)
+                    }
                 }
             }
             progress()
@@ -396,9 +425,10 @@ package final class IntegrityChecker {
     /// while dY is in cache, also adds dY's channel sums to `biasGrad` (the same sums, in the
     /// same order, as accumulateChannelSums over the batch) and copies dY to `copy`.
     /// `progress` runs between chunks of samples.
+    /// `piece`: the message is a piece of its pass, whose forward pass crossed in the same pieces.
     package func prepareBackward(outputGrad dy: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
                          biasGrad: UnsafeMutablePointer<Float>?, copy: UnsafeMutablePointer<Float>?, scratch: Scratch,
-                         progress: () -> Void = {}) {
+                         piece: PassPiece? = nil, progress: () -> Void = {}) {
         let g = geometry, C = g.inChannels, Cout = g.outChannels, K = g.patchSize, k2 = g.kernel * g.kernel
         let HW = g.height * g.width, P = g.outPositions
         precondition(!checkedSamples.contains(true), "layer \(layer): backward pass amid the checks of a weight-gradient share")
@@ -416,9 +446,10 @@ package final class IntegrityChecker {
             combinedMax = maxMagnitude(wt, count: Cout * k2)
             for o in 0..<Cout { for tap in 0..<k2 { taps[tap * Cout + o] = wt[o * k2 + tap] } }
         }
-        let share = filterDrawn
+        let share = filterDrawn, passRows = piece?.passRows ?? batch, rowsOfPass = piece?.rows
+        precondition(piece == nil || wideShares, "layer \(layer): a pass in pieces needs wide shares")
         if share {
-            guard wideShares ? qWide.count == batch * P : q?.count == batch * P else {
+            guard wideShares ? qWide.count == passRows * P : q?.count == passRows * P else {
                 preconditionFailure("layer \(layer): backward without its forward pass")
             }
         }
@@ -435,9 +466,9 @@ package final class IntegrityChecker {
                     (energy.data + n * HW).update(repeating: 0, count: HW)
                     shiftedSum(g, taps: map, tapStride: 0, into: energy.data + n * HW, transposed: true)
                     if share {
-                        let maxima = rowScratch.data
+                        let maxima = rowScratch.data, at = rowsOfPass?[n] ?? n
                         outputGradMax.withUnsafeMutableBufferPointer { m in
-                            for o in 0..<Cout { m[n * Cout + o] = max(m[n * Cout + o], maxima[o]) }
+                            for o in 0..<Cout { m[at * Cout + o] = max(m[at * Cout + o], maxima[o]) }
                         }
                     }
                 }
@@ -467,7 +498,8 @@ package final class IntegrityChecker {
                         qWide.withUnsafeBufferPointer { qw in
                             shareReferenceWide.withUnsafeMutableBufferPointer { ref in
                                 for n in chunk {
-                                    for o in 0..<Cout { ref[n * Cout + o] += wideDot(dy + (n * Cout + o) * P, qw.baseAddress! + n * P, count: P) }
+                                    let at = rowsOfPass?[n] ?? n
+                                    for o in 0..<Cout { ref[at * Cout + o] += wideDot(dy + (n * Cout + o) * P, qw.baseAddress! + at * P, count: P) }
                                 }
                             }
                         }
@@ -483,7 +515,7 @@ package final class IntegrityChecker {
             }
             progress()
         }
-        if share { for n in 0..<batch { samplePasses[n] += 1 } }
+        if share { for n in 0..<batch { samplePasses[rowsOfPass?[n] ?? n] += 1 } }
         forwardBatch = batch
     }
 

@@ -100,11 +100,17 @@ package final class MaskingExecutor: ExecutorWrapper {
         let checker: IntegrityChecker?
         var batch = 0
         var groups: [GroupMask] = []
+        /// The pieces the current pass crosses in (see `Piece`), and how many are decoded.
+        var pieces: [Piece] = []
+        var decoded = 0
+        /// The pass being sent: the caller's residual or output gradient, which the pieces are
+        /// encoded from, and its noise scale; the secret stream that draws the pass's noise.
+        var residual: Residual?, outputGrad: OutputGradient?
+        var sigma: Float = 0
+        var stream = SecretStream()
         var encodedResidual: Tensor?, output: Tensor?, encodedGrad: Tensor?, inputGrad: Tensor?
         /// Whether the last pass's result was decoded already (micro-batches ask once per part).
         var forwardDecoded = false, backwardDecoded = false
-        /// Where the combinations of the last forward pass went (spread only); backward follows it.
-        var placement: RowPlacement?
         /// Without spread: the decoded share sum_i corr(R_i, dY_i) of dW, from one correlation
         /// per combination, summed over the step's backward passes.
         lazy var share = Tensor(shape: weight.shape)
@@ -114,11 +120,72 @@ package final class MaskingExecutor: ExecutorWrapper {
             checker = checked ? IntegrityChecker(layer: info.layer, geometry: info.geometry) : nil
             checker?.wideShares = wide
         }
-        /// Rows of the last message.
+        /// Rows of the whole pass (every group's combinations).
         var rows = 0
         /// Where the caller wants the decoded Y and dX of the current passes (nil: buffers of
         /// this layer's own).
         var outputTarget: Tensor?, inputGradTarget: Tensor?
+    }
+
+    /// One message of a layer pass: consecutive groups, their rows numbered from 0 member after
+    /// member. A pass crosses in one piece, or, when one buffer serves every message (MPI and
+    /// spread), in three: each a third of the groups, so the buffer holds about one batch of
+    /// rows instead of all 3 x batch. Every group block's `row` is its row in the whole pass
+    /// (member after member, as `place` numbers it), which the checks keep the share state by;
+    /// a member's rows of consecutive groups are consecutive there, so within a piece each
+    /// member's rows are one run of pass rows moved by `shift[member]`. In the member's own
+    /// shard the pieces' rows count down from its last (`PieceOfPass`).
+    private struct Piece {
+        let groups: Range<Int>
+        /// The samples of the first group.
+        let firstSample: Int
+        let rows: Int
+        /// Where the piece's rows go (nil: the transport's contiguous shards).
+        let placement: RowPlacement?
+        /// Per member: the message row of a pass row (message row = pass row + shift).
+        let shift: [Int]
+        /// For the checks and the transport (nil when the pass is one piece).
+        let passRows: PassPiece?, shardRows: PieceOfPass?
+        func row(of block: GroupMask.Block) -> Int { block.row + shift[block.member] }
+        /// The pass row of message row `row`.
+        func passRow(_ row: Int) -> Int { passRows?.rows[row] ?? row }
+    }
+
+    /// The pieces a pass of `groups` (rows set by `place` or group after group) crosses in.
+    private func pieces(of groups: [GroupMask], placement: RowPlacement?) -> [Piece] {
+        let total = groups.reduce(0) { $0 + $1.combinations }
+        let count = spread && sharesBuffers ? min(3, groups.count) : 1
+        guard count > 1, let placement else {
+            return [Piece(groups: groups.indices, firstSample: 0, rows: total, placement: placement,
+                          shift: [Int](repeating: 0, count: max(1, placement?.parts.count ?? 1)), passRows: nil, shardRows: nil)]
+        }
+        let members = placement.parts.count
+        var firstSample = 0, unsent = placement.parts.map(\.count)
+        return (0..<count).map { c in
+            let range = (groups.count * c / count)..<(groups.count * (c + 1) / count)
+            // Each member's run of pass rows in these groups.
+            var lo = [Int](repeating: .max, count: members), hi = [Int](repeating: 0, count: members)
+            for block in groups[range].flatMap(\.blocks) {
+                lo[block.member] = min(lo[block.member], block.row)
+                hi[block.member] = max(hi[block.member], block.row + block.combinations.count)
+            }
+            var shift = [Int](repeating: 0, count: members), parts: [Range<Int>] = [], rows: [Int] = [], rowGroups: [Int] = []
+            var first = [Int](repeating: 0, count: members)
+            for m in 0..<members {
+                let run = lo[m] == .max ? 0..<0 : lo[m]..<hi[m]
+                unsent[m] -= run.count
+                first[m] = unsent[m]
+                shift[m] = rows.count - run.lowerBound
+                parts.append(rows.count..<(rows.count + run.count))
+                rows += run
+                rowGroups += placement.groups[run]
+            }
+            defer { firstSample += groups[range].reduce(0) { $0 + $1.samples } }
+            return Piece(groups: range, firstSample: firstSample, rows: rows.count,
+                         placement: RowPlacement(parts: parts, groups: rowGroups), shift: shift,
+                         passRows: PassPiece(rows: rows, passRows: total, opens: c == 0),
+                         shardRows: PieceOfPass(first: first, opens: c == 0))
+        }
     }
     private var layers: [Int: LayerState] = [:]
     private var noise: Tensor?
@@ -126,8 +193,10 @@ package final class MaskingExecutor: ExecutorWrapper {
     /// transport copies it out). Then, unless `.recompute` needs each layer's combinations at
     /// the step end, one buffer serves every layer's message and its reply: the combinations
     /// are read (sent, probed by the checks) before the reply lands over them
-    /// (`Residual.replyOverwrites`), and a layer's results are done with once decoded. That is
-    /// 3 x max(R, Y) of the largest layer in all, instead of 3 x R, 3 x dY, 3 x Y and 3 x dX per layer.
+    /// (`Residual.replyOverwrites`), and a layer's results are done with once decoded. With
+    /// spread a pass crosses in three pieces (`Piece`), so the buffer holds about one batch of
+    /// the largest layer's R or Y (vgg-cifar: 17 MB), instead of 3 x R, 3 x dY, 3 x Y and 3 x dX
+    /// per layer; at a step end it holds the members' wide-share sum.
     package var messagesLeave = false
     private let sharedBuffer = Tensor(shape: [1])
     private var sharesBuffers: Bool { messagesLeave && checks != .recompute }
@@ -139,14 +208,14 @@ package final class MaskingExecutor: ExecutorWrapper {
         return Tensor.reuse(sharedBuffer, shape: [rows * max(sampleSize, replySize)])
     }
     /// Where the sum of the members' wide shares, every layer's, is kept when the message
-    /// buffer is not shared (`collectGradientShares`); and one layer's sum rounded to float.
-    private let ownAccumulator = Tensor(shape: [1]), summedShare = Tensor(shape: [1])
+    /// buffer is not shared (`collectGradientShares`).
+    private let ownAccumulator = Tensor(shape: [1])
     private let scratch = Scratch()
     /// Set once fewer than three untrusted ranks are left to spread over (after exclusions):
     /// the others were released too, the inner executor computes on this rank, and nothing
     /// crosses any more, so nothing is masked.
     private var bypass = false
-    /// The placement of the latest message (spread): which member computed a row.
+    /// The placement of the latest pass (spread), in pass rows: which member computed a row.
     private var lastPlacement: RowPlacement?
 
     package init(wrapping inner: UntrustedExecutor, groupSize: Int, noiseScale: Float, spread: Bool = false,
@@ -208,9 +277,9 @@ package final class MaskingExecutor: ExecutorWrapper {
         guard r.samples.upperBound == r.batch else { return }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let st = layers[r.layer]!
-        var stream = SecretStream()
+        st.stream = SecretStream()
         st.batch = r.batch
-        st.groups = MaskingExecutor.groupSizes(batch: r.batch, groupSize: groupSize).map { GroupMask(samples: $0, spread: spread, &stream) }
+        st.groups = MaskingExecutor.groupSizes(batch: r.batch, groupSize: groupSize).map { GroupMask(samples: $0, spread: spread, &st.stream) }
         var placement: RowPlacement?
         if spread {
             placement = MaskingExecutor.place(&st.groups, members: spreadMembers)
@@ -218,41 +287,57 @@ package final class MaskingExecutor: ExecutorWrapper {
             var row = 0  // group after group, as the transport shards them
             for g in st.groups.indices { st.groups[g].blocks[0].row = row; row += st.groups[g].combinations }
         }
-        let g = st.info.geometry
-        let buffer = messageBuffer(kept: st.encodedResidual, rows: st.groups.reduce(0) { $0 + $1.combinations },
-                                   sampleSize: g.inputSize, replySize: g.outputSize)
-        let encoded = encode(r.tensor, groups: st.groups, mixes: st.groups.map(\.forwardMix), reuse: buffer, &stream)
-        st.encodedResidual = encoded
-        st.rows = encoded.shape[0]
+        st.rows = st.groups.reduce(0) { $0 + $1.combinations }
+        st.pieces = pieces(of: st.groups, placement: placement)
+        st.decoded = 0
+        st.residual = r
+        // One noise scale for the whole batch: a group's own RMS would make each combination's
+        // norm follow its samples' (about s times it), and that norm alone told a probe the
+        // label of a combination's dY at 0.21 (chance 0.10) whatever the noise scale.
+        st.sigma = noiseScale * rms(r.tensor.data, count: r.batch * st.info.geometry.inputSize)
         st.outputTarget = r.output
-        st.placement = placement
         st.forwardDecoded = false
         lastPlacement = placement
         codingSeconds += seconds(since: t0)
-        inner.startForward(r.crossing(as: encoded, placement: placement, replyOverwrites: sharesBuffers))
-        // The output check's probes on the combinations, while the untrusted side computes.
-        st.checker?.prepareForward(residual: encoded.data, batch: st.rows, weight: st.weight.data, bias: st.bias?.data,
-                                   training: r.training, scratch: scratch, progress: { inner.progress() })
+        sendForward(st, piece: 0)
+    }
+
+    /// Encodes and sends piece `index` of the forward pass; the output check's probes on its
+    /// combinations run while the untrusted side computes.
+    private func sendForward(_ st: LayerState, piece index: Int) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let piece = st.pieces[index], r = st.residual!, g = st.info.geometry
+        let buffer = messageBuffer(kept: st.encodedResidual, rows: piece.rows, sampleSize: g.inputSize, replySize: g.outputSize)
+        let encoded = encode(r.tensor, groups: st.groups, piece: piece, mix: \.forwardMix, sigma: st.sigma, reuse: buffer, &st.stream)
+        st.encodedResidual = encoded
+        codingSeconds += seconds(since: t0)
+        inner.startForward(r.crossing(as: encoded, placement: piece.placement, replyOverwrites: sharesBuffers, piece: piece.shardRows))
+        st.checker?.prepareForward(residual: encoded.data, batch: piece.rows, weight: st.weight.data, bias: st.bias?.data,
+                                   training: r.training, scratch: scratch, piece: piece.passRows, progress: { inner.progress() })
     }
 
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
         if bypass { return inner.finishForward(layer: layer, samples: samples) }
         let st = layers[layer]!
         if st.forwardDecoded, let y = st.outputTarget ?? st.output { return y }
-        let out = inner.finishForward(layer: layer, samples: 0..<st.rows)
-        if let checker = st.checker {
-            resolve(checker.checkOutputShare(out.data)) {
-                conv2dForward(st.info.geometry, x: st.encodedResidual!.data, batch: st.rows, weight: st.weight.data,
-                              bias: st.bias?.data, y: out.data, scratch: scratch)
+        for index in st.pieces.indices {
+            if index > 0 { sendForward(st, piece: index) }
+            let piece = st.pieces[index], out = inner.finishForward(layer: layer, samples: 0..<piece.rows)
+            if let checker = st.checker {
+                resolve(checker.checkOutputShare(out.data), piece: piece, positions: st.info.geometry.outPositions) {
+                    conv2dForward(st.info.geometry, x: st.encodedResidual!.data, batch: piece.rows, weight: st.weight.data,
+                                  bias: st.bias?.data, y: out.data, scratch: scratch)
+                }
             }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let y = decode(out, groups: st.groups, piece: piece, unmix: \.forwardUnmix, batch: st.batch,
+                           reuse: st.outputTarget ?? st.output, bias: st.bias)
+            if st.outputTarget == nil { st.output = y }
+            codingSeconds += seconds(since: t0)
         }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        let y = decode(out, groups: st.groups, unmixes: st.groups.map(\.forwardUnmix), batch: st.batch,
-                       reuse: st.outputTarget ?? st.output, bias: st.bias)
-        if st.outputTarget == nil { st.output = y }
         st.forwardDecoded = true
-        codingSeconds += seconds(since: t0)
-        return y
+        st.residual = nil
+        return st.outputTarget ?? st.output!
     }
 
     package func startBackward(_ g: OutputGradient) {
@@ -262,38 +347,67 @@ package final class MaskingExecutor: ExecutorWrapper {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let st = layers[g.layer]!
         precondition(g.batch == st.batch, "backward batch \(g.batch) after a forward of \(st.batch)")
-        var stream = SecretStream()
-        for i in st.groups.indices { st.groups[i].drawBackward(&stream) }
-        let geometry = st.info.geometry
-        let buffer = messageBuffer(kept: st.encodedGrad, rows: st.rows, sampleSize: geometry.outputSize, replySize: geometry.inputSize)
-        let encoded = encode(g.tensor, groups: st.groups, mixes: st.groups.map(\.backwardMix), reuse: buffer, &stream)
-        st.encodedGrad = encoded
+        st.stream = SecretStream()
+        for i in st.groups.indices { st.groups[i].drawBackward(&st.stream) }
+        st.outputGrad = g
+        st.sigma = noiseScale * rms(g.tensor.data, count: g.batch * st.info.geometry.outputSize)
         st.inputGradTarget = g.inputGrad
         st.backwardDecoded = false
+        codingSeconds += seconds(since: t0)
+        sendBackward(st, piece: 0)
+    }
+
+    /// Encodes and sends piece `index` of the backward pass (its forward pass's pieces, in
+    /// the same places); the dX check's probes run while the untrusted side computes.
+    private func sendBackward(_ st: LayerState, piece index: Int) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let piece = st.pieces[index], g = st.outputGrad!, geometry = st.info.geometry
+        let buffer = messageBuffer(kept: st.encodedGrad, rows: piece.rows, sampleSize: geometry.outputSize, replySize: geometry.inputSize)
+        let encoded = encode(g.tensor, groups: st.groups, piece: piece, mix: \.backwardMix, sigma: st.sigma, reuse: buffer, &st.stream)
+        st.encodedGrad = encoded
         codingSeconds += seconds(since: t0)
         // Spread: every member returns one share, the sum of corr(x~_j, d~_j) over its own rows
         // (their sum over the members is the decoded share: no pair weights, see GroupMask).
         // Without spread a rank holds whole groups and the pair weights must stay secret, so
         // each combination's correlation comes back on its own.
-        let message = g.crossing(as: encoded, placement: st.placement, wideShares: spread, replyOverwrites: sharesBuffers)
+        let message = g.crossing(as: encoded, placement: piece.placement, wideShares: spread, replyOverwrites: sharesBuffers,
+                                 piece: piece.shardRows)
         if spread { inner.startBackward(message) } else { inner.startBackwardPerSample(message) }
-        st.checker?.prepareBackward(outputGrad: encoded.data, batch: st.rows, weight: st.weight.data, biasGrad: nil, copy: nil,
-                                    scratch: scratch, progress: { inner.progress() })
+        st.checker?.prepareBackward(outputGrad: encoded.data, batch: piece.rows, weight: st.weight.data, biasGrad: nil, copy: nil,
+                                    scratch: scratch, piece: piece.passRows, progress: { inner.progress() })
     }
 
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {
         if bypass { return inner.finishBackward(layer: layer, samples: samples) }
         let st = layers[layer]!
         if st.backwardDecoded, let dx = st.inputGradTarget ?? st.inputGrad { return dx }
-        let dxMixed = inner.finishBackward(layer: layer, samples: 0..<st.rows)
-        if let checker = st.checker {
-            resolve(checker.checkInputGradient(dxMixed.data)) {
-                conv2dBackward(st.info.geometry, x: st.encodedGrad!.data, batch: st.rows, weight: st.weight.data,
-                               dy: st.encodedGrad!.data, dWeight: nil, dBias: nil, dx: dxMixed.data, scratch: scratch)
+        for index in st.pieces.indices {
+            if index > 0 { sendBackward(st, piece: index) }
+            let piece = st.pieces[index], dxMixed = inner.finishBackward(layer: layer, samples: 0..<piece.rows)
+            if let checker = st.checker {
+                let g = st.info.geometry
+                resolve(checker.checkInputGradient(dxMixed.data), piece: piece, positions: g.height * g.width) {
+                    conv2dBackward(g, x: st.encodedGrad!.data, batch: piece.rows, weight: st.weight.data,
+                                   dy: st.encodedGrad!.data, dWeight: nil, dBias: nil, dx: dxMixed.data, scratch: scratch)
+                }
             }
+            if !spread { decodePerCombinationShares(st) }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let dx = decode(dxMixed, groups: st.groups, piece: piece, unmix: \.backwardUnmix, batch: st.batch,
+                            reuse: st.inputGradTarget ?? st.inputGrad)
+            if st.inputGradTarget == nil { st.inputGrad = dx }
+            codingSeconds += seconds(since: t0)
         }
-        let shares = spread ? nil : inner.finishWeightShares(layer: layer)
-        if let shares, let checker = st.checker {
+        st.backwardDecoded = true
+        st.outputGrad = nil
+        return st.inputGradTarget ?? st.inputGrad!
+    }
+
+    /// Without spread (one piece, one rank per group): checks each combination's correlation
+    /// and adds sum_j g_j corr(x~_j, d~_j) of every group to the layer's decoded share.
+    private func decodePerCombinationShares(_ st: LayerState) {
+        let shares = inner.finishWeightShares(layer: st.info.layer)
+        if let checker = st.checker {
             // One correlation per combination: each is checked on its own.
             for row in 0..<st.rows {
                 let share = shares.data + row * st.weightCount
@@ -302,22 +416,14 @@ package final class MaskingExecutor: ExecutorWrapper {
             checker.finishShareChecks()
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let dx = decode(dxMixed, groups: st.groups, unmixes: st.groups.map(\.backwardUnmix), batch: st.batch,
-                        reuse: st.inputGradTarget ?? st.inputGrad)
-        if st.inputGradTarget == nil { st.inputGrad = dx }
-        st.backwardDecoded = true
-        if let shares {
-            // share += sum_j g_j corr(x~_j, d~_j), group by group.
-            for group in st.groups {
-                let block = group.blocks[0]
-                group.pairWeights.withUnsafeBufferPointer {
-                    BLAS.gemv(trans: true, m: block.combinations.count, n: st.weightCount, a: shares.data + block.row * st.weightCount,
-                              lda: st.weightCount, x: $0.baseAddress! + block.combinations.lowerBound, beta: 1, y: st.share.data)
-                }
+        for group in st.groups {
+            let block = group.blocks[0]
+            group.pairWeights.withUnsafeBufferPointer {
+                BLAS.gemv(trans: true, m: block.combinations.count, n: st.weightCount, a: shares.data + block.row * st.weightCount,
+                          lda: st.weightCount, x: $0.baseAddress! + block.combinations.lowerBound, beta: 1, y: st.share.data)
             }
         }
         codingSeconds += seconds(since: t0)
-        return dx
     }
 
     /// The local batch of the last backward pass (the samples the decoded shares cover).
@@ -336,8 +442,14 @@ package final class MaskingExecutor: ExecutorWrapper {
             // Two floats a double; the message buffer is free at a step end (nothing is in flight).
             let storage = Tensor.reuse(sharesBuffers ? sharedBuffer : ownAccumulator, shape: [2 * total])
             storage.zero()
-            try storage.data.withMemoryRebound(to: Double.self, capacity: total) { try sumShares(into: $0, offsets: offsets, body) }
+            let summed = try storage.data.withMemoryRebound(to: Double.self, capacity: total) { try sumShares(into: $0, offsets: offsets) }
             for st in layers.values { if let checker = st.checker, checker.shareSamples > 0 { checker.finishShareChecks() } }
+            for layer in summed.sorted() {
+                // Rounded to float in place: float i lands on bytes of double i / 2, read already.
+                let wide = UnsafeRawPointer(storage.data) + 8 * offsets[layer]!, share = storage.data + 2 * offsets[layer]!
+                for i in 0..<layers[layer]!.weightCount { share[i] = Float(wide.load(fromByteOffset: 8 * i, as: Double.self)) }
+                try body(layer, share, nil, 0..<backwardBatch)
+            }
             return
         }
         // The inner executor's step end still runs: its shares are not used (they would be
@@ -352,10 +464,8 @@ package final class MaskingExecutor: ExecutorWrapper {
     }
 
     /// Spread: checks each member's wide share of each layer and adds it to the layer's sum
-    /// in `wide` (at the layer's offset, zeroed), then hands every summed layer, rounded to
-    /// float once, to `body`.
-    private func sumShares(into wide: UnsafeMutablePointer<Double>, offsets: [Int: Int],
-                           _ body: (Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?, Range<Int>) throws -> Void) throws {
+    /// in `wide` (at the layer's offset, zeroed); returns the layers summed.
+    private func sumShares(into wide: UnsafeMutablePointer<Double>, offsets: [Int: Int]) throws -> Set<Int> {
         var summed = Set<Int>()
         try inner.collectGradientShares { layer, share, low, rows in
             let st = layers[layer]!, sum = wide + offsets[layer]!
@@ -373,12 +483,7 @@ package final class MaskingExecutor: ExecutorWrapper {
                 for i in 0..<st.weightCount { sum[i] += Double(share[i]) + Double(low?[i] ?? 0) }
             }
         }
-        for layer in summed.sorted() {
-            let count = layers[layer]!.weightCount, sum = wide + offsets[layer]!
-            let share = Tensor.reuse(summedShare, shape: [count])
-            for i in 0..<count { share[i] = Float(sum[i]) }
-            try body(layer, share.data, nil, 0..<backwardBatch)
-        }
+        return summed
     }
 
     /// corr(x~_j, d~_j) summed over `rows` of the last message, computed here (a failed
@@ -391,11 +496,14 @@ package final class MaskingExecutor: ExecutorWrapper {
                        scratch: scratch)
     }
 
-    private func resolve(_ failure: IntegrityFailure?, recompute: () -> Void) {
-        settle(failure, policy: checks ?? .report, handler: failureHandler, recompute: recompute)
+    /// `piece`: the failure names a row of that piece, renumbered to its pass row (`positions`
+    /// per row) so that its member is found from the pass's placement.
+    private func resolve(_ failure: IntegrityFailure?, piece: Piece? = nil, positions: Int = 1, recompute: () -> Void) {
+        let named = piece.flatMap { p in failure?.renumbered(p.passRow, positions: positions) } ?? failure
+        settle(named, policy: checks ?? .report, handler: failureHandler, recompute: recompute)
     }
 
-    // Failures name rows of the latest message: who computed them is read from its placement.
+    // Failures name rows of the latest pass: who computed them is read from its placement.
 
     /// A sample of the inner executor's sharding that the member computing `row` holds. The
     /// inner executor shards contiguously; a spread placement's parts are not its shards, so a
@@ -432,29 +540,23 @@ package final class MaskingExecutor: ExecutorWrapper {
         return said + " (spread masking needs 3 untrusted ranks: the split layers run on this trusted rank from now on)"
     }
 
-    /// The combinations of every group: out[L, size] = mix[:, 0..<k] x[k, size] + mix[:, k..<k+p]
-    /// noise[p, size], with p fresh noise vectors of standard deviation sigma times the batch's
-    /// RMS; each block of combinations lands at its row of the message.
-    private func encode(_ x: Tensor, groups: [GroupMask], mixes: [[Float]], reuse: Tensor?,
-                        _ stream: inout SecretStream) -> Tensor {
+    /// The combinations of a piece's groups: out[L, size] = mix[:, 0..<k] x[k, size] +
+    /// mix[:, k..<k+p] noise[p, size], with p fresh noise vectors of standard deviation `sigma`
+    /// (sigma times the pass's RMS); each block of combinations lands at its row of the piece.
+    private func encode(_ x: Tensor, groups: [GroupMask], piece: Piece, mix: KeyPath<GroupMask, [Float]>, sigma: Float,
+                        reuse: Tensor?, _ stream: inout SecretStream) -> Tensor {
         let size = x.count / x.shape[0]
-        let total = groups.reduce(0) { $0 + $1.combinations }
-        let out = Tensor.reuse(reuse, shape: [total] + x.shape.dropFirst())
+        let out = Tensor.reuse(reuse, shape: [piece.rows] + x.shape.dropFirst())
         let n = Tensor.reuse(noise, shape: [groups.map(\.noiseSources).max() ?? 1, size]); noise = n
-        // One noise scale for the whole batch: a group's own RMS would make each combination's
-        // norm follow its samples' (about s times it), and that norm alone told a probe the
-        // label of a combination's dY at 0.21 (chance 0.10) whatever the noise scale.
-        let batch = groups.reduce(0) { $0 + $1.samples }
-        let sigma = noiseScale * rms(x.data, count: batch * size)
-        var s0 = 0
-        for (group, mix) in zip(groups, mixes) {
+        var s0 = piece.firstSample
+        for group in groups[piece.groups] {
             let k = group.samples, p = group.noiseSources, src = x.data + s0 * size
             stream.fillNormal(n.data, count: p * size, scale: sigma)
             let sources = (0..<k).map { UnsafePointer(src + $0 * size) } + (0..<p).map { UnsafePointer(n.data + $0 * size) }
-            mix.withUnsafeBufferPointer { m in
+            group[keyPath: mix].withUnsafeBufferPointer { m in
                 for block in group.blocks {
                     mixRows(m.baseAddress! + block.combinations.lowerBound * (k + p), sources: sources,
-                            into: (0..<block.combinations.count).map { out.data + (block.row + $0) * size }, count: size)
+                            into: (0..<block.combinations.count).map { out.data + (piece.row(of: block) + $0) * size }, count: size)
                 }
             }
             s0 += k
@@ -462,26 +564,27 @@ package final class MaskingExecutor: ExecutorWrapper {
         return out
     }
 
-    /// The samples of every group: out[k, size] = unmix[k, L] y[L, size] (each block's
-    /// results sit at its rows of the message). With `bias` (forward outputs), each sample's
-    /// bias is set right while the group's outputs are in cache: every combination's output
-    /// carried b once, so sample i's decoded output carries it sum_j M[j,i] times, and gets
-    /// (1 - that) b added per channel.
-    private func decode(_ y: Tensor, groups: [GroupMask], unmixes: [[Float]], batch: Int, reuse: Tensor?,
-                        bias: Tensor? = nil) -> Tensor {
+    /// The samples of a piece's groups: out[k, size] = unmix[k, L] y[L, size] (each block's
+    /// results sit at its rows of the piece), into their rows of the batch. With `bias`
+    /// (forward outputs), each sample's bias is set right while the group's outputs are in
+    /// cache: every combination's output carried b once, so sample i's decoded output carries
+    /// it sum_j M[j,i] times, and gets (1 - that) b added per channel.
+    private func decode(_ y: Tensor, groups: [GroupMask], piece: Piece, unmix: KeyPath<GroupMask, [Float]>, batch: Int,
+                        reuse: Tensor?, bias: Tensor? = nil) -> Tensor {
         let size = y.count / y.shape[0]
         let out = Tensor.reuse(reuse, shape: [batch] + y.shape.dropFirst())
-        var s0 = 0
-        for (group, unmix) in zip(groups, unmixes) {
+        var s0 = piece.firstSample
+        for group in groups[piece.groups] {
             // The group's combinations in combination order, wherever their blocks sit.
-            let rows = group.blocks.flatMap { b in (0..<b.combinations.count).map { UnsafePointer(y.data + (b.row + $0) * size) } }
-            unmix.withUnsafeBufferPointer { u in
-                mixRows(u.baseAddress!, sources: rows, into: (0..<group.samples).map { out.data + (s0 + $0) * size }, count: size)
+            let rows = group.blocks.flatMap { b in (0..<b.combinations.count).map { UnsafePointer(y.data + (piece.row(of: b) + $0) * size) } }
+            let u = group[keyPath: unmix]
+            u.withUnsafeBufferPointer {
+                mixRows($0.baseAddress!, sources: rows, into: (0..<group.samples).map { out.data + (s0 + $0) * size }, count: size)
             }
             if let bias {
                 let channels = bias.count, positions = size / channels, L = group.combinations
                 for i in 0..<group.samples {
-                    let missing = 1 - unmix[(i * L)..<((i + 1) * L)].reduce(0, +)
+                    let missing = 1 - u[(i * L)..<((i + 1) * L)].reduce(0, +)
                     for o in 0..<channels {
                         addScalar(missing * bias[o], to: out.data + ((s0 + i) * channels + o) * positions, count: positions)
                     }
@@ -535,7 +638,8 @@ package struct GroupMixing {
     /// Per combination, the untrusted group member it goes to (spread only; nil: the whole
     /// group goes where the transport's contiguous shards put it).
     package let members: [Int]?
-    /// Per combination, its row in the message as sent.
+    /// Per combination, its row in the pass as sent (the message's row when the pass crossed
+    /// in one piece).
     package let rows: [Int]
     package var combinations: Int { rows.count }
 }

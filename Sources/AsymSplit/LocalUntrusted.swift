@@ -78,8 +78,8 @@ package final class UntrustedWorker {
         var inputGrad: Tensor?
         /// corr(R_s, dY_s) per sample, of the last per-sample backward pass.
         var perSampleShares: Tensor?
-        /// The last result of each kind, kept only for a replay fault.
-        var previous: [IntegrityCheck: Tensor] = [:]
+        /// The last result of each kind (the values of its message), kept only for a replay fault.
+        var previous: [IntegrityCheck: [Float]] = [:]
     }
     private var slots: [Int: Slot] = [:]
     private let scratch = Scratch()
@@ -118,7 +118,7 @@ package final class UntrustedWorker {
         s.output = y
         s.residual = residual
         count(since: t0)
-        tamper(y, check: .outputShare, slot: &s)
+        tamper(y, from: samples.lowerBound * g.outputSize, check: .outputShare, slot: &s)
         slots[layer] = s
         return y
     }
@@ -144,7 +144,7 @@ package final class UntrustedWorker {
         }
         s.inputGrad = dx
         count(since: t0)
-        tamper(dx, check: .inputGradient, slot: &s)
+        tamper(dx, from: first * g.inputSize, check: .inputGradient, slot: &s)
         slots[layer] = s
         return dx
     }
@@ -208,35 +208,34 @@ package final class UntrustedWorker {
 
     /// Adds every layer's weight-gradient share into `grads[layer]` and zeroes the shares.
 
-    /// Applies the fault to `result` when it is active for this result; keeps the honest
-    /// result for a replay fault.
-    private func tamper(_ result: Tensor, check: IntegrityCheck, slot: inout Slot) {
+    /// Applies the fault to `result`'s values from `first` on (those of the message being
+    /// answered: earlier micro-batches' or pieces' rows left already) when it is active for
+    /// this result; keeps the honest values for a replay fault.
+    private func tamper(_ result: Tensor, from first: Int = 0, check: IntegrityCheck, slot: inout Slot) {
         guard let fault, fault.target == check, fault.layer.map({ $0 == slot.info.layer }) ?? true else { return }
-        let active = step >= fault.fromStep
+        let active = step >= fault.fromStep, values = result.data + first, count = result.count - first
         switch fault.kind {
         case .replay:
-            let honest = Tensor(shape: result.shape)
-            honest.copy(from: result)
-            if active, let old = slot.previous[check], old.count == result.count { result.copy(from: old) }
+            let honest = Array(UnsafeBufferPointer(start: values, count: count))
+            if active, let old = slot.previous[check], old.count == count { values.update(from: old, count: count) }
             slot.previous[check] = honest
         case _ where !active:
             return
         case .flip(let index, let relative):
-            let i = index ?? faultRandom.below(result.count)
-            result[i] += relative * largestMagnitude(result)
+            values[index ?? faultRandom.below(count)] += relative * largestMagnitude(values, count: count)
         case .scale(let factor):
-            for i in 0..<result.count { result[i] *= factor }
+            for i in 0..<count { values[i] *= factor }
         case .zero:
-            result.zero()
+            values.update(repeating: 0, count: count)
         case .grad(let channel, let relative):
-            let delta = relative * largestMagnitude(result), rowSize = result.count / slot.info.geometry.outChannels
-            for i in (channel * rowSize)..<((channel + 1) * rowSize) { result[i] += delta }
+            let delta = relative * largestMagnitude(values, count: count), rowSize = count / slot.info.geometry.outChannels
+            for i in (channel * rowSize)..<((channel + 1) * rowSize) { values[i] += delta }
         }
     }
 
-    private func largestMagnitude(_ t: Tensor) -> Float {
+    private func largestMagnitude(_ values: UnsafePointer<Float>, count: Int) -> Float {
         var m: Float = 0
-        for i in 0..<t.count { m = max(m, abs(t[i])) }
+        for i in 0..<count { m = max(m, abs(values[i])) }
         return m
     }
 
@@ -280,6 +279,7 @@ package final class LocalUntrusted: UntrustedExecutor {
     package var pipelines: Bool { true }
 
     package func startForward(_ r: Residual) {
+        precondition(r.piece == nil, "a layer pass in pieces crosses only where messages leave (MPI)")
         outputs[r.layer] = worker.forward(layer: r.layer, residual: r.tensor, samples: r.samples, batch: r.batch)
     }
 
@@ -287,6 +287,7 @@ package final class LocalUntrusted: UntrustedExecutor {
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor { outputs[layer]! }
 
     package func startBackward(_ g: OutputGradient) {
+        precondition(g.piece == nil, "a layer pass in pieces crosses only where messages leave (MPI)")
         inputGrads[g.layer] = worker.backward(layer: g.layer, outputGrad: g.tensor, samples: g.samples, batch: g.batch,
                                               wide: g.wideShares)
     }

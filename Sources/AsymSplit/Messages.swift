@@ -25,10 +25,14 @@ package struct Residual {
     /// that sends the message lets the reply in only once the message has left and the caller
     /// asks for the result (`finishForward`), so the caller may read the message until then.
     package let replyOverwrites: Bool
+    /// Set when this message is one piece of a layer pass that crosses piece by piece
+    /// (`tensor` then holds this piece's rows only, numbered from 0).
+    package let piece: PieceOfPass?
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, output: Tensor? = nil,
-         placement: RowPlacement? = nil, training: Bool = true, replyOverwrites: Bool = false) {
+         placement: RowPlacement? = nil, training: Bool = true, replyOverwrites: Bool = false, piece: PieceOfPass? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
         self.output = output; self.placement = placement; self.training = training; self.replyOverwrites = replyOverwrites
+        self.piece = piece
     }
 
     /// This whole residual batch as it crosses after a privacy layer transformed it (masked
@@ -36,10 +40,12 @@ package struct Residual {
     /// by `placement`. Only a residual can become another one, so nothing else (inputs,
     /// labels, principal components) can be turned into a message.
     /// `output`: where the trusted side wants the reply (nil: the executor's own buffer);
-    /// `replyOverwrites`: the reply lands in the message's own buffer instead.
-    package func crossing(as tensor: Tensor, placement: RowPlacement?, output: Tensor? = nil, replyOverwrites: Bool = false) -> Residual {
+    /// `replyOverwrites`: the reply lands in the message's own buffer instead; `piece`: `tensor`
+    /// is one piece of the pass.
+    package func crossing(as tensor: Tensor, placement: RowPlacement?, output: Tensor? = nil, replyOverwrites: Bool = false,
+                          piece: PieceOfPass? = nil) -> Residual {
         Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], output: replyOverwrites ? tensor : output, placement: placement,
-                 training: training, replyOverwrites: replyOverwrites)
+                 training: training, replyOverwrites: replyOverwrites, piece: piece)
     }
 }
 
@@ -60,18 +66,21 @@ package struct OutputGradient {
     package let wideShares: Bool
     /// Whether dX is to land in `tensor`'s own buffer (as `Residual.replyOverwrites`).
     package let replyOverwrites: Bool
+    /// Set when this message is one piece of a layer pass (as `Residual.piece`).
+    package let piece: PieceOfPass?
     init(layer: Int, tensor: Tensor, batch: Int, samples: Range<Int>? = nil, inputGrad: Tensor? = nil,
-         placement: RowPlacement? = nil, wideShares: Bool = false, replyOverwrites: Bool = false) {
+         placement: RowPlacement? = nil, wideShares: Bool = false, replyOverwrites: Bool = false, piece: PieceOfPass? = nil) {
         self.layer = layer; self.tensor = tensor; self.batch = batch; self.samples = samples ?? 0..<batch
         self.inputGrad = inputGrad; self.placement = placement; self.wideShares = wideShares; self.replyOverwrites = replyOverwrites
+        self.piece = piece
     }
 
     /// This whole output-gradient batch as it crosses after a privacy layer transformed it
     /// (as `Residual.crossing`).
     package func crossing(as tensor: Tensor, placement: RowPlacement?, wideShares: Bool = false, inputGrad: Tensor? = nil,
-                          replyOverwrites: Bool = false) -> OutputGradient {
+                          replyOverwrites: Bool = false, piece: PieceOfPass? = nil) -> OutputGradient {
         OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], inputGrad: replyOverwrites ? tensor : inputGrad,
-                       placement: placement, wideShares: wideShares, replyOverwrites: replyOverwrites)
+                       placement: placement, wideShares: wideShares, replyOverwrites: replyOverwrites, piece: piece)
     }
 }
 
@@ -82,6 +91,20 @@ package struct RowPlacement: Equatable {
     package let parts: [Range<Int>]
     package let groups: [Int]
     package init(parts: [Range<Int>], groups: [Int]) { self.parts = parts; self.groups = groups }
+}
+
+/// Where a message that is one piece of a layer pass (spread masking through one buffer,
+/// Masking.swift) puts its rows in each member's shard of the pass: member j's rows of this
+/// piece (its part of the placement) sit from `first[j]` on, which the wire header's `first`
+/// carries, so a member keeps its forward rows for the backward pass and returns one share
+/// over all of them. The masking layer numbers a member's rows from the last piece down: the
+/// first piece to arrive reaches the end of the shard and sizes the member's buffers for the
+/// whole pass at once.
+package struct PieceOfPass: Equatable {
+    package let first: [Int]
+    /// Whether this is the pass's first piece.
+    package let opens: Bool
+    package init(first: [Int], opens: Bool) { self.first = first; self.opens = opens }
 }
 
 /// Samples [lo, hi) of shard `index` when `total` samples are cut into `shards` contiguous

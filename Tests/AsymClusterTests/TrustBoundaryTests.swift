@@ -270,22 +270,24 @@ final class TrustBoundaryTests: XCTestCase {
                 }
             }
             let placed = try entries("placement-rank-0.jsonl")
-            // Per message the rows of every group over all members. A message's lines come
-            // together, one per member in rank order (evaluation sends several at one step).
-            var perMessage: [(key: String, counts: [Int: Int])] = []
-            var previous: (key: String, member: Int)?
+            // Per layer pass the rows of every group over all members. A message's lines come
+            // together, one per member in rank order; a pass crosses in up to three messages
+            // (pieces of consecutive groups, each group in one piece), and evaluation sends
+            // several passes at one step: a group seen again starts the next pass.
+            var perPass: [(key: String, counts: [Int: Int])] = []
             for e in placed {
                 let groups = e["groups"] as! [Int], rows = e["rows"] as! [Int], member = e["member"] as! Int
                 XCTAssertEqual(groups.count, rows[1] - rows[0])
                 let counts = Dictionary(grouping: groups, by: { $0 }).mapValues(\.count)
                 XCTAssertLessThanOrEqual(counts.values.max() ?? 0, K, "member \(member) got more than K of a group: \(e)")
                 let key = "\(e["step"]!) \(e["kind"]!) \(e["layer"]!)"
-                if previous == nil || previous!.key != key || previous!.member >= member { perMessage.append((key, [:])) }
-                previous = (key, member)
-                for (g, n) in counts { perMessage[perMessage.count - 1].counts[g, default: 0] += n }
+                if perPass.last?.key != key || counts.keys.contains(where: { perPass.last!.counts[$0, default: 0] + counts[$0]! > 3 * K }) {
+                    perPass.append((key, [:]))
+                }
+                for (g, n) in counts { perPass[perPass.count - 1].counts[g, default: 0] += n }
             }
-            XCTAssertGreaterThan(perMessage.count, 8)
-            for (key, counts) in perMessage {
+            XCTAssertGreaterThan(perPass.count, 8)
+            for (key, counts) in perPass {
                 // Training batches of 16: every group of K has all its 3K combinations placed once.
                 if key.contains("wide share") { XCTAssertEqual(counts.count, 16 / K, key) }
                 for (g, n) in counts { XCTAssertEqual(n, 3 * K, "\(key), group \(g)") }
@@ -447,15 +449,15 @@ final class TrustBoundaryTests: XCTestCase {
         guard let teeOnly = tee.first, let trusted = asym.first else { return }
         XCTAssertLessThanOrEqual(Double(trusted), 1.05 * Double(teeOnly), "trusted \(trusted) MB against tee-only \(teeOnly) MB")
         XCTAssertLessThanOrEqual(trusted, 200, "trusted \(trusted) MB")
-        // The private default on 1T+3U: measured 234 MB against 168 (1.39x; the goal is 1.2x).
-        // The masking layer's one message buffer (3x the largest R or Y: the reply lands over
-        // the message) is most of the difference; at a step end it also holds the members'
-        // wide-share sum. 1.5x catches either undone: a reply buffer of its own (+50 MB) or
-        // every member's shares at once with an accumulator apart (+37 MB).
+        // The private default on 1T+3U: measured 198 MB against 168 (1.18x; the goal is 1.2x).
+        // The masking layer sends a pass in three pieces through one message buffer, the reply
+        // landing over each piece (about one batch of the largest R or Y, 17 MB); at a step end
+        // the buffer holds the members' wide-share sum (18.6 MB). 1.25x catches either undone:
+        // a pass in one piece (+33 MB) or a reply buffer of its own (+17 MB).
         let masked = try peaks(4, "asym", privateDefault: true)
         XCTAssertEqual(masked.count, 2)
         if let privateTrusted = masked.first {
-            XCTAssertLessThanOrEqual(Double(privateTrusted), 1.5 * Double(trusted), "private trusted \(privateTrusted) MB against \(trusted) MB")
+            XCTAssertLessThanOrEqual(Double(privateTrusted), 1.25 * Double(trusted), "private trusted \(privateTrusted) MB against \(trusted) MB")
         }
     }
 
