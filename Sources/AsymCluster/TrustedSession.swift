@@ -92,7 +92,8 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// `weights` messages, and each member's weight-gradient shares packed in layer order. Set
     /// to the model's arena, which holds no activation between steps (docs/DESIGN.md §10).
     package var arena = ActivationArena()
-    /// The local batch of the last backward pass, whose shards the shares cover.
+    /// The local batch of the last backward pass, whose shards the shares cover when it was
+    /// not placed (a placed pass's shares cover `backwardRows`).
     private var backwardBatch = 0
     /// Whether the last backward pass was placed (spread masking), and then each member's rows
     /// of it, over all of the pass's pieces: each member's share covers those rows, numbered

@@ -179,6 +179,20 @@ private func weightedNorm(_ v: UnsafePointer<Float>, _ m: UnsafePointer<Float>, 
     return s.squareRoot()
 }
 
+/// Where the rows of a message sit in its layer pass, when the pass crosses in pieces (spread
+/// masking through one buffer): the weight-gradient share's state is kept per pass row, so
+/// that each member's share is checked against its rows of every piece.
+package struct PassRowMap {
+    /// The pass row of each message row.
+    package let rows: [Int]
+    /// The pass's rows in all.
+    package let passRows: Int
+    /// Whether this is the pass's first piece (a forward pass starts its q there).
+    package let opens: Bool
+    package init(rows: [Int], passRows: Int, opens: Bool) { self.rows = rows; self.passRows = passRows; self.opens = opens }
+}
+
+
 /// Freivalds-style checks of one split layer's untrusted results (design §8), with fresh
 /// secret vectors for every message:
 ///
@@ -195,19 +209,6 @@ private func weightedNorm(_ v: UnsafePointer<Float>, _ m: UnsafePointer<Float>, 
 /// R as C x H*W; (W t)^T as k*k x Cout times dY as Cout x P), then `shiftedSum`. The patch
 /// norms of the tolerances are box sums of sum_c R_c^2 (sum_o dY_o^2), read while the sample
 /// is in cache.
-/// Where the rows of a message sit in its layer pass, when the pass crosses in pieces (spread
-/// masking through one buffer): the weight-gradient share's state is kept per pass row, so
-/// that each member's share is checked against its rows of every piece.
-package struct PassPiece {
-    /// The pass row of each message row.
-    package let rows: [Int]
-    /// The pass's rows in all.
-    package let passRows: Int
-    /// Whether this is the pass's first piece (a forward pass starts its q there).
-    package let opens: Bool
-    package init(rows: [Int], passRows: Int, opens: Bool) { self.rows = rows; self.passRows = passRows; self.opens = opens }
-}
-
 package final class IntegrityChecker {
     let layer: Int
     let geometry: ConvGeometry
@@ -317,9 +318,10 @@ package final class IntegrityChecker {
     /// probes conv(R, s^T W) + s.b and q = conv(R, z) and the patch norms of R. Call it
     /// after handing R over, while the untrusted side computes; `progress` runs between chunks
     /// of samples (to let transfers advance).
-    /// `piece`: the message is a piece of its pass (wide shares only); nil: the whole pass.
+    /// `piece`: the message is a piece of its pass (a training pass in pieces needs wide
+    /// shares); nil: the whole pass.
     package func prepareForward(residual r: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
-                        bias b: UnsafePointer<Float>?, training: Bool, scratch: Scratch, piece: PassPiece? = nil,
+                        bias b: UnsafePointer<Float>?, training: Bool, scratch: Scratch, piece: PassRowMap? = nil,
                         progress: () -> Void = {}) {
         let g = geometry, C = g.inChannels, K = g.patchSize, k2 = g.kernel * g.kernel, Cout = g.outChannels
         let HW = g.height * g.width, P = g.outPositions
@@ -428,7 +430,7 @@ package final class IntegrityChecker {
     /// `piece`: the message is a piece of its pass, whose forward pass crossed in the same pieces.
     package func prepareBackward(outputGrad dy: UnsafePointer<Float>, batch: Int, weight w: UnsafePointer<Float>,
                          biasGrad: UnsafeMutablePointer<Float>?, copy: UnsafeMutablePointer<Float>?, scratch: Scratch,
-                         piece: PassPiece? = nil, progress: () -> Void = {}) {
+                         piece: PassRowMap? = nil, progress: () -> Void = {}) {
         let g = geometry, C = g.inChannels, Cout = g.outChannels, K = g.patchSize, k2 = g.kernel * g.kernel
         let HW = g.height * g.width, P = g.outPositions
         precondition(!checkedSamples.contains(true), "layer \(layer): backward pass amid the checks of a weight-gradient share")

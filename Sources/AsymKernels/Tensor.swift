@@ -46,14 +46,15 @@ package final class Tensor: @unchecked Sendable {
         return t
     }
 
-    /// Like `reuse`, for a buffer that fills in parts (micro-batches): the first `keeping`
-    /// values stay, and when it must grow, a new tensor takes their copy while the old one is
-    /// left as it was, for whoever still reads it (a reply still being sent).
+    /// Like `reuse`, for a buffer that fills in parts (micro-batches, the pieces of a pass):
+    /// the first `keeping` values stay, and when it must grow, a new tensor takes their copy
+    /// (as many as the old one holds: a pass's pieces fill a member's rows from the end down,
+    /// so the first part to arrive may keep more than an earlier, smaller pass left) while the
+    /// old one is left as it was, for whoever still reads it (a reply still being sent).
     package static func grown(_ tensor: Tensor?, shape: [Int], keeping: Int) -> Tensor {
         guard let tensor, tensor.capacity < shape.reduce(1, *), keeping > 0 else { return reuse(tensor, shape: shape) }
-        precondition(keeping <= tensor.capacity, "keeping \(keeping) values of a buffer of \(tensor.capacity)")
         let bigger = Tensor(shape: shape)
-        bigger.data.update(from: tensor.data, count: keeping)
+        bigger.data.update(from: tensor.data, count: min(keeping, tensor.capacity))
         return bigger
     }
 

@@ -100,9 +100,8 @@ package final class MaskingExecutor: ExecutorWrapper {
         let checker: IntegrityChecker?
         var batch = 0
         var groups: [GroupMask] = []
-        /// The pieces the current pass crosses in (see `Piece`), and how many are decoded.
+        /// The pieces the current pass crosses in (see `Piece`).
         var pieces: [Piece] = []
-        var decoded = 0
         /// The pass being sent: the caller's residual or output gradient, which the pieces are
         /// encoded from, and its noise scale; the secret stream that draws the pass's noise.
         var residual: Residual?, outputGrad: OutputGradient?
@@ -137,7 +136,7 @@ package final class MaskingExecutor: ExecutorWrapper {
     /// shard the pieces' rows count down from its last (`PieceOfPass`).
     private struct Piece {
         let groups: Range<Int>
-        /// The samples of the first group.
+        /// The batch index of its first group's first sample.
         let firstSample: Int
         let rows: Int
         /// Where the piece's rows go (nil: the transport's contiguous shards).
@@ -145,10 +144,10 @@ package final class MaskingExecutor: ExecutorWrapper {
         /// Per member: the message row of a pass row (message row = pass row + shift).
         let shift: [Int]
         /// For the checks and the transport (nil when the pass is one piece).
-        let passRows: PassPiece?, shardRows: PieceOfPass?
+        let rowMap: PassRowMap?, shardRows: PieceOfPass?
         func row(of block: GroupMask.Block) -> Int { block.row + shift[block.member] }
         /// The pass row of message row `row`.
-        func passRow(_ row: Int) -> Int { passRows?.rows[row] ?? row }
+        func passRow(_ row: Int) -> Int { rowMap?.rows[row] ?? row }
     }
 
     /// The pieces a pass of `groups` (rows set by `place` or group after group) crosses in.
@@ -157,7 +156,7 @@ package final class MaskingExecutor: ExecutorWrapper {
         let count = spread && sharesBuffers ? min(3, groups.count) : 1
         guard count > 1, let placement else {
             return [Piece(groups: groups.indices, firstSample: 0, rows: total, placement: placement,
-                          shift: [Int](repeating: 0, count: max(1, placement?.parts.count ?? 1)), passRows: nil, shardRows: nil)]
+                          shift: [Int](repeating: 0, count: max(1, placement?.parts.count ?? 1)), rowMap: nil, shardRows: nil)]
         }
         let members = placement.parts.count
         var firstSample = 0, unsent = placement.parts.map(\.count)
@@ -183,7 +182,7 @@ package final class MaskingExecutor: ExecutorWrapper {
             defer { firstSample += groups[range].reduce(0) { $0 + $1.samples } }
             return Piece(groups: range, firstSample: firstSample, rows: rows.count,
                          placement: RowPlacement(parts: parts, groups: rowGroups), shift: shift,
-                         passRows: PassPiece(rows: rows, passRows: total, opens: c == 0),
+                         rowMap: PassRowMap(rows: rows, passRows: total, opens: c == 0),
                          shardRows: PieceOfPass(first: first, opens: c == 0))
         }
     }
@@ -268,8 +267,8 @@ package final class MaskingExecutor: ExecutorWrapper {
     }
 
     /// Micro-batches are taken, but a mask group's combinations cross together: the batch
-    /// leaves as one message with its last micro-batch, and is decoded when the first result
-    /// is asked for.
+    /// leaves with its last micro-batch (as one message, or its pieces one after another), and
+    /// is decoded when the first result is asked for.
     package var pipelines: Bool { bypass ? inner.pipelines : true }
 
     package func startForward(_ r: Residual) {
@@ -289,7 +288,6 @@ package final class MaskingExecutor: ExecutorWrapper {
         }
         st.rows = st.groups.reduce(0) { $0 + $1.combinations }
         st.pieces = pieces(of: st.groups, placement: placement)
-        st.decoded = 0
         st.residual = r
         // One noise scale for the whole batch: a group's own RMS would make each combination's
         // norm follow its samples' (about s times it), and that norm alone told a probe the
@@ -313,7 +311,7 @@ package final class MaskingExecutor: ExecutorWrapper {
         codingSeconds += seconds(since: t0)
         inner.startForward(r.crossing(as: encoded, placement: piece.placement, replyOverwrites: sharesBuffers, piece: piece.shardRows))
         st.checker?.prepareForward(residual: encoded.data, batch: piece.rows, weight: st.weight.data, bias: st.bias?.data,
-                                   training: r.training, scratch: scratch, piece: piece.passRows, progress: { inner.progress() })
+                                   training: r.training, scratch: scratch, piece: piece.rowMap, progress: { inner.progress() })
     }
 
     package func finishForward(layer: Int, samples: Range<Int>) -> Tensor {
@@ -374,7 +372,7 @@ package final class MaskingExecutor: ExecutorWrapper {
                                  piece: piece.shardRows)
         if spread { inner.startBackward(message) } else { inner.startBackwardPerSample(message) }
         st.checker?.prepareBackward(outputGrad: encoded.data, batch: piece.rows, weight: st.weight.data, biasGrad: nil, copy: nil,
-                                    scratch: scratch, piece: piece.passRows, progress: { inner.progress() })
+                                    scratch: scratch, piece: piece.rowMap, progress: { inner.progress() })
     }
 
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {

@@ -12,7 +12,8 @@ package struct Fault: Equatable {
         /// The whole result scaled.
         case scale(Float)
         case zero
-        /// The previous step's result for that layer, again.
+        /// The previous result of that kind and size for that layer, again (the previous
+        /// step's when a layer pass is one message; the previous piece's when it crosses in pieces).
         case replay
         /// A targeted additive pattern: `relative` times the share's largest |entry| added
         /// to every weight of output channel `channel` (always on the weight-gradient share).
@@ -32,8 +33,8 @@ package struct Fault: Equatable {
 
     /// `--inject-fault RANK:KIND:STEP`: untrusted rank RANK misbehaves from step STEP on.
     /// flip: one output value changed by 1% of the output's largest |entry|; scale: output
-    /// shares scaled by 1.01; zero: input gradients zeroed; replay: the previous step's output
-    /// shares; grad: half the share's largest |entry| added to output channel 0 of every
+    /// shares scaled by 1.01; zero: input gradients zeroed; replay: the previous output shares
+    /// of the same size; grad: half the share's largest |entry| added to output channel 0 of every
     /// weight-gradient share (a whole row shifted by a constant: the checker draws its secret
     /// filter so that its entries never nearly cancel, see `IntegrityChecker.startPass`).
     package static func parse(_ text: String) throws -> (rank: Int, fault: Fault) {
@@ -118,7 +119,7 @@ package final class UntrustedWorker {
         s.output = y
         s.residual = residual
         count(since: t0)
-        tamper(y, from: samples.lowerBound * g.outputSize, check: .outputShare, slot: &s)
+        tamper(y, values: (samples.lowerBound * g.outputSize)..<(samples.upperBound * g.outputSize), check: .outputShare, slot: &s)
         slots[layer] = s
         return y
     }
@@ -144,7 +145,7 @@ package final class UntrustedWorker {
         }
         s.inputGrad = dx
         count(since: t0)
-        tamper(dx, from: first * g.inputSize, check: .inputGradient, slot: &s)
+        tamper(dx, values: (first * g.inputSize)..<(samples.upperBound * g.inputSize), check: .inputGradient, slot: &s)
         slots[layer] = s
         return dx
     }
@@ -208,12 +209,13 @@ package final class UntrustedWorker {
 
     /// Adds every layer's weight-gradient share into `grads[layer]` and zeroes the shares.
 
-    /// Applies the fault to `result`'s values from `first` on (those of the message being
-    /// answered: earlier micro-batches' or pieces' rows left already) when it is active for
+    /// Applies the fault to `result`'s `values` (those of the message being answered: other
+    /// micro-batches' or pieces' rows are not this reply's; nil: all) when it is active for
     /// this result; keeps the honest values for a replay fault.
-    private func tamper(_ result: Tensor, from first: Int = 0, check: IntegrityCheck, slot: inout Slot) {
+    private func tamper(_ result: Tensor, values range: Range<Int>? = nil, check: IntegrityCheck, slot: inout Slot) {
         guard let fault, fault.target == check, fault.layer.map({ $0 == slot.info.layer }) ?? true else { return }
-        let active = step >= fault.fromStep, values = result.data + first, count = result.count - first
+        let range = range ?? 0..<result.count
+        let active = step >= fault.fromStep, values = result.data + range.lowerBound, count = range.count
         switch fault.kind {
         case .replay:
             let honest = Array(UnsafeBufferPointer(start: values, count: count))
@@ -222,7 +224,9 @@ package final class UntrustedWorker {
         case _ where !active:
             return
         case .flip(let index, let relative):
-            values[index ?? faultRandom.below(count)] += relative * largestMagnitude(values, count: count)
+            let i = index ?? faultRandom.below(count)
+            precondition(i < count, "a flip of value \(i) of a message of \(count) values")
+            values[i] += relative * largestMagnitude(values, count: count)
         case .scale(let factor):
             for i in 0..<count { values[i] *= factor }
         case .zero:

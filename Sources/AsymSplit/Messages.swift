@@ -41,11 +41,12 @@ package struct Residual {
     /// labels, principal components) can be turned into a message.
     /// `output`: where the trusted side wants the reply (nil: the executor's own buffer);
     /// `replyOverwrites`: the reply lands in the message's own buffer instead; `piece`: `tensor`
-    /// is one piece of the pass.
+    /// is one piece of the pass (nil: this message's own, so that a wrapper that transforms a
+    /// piece again keeps where its rows sit).
     package func crossing(as tensor: Tensor, placement: RowPlacement?, output: Tensor? = nil, replyOverwrites: Bool = false,
                           piece: PieceOfPass? = nil) -> Residual {
         Residual(layer: layer, tensor: tensor, batch: tensor.shape[0], output: replyOverwrites ? tensor : output, placement: placement,
-                 training: training, replyOverwrites: replyOverwrites, piece: piece)
+                 training: training, replyOverwrites: replyOverwrites, piece: piece ?? self.piece)
     }
 }
 
@@ -80,7 +81,7 @@ package struct OutputGradient {
     package func crossing(as tensor: Tensor, placement: RowPlacement?, wideShares: Bool = false, inputGrad: Tensor? = nil,
                           replyOverwrites: Bool = false, piece: PieceOfPass? = nil) -> OutputGradient {
         OutputGradient(layer: layer, tensor: tensor, batch: tensor.shape[0], inputGrad: replyOverwrites ? tensor : inputGrad,
-                       placement: placement, wideShares: wideShares, replyOverwrites: replyOverwrites, piece: piece)
+                       placement: placement, wideShares: wideShares, replyOverwrites: replyOverwrites, piece: piece ?? self.piece)
     }
 }
 

@@ -425,6 +425,21 @@ final class TrustBoundaryTests: XCTestCase {
         XCTAssertGreaterThan(accuracy ?? 0, 55, job.output)  // 64.7% here; chance is 10%
     }
 
+    /// A wrapper between the masking layer and the transport (residual noise, which may run
+    /// under spread masking when the checks are off) passes each piece of a pass on with its
+    /// rows' places: a piece sent without them landed at the start of each member's shard, and
+    /// the backward pieces then read rows the forward pass never wrote (the job ended on a NaN
+    /// share).
+    func testResidualNoiseUnderSpreadMaskingKeepsThePieces() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let job = try runJob(mpirun(4, ["train", "--config", smoke, "--run-dir", dir] + args([
+            "train.max_steps=4", "train.threads=1", "asym.mode=asym", "asym.verify=false",
+            "asym.mask={inputs_per_group: 1, noise_scale: 30, spread: true}", "asym.residual_noise={std: 0.5, clip: 1}"])))
+        XCTAssertEqual(job.status, 0, job.output)
+        XCTAssertTrue(job.output.contains("done: 4 steps"), job.output)
+    }
+
     /// The trusted rank's peak memory stays small (vgg-cifar, a few steps on a small synthetic
     /// set, one thread): the enclave is the small machine. Measured 167 MB trusted against
     /// 170 MB tee-only (both about 380 MB before the liveness arena, docs/DESIGN.md §10, which

@@ -2,6 +2,21 @@ import AsymKernels
 import XCTest
 
 final class OpTests: XCTestCase {
+    /// A buffer filled in parts keeps what it holds when it grows, into a new tensor (the old
+    /// one may still be read): the values asked to stay, or as many as the old buffer had (a
+    /// pass's pieces fill a member's rows from the end down, past a smaller pass's buffer).
+    func testGrownKeepsWhatTheBufferHolds() {
+        let small = Tensor(shape: [4])
+        for i in 0..<4 { small[i] = Float(i + 1) }
+        let bigger = Tensor.grown(small, shape: [10], keeping: 2)
+        XCTAssertFalse(bigger === small)
+        XCTAssertEqual(Array(bigger.array[0..<2]), [1, 2])
+        let past = Tensor.grown(small, shape: [10], keeping: 8)
+        XCTAssertEqual(Array(past.array[0..<4]), [1, 2, 3, 4])
+        XCTAssertEqual(small.array, [1, 2, 3, 4])
+        XCTAssertTrue(Tensor.grown(small, shape: [3], keeping: 2) === small)
+    }
+
     func testLinearGradients() {
         let (batch, nin, nout) = (3, 5, 4)
         let x = randomTensor([batch, nin], seed: 1), w = randomTensor([nout, nin], seed: 2), b = randomTensor([nout], seed: 3)
