@@ -95,11 +95,11 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// The local batch of the last backward pass, whose shards the shares cover when it was
     /// not placed (a placed pass's shares cover `backwardRows`).
     private var backwardBatch = 0
-    /// Whether the last backward pass was placed (spread masking), and then each member's rows
-    /// of it, over all of the pass's pieces: each member's share covers those rows, numbered
-    /// member after member as a placement numbers one message's rows. Also the layers whose
-    /// shares come back wide this step.
-    private var backwardPlaced = false, backwardRows: [Int]?
+    /// When the last backward pass was placed (spread masking): each member's rows of it, over
+    /// all of the pass's pieces. Each member's share covers those rows, numbered member after
+    /// member as a placement numbers one message's rows. Also the layers whose shares come
+    /// back wide this step.
+    private var backwardRows: [Int]?
     private var wideLayers: Set<Int> = []
     private var waitSeconds = 0.0
     /// Bytes sent to and received from the untrusted group so far.
@@ -150,7 +150,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
     /// shares cover: contiguous shards of its batch, or, when it was placed, each member's rows
     /// handed out over the pass's pieces, numbered member after member.
     private func shareRows() -> [(member: Int, samples: Range<Int>)] {
-        guard backwardPlaced, let counts = backwardRows else { return shards(backwardBatch) }
+        guard let counts = backwardRows else { return shards(backwardBatch) }
         var next = 0
         return active.map { s in
             defer { next += counts[s] }
@@ -228,7 +228,6 @@ package final class TrustedSession: Collective, UntrustedExecutor {
             : inputGrads[d.layer]!
         inputGrads[d.layer] = dx
         backwardBatch = d.batch
-        backwardPlaced = d.placement != nil
         if d.wideShares { wideLayers.insert(d.layer) }
         var shares: (MessageKind, UnsafeMutablePointer<Float>, [Int])?
         if perSample {
@@ -240,7 +239,7 @@ package final class TrustedSession: Collective, UntrustedExecutor {
                  [g.outChannels, g.outHeight, g.outWidth],
                  receive: .inputGradient, dx.data, [g.inChannels, g.height, g.width], then: shares, layer: d.layer,
                  samples: d.samples, placement: d.placement, replyOverwrites: d.replyOverwrites, piece: d.piece)
-        if d.placement != nil { backwardRows = handedOut[Int(MessageKind.inputGradient.rawValue) << 32 | d.layer] }
+        backwardRows = d.placement == nil ? nil : handedOut[Int(MessageKind.inputGradient.rawValue) << 32 | d.layer]
     }
 
     package func finishBackward(layer: Int, samples: Range<Int>) -> Tensor {

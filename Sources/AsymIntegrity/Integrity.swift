@@ -192,7 +192,6 @@ package struct PassRowMap {
     package init(rows: [Int], passRows: Int, opens: Bool) { self.rows = rows; self.passRows = passRows; self.opens = opens }
 }
 
-
 /// Freivalds-style checks of one split layer's untrusted results (design §8), with fresh
 /// secret vectors for every message:
 ///
@@ -326,7 +325,7 @@ package final class IntegrityChecker {
         let g = geometry, C = g.inChannels, K = g.patchSize, k2 = g.kernel * g.kernel, Cout = g.outChannels
         let HW = g.height * g.width, P = g.outPositions
         precondition(piece == nil || wideShares || !training, "layer \(layer): a pass in pieces needs wide shares")
-        let passRows = piece?.passRows ?? batch, rowsOfPass = piece?.rows
+        let passRows = piece?.passRows ?? batch, at: (Int) -> Int = { piece?.rows[$0] ?? $0 }
         if training { startPass(batch: passRows) }
         timed(.randomDraws) { random.fillSigned(s.data, count: Cout) }
         // z's taps join the float probe's GEMM, or, with wide shares, a double one of their own.
@@ -379,7 +378,7 @@ package final class IntegrityChecker {
                         let norms = filterNorms.data, energies = rowScratch.data
                         var rho: Double = 0
                         for c in 0..<C { rho += Double(norms[c]) * Double(energies[c]) }
-                        filterEnergy[rowsOfPass?[n] ?? n] += rho
+                        filterEnergy[at(n)] += rho
                     }
                 }
             }
@@ -393,10 +392,7 @@ package final class IntegrityChecker {
                         shiftedSum(g, taps: taps + k2 * HW, tapStride: HW, into: kept.data + n * P, transposed: false)
                         probeEnergy[n] += sumOfSquares(kept.data + n * P, count: P)
                     }
-                    if wideQ {
-                        let at = rowsOfPass?[n] ?? n
-                        probeEnergy[at] += wideProbe(sample: r + n * C * HW, into: at * P)
-                    }
+                    if wideQ { probeEnergy[at(n)] += wideProbe(sample: r + n * C * HW, into: at(n) * P) }
                 }
             }
             progress()
@@ -448,7 +444,7 @@ package final class IntegrityChecker {
             combinedMax = maxMagnitude(wt, count: Cout * k2)
             for o in 0..<Cout { for tap in 0..<k2 { taps[tap * Cout + o] = wt[o * k2 + tap] } }
         }
-        let share = filterDrawn, passRows = piece?.passRows ?? batch, rowsOfPass = piece?.rows
+        let share = filterDrawn, passRows = piece?.passRows ?? batch, at: (Int) -> Int = { piece?.rows[$0] ?? $0 }
         precondition(piece == nil || wideShares, "layer \(layer): a pass in pieces needs wide shares")
         if share {
             guard wideShares ? qWide.count == passRows * P : q?.count == passRows * P else {
@@ -468,9 +464,9 @@ package final class IntegrityChecker {
                     (energy.data + n * HW).update(repeating: 0, count: HW)
                     shiftedSum(g, taps: map, tapStride: 0, into: energy.data + n * HW, transposed: true)
                     if share {
-                        let maxima = rowScratch.data, at = rowsOfPass?[n] ?? n
+                        let maxima = rowScratch.data, row = at(n)
                         outputGradMax.withUnsafeMutableBufferPointer { m in
-                            for o in 0..<Cout { m[at * Cout + o] = max(m[at * Cout + o], maxima[o]) }
+                            for o in 0..<Cout { m[row * Cout + o] = max(m[row * Cout + o], maxima[o]) }
                         }
                     }
                 }
@@ -500,8 +496,8 @@ package final class IntegrityChecker {
                         qWide.withUnsafeBufferPointer { qw in
                             shareReferenceWide.withUnsafeMutableBufferPointer { ref in
                                 for n in chunk {
-                                    let at = rowsOfPass?[n] ?? n
-                                    for o in 0..<Cout { ref[at * Cout + o] += wideDot(dy + (n * Cout + o) * P, qw.baseAddress! + at * P, count: P) }
+                                    let row = at(n)
+                                    for o in 0..<Cout { ref[row * Cout + o] += wideDot(dy + (n * Cout + o) * P, qw.baseAddress! + row * P, count: P) }
                                 }
                             }
                         }
@@ -517,7 +513,7 @@ package final class IntegrityChecker {
             }
             progress()
         }
-        if share { for n in 0..<batch { samplePasses[rowsOfPass?[n] ?? n] += 1 } }
+        if share { for n in 0..<batch { samplePasses[at(n)] += 1 } }
         forwardBatch = batch
     }
 
